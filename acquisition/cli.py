@@ -1,0 +1,85 @@
+"""The ``galacto`` command line: one entry point, one sub-command per module.
+
+Exit codes are decided here and in the command modules only: 0 success, 2 bad arguments,
+bad configuration or no link, 3 an action aborted by a fault (e.g. an injection stopped).
+Every command module exposes ``register(subparsers)`` and sets ``func`` on its parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from acquisition import wiring
+from acquisition.settings import Config, ConfigError, load, parse_override
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_ABORTED = 3
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="galacto",
+        description="Galactography acquisition controller and dose logger.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    parser.add_argument(
+        "--set",
+        metavar="SECTION.NAME=VALUE",
+        action="append",
+        default=[],
+        dest="overrides",
+        help="override one setting (repeatable); see docs/configuration.md",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="diagnostic log level on stderr (default: logging.level)",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in wiring.COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def load_config(args: argparse.Namespace, **flag_overrides: object) -> Config:
+    """The effective configuration of this invocation (file, environment, --set, flags)."""
+    overrides: dict[str, object] = dict(parse_override(text) for text in args.overrides)
+    overrides.update({k: v for k, v in flag_overrides.items() if v is not None})
+    return load(args.config, overrides=overrides)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # pynetdicom logs request/response identifiers (patient names) by default.
+    from dicom_nodes.network import quiet_identifier_logging
+
+    quiet_identifier_logging()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level or "WARNING")
+    try:
+        result: int = args.func(args)
+    except ConfigError as exc:
+        print(f"galacto: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,438 @@
+"""Configuration: every setting declared once, validated once, frozen.
+
+Each setting is one dataclass field declared with :func:`setting` (its type comes from the
+annotation, its default, help text and bounds from the call). Sections are frozen dataclasses;
+:class:`Config` groups them. Values come from, in increasing precedence:
+
+1. the defaults declared here,
+2. a TOML file (``config/default.toml`` documents every setting),
+3. the environment, ``GALACTO_<SECTION>_<NAME>`` (e.g. ``GALACTO_INJECTOR_URL``),
+4. the command line (``--set section.name=value`` and the flags of each command).
+
+A bad value raises :class:`ConfigError` naming the setting and where the value came from.
+``docs/configuration.md`` lists every setting; ``tests/unit/test_settings.py`` keeps it complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "GALACTO_"
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value, an unknown name, or the file cannot be read."""
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    choices: tuple[Any, ...] | None = None,
+    secret: bool = False,
+) -> Any:
+    """Declare one setting: a dataclass field carrying its documentation and bounds."""
+    meta = {"help": help, "minimum": minimum, "maximum": maximum, "choices": choices}
+    meta["secret"] = secret
+    if isinstance(default, list | tuple):
+        return field(default_factory=lambda: tuple(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class SiteSettings:
+    name: str = setting(
+        "galacto", "Human-readable name of this installation, shown on the console."
+    )
+    uid_root: str = setting(
+        "1.2.826.0.1.3680043.10.1466",
+        "Organisation UID root for the UIDs this controller generates (PS3.5 §9).",
+    )
+    pseudonym_secret: str = setting(
+        "",
+        "Per-site secret for HMAC-SHA256 pseudonyms of patient identifiers in exports "
+        "(dose.md §6). Set it from the environment (GALACTO_SITE_PSEUDONYM_SECRET); "
+        "never commit it.",
+        secret=True,
+    )
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    path: str = setting(
+        "var/galacto.db",
+        "SQLite database holding the worklist, MPPS, dose log, journal and outbox.",
+    )
+    busy_timeout_s: float = setting(
+        5.0, "How long a writer waits for the database lock before failing.", minimum=0.1
+    )
+
+
+@dataclass(frozen=True)
+class InjectorSettings:
+    url: str = setting(
+        "",
+        "Serial URL of the contrast injector: a device (/dev/ttyUSB0), a pty path, "
+        "socket://HOST:PORT or spy://... (pyserial serial_for_url).",
+    )
+    baud: int = setting(19200, "Line speed, 8N1.", choices=(300, 1200, 2400, 9600, 19200))
+    address: int = setting(0, "Pump address on the line.", minimum=0, maximum=99)
+    safe_timeout_s: int = setting(
+        2,
+        "Safe-mode watchdog (SAF n): the pump stops itself when the controller is silent this long."
+        " The driver sends a heartbeat at least every half of it while armed or injecting.",
+        minimum=1,
+        maximum=255,
+    )
+    reply_timeout_s: float = setting(
+        1.0, "Deadline for a whole reply to one command.", minimum=0.05, maximum=10.0
+    )
+    inter_byte_timeout_s: float = setting(
+        0.5, "A gap longer than this inside a frame discards the partial frame.", minimum=0.01
+    )
+    syringe: str = setting("1ml", "Syringe size loaded in the injector.", choices=("1ml", "3ml"))
+    rate_ml_min: float = setting(0.3, "Default injection rate.", minimum=0.001, maximum=1.0)
+    volume_ml: float = setting(0.5, "Default volume of one injection.", minimum=0.01, maximum=3.0)
+    max_rate_ml_min: float = setting(
+        1.0, "Hard limit on the injection rate.", minimum=0.001, maximum=1.0
+    )
+    max_volume_per_injection_ml: float = setting(
+        3.0, "Hard limit on the volume of one injection.", minimum=0.01, maximum=3.0
+    )
+    max_volume_per_exam_ml: float = setting(
+        5.0, "Hard limit on the contrast volume of one exam.", minimum=0.01, maximum=5.0
+    )
+    max_injections_per_exam: int = setting(
+        2, "Injections allowed in one exam.", minimum=1, maximum=2
+    )
+    pressure_warning_kpa: float = setting(
+        70.0, "Warning limit, above the baseline pressure measured at injection start.", minimum=1
+    )
+    pressure_adjustment_kpa: float = setting(
+        100.0,
+        "Adaptive-flow limit above baseline: the injector reduces its rate above it.",
+        minimum=1,
+    )
+    pressure_termination_kpa: float = setting(
+        170.0, "Termination limit above baseline: the injection is stopped.", minimum=1
+    )
+    pressure_ceiling_kpa: float = setting(
+        350.0, "Absolute pressure ceiling, whatever the baseline.", minimum=1, maximum=350.0
+    )
+    baseline_window_s: float = setting(
+        2.0, "Seconds at injection start over which the baseline pressure is measured.", minimum=0
+    )
+    arm_timeout_s: float = setting(
+        120.0, "An armed injector that is not started within this time disarms.", minimum=1
+    )
+    max_hold_s: float = setting(120.0, "A hold longer than this aborts the injection.", minimum=1)
+
+
+@dataclass(frozen=True)
+class DicomSettings:
+    ae_title: str = setting("GALACTO", "AE title of the controller's SCPs toward the unit.")
+    host: str = setting("127.0.0.1", "Address the SCPs listen on.")
+    port: int = setting(
+        11112,
+        "Port the SCPs listen on (MWL, MPPS and Storage share it); 0 picks a free one.",
+        minimum=0,
+        maximum=65535,
+    )
+    allowed_calling_aes: tuple[str, ...] = setting(
+        (), "Calling AE titles allowed to associate; empty allows any (not for clinical use)."
+    )
+    max_pdu: int = setting(
+        262144, "Maximum PDU length advertised (bytes); 0 means unlimited.", minimum=0
+    )
+    connection_timeout_s: float = setting(5.0, "TCP connect timeout of every SCU.", minimum=0.1)
+    acse_timeout_s: float = setting(10.0, "Association negotiation timeout.", minimum=0.1)
+    dimse_timeout_s: float = setting(30.0, "Wait for a DIMSE message.", minimum=0.1)
+    network_timeout_s: float = setting(60.0, "Idle association timeout.", minimum=0.1)
+    worklist_max_results: int = setting(
+        5000, "Cap on worklist items returned to one C-FIND (the unit's DIMSE timeout).", minimum=1
+    )
+    storage_dir: str = setting("var/objects", "Where received and generated objects are kept.")
+    tls_certificate: str = setting("", "PEM certificate enabling TLS on SCPs and SCUs.")
+    tls_private_key: str = setting("", "PEM private key for the TLS certificate.", secret=True)
+    tls_ca: str = setting("", "PEM bundle of CAs whose peers are trusted (mutual TLS).")
+
+
+@dataclass(frozen=True)
+class RisSettings:
+    host: str = setting("", "RIS worklist/MPPS host; empty disables the RIS (unscheduled exams).")
+    port: int = setting(104, "RIS port.", minimum=1, maximum=65535)
+    ae_title: str = setting("RIS", "Called AE title of the RIS.")
+    mpps_ae_title: str = setting("", "Called AE of the RIS MPPS SCP (empty: same as ae_title).")
+    station_ae_title: str = setting(
+        "GALACTO", "Scheduled Station AE Title the controller asks the RIS worklist for."
+    )
+    refresh_interval_s: float = setting(
+        60.0, "How often the RIS worklist is polled into the local database.", minimum=1
+    )
+
+
+@dataclass(frozen=True)
+class PacsSettings:
+    host: str = setting("", "PACS host; empty disables forwarding.")
+    port: int = setting(104, "PACS port.", minimum=1, maximum=65535)
+    ae_title: str = setting("PACS", "Called AE title of the PACS.")
+    storage_commitment: bool = setting(False, "Request Storage Commitment for sent objects.")
+    commitment_port: int = setting(
+        0,
+        "Port on which the controller accepts the archive's N-EVENT-REPORT association "
+        "(0: the main SCP port).",
+        minimum=0,
+        maximum=65535,
+    )
+    retry_initial_s: float = setting(2.0, "First retry delay of the outbox.", minimum=0.01)
+    retry_max_s: float = setting(300.0, "Longest retry delay of the outbox.", minimum=0.01)
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    host: str = setting("127.0.0.1", "Address of the technologists' web console.")
+    port: int = setting(
+        8080, "Port of the web console; 0 picks a free one.", minimum=0, maximum=65535
+    )
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    level: str = setting(
+        "INFO", "Log level of the diagnostic log.", choices=("DEBUG", "INFO", "WARNING", "ERROR")
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    site: SiteSettings = field(default_factory=SiteSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    injector: InjectorSettings = field(default_factory=InjectorSettings)
+    dicom: DicomSettings = field(default_factory=DicomSettings)
+    ris: RisSettings = field(default_factory=RisSettings)
+    pacs: PacsSettings = field(default_factory=PacsSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+
+
+@dataclass(frozen=True)
+class SettingInfo:
+    """What the docs and the loader know of one setting."""
+
+    section: str
+    name: str
+    type: Any
+    default: Any
+    help: str
+    minimum: float | None
+    maximum: float | None
+    choices: tuple[Any, ...] | None
+    secret: bool
+
+    @property
+    def key(self) -> str:
+        return f"{self.section}.{self.name}"
+
+    @property
+    def env(self) -> str:
+        return f"{ENV_PREFIX}{self.section.upper()}_{self.name.upper()}"
+
+
+def iter_settings() -> Iterator[SettingInfo]:
+    """Every declared setting, in declaration order."""
+    for section_field in dataclasses.fields(Config):
+        section_cls = _section_class(section_field.name)
+        hints = typing.get_type_hints(section_cls)
+        for f in dataclasses.fields(section_cls):
+            default: Any = f.default
+            if default is dataclasses.MISSING:
+                default = f.default_factory()  # type: ignore[operator]
+            yield SettingInfo(
+                section=section_field.name,
+                name=f.name,
+                type=hints[f.name],
+                default=default,
+                help=f.metadata["help"],
+                minimum=f.metadata["minimum"],
+                maximum=f.metadata["maximum"],
+                choices=f.metadata["choices"],
+                secret=f.metadata["secret"],
+            )
+
+
+def _section_class(section: str) -> type:
+    hints = typing.get_type_hints(Config)
+    cls = hints[section]
+    assert isinstance(cls, type)
+    return cls
+
+
+def load(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the effective configuration: defaults < file < environment < overrides.
+
+    ``overrides`` maps ``section.name`` to a value (from the command line: strings are parsed
+    like environment values).
+    """
+    environ = os.environ if environ is None else environ
+    raw: dict[str, tuple[Any, str]] = {}
+    if path is not None:
+        for key, value in _read_toml(Path(path)).items():
+            raw[key] = (value, f"file {path}")
+    known = {info.env: info.key for info in iter_settings()}
+    for env_name, value in environ.items():
+        if env_name.startswith(ENV_PREFIX) and env_name in known:
+            raw[known[env_name]] = (value, f"environment {env_name}")
+    for key, value in (overrides or {}).items():
+        raw[key] = (value, "command line")
+
+    infos = {info.key: info for info in iter_settings()}
+    for key, (_, origin) in raw.items():
+        if key not in infos:
+            raise ConfigError(f"{key}: unknown setting (from {origin})")
+
+    sections: dict[str, Any] = {}
+    for section_field in dataclasses.fields(Config):
+        values: dict[str, Any] = {}
+        for info in (i for i in infos.values() if i.section == section_field.name):
+            if info.key in raw:
+                value, origin = raw[info.key]
+                values[info.name] = _coerce(info, value, origin)
+        sections[section_field.name] = _section_class(section_field.name)(**values)
+    config = Config(**sections)
+    _check_cross_field(config)
+    return config
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            doc = tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"configuration file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    flat: dict[str, Any] = {}
+    for section, body in doc.items():
+        if not isinstance(body, dict):
+            raise ConfigError(f"{section}: expected a [{section}] table in {path}")
+        for name, value in body.items():
+            flat[f"{section}.{name}"] = value
+    return flat
+
+
+def _coerce(info: SettingInfo, value: Any, origin: str) -> Any:
+    def fail(why: str) -> ConfigError:
+        shown = "***" if info.secret else repr(value)
+        return ConfigError(f"{info.key}: {why}, got {shown} (from {origin})")
+
+    kind = info.type
+    is_tuple = typing.get_origin(kind) is tuple or kind is tuple
+    try:
+        if is_tuple:
+            if isinstance(value, str):
+                items = [v.strip() for v in value.split(",") if v.strip()]
+            elif isinstance(value, list | tuple):
+                items = [str(v) for v in value]
+            else:
+                raise fail("expected a list of strings")
+            result: Any = tuple(items)
+        elif kind is bool:
+            result = _to_bool(value)
+        elif kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise fail("expected an integer")
+            result = int(value)
+        elif kind is float:
+            if isinstance(value, bool):
+                raise fail("expected a number")
+            result = float(value)
+        elif kind is str:
+            if not isinstance(value, str):
+                raise fail("expected a string")
+            result = value
+        else:  # pragma: no cover - a declaration error, caught by the tests
+            raise fail(f"unsupported setting type {kind}")
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise fail(f"expected {_type_name(kind)}") from exc
+    if info.choices is not None and result not in info.choices:
+        raise fail(f"expected one of {', '.join(map(str, info.choices))}")
+    if info.minimum is not None and result < info.minimum:
+        raise fail(f"must be at least {info.minimum}")
+    if info.maximum is not None and result > info.maximum:
+        raise fail(f"must be at most {info.maximum}")
+    return result
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in {"1", "true", "yes", "on"}:
+        return True
+    if isinstance(value, str) and value.strip().lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(value)
+
+
+def _type_name(kind: Any) -> str:
+    if isinstance(kind, types.GenericAlias) or typing.get_origin(kind) is tuple:
+        return "a list of strings"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        kind, str(kind)
+    )
+
+
+def _check_cross_field(config: Config) -> None:
+    inj = config.injector
+    if not inj.pressure_warning_kpa < inj.pressure_adjustment_kpa < inj.pressure_termination_kpa:
+        raise ConfigError(
+            "injector.pressure_warning_kpa < injector.pressure_adjustment_kpa < "
+            "injector.pressure_termination_kpa must hold, got "
+            f"{inj.pressure_warning_kpa} / {inj.pressure_adjustment_kpa} / "
+            f"{inj.pressure_termination_kpa}"
+        )
+    if inj.rate_ml_min > inj.max_rate_ml_min:
+        raise ConfigError(
+            f"injector.rate_ml_min: must not exceed injector.max_rate_ml_min "
+            f"({inj.max_rate_ml_min}), got {inj.rate_ml_min}"
+        )
+    if inj.volume_ml > inj.max_volume_per_injection_ml:
+        raise ConfigError(
+            f"injector.volume_ml: must not exceed injector.max_volume_per_injection_ml "
+            f"({inj.max_volume_per_injection_ml}), got {inj.volume_ml}"
+        )
+    if bool(config.dicom.tls_certificate) != bool(config.dicom.tls_private_key):
+        raise ConfigError("dicom.tls_certificate and dicom.tls_private_key: set both or neither")
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    """Parse one ``--set section.name=value`` argument."""
+    key, sep, value = text.partition("=")
+    if not sep or "." not in key:
+        raise ConfigError(f"--set expects section.name=value, got {text!r}")
+    return key.strip(), value
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """The effective configuration as a flat dict, secrets replaced, for the start-up log."""
+    out: dict[str, Any] = {}
+    for info in iter_settings():
+        value = getattr(getattr(config, info.section), info.name)
+        out[info.key] = "***" if (info.secret and value) else value
+    return out

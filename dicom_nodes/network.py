@@ -1,0 +1,94 @@
+"""What every association of ours needs: timeouts, TCP_NODELAY, quiet logs, optional TLS.
+
+pynetdicom never sets TCP_NODELAY. With Nagle's algorithm on, every request/response whose
+message spans several PDUs waits on the peer's 40 ms delayed ACK (dicom.md §2). We switch it
+off on every socket we open or accept, from the ``EVT_CONN_OPEN`` notification that pynetdicom
+fires on both sides before the first PDU is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pynetdicom import AE, _config, evt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Explicit timeouts for one AE (seconds)."""
+
+    connection_s: float = 5.0
+    acse_s: float = 10.0
+    dimse_s: float = 30.0
+    network_s: float = 60.0
+
+
+def quiet_identifier_logging() -> None:
+    """Keep patient identifiers out of pynetdicom's logs (it logs them at INFO by default)."""
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+    _config.LOG_HANDLER_LEVEL = "none"
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+def set_nodelay(sock: Any) -> bool:
+    """Disable Nagle's algorithm on a TCP socket; False if it is not a TCP socket."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+def _on_conn_open(event: evt.Event) -> None:
+    dul_socket = event.assoc.dul.socket
+    if dul_socket is not None and dul_socket.socket is not None:
+        set_nodelay(dul_socket.socket)
+
+
+#: Bind these with every AE (SCU and SCP): ``handlers + NODELAY_HANDLERS``.
+NODELAY_HANDLERS: list[tuple[Any, Any]] = [(evt.EVT_CONN_OPEN, _on_conn_open)]
+
+
+def make_ae(ae_title: str, timeouts: Timeouts, *, max_pdu: int = 262144) -> AE:
+    """An AE with every timeout set explicitly and identifier logging off."""
+    quiet_identifier_logging()
+    ae = AE(ae_title=ae_title)
+    ae.connection_timeout = timeouts.connection_s
+    ae.acse_timeout = timeouts.acse_s
+    ae.dimse_timeout = timeouts.dimse_s
+    ae.network_timeout = timeouts.network_s
+    ae.maximum_pdu_size = max_pdu
+    return ae
+
+
+def server_tls_context(certificate: str, private_key: str, ca: str = "") -> ssl.SSLContext:
+    """TLS for our SCPs; with ``ca`` the peer must present a certificate it signed."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=ca or None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(certificate, private_key)
+    ctx.verify_mode = ssl.CERT_REQUIRED if ca else ssl.CERT_NONE
+    return ctx
+
+
+def client_tls_context(
+    ca: str = "", certificate: str = "", private_key: str = ""
+) -> ssl.SSLContext:
+    """TLS for our SCUs: verify the peer against ``ca``; present our certificate if given."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca or None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if certificate:
+        ctx.load_cert_chain(certificate, private_key)
+    return ctx
+
+
+def require_calling_aes(ae: AE, allowed: Sequence[str]) -> None:
+    """Reject associations from calling AE titles not in ``allowed`` (empty: allow any)."""
+    ae.require_calling_aet = list(allowed)

@@ -1,0 +1,56 @@
+"""Shared fixtures: strict pydicom, and a guard that fails a test leaking threads or files."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+
+import pydicom.config
+import pytest
+
+pydicom.config.settings.reading_validation_mode = pydicom.config.WARN
+pydicom.config.settings.writing_validation_mode = pydicom.config.RAISE
+pydicom.config.settings.INVALID_KEYWORD_BEHAVIOR = "RAISE"
+
+LEAK_GRACE_S = 5.0
+
+
+def _open_fds() -> set[str]:
+    try:
+        return {
+            os.readlink(f"/proc/self/fd/{fd}")
+            for fd in os.listdir("/proc/self/fd")
+            if os.path.exists(f"/proc/self/fd/{fd}")
+        }
+    except OSError:
+        return set()
+
+
+def _fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that leaves threads running or file descriptors open behind it."""
+    if request.node.get_closest_marker("allow_leaks"):
+        yield
+        return
+    threads_before = set(threading.enumerate())
+    fds_before = _fd_count()
+    yield
+    deadline = time.monotonic() + LEAK_GRACE_S
+    while True:
+        leaked = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
+        fd_growth = _fd_count() - fds_before
+        if (not leaked and fd_growth <= 0) or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert not leaked, f"threads left running: {[t.name for t in leaked]}"
+    assert fd_growth <= 0, f"{fd_growth} file descriptor(s) left open"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "allow_leaks: the test owns long-lived resources")

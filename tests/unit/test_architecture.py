@@ -1,0 +1,52 @@
+"""The layering of the house: a forbidden import between packages fails here (style.md §1)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("acquisition", "device_drivers", "dicom_nodes", "simulators")
+
+# package -> packages it must never import
+FORBIDDEN = {
+    "acquisition": {"simulators"},
+    "device_drivers": {"acquisition", "simulators", "dicom_nodes"},
+    "dicom_nodes": {"acquisition", "simulators", "device_drivers"},
+    "simulators": {"acquisition"},
+}
+
+
+def imported_top_level(path: Path) -> set[tuple[str, int]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: set[tuple[str, int]] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {(alias.name.split(".")[0], node.lineno) for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add((node.module.split(".")[0], node.lineno))
+    return found
+
+
+def all_modules() -> list[tuple[str, Path]]:
+    return [(pkg, p) for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))]
+
+
+@pytest.mark.parametrize(("package", "path"), all_modules(), ids=str)
+def test_no_forbidden_import(package: str, path: Path) -> None:
+    bad = sorted(
+        (name, line) for name, line in imported_top_level(path) if name in FORBIDDEN[package]
+    )
+    assert not bad, f"{path.relative_to(ROOT)} imports {bad}: {package} must not import these"
+
+
+def test_the_checker_sees_a_forbidden_import(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("import os\nfrom simulators.injector import X\n")
+    assert ("simulators", 2) in imported_top_level(module)
+
+
+def test_every_package_is_checked() -> None:
+    assert {pkg for pkg, _ in all_modules()} == set(PACKAGES)
