@@ -15,11 +15,22 @@ from pathlib import Path
 import sqlite_utils
 
 
-def connect(path: str | Path, *, busy_timeout_s: float = 5.0) -> sqlite3.Connection:
-    """A connection with the house pragmas. Usable only by the thread that opened it."""
+def connect(
+    path: str | Path, *, busy_timeout_s: float = 5.0, check_same_thread: bool = True
+) -> sqlite3.Connection:
+    """A connection with the house pragmas, in autocommit mode (explicit BEGIN … COMMIT).
+
+    By default only the opening thread may use it; pass ``check_same_thread=False`` when one
+    owner serialises its use across threads with a lock.
+    """
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), timeout=busy_timeout_s, isolation_level=None)
+    conn = sqlite3.connect(
+        str(path),
+        timeout=busy_timeout_s,
+        isolation_level=None,
+        check_same_thread=check_same_thread,
+    )
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
