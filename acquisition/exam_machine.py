@@ -1,0 +1,224 @@
+"""The galactography exam as a pure state machine (procedure.md; style.md §4).
+
+States and events are Enums; ``TRANSITIONS`` maps ``(event, state)`` to the next state and the
+interlock that must hold, each entry commented with the clinical rule it encodes. The machine
+does no I/O: the exam service performs the action (inject, MPPS, store), then feeds the event
+that reports the outcome. :func:`next_state` returns the next state or raises
+:class:`Refused` naming the rule; every pair not in the table is refused too, and the state is
+left unchanged. ``docs/exam-states.md`` is rendered from this table.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+class ExamState(enum.Enum):
+    IDLE = "idle"  # no exam open
+    CHECKLIST = "checklist"  # order selected; pre-exam checklist being answered
+    PRE_CONTRAST = "pre-contrast"  # plain images before any contrast
+    CANNULATION = "cannulation"  # duct cannulated, line purged of air
+    INJECTION_1 = "injection-1"  # injector running the first injection
+    POST_INJECTION_1 = "post-injection-1"  # images after the first injection
+    INJECTION_2 = "injection-2"  # optional second injection
+    POST_INJECTION_2 = "post-injection-2"  # images after the second injection
+    COMPLETED = "completed"
+    DISCONTINUED = "discontinued"
+    FAULT = "fault"  # injector or logging fault; left only by operator acknowledgement
+
+    @property
+    def is_final(self) -> bool:
+        return self in (ExamState.COMPLETED, ExamState.DISCONTINUED)
+
+    @property
+    def is_injecting(self) -> bool:
+        return self in (ExamState.INJECTION_1, ExamState.INJECTION_2)
+
+
+class ExamEvent(enum.Enum):
+    SELECT_ORDER = "select-order"  # operator picks a RIS worklist order
+    REGISTER_UNSCHEDULED = "register-unscheduled"  # operator registers a patient at the console
+    PASS_CHECKLIST = "pass-checklist"  # operator submits a passing checklist
+    FINISH_PRE_CONTRAST = "finish-pre-contrast"  # operator: plain images done
+    START_INJECTION = "start-injection"  # operator's explicit start; the injector was started
+    INJECTION_COMPLETED = "injection-completed"  # injector reached the programmed volume
+    INJECTION_STOPPED = "injection-stopped"  # operator stopped early (fullness, pain, reflux)
+    FAULT = "fault"  # injector fault, link loss or a failed journal/dose-log write
+    ACKNOWLEDGE_FAULT = "acknowledge-fault"  # operator acknowledges the fault
+    COMPLETE = "complete"  # operator closes the exam as complete
+    DISCONTINUE = "discontinue"  # operator discontinues with a CID 9301 reason
+    CLOSE = "close"  # operator leaves the finished exam; the room is free
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Contrast limits (procedure.md; injector-protocol.md §9)."""
+
+    max_volume_per_injection_ml: float = 3.0
+    max_volume_per_exam_ml: float = 5.0
+    max_injections: int = 2
+
+
+@dataclass(frozen=True)
+class ExamFacts:
+    """What the interlocks look at: derived by the service from the journal."""
+
+    checklist_passed: bool = False
+    pre_contrast_exposures: int = 0
+    post_injection_exposures: int = 0  # in the current post-injection phase
+    cannulation_confirmed: bool = False
+    air_purge_confirmed: bool = False
+    injector_healthy: bool = False
+    injections_started: int = 0
+    volume_given_ml: float = 0.0
+    requested_volume_ml: float = 0.0  # of the injection being started
+    discontinuation_reason: str | None = None  # a CID 9301 code value
+    fault_phase: ExamState | None = None  # the state the fault interrupted
+    limits: Limits = Limits()
+
+
+class Refused(Exception):
+    """The event is not allowed now; ``reason`` says which rule refused it."""
+
+    def __init__(self, event: ExamEvent, state: ExamState, reason: str) -> None:
+        super().__init__(f"{event.value} refused in {state.value}: {reason}")
+        self.event = event
+        self.state = state
+        self.reason = reason
+
+
+Guard = Callable[[ExamFacts], str | None]  # None when allowed, else the reason
+
+
+def _checklist(f: ExamFacts) -> str | None:
+    if not f.checklist_passed:
+        return "the checklist has a blocking answer without a physician override"
+    return None
+
+
+def _pre_contrast_taken(f: ExamFacts) -> str | None:
+    if f.pre_contrast_exposures < 1:
+        return "at least one pre-contrast exposure is required before contrast"
+    return None
+
+
+def _ready_to_inject(f: ExamFacts) -> str | None:
+    if not f.cannulation_confirmed:
+        return "cannulation is not confirmed"
+    if not f.air_purge_confirmed:
+        return "the air purge of the line is not confirmed"
+    if not f.injector_healthy:
+        return "the injector link is not healthy"
+    if f.injections_started >= f.limits.max_injections:
+        return f"at most {f.limits.max_injections} injections per exam"
+    if not 0 < f.requested_volume_ml <= f.limits.max_volume_per_injection_ml:
+        return (
+            f"the volume {f.requested_volume_ml:g} mL is outside 0–"
+            f"{f.limits.max_volume_per_injection_ml:g} mL per injection"
+        )
+    if f.volume_given_ml + f.requested_volume_ml > f.limits.max_volume_per_exam_ml + 1e-9:
+        return (
+            f"{f.volume_given_ml:g} mL given + {f.requested_volume_ml:g} mL would exceed "
+            f"{f.limits.max_volume_per_exam_ml:g} mL per exam"
+        )
+    return None
+
+
+def _post_images_taken(f: ExamFacts) -> str | None:
+    if f.post_injection_exposures < 1:
+        return "no post-injection exposure yet: discontinue instead, with a reason"
+    return None
+
+
+def _has_reason(f: ExamFacts) -> str | None:
+    if not f.discontinuation_reason:
+        return "a discontinuation needs a reason (CID 9301)"
+    return None
+
+
+S, E = ExamState, ExamEvent
+
+#: The exam, as a table: (event, state) -> (next state, interlock).
+TRANSITIONS: dict[tuple[ExamEvent, ExamState], tuple[ExamState, Guard | None]] = {
+    # An exam starts from a RIS order or a patient registered at the console (no RIS).
+    (E.SELECT_ORDER, S.IDLE): (S.CHECKLIST, None),
+    (E.REGISTER_UNSCHEDULED, S.IDLE): (S.CHECKLIST, None),
+    # Pregnancy, contrast allergy, mastitis or no discharge block unless a physician overrides.
+    (E.PASS_CHECKLIST, S.CHECKLIST): (S.PRE_CONTRAST, _checklist),
+    # Plain images first, so that calcifications are not hidden by contrast later.
+    (E.FINISH_PRE_CONTRAST, S.PRE_CONTRAST): (S.CANNULATION, _pre_contrast_taken),
+    # No injection without cannulation, air purge, a healthy injector, limits and an explicit start.
+    (E.START_INJECTION, S.CANNULATION): (S.INJECTION_1, _ready_to_inject),
+    # The optional second injection, when filling was incomplete, within the exam's limits.
+    (E.START_INJECTION, S.POST_INJECTION_1): (S.INJECTION_2, _ready_to_inject),
+    # Injections end at the programmed volume or early on the operator's word.
+    (E.INJECTION_COMPLETED, S.INJECTION_1): (S.POST_INJECTION_1, None),
+    (E.INJECTION_STOPPED, S.INJECTION_1): (S.POST_INJECTION_1, None),
+    (E.INJECTION_COMPLETED, S.INJECTION_2): (S.POST_INJECTION_2, None),
+    (E.INJECTION_STOPPED, S.INJECTION_2): (S.POST_INJECTION_2, None),
+    # An exam is complete only with post-injection images.
+    (E.COMPLETE, S.POST_INJECTION_1): (S.COMPLETED, _post_images_taken),
+    (E.COMPLETE, S.POST_INJECTION_2): (S.COMPLETED, _post_images_taken),
+    # The finished exam is left; the room is free for the next patient.
+    (E.CLOSE, S.COMPLETED): (S.IDLE, None),
+    (E.CLOSE, S.DISCONTINUED): (S.IDLE, None),
+}
+
+_ACTIVE = (
+    S.CHECKLIST,
+    S.PRE_CONTRAST,
+    S.CANNULATION,
+    S.INJECTION_1,
+    S.POST_INJECTION_1,
+    S.INJECTION_2,
+    S.POST_INJECTION_2,
+)
+for _state in _ACTIVE:
+    # Any open exam may be discontinued with a reason (the service stops the injector first).
+    TRANSITIONS[(E.DISCONTINUE, _state)] = (S.DISCONTINUED, _has_reason)
+    # An injector or logging fault stops everything until the operator acknowledges it.
+    TRANSITIONS[(E.FAULT, _state)] = (S.FAULT, None)
+
+
+def _after_fault(facts: ExamFacts) -> ExamState:
+    """Where an acknowledged fault leaves the exam: an interrupted injection is over."""
+    phase = facts.fault_phase or S.CHECKLIST
+    return {S.INJECTION_1: S.POST_INJECTION_1, S.INJECTION_2: S.POST_INJECTION_2}.get(phase, phase)
+
+
+def next_state(state: ExamState, event: ExamEvent, facts: ExamFacts) -> ExamState:
+    """The state after ``event``; :class:`Refused` when the table or an interlock forbids it."""
+    if event is E.ACKNOWLEDGE_FAULT:
+        if state is not S.FAULT:
+            raise Refused(event, state, "there is no fault to acknowledge")
+        return _after_fault(facts)
+    if state is S.FAULT:
+        raise Refused(event, state, "acknowledge the fault first")
+    entry = TRANSITIONS.get((event, state))
+    if entry is None:
+        raise Refused(event, state, f"not allowed in {state.value}")
+    target, guard = entry
+    if guard is not None and (reason := guard(facts)) is not None:
+        raise Refused(event, state, reason)
+    return target
+
+
+def render_mermaid() -> str:
+    """The table as a Mermaid state diagram, for docs/exam-states.md."""
+    lines = ["stateDiagram-v2", "    [*] --> idle"]
+    for (event, state), (target, guard) in TRANSITIONS.items():
+        label = event.value + (f" [{guard.__name__.strip('_')}]" if guard else "")
+        lines.append(f"    {_node(state)} --> {_node(target)}: {label}")
+    for interrupted in (S.INJECTION_1, S.INJECTION_2):
+        lines.append(
+            f"    fault --> {_node(_after_fault(ExamFacts(fault_phase=interrupted)))}: "
+            f"acknowledge-fault (interrupted {interrupted.value})"
+        )
+    lines.append("    fault --> fault_phase: acknowledge-fault (other phases: back where it was)")
+    return "\n".join(lines) + "\n"
+
+
+def _node(state: ExamState) -> str:
+    return state.value.replace("-", "_")
