@@ -1,0 +1,142 @@
+"""``galacto sim pacs``: serve the simulated PACS (Storage + Storage Commitment) until a signal.
+
+Prints exactly one JSON line ``{"host": ..., "port": ..., "ae_title": ...}`` on stdout as soon
+as the server listens, then serves. Exit 0 on SIGINT/SIGTERM, 2 when the port cannot be bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from simulators.commands import wait_for_termination
+from simulators.pacs import PacsFaults, Refusal, SimulatedPacs
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+#: PS3.5 §6.2: AE is 1-16 characters, no backslash or control characters.
+_AE_MAX = 16
+
+
+def ae_title_arg(text: str) -> str:
+    """An Application Entity title (PS3.5 §6.2, VR AE)."""
+    value = text.strip()
+    if not value or len(value) > _AE_MAX or "\\" in value or not value.isprintable():
+        raise argparse.ArgumentTypeError(f"not a valid AE title (1-16 characters): {text!r}")
+    return value
+
+
+def port_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from exc
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range: {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return value
+
+
+def commitment_target_arg(text: str) -> tuple[str, int, str]:
+    """``HOST:PORT:AE`` → ``(host, port, ae)``."""
+    host, sep1, rest = text.rpartition(":")
+    host, sep2, port = host.rpartition(":")
+    if not (sep1 and sep2 and host):
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT:AE, got {text!r}")
+    number = port_arg(port)
+    if number == 0:
+        raise argparse.ArgumentTypeError("the commitment target needs a real port")
+    return host, number, ae_title_arg(rest)
+
+
+def register(sim_subparsers: Any) -> None:
+    parser = sim_subparsers.add_parser(
+        "pacs",
+        help="simulated PACS: Storage SCP + Storage Commitment SCP",
+        description=(
+            "Serve a simulated PACS (Storage of MG images and SRs, Storage Commitment Push "
+            "Model) until SIGINT/SIGTERM. Prints one JSON line "
+            '{"host": ..., "port": ..., "ae_title": ...} when ready.'
+        ),
+    )
+    parser.add_argument("--ae-title", type=ae_title_arg, default="PACS", metavar="AE")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=port_arg, default=0, help="port (0 picks a free one)")
+    parser.add_argument("--seed", type=int, default=0, help="seed (which commitments fail)")
+    parser.add_argument(
+        "--storage-dir",
+        type=Path,
+        metavar="DIR",
+        help="keep received objects as DIR/<SOP Instance UID>.dcm (default: in memory)",
+    )
+    parser.add_argument(
+        "--commitment-delay-s",
+        type=non_negative_float,
+        default=0.0,
+        metavar="S",
+        help="wait S seconds before sending each commitment result",
+    )
+    parser.add_argument(
+        "--refuse",
+        nargs="?",
+        const=Refusal.STORAGE.value,
+        default=Refusal.NONE.value,
+        choices=[r.value for r in Refusal],
+        help="fault: 'storage' (the default when given alone) answers every C-STORE A700; "
+        "'commitment' fails every commitment item; 'commitment-some' a seeded half",
+    )
+    parser.add_argument(
+        "--drop-stores",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fault: abort the association in the middle of the next N C-STOREs",
+    )
+    parser.add_argument(
+        "--commitment-target",
+        type=commitment_target_arg,
+        metavar="HOST:PORT:AE",
+        help="send commitment results on a new association to this listener "
+        "(default: on the requester's association)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    faults = PacsFaults(
+        delay_commitment_s=args.commitment_delay_s,
+        refuse=Refusal(args.refuse),
+        drop_stores=max(0, args.drop_stores),
+    )
+    pacs = SimulatedPacs(
+        ae_title=args.ae_title,
+        seed=args.seed,
+        storage_dir=args.storage_dir,
+        commitment_target=args.commitment_target,
+        faults=faults,
+    )
+    try:
+        host, port = pacs.start(args.host, args.port)
+    except OSError as exc:
+        sys.stderr.write(f"galacto sim pacs: cannot listen on {args.host}:{args.port}: {exc}\n")
+        return EXIT_USAGE
+    try:
+        sys.stdout.write(json.dumps({"host": host, "port": port, "ae_title": pacs.ae_title}) + "\n")
+        sys.stdout.flush()
+        wait_for_termination()
+    finally:
+        pacs.stop()
+    return EXIT_OK

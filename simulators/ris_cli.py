@@ -1,0 +1,102 @@
+"""``galacto sim ris``: serve the simulated RIS (MWL + MPPS SCP) until SIGINT/SIGTERM.
+
+Prints exactly one JSON line ``{"host": ..., "port": ..., "ae_title": ..., "orders": N}`` on
+stdout as soon as the server listens (worklist and MPPS share the endpoint), then serves.
+Exit 0 on a signal, 2 when the port cannot be bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+from simulators.commands import wait_for_termination
+from simulators.pacs_cli import ae_title_arg, non_negative_float, port_arg
+from simulators.ris import RisFaults, SimulatedRis
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+log = logging.getLogger(__name__)
+
+
+def _order_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from exc
+    if not 0 <= value <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1000000, got {value}")
+    return value
+
+
+def register(sim_subparsers: Any) -> None:
+    parser = sim_subparsers.add_parser(
+        "ris",
+        help="simulated RIS: worklist of demo galactography orders + MPPS SCP",
+        description=(
+            "Serve a simulated RIS (Modality Worklist SCP with today's demo galactography "
+            "orders, MPPS SCP enforcing PS3.4 Annex F) until SIGINT/SIGTERM. Prints one JSON "
+            'line {"host": ..., "port": ..., "ae_title": ...} when ready.'
+        ),
+    )
+    parser.add_argument(
+        "--orders",
+        type=_order_count,
+        default=10,
+        metavar="N",
+        help="scheduled galactography orders for today to preload (default 10)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the order generator")
+    parser.add_argument("--ae-title", type=ae_title_arg, default="RIS", metavar="AE")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=port_arg, default=0, help="port (0 picks a free one)")
+    parser.add_argument(
+        "--station-ae",
+        type=ae_title_arg,
+        default="GALACTO",
+        metavar="AE",
+        help="Scheduled Station AE Title of the orders",
+    )
+    parser.add_argument(
+        "--find-delay-s",
+        type=non_negative_float,
+        default=0.0,
+        metavar="S",
+        help="fault: pause before each worklist response",
+    )
+    parser.add_argument(
+        "--mpps-delay-s",
+        type=non_negative_float,
+        default=0.0,
+        metavar="S",
+        help="fault: pause before answering each MPPS N-CREATE/N-SET",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    faults = RisFaults(find_response_delay_s=args.find_delay_s, mpps_delay_s=args.mpps_delay_s)
+    ris = SimulatedRis(
+        ae_title=args.ae_title,
+        seed=args.seed,
+        orders=args.orders,
+        station_ae=args.station_ae,
+        faults=faults,
+    )
+    try:
+        host, port = ris.start(args.host, args.port)
+    except OSError as exc:
+        sys.stderr.write(f"galacto sim ris: cannot listen on {args.host}:{args.port}: {exc}\n")
+        return EXIT_USAGE
+    try:
+        endpoint = {"host": host, "port": port, "ae_title": ris.ae_title, "orders": args.orders}
+        sys.stdout.write(json.dumps(endpoint) + "\n")
+        sys.stdout.flush()
+        wait_for_termination()
+    finally:
+        ris.stop()
+    return EXIT_OK
