@@ -1,0 +1,492 @@
+"""X-Ray Radiation Dose SR for mammography (PS3.3 A.35.8; PS3.16 TID 10001/10002/10003/10005).
+
+Built with pydicom from a clean input: a list of :class:`IrradiationEvent` (one per exposure,
+repeats and rejects included) and a :class:`DoseReportContext` (patient, study, device). The
+simulated unit uses it for its own report; the controller will use it for the exam's report
+(IHE REM "Store Dose Information", dose.md §5).
+
+Content tree written::
+
+    CONTAINER 113701 X-Ray Radiation Dose Report                       TID 10001
+      HAS CONCEPT MOD 121058 Procedure reported = Mammography
+        HAS CONCEPT MOD 363703001 Has intent = Diagnostic intent
+      HAS OBS CONTEXT 121005 Observer Type = Device … (TID 1002/1004)
+      HAS OBS CONTEXT 113705 Scope of Accumulation = Study
+        HAS PROPERTIES 110180 Study Instance UID
+      CONTAINS 113809/113810 Start/End of X-Ray Irradiation
+      CONTAINS 113945/113943/113944 detector/source/mechanical data available
+      CONTAINS CONTAINER 113702 Accumulated X-Ray Dose Data            TID 10002
+        HAS CONCEPT MOD 113764 Acquisition Plane = Single Plane
+        CONTAINS NUM 111637 Accumulated AGD, one per breast             TID 10005
+          HAS CONCEPT MOD 272741003 Laterality = Left | Right
+      CONTAINS CONTAINER 113706 Irradiation Event X-Ray Data, per event TID 10003 (+A/B/C)
+      CONTAINS 113854 Source of Dose Information (one per source)
+
+Dose values are in mGy here (dose.md §1); Exposure is in µA·s (UCUM ``uA.s``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+
+XRAY_RADIATION_DOSE_SR = "1.2.840.10008.5.1.4.1.1.88.67"
+
+
+class DoseReportError(ValueError):
+    """The inputs do not make a valid dose report."""
+
+
+# --- Code tables (CIDs named where they come from) -----------------------------------------------
+
+#: Image Laterality → Laterality concept modifier value (CID 244).
+LATERALITY_CODES: dict[str, Code] = {"L": codes.SCT.Left, "R": codes.SCT.Right}
+
+#: Anode Target Material (0018,1191) defined term → CID 10016 code.
+ANODE_CODES: dict[str, Code] = {
+    "MOLYBDENUM": codes.SCT.Molybdenum,
+    "RHODIUM": codes.SCT.Rhodium,
+    "TUNGSTEN": codes.SCT.Tungsten,
+}
+
+#: Filter Material (0018,7050) defined term → CID 10006 code.
+FILTER_MATERIAL_CODES: dict[str, Code] = {
+    "MOLYBDENUM": codes.SCT.Molybdenum,
+    "RHODIUM": codes.SCT.Rhodium,
+    "SILVER": codes.SCT.Silver,
+    "ALUMINUM": codes.SCT.Aluminum,
+}
+
+#: Reference Point Definition (CID 10025).
+REFERENCE_POINT_CODES: dict[str, Code] = {
+    "113865": Code("113865", "DCM", "4.2cm above Breast Support Surface"),
+    "113964": codes.DCM.AtSurfaceOfPatient,
+}
+
+#: Source of Dose Information (CID 10021), by the short names used in :class:`IrradiationEvent`.
+DOSE_SOURCE_CODES: dict[str, Code] = {
+    "automated": codes.DCM.AutomatedDataCollection,  # 113856
+    "mpps": codes.DCM.MPPSContent,  # 113858
+    "image": codes.DCM.CopiedFromImageAttributes,  # 113866
+    "calculated": codes.DCM.SystemCalculated,  # 113940
+}
+
+#: UCUM units used in the report.
+UNITS: dict[str, Code] = {
+    "mGy": Code("mGy", "UCUM", "mGy"),
+    "mm": Code("mm", "UCUM", "mm"),
+    "kV": Code("kV", "UCUM", "kV"),
+    "mA": Code("mA", "UCUM", "mA"),
+    "ms": Code("ms", "UCUM", "ms"),
+    "uA.s": Code("uA.s", "UCUM", "uA.s"),
+    "N": Code("N", "UCUM", "N"),
+}
+
+#: PS3.16 Annex D meaning; pydicom's dictionary says "… (mammo)", and readers such as OpenREM
+#: match on the standard's meaning.
+ACCUMULATED_AGD = Code("111637", "DCM", "Accumulated Average Glandular Dose")
+HAS_INTENT = codes.SCT.HasIntent
+DIAGNOSTIC_INTENT = codes.SCT.DiagnosticIntent
+
+
+# --- Input types ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CodedConcept:
+    """A code as plain values, so that callers need not import pydicom's ``Code``."""
+
+    value: str
+    scheme: str
+    meaning: str
+
+    def code(self) -> Code:
+        return Code(self.value, self.scheme, self.meaning)
+
+
+@dataclass(frozen=True)
+class IrradiationEvent:
+    """One exposure as TID 10003 reports it (units in the names; dose.md §2)."""
+
+    irradiation_event_uid: str
+    datetime_started: dt.datetime
+    laterality: str  # "L" or "R"
+    view: CodedConcept  # CID 4014
+    view_modifiers: tuple[CodedConcept, ...]  # CID 4015
+    kvp: float
+    exposure_uas: float
+    tube_current_ma: float
+    exposure_time_ms: float
+    focal_spot_mm: float
+    anode: str  # Anode Target Material defined term
+    filter_material: str  # Filter Material defined term
+    filter_thickness_min_mm: float
+    filter_thickness_max_mm: float
+    compressed_thickness_mm: float
+    compression_force_n: float
+    hvl_mm_al: float
+    esak_mgy: float  # Entrance Exposure at RP
+    reference_point: str  # "113865" or "113964"
+    agd_mgy: float
+    acquisition_protocol: str = ""
+    comment: str = ""  # e.g. "rejected: motion" for a repeat
+
+    def __post_init__(self) -> None:
+        if self.laterality not in LATERALITY_CODES:
+            raise DoseReportError(f"laterality must be L or R, not {self.laterality!r}")
+        if self.anode not in ANODE_CODES:
+            raise DoseReportError(f"unknown anode target material {self.anode!r}")
+        if self.filter_material not in FILTER_MATERIAL_CODES:
+            raise DoseReportError(f"unknown filter material {self.filter_material!r}")
+        if self.reference_point not in REFERENCE_POINT_CODES:
+            raise DoseReportError(f"unknown reference point definition {self.reference_point!r}")
+
+
+@dataclass(frozen=True)
+class DoseReportContext:
+    """Who, which study and which device the report is about (TID 1002, General Study)."""
+
+    study_instance_uid: str
+    patient_name: str = ""
+    patient_id: str = ""
+    patient_birth_date: str = ""
+    patient_sex: str = ""
+    accession_number: str = ""
+    study_id: str = ""
+    study_date: str = ""
+    study_time: str = ""
+    referring_physician_name: str = ""
+    study_description: str = ""
+    manufacturer: str = "galacto"
+    model_name: str = ""
+    device_serial_number: str = ""
+    software_versions: str = ""
+    station_name: str = ""
+    institution_name: str = ""
+    device_observer_uid: str = ""
+    #: Sources of dose information (keys of DOSE_SOURCE_CODES)
+    dose_sources: tuple[str, ...] = ("automated",)
+    performed_procedure_step_uid: str = ""
+    specific_character_set: str = "ISO_IR 192"
+    uid_prefix: str | None = None
+    content_datetime: dt.datetime | None = None
+    series_number: int = 900
+    instance_number: int = 1
+
+
+# --- Content item helpers (PS3.3 C.17.3) ---------------------------------------------------------
+
+
+def _code_seq(code: Code) -> list[Dataset]:
+    item = Dataset()
+    item.CodeValue = code.value
+    item.CodingSchemeDesignator = code.scheme_designator
+    item.CodeMeaning = code.meaning
+    return [item]
+
+
+def _item(relationship: str, value_type: str, concept: Code) -> Dataset:
+    ds = Dataset()
+    ds.RelationshipType = relationship
+    ds.ValueType = value_type
+    ds.ConceptNameCodeSequence = _code_seq(concept)
+    return ds
+
+
+def container(
+    relationship: str, concept: Code, children: Iterable[Dataset], template: str = ""
+) -> Dataset:
+    """CONTAINER content item with SEPARATE continuity."""
+    ds = _item(relationship, "CONTAINER", concept)
+    ds.ContinuityOfContent = "SEPARATE"
+    if template:
+        tpl = Dataset()
+        tpl.MappingResource = "DCMR"
+        tpl.TemplateIdentifier = template
+        ds.ContentTemplateSequence = [tpl]
+    ds.ContentSequence = list(children)
+    return ds
+
+
+def code_item(
+    relationship: str, concept: Code, value: Code, children: Sequence[Dataset] = ()
+) -> Dataset:
+    ds = _item(relationship, "CODE", concept)
+    ds.ConceptCodeSequence = _code_seq(value)
+    if children:
+        ds.ContentSequence = list(children)
+    return ds
+
+
+def num_item(
+    relationship: str, concept: Code, value: float, unit: str, children: Sequence[Dataset] = ()
+) -> Dataset:
+    ds = _item(relationship, "NUM", concept)
+    measured = Dataset()
+    measured.NumericValue = _ds_str(value)
+    measured.MeasurementUnitsCodeSequence = _code_seq(UNITS[unit])
+    ds.MeasuredValueSequence = [measured]
+    if children:
+        ds.ContentSequence = list(children)
+    return ds
+
+
+def text_item(relationship: str, concept: Code, value: str) -> Dataset:
+    ds = _item(relationship, "TEXT", concept)
+    ds.TextValue = value
+    return ds
+
+
+def uidref_item(
+    relationship: str, concept: Code, uid: str, children: Sequence[Dataset] = ()
+) -> Dataset:
+    ds = _item(relationship, "UIDREF", concept)
+    ds.UID = uid
+    if children:
+        ds.ContentSequence = list(children)
+    return ds
+
+
+def datetime_item(relationship: str, concept: Code, when: dt.datetime) -> Dataset:
+    ds = _item(relationship, "DATETIME", concept)
+    ds.DateTime = _dt_str(when)
+    return ds
+
+
+def _ds_str(value: float) -> str:
+    """A DS value of at most 16 characters (PS3.5 §6.2)."""
+    text = f"{value:.6g}"
+    if "e" in text:
+        text = f"{value:.6f}".rstrip("0").rstrip(".")
+    return text[:16]
+
+
+def _dt_str(when: dt.datetime) -> str:
+    return when.strftime("%Y%m%d%H%M%S")
+
+
+# --- Templates -----------------------------------------------------------------------------------
+
+
+def observer_context(context: DoseReportContext) -> list[Dataset]:
+    """TID 1002 with a device observer (TID 1004)."""
+    items = [
+        code_item("HAS OBS CONTEXT", codes.DCM.ObserverType, codes.DCM.Device),
+        uidref_item(
+            "HAS OBS CONTEXT",
+            codes.DCM.DeviceObserverUID,
+            context.device_observer_uid or generate_uid(prefix=context.uid_prefix),
+        ),
+    ]
+    optional = (
+        (codes.DCM.DeviceObserverName, context.station_name),
+        (codes.DCM.DeviceObserverManufacturer, context.manufacturer),
+        (codes.DCM.DeviceObserverModelName, context.model_name),
+        (codes.DCM.DeviceObserverSerialNumber, context.device_serial_number),
+    )
+    items += [text_item("HAS OBS CONTEXT", concept, v) for concept, v in optional if v]
+    return items
+
+
+def accumulated_mammography_dose(events: Sequence[IrradiationEvent]) -> Dataset:
+    """TID 10002 with TID 10005: accumulated AGD per breast imaged, with its laterality."""
+    per_side: dict[str, float] = {}
+    for event in events:
+        per_side[event.laterality] = per_side.get(event.laterality, 0.0) + event.agd_mgy
+    children = [code_item("HAS CONCEPT MOD", codes.DCM.AcquisitionPlane, codes.DCM.SinglePlane)]
+    for side in sorted(per_side):
+        laterality = code_item("HAS CONCEPT MOD", codes.SCT.Laterality, LATERALITY_CODES[side])
+        children.append(
+            num_item(
+                "CONTAINS",
+                ACCUMULATED_AGD,
+                per_side[side],
+                "mGy",
+                [laterality],
+            )
+        )
+    return container("CONTAINS", codes.DCM.AccumulatedXRayDoseData, children, template="10002")
+
+
+def irradiation_event(event: IrradiationEvent) -> Dataset:
+    """TID 10003 (with 10003B source and 10003C mechanical data) for one exposure."""
+    rel = "CONTAINS"
+    breast_side = code_item(
+        "HAS CONCEPT MOD", codes.SCT.Laterality, LATERALITY_CODES[event.laterality]
+    )
+    modifiers = [
+        code_item("HAS CONCEPT MOD", codes.DCM.ImageViewModifier, m.code())
+        for m in event.view_modifiers
+    ]
+    reference_point = code_item(
+        rel, codes.DCM.ReferencePointDefinition, REFERENCE_POINT_CODES[event.reference_point]
+    )
+    filters = container(
+        rel,
+        codes.DCM.XRayFilters,
+        [
+            code_item(rel, codes.DCM.XRayFilterType, codes.DCM.FlatFilter),
+            code_item(
+                rel, codes.DCM.XRayFilterMaterial, FILTER_MATERIAL_CODES[event.filter_material]
+            ),
+            num_item(
+                rel, codes.DCM.XRayFilterThicknessMinimum, event.filter_thickness_min_mm, "mm"
+            ),
+            num_item(
+                rel, codes.DCM.XRayFilterThicknessMaximum, event.filter_thickness_max_mm, "mm"
+            ),
+        ],
+    )
+    children = [
+        code_item(rel, codes.DCM.AcquisitionPlane, codes.DCM.SinglePlane),
+        uidref_item(rel, codes.DCM.IrradiationEventUID, event.irradiation_event_uid),
+        datetime_item(rel, codes.DCM.DatetimeStarted, event.datetime_started),
+        code_item(rel, codes.DCM.IrradiationEventType, codes.DCM.StationaryAcquisition),
+    ]
+    if event.acquisition_protocol:
+        children.append(text_item(rel, codes.DCM.AcquisitionProtocol, event.acquisition_protocol))
+    children += [
+        code_item(rel, codes.DCM.TargetRegion, codes.SCT.Breast, [breast_side]),
+        code_item(rel, codes.DCM.ImageView, event.view.code(), modifiers),
+        num_item(rel, codes.DCM.HalfValueLayer, event.hvl_mm_al, "mm"),
+        num_item(rel, codes.DCM.EntranceExposureAtRP, event.esak_mgy, "mGy"),
+        reference_point,
+        num_item(rel, codes.DCM.AverageGlandularDose, event.agd_mgy, "mGy"),
+        # TID 10003B source data
+        num_item(rel, codes.DCM.KVP, event.kvp, "kV"),
+        num_item(rel, codes.DCM.XRayTubeCurrent, event.tube_current_ma, "mA"),
+        num_item(rel, codes.DCM.ExposureTime, event.exposure_time_ms, "ms"),
+        num_item(rel, codes.DCM.Exposure, event.exposure_uas, "uA.s"),
+        num_item(rel, codes.DCM.FocalSpotSize, event.focal_spot_mm, "mm"),
+        code_item(rel, codes.DCM.AnodeTargetMaterial, ANODE_CODES[event.anode]),
+        filters,
+        # TID 10003C mechanical data
+        num_item(rel, codes.DCM.CompressionThickness, event.compressed_thickness_mm, "mm"),
+        num_item(rel, codes.DCM.CompressionForce, event.compression_force_n, "N"),
+    ]
+    if event.comment:
+        children.append(text_item(rel, codes.DCM.Comment, event.comment))
+    return container(rel, codes.DCM.IrradiationEventXRayData, children)
+
+
+def dose_report_content(context: DoseReportContext, events: Sequence[IrradiationEvent]) -> Dataset:
+    """The root CONTAINER of TID 10001 as a dataset holding the SR Document Content module."""
+    yes = codes.SCT.Yes
+    first_started = min(e.datetime_started for e in events)
+    last_ended = max(
+        e.datetime_started + dt.timedelta(milliseconds=e.exposure_time_ms) for e in events
+    )
+    intent = code_item("HAS CONCEPT MOD", HAS_INTENT, DIAGNOSTIC_INTENT)
+    children = [
+        code_item("HAS CONCEPT MOD", codes.DCM.ProcedureReported, codes.SCT.Mammography, [intent]),
+        *observer_context(context),
+        code_item(
+            "HAS OBS CONTEXT",
+            codes.DCM.ScopeOfAccumulation,
+            codes.DCM.Study,
+            [uidref_item("HAS PROPERTIES", codes.DCM.StudyInstanceUID, context.study_instance_uid)],
+        ),
+        datetime_item("CONTAINS", codes.DCM.StartOfXRayIrradiation, first_started),
+        datetime_item("CONTAINS", codes.DCM.EndOfXRayIrradiation, last_ended),
+        code_item("CONTAINS", codes.DCM.XRayDetectorDataAvailable, codes.SCT.No),
+        code_item("CONTAINS", codes.DCM.XRaySourceDataAvailable, yes),
+        code_item("CONTAINS", codes.DCM.XRayMechanicalDataAvailable, yes),
+        accumulated_mammography_dose(events),
+        *(irradiation_event(e) for e in events),
+    ]
+    for source in context.dose_sources:
+        if source not in DOSE_SOURCE_CODES:
+            raise DoseReportError(f"unknown source of dose information {source!r}")
+        children.append(
+            code_item("CONTAINS", codes.DCM.SourceOfDoseInformation, DOSE_SOURCE_CODES[source])
+        )
+    root = container("", codes.DCM.XRayRadiationDoseReport, children, template="10001")
+    del root.RelationshipType  # the root item has none (PS3.3 C.17.3)
+    return root
+
+
+def build_rdsr(
+    context: DoseReportContext,
+    events: Sequence[IrradiationEvent],
+    *,
+    sop_instance_uid: str | None = None,
+    series_instance_uid: str | None = None,
+) -> Dataset:
+    """An X-Ray Radiation Dose SR instance (PS3.3 A.35.8) for a mammography study."""
+    if not events:
+        raise DoseReportError("a dose report needs at least one irradiation event")
+    now = context.content_datetime or dt.datetime.now()
+    prefix = context.uid_prefix
+    sop_uid = sop_instance_uid or generate_uid(prefix=prefix)
+
+    ds = Dataset()
+    ds.file_meta = _file_meta(sop_uid)
+    ds.SpecificCharacterSet = context.specific_character_set
+    # SOP Common
+    ds.SOPClassUID = XRAY_RADIATION_DOSE_SR
+    ds.SOPInstanceUID = sop_uid
+    ds.InstanceCreationDate = now.strftime("%Y%m%d")
+    ds.InstanceCreationTime = now.strftime("%H%M%S")
+    # Patient
+    ds.PatientName = context.patient_name
+    ds.PatientID = context.patient_id
+    ds.PatientBirthDate = context.patient_birth_date
+    ds.PatientSex = context.patient_sex
+    # General Study
+    ds.StudyInstanceUID = context.study_instance_uid
+    ds.StudyDate = context.study_date or now.strftime("%Y%m%d")
+    ds.StudyTime = context.study_time or now.strftime("%H%M%S")
+    ds.ReferringPhysicianName = context.referring_physician_name
+    ds.StudyID = context.study_id
+    ds.AccessionNumber = context.accession_number
+    if context.study_description:
+        ds.StudyDescription = context.study_description
+    # SR Document Series
+    ds.Modality = "SR"
+    ds.SeriesInstanceUID = series_instance_uid or generate_uid(prefix=prefix)
+    ds.SeriesNumber = context.series_number
+    ds.ReferencedPerformedProcedureStepSequence = _pps_reference(
+        context.performed_procedure_step_uid
+    )
+    # General Equipment + Enhanced General Equipment
+    ds.Manufacturer = context.manufacturer
+    ds.ManufacturerModelName = context.model_name or "unknown"
+    ds.DeviceSerialNumber = context.device_serial_number or "unknown"
+    ds.SoftwareVersions = context.software_versions or "unknown"
+    if context.station_name:
+        ds.StationName = context.station_name
+    if context.institution_name:
+        ds.InstitutionName = context.institution_name
+    # SR Document General
+    ds.InstanceNumber = context.instance_number
+    ds.CompletionFlag = "COMPLETE"
+    ds.VerificationFlag = "UNVERIFIED"
+    ds.ContentDate = now.strftime("%Y%m%d")
+    ds.ContentTime = now.strftime("%H%M%S")
+    ds.PerformedProcedureCodeSequence = []
+    # SR Document Content
+    ds.update(dose_report_content(context, events))
+    return ds
+
+
+def _pps_reference(pps_uid: str) -> list[Dataset]:
+    if not pps_uid:
+        return []
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.3"
+    ref.ReferencedSOPInstanceUID = pps_uid
+    return [ref]
+
+
+def _file_meta(sop_uid: str) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(XRAY_RADIATION_DOSE_SR)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return meta
