@@ -1,0 +1,471 @@
+"""Exposure records from the three places a mammography unit reports dose (dose.md §1).
+
+- :func:`from_image_header`: an MG image's header (PS3.3 C.8.11.7 Mammography Image module,
+  C.8.7.8 X-Ray Acquisition Dose, C.8.7.10 X-Ray Filtration, C.8.7.9 X-Ray Generation, C.4.23
+  X-Ray Grid/Radiation Dose via PS3.3 C.4.16).
+- :func:`from_mpps`: the Radiation Dose module of an MPPS (PS3.3 C.4.16) with its Performed
+  Series Sequence (C.4.15) linking exposures to images by order.
+- :func:`from_rdsr`: an X-Ray Radiation Dose SR, one record per TID 10003 Irradiation Event
+  container (PS3.16 TID 10003, 10003B).
+
+The unit traps are handled here and only here: Organ Dose (0040,0316) is in dGy (×100 → mGy);
+Entrance Dose in mGy is (0040,8302) — (0040,0302) is integer dGy, used only when 8302 is
+absent; MPPS tube current (0018,8151) is in µA; RDSR Exposure (113736) is in µA·s. Legacy SRT
+codes are accepted on input and translated to SNOMED CT (``dicom_nodes.codes``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+from . import codes
+from .exposures import DoseDataError, ExposureRecord, Source
+
+log = logging.getLogger(__name__)
+
+SCT = "SCT"
+
+#: Laterality of a breast or a laterality qualifier → Image Laterality (0020,0062) letter.
+LATERALITY_BY_CODE: dict[str, str] = {
+    codes.RIGHT_BREAST.value: "R",
+    codes.LEFT_BREAST.value: "L",
+    codes.LATERALITY_RIGHT.value: "R",
+    codes.LATERALITY_LEFT.value: "L",
+    codes.LATERALITY_BOTH.value: "B",
+}
+
+#: Anode Target Material (TID 10003 111632, CID 10016) codes → (0018,1191) terms.
+ANODE_BY_CODE: dict[str, str] = {
+    "71128006": "MOLYBDENUM",
+    "59801003": "RHODIUM",
+    "26194003": "TUNGSTEN",
+}
+
+#: Filter materials (CID 10006) codes → (0018,7050) terms.
+FILTER_BY_CODE: dict[str, str] = {
+    "71128006": "MOLYBDENUM",
+    "59801003": "RHODIUM",
+    "41967008": "SILVER",
+    "12503006": "ALUMINUM",
+    "26194003": "TUNGSTEN",
+}
+
+#: UCUM unit → factor to the record's unit, per quantity.
+DOSE_TO_MGY = {"mGy": 1.0, "dGy": 100.0, "Gy": 1000.0, "uGy": 0.001, "cGy": 10.0}
+CHARGE_TO_UAS = {"uA.s": 1.0, "mA.s": 1000.0, "A.s": 1e6}
+CURRENT_TO_MA = {"mA": 1.0, "uA": 0.001, "A": 1000.0}
+TIME_TO_MS = {"ms": 1.0, "s": 1000.0, "us": 0.001, "min": 60000.0}
+LENGTH_TO_MM = {"mm": 1.0, "cm": 10.0, "m": 1000.0, "um": 0.001}
+VOLTAGE_TO_KV = {"kV": 1.0, "V": 0.001}
+FORCE_TO_N = {"N": 1.0, "daN": 10.0, "kN": 1000.0}
+
+#: Image header: each record field and where it may come from, best first, with its factor.
+HEADER_NUMBERS: dict[str, tuple[tuple[str, float], ...]] = {
+    "kvp": (("KVP", 1.0),),
+    "exposure_uas": (("ExposureInuAs", 1.0), ("ExposureInmAs", 1000.0), ("Exposure", 1000.0)),
+    "tube_current_ma": (
+        ("XRayTubeCurrentInmA", 1.0),
+        ("XRayTubeCurrent", 1.0),
+        ("XRayTubeCurrentInuA", 0.001),
+    ),
+    "exposure_time_ms": (
+        ("ExposureTimeInms", 1.0),
+        ("ExposureTime", 1.0),
+        ("ExposureTimeInuS", 0.001),
+    ),
+    "filter_thickness_mm": (("FilterThicknessMinimum", 1.0), ("FilterThicknessMaximum", 1.0)),
+    "focal_spot_mm": (("FocalSpots", 1.0),),
+    "compressed_thickness_mm": (("BodyPartThickness", 1.0),),
+    "compression_force_n": (("CompressionForce", 1.0),),
+    "hvl_mm_al": (("HalfValueLayer", 1.0),),
+    "esak_mgy": (("EntranceDoseInmGy", 1.0),),
+    "agd_reported_mgy": (("OrganDose", 100.0),),  # Organ Dose is dGy (PS3.3 C.8.7.8)
+    "magnification_factor": (("EstimatedRadiographicMagnificationFactor", 1.0),),
+    "distance_source_to_detector_mm": (("DistanceSourceToDetector", 1.0),),
+    "distance_source_to_entrance_mm": (("DistanceSourceToEntrance", 1.0),),
+}
+
+HEADER_TEXTS: dict[str, str] = {
+    "sop_instance_uid": "SOPInstanceUID",
+    "sop_class_uid": "SOPClassUID",
+    "irradiation_event_uid": "IrradiationEventUID",
+    "study_instance_uid": "StudyInstanceUID",
+    "series_instance_uid": "SeriesInstanceUID",
+    "accession": "AccessionNumber",
+    "manufacturer": "Manufacturer",
+    "model": "ManufacturerModelName",
+    "device_serial": "DeviceSerialNumber",
+    "laterality": "ImageLaterality",
+    "anode": "AnodeTargetMaterial",
+    "filter_material": "FilterMaterial",
+    "grid": "Grid",
+    "exposure_control_mode": "ExposureControlMode",
+    "comments": "CommentsOnRadiationDose",
+}
+
+#: MPPS Exposure Dose Sequence item (PS3.3 C.4.16, Table C.4-16): field → (keyword, factor).
+MPPS_ITEM_NUMBERS: dict[str, tuple[tuple[str, float], ...]] = {
+    "kvp": (("KVP", 1.0),),
+    "tube_current_ma": (("XRayTubeCurrentInuA", 0.001), ("XRayTubeCurrent", 1.0)),
+    "exposure_time_ms": (("ExposureTime", 1.0), ("ExposureTimeInms", 1.0)),
+    "exposure_uas": (("ExposureInuAs", 1.0), ("ExposureInmAs", 1000.0)),
+    "compressed_thickness_mm": (("BodyPartThickness", 1.0),),
+    # Not in Table C.4-16, but some units put the per-exposure dose in the item: same units.
+    "agd_reported_mgy": (("OrganDose", 100.0),),
+    "esak_mgy": (("EntranceDoseInmGy", 1.0),),
+}
+
+MPPS_ITEM_TEXTS: dict[str, str] = {
+    "filter_material": "FilterMaterial",
+    "comments": "CommentsOnRadiationDose",
+}
+
+
+def _first(value: Any) -> Any:
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return value[0] if len(value) else None
+    return value
+
+
+def _element(ds: Dataset, keyword: str) -> Any:
+    """The (first) value of an element, None when absent or empty; DoseDataError if unreadable."""
+    try:
+        if keyword not in ds:
+            return None
+        value = ds[keyword].value
+    except Exception as exc:  # pydicom raises many kinds on a corrupt element
+        raise DoseDataError(f"unreadable {keyword}") from exc
+    if value is None or value == "":
+        return None
+    return _first(value)
+
+
+def _number(ds: Dataset, choices: Sequence[tuple[str, float]]) -> float | None:
+    for keyword, factor in choices:
+        value = _element(ds, keyword)
+        if value is None:
+            continue
+        try:
+            return float(value) * factor
+        except (TypeError, ValueError) as exc:
+            raise DoseDataError(f"{keyword} is not a number") from exc
+    return None
+
+
+def _text(ds: Dataset, keyword: str) -> str | None:
+    value = _element(ds, keyword)
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _sequence_item(ds: Dataset, keyword: str) -> Dataset | None:
+    try:
+        sequence = ds.get(keyword)
+    except Exception as exc:
+        raise DoseDataError(f"unreadable {keyword}") from exc
+    return sequence[0] if sequence else None
+
+
+def _code_of(item: Dataset) -> str | None:
+    """A code item's value, legacy SRT codes translated to SNOMED CT (``codes.Code``)."""
+    try:
+        return codes.Code.from_item(item).value
+    except codes.CodeError:
+        return _text(item, "CodeValue")
+
+
+def _datetime(ds: Dataset, dt_keyword: str, date_keyword: str, time_keyword: str) -> str | None:
+    """DT, or DA + TM, as an ISO-8601-like string (no time zone invented)."""
+    raw = _text(ds, dt_keyword)
+    if raw is None:
+        date = _text(ds, date_keyword)
+        if date is None:
+            return None
+        raw = date + (_text(ds, time_keyword) or "")
+    return _dicom_dt_to_iso(raw)
+
+
+def _dicom_dt_to_iso(raw: str) -> str:
+    raw = raw.strip()
+    date, time = raw[:8], raw[8:]
+    iso = f"{date[:4]}-{date[4:6]}-{date[6:8]}" if len(date) == 8 else date
+    if time:
+        iso += f"T{time[:2]}:{time[2:4] or '00'}:{time[4:] or '00'}"
+    return iso
+
+
+def plausibility_reasons(record: ExposureRecord) -> tuple[str, ...]:
+    """Review reasons for zero-dose or implausible values (dose.md §1, real-world quirks)."""
+    reasons = []
+    if record.agd_reported_mgy is not None and record.agd_reported_mgy <= 0:
+        reasons.append("zero reported AGD")
+    thickness_mm = record.compressed_thickness_mm
+    if thickness_mm is not None and not 5 <= thickness_mm <= 120:
+        reasons.append("implausible compressed thickness")
+    if record.kvp is not None and not 15 <= record.kvp <= 50:
+        reasons.append("implausible kVp for mammography")
+    return tuple(reasons)
+
+
+# --------------------------------------------------------------------------- image header
+
+
+def from_image_header(ds: Dataset, *, station_ae: str | None = None) -> ExposureRecord:
+    """The exposure an MG image reports in its header (dose.md §1; PS3.3 C.8.7.8, C.8.11.7).
+
+    Raises :class:`DoseDataError` when a dose element is present but unreadable, or when the
+    dataset has no SOP Instance UID.
+    """
+    values: dict[str, Any] = {f: _number(ds, c) for f, c in HEADER_NUMBERS.items()}
+    values.update({f: _text(ds, kw) for f, kw in HEADER_TEXTS.items()})
+    if not values["sop_instance_uid"]:
+        raise DoseDataError("no SOP Instance UID")
+    reasons: list[str] = []
+    if values["esak_mgy"] is None:
+        entrance_dgy = _number(ds, (("EntranceDose", 1.0),))
+        if entrance_dgy:  # integer dGy: coarse, only when 8302 is absent (dose.md §1)
+            values["esak_mgy"] = entrance_dgy * 100.0
+            reasons.append("entrance dose from integer dGy (0040,0302)")
+    if values["hvl_mm_al"] is not None:
+        values["hvl_source"] = "reported"
+    values["acquisition_datetime"] = _datetime(
+        ds, "AcquisitionDateTime", "AcquisitionDate", "AcquisitionTime"
+    )
+    view = _sequence_item(ds, "ViewCodeSequence")
+    if view is not None:
+        values["view_code"] = _code_of(view)
+        values["view_code_scheme"] = SCT if values["view_code"] else None
+        modifiers = view.get("ViewModifierCodeSequence") or []
+        values["view_modifier_codes"] = tuple(
+            code for code in (_code_of(item) for item in modifiers) if code
+        )
+    pps = _sequence_item(ds, "ReferencedPerformedProcedureStepSequence")
+    if pps is not None:
+        values["mpps_instance_uid"] = _text(pps, "ReferencedSOPInstanceUID")
+    request = _sequence_item(ds, "RequestAttributesSequence")
+    if request is not None:
+        values["sps_id"] = _text(request, "ScheduledProcedureStepID")
+        values["accession"] = values["accession"] or _text(request, "AccessionNumber")
+    record = ExposureRecord(source=Source.IMAGE_HEADER, station_ae=station_ae, **values)
+    return record.with_values(review_reasons=(*reasons, *plausibility_reasons(record)))
+
+
+# --------------------------------------------------------------------------- MPPS
+
+
+def referenced_image_uids(mpps: Dataset) -> list[str]:
+    """SOP Instance UIDs of the images in the Performed Series Sequence, in order (C.4.15)."""
+    uids: list[str] = []
+    for series in mpps.get("PerformedSeriesSequence") or []:
+        for image in series.get("ReferencedImageSequence") or []:
+            uid = _text(image, "ReferencedSOPInstanceUID")
+            if uid:
+                uids.append(uid)
+    return uids
+
+
+def from_mpps(
+    mpps: Dataset, *, mpps_instance_uid: str, station_ae: str | None = None
+) -> list[ExposureRecord]:
+    """Exposure records from an MPPS's Radiation Dose module (PS3.3 C.4.16).
+
+    The Exposure Dose Sequence (0040,030E) has one item per exposure; when its length equals
+    the number of referenced images, item *i* is taken to be image *i* (the unit lists both in
+    acquisition order). Otherwise items and images are recorded separately, so nothing is
+    linked on a guess. Step totals (Organ Dose, Entrance Dose) are per step, not per image:
+    see :func:`step_totals`.
+    """
+    step = _sequence_item(mpps, "ScheduledStepAttributesSequence")
+    common: dict[str, Any] = {
+        "mpps_instance_uid": mpps_instance_uid,
+        "station_ae": _text(mpps, "PerformedStationAETitle") or station_ae,
+        "study_instance_uid": _text(step, "StudyInstanceUID") if step else None,
+        "accession": _text(step, "AccessionNumber") if step else None,
+        "sps_id": _text(step, "ScheduledProcedureStepID") if step else None,
+        "distance_source_to_detector_mm": _number(mpps, (("DistanceSourceToDetector", 1.0),)),
+        "distance_source_to_entrance_mm": _number(mpps, (("DistanceSourceToEntrance", 1.0),)),
+    }
+    try:
+        items = list(mpps.get("ExposureDoseSequence") or [])
+    except Exception as exc:
+        raise DoseDataError("unreadable Exposure Dose Sequence") from exc
+    images = referenced_image_uids(mpps)
+    linked = len(items) == len(images)
+    records = []
+    for index, item in enumerate(items):
+        values: dict[str, Any] = {f: _number(item, c) for f, c in MPPS_ITEM_NUMBERS.items()}
+        values.update({f: _text(item, kw) for f, kw in MPPS_ITEM_TEXTS.items()})
+        if linked:
+            values["sop_instance_uid"] = images[index]
+        records.append(
+            ExposureRecord(source=Source.MPPS, mpps_item_index=index, **common, **values)
+        )
+    if not linked:
+        records.extend(
+            ExposureRecord(source=Source.MPPS, sop_instance_uid=uid, **common) for uid in images
+        )
+    return records
+
+
+def step_totals(mpps: Dataset) -> dict[str, float | int | None]:
+    """Per-step dose figures of the Radiation Dose module, converted (PS3.3 C.4.16)."""
+    return {
+        "total_exposures": _number(mpps, (("TotalNumberOfExposures", 1.0),)),
+        "organ_dose_mgy": _number(mpps, (("OrganDose", 100.0),)),
+        "entrance_dose_mgy": _number(mpps, (("EntranceDoseInmGy", 1.0),)),
+    }
+
+
+# --------------------------------------------------------------------------- RDSR
+
+CONCEPT_IRRADIATION_EVENT = "113706"
+
+
+def _concept(item: Dataset) -> str | None:
+    name = _sequence_item(item, "ConceptNameCodeSequence")
+    return _code_of(name) if name is not None else None
+
+
+def _measured(item: Dataset, units: dict[str, float]) -> float | None:
+    """A NUM content item's value in the record's unit (PS3.3 C.18.1 Numeric Measurement)."""
+    measured = _sequence_item(item, "MeasuredValueSequence")
+    if measured is None:
+        return None
+    value = _number(measured, (("NumericValue", 1.0),))
+    unit_item = _sequence_item(measured, "MeasurementUnitsCodeSequence")
+    unit = _text(unit_item, "CodeValue") if unit_item is not None else None
+    if value is None:
+        return None
+    if unit not in units:
+        raise DoseDataError(f"unexpected unit {unit!r}")
+    return value * units[unit]
+
+
+def _concept_code(item: Dataset) -> str | None:
+    code = _sequence_item(item, "ConceptCodeSequence")
+    return _code_of(code) if code is not None else None
+
+
+def _children(item: Dataset) -> list[Dataset]:
+    return list(item.get("ContentSequence") or [])
+
+
+def _walk(items: Sequence[Dataset]) -> Iterator[Dataset]:
+    for item in items:
+        yield item
+        yield from _walk(_children(item))
+
+
+NumHandler = tuple[str, dict[str, float]]
+
+#: TID 10003 numeric rows: concept code → (record field, unit table).
+RDSR_NUMBERS: dict[str, NumHandler] = {
+    "111631": ("agd_reported_mgy", DOSE_TO_MGY),
+    "111636": ("esak_mgy", DOSE_TO_MGY),
+    "113736": ("exposure_uas", CHARGE_TO_UAS),
+    "113733": ("kvp", VOLTAGE_TO_KV),
+    "113734": ("tube_current_ma", CURRENT_TO_MA),
+    "113824": ("exposure_time_ms", TIME_TO_MS),
+    "111634": ("hvl_mm_al", LENGTH_TO_MM),
+    "111633": ("compressed_thickness_mm", LENGTH_TO_MM),
+    "111647": ("compression_force_n", FORCE_TO_N),
+    "113766": ("focal_spot_mm", LENGTH_TO_MM),
+    "113758": ("filter_thickness_mm", LENGTH_TO_MM),  # X-Ray Filter Thickness Maximum
+    "113773": ("filter_thickness_mm", LENGTH_TO_MM),  # X-Ray Filter Thickness Minimum
+}
+
+#: TID 10003 coded rows: concept code → (record field, value mapping or None for the code).
+RDSR_CODES: dict[str, tuple[str, dict[str, str] | None]] = {
+    "111632": ("anode", ANODE_BY_CODE),
+    "113757": ("filter_material", FILTER_BY_CODE),
+    "111031": ("view_code", None),
+    "113780": ("esak_reference_point", None),
+    "123014": ("laterality", LATERALITY_BY_CODE),  # Target Region: a lateralised breast
+    "272741003": ("laterality", LATERALITY_BY_CODE),  # Laterality qualifier (SRT G-C171)
+}
+
+MULTI_VALUE_FIELDS = ("kvp", "tube_current_ma")
+
+
+def _event_record(
+    container: Dataset, common: dict[str, Any], station_ae: str | None
+) -> ExposureRecord:
+    values: dict[str, Any] = {}
+    reasons: list[str] = []
+    modifiers: list[str] = []
+    for item in _walk(_children(container)):
+        concept = _concept(item)
+        if concept is None:
+            continue
+        if concept in RDSR_NUMBERS:
+            field_name, units = RDSR_NUMBERS[concept]
+            value = _measured(item, units)
+            if value is None:
+                continue
+            if field_name in values and field_name in MULTI_VALUE_FIELDS:
+                reasons.append(f"several {field_name} values (last kept)")
+            if field_name == "filter_thickness_mm" and field_name in values:
+                continue  # the first of min/max given wins; they are equal for a flat filter
+            values[field_name] = value
+        elif concept in RDSR_CODES:
+            field_name, mapping = RDSR_CODES[concept]
+            code = _concept_code(item)
+            if code is None and mapping is None:
+                code = _text(item, "TextValue")  # e.g. 113780 given as TEXT by older units
+            if code is None:
+                continue
+            mapped = mapping.get(code) if mapping is not None else code
+            if mapped is not None and field_name not in values:
+                values[field_name] = mapped
+        elif concept == "111032":  # Image View Modifier
+            code = _concept_code(item)
+            if code:
+                modifiers.append(code)
+        elif concept == "113769":  # Irradiation Event UID
+            values["irradiation_event_uid"] = _text(item, "UID")
+        elif concept == "111526":  # DateTime Started
+            raw = _text(item, "DateTime")
+            values["acquisition_datetime"] = _dicom_dt_to_iso(raw) if raw else None
+    if "view_code" in values:
+        values["view_code_scheme"] = SCT
+    if "hvl_mm_al" in values:
+        values["hvl_source"] = "reported"
+    record = ExposureRecord(
+        source=Source.RDSR,
+        station_ae=station_ae,
+        view_modifier_codes=tuple(modifiers),
+        **common,
+        **values,
+    )
+    return record.with_values(review_reasons=(*reasons, *plausibility_reasons(record)))
+
+
+def from_rdsr(ds: Dataset, *, station_ae: str | None = None) -> list[ExposureRecord]:
+    """One record per Irradiation Event X-Ray Data container (TID 10003, 113706) of an RDSR.
+
+    Raises :class:`DoseDataError` if the SR has no content tree or a unit is not one we know.
+    """
+    if "ContentSequence" not in ds:
+        raise DoseDataError("SR without content")
+    pps = _sequence_item(ds, "ReferencedPerformedProcedureStepSequence")
+    request = _sequence_item(ds, "ReferencedRequestSequence")
+    common = {
+        "study_instance_uid": _text(ds, "StudyInstanceUID"),
+        "accession": _text(ds, "AccessionNumber")
+        or (_text(request, "AccessionNumber") if request is not None else None),
+        "mpps_instance_uid": _text(pps, "ReferencedSOPInstanceUID") if pps is not None else None,
+        "manufacturer": _text(ds, "Manufacturer"),
+        "model": _text(ds, "ManufacturerModelName"),
+        "device_serial": _text(ds, "DeviceSerialNumber"),
+    }
+    return [
+        _event_record(item, common, station_ae)
+        for item in _walk(_children(ds))
+        if _concept(item) == CONCEPT_IRRADIATION_EVENT
+    ]

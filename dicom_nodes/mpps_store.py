@@ -1,0 +1,272 @@
+"""Persistence of MPPS instances: every N-CREATE / N-SET as received, and the merged state.
+
+Two tables (migration set ``mpps``): ``mpps_message`` keeps each request exactly as received
+(encoded dataset, calling AE, the status we answered) — including refused ones — and
+``mpps_instance`` the current merged state of each instance with its status and per-step dose
+figures. The MPPS SCP serialises its operations; this store commits each call before returning.
+The RIS simulator reuses the class with its own database file.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import logging
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import sqlite_utils
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset
+
+log = logging.getLogger(__name__)
+
+migrations = sqlite_utils.Migrations("mpps")
+
+
+@migrations()
+def m001_mpps(db: sqlite_utils.Database) -> None:
+    """MPPS instances (merged state) and the log of every message received."""
+    db.execute(
+        """CREATE TABLE mpps_instance (
+  sop_instance_uid TEXT PRIMARY KEY,
+  status TEXT NOT NULL,
+  calling_ae TEXT NOT NULL,
+  dataset BLOB NOT NULL,
+  total_exposures INTEGER,
+  organ_dose_mgy REAL,
+  entrance_dose_mgy REAL,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL
+) STRICT"""
+    )
+    db.execute(
+        """CREATE TABLE mpps_message (
+  id INTEGER PRIMARY KEY,
+  sop_instance_uid TEXT,
+  operation TEXT NOT NULL CHECK (operation IN ('N-CREATE', 'N-SET')),
+  calling_ae TEXT NOT NULL,
+  status_code INTEGER NOT NULL,
+  dataset BLOB NOT NULL,
+  received_at TEXT NOT NULL
+) STRICT"""
+    )
+    db.execute("CREATE INDEX mpps_message_instance ON mpps_message(sop_instance_uid)")
+
+
+def encode_dataset(ds: Dataset) -> bytes:
+    """Explicit VR Little Endian encoding of a dataset (no preamble, no file meta)."""
+    fp = DicomBytesIO()
+    fp.is_little_endian = True
+    fp.is_implicit_VR = False
+    write_dataset(fp, ds)
+    return fp.getvalue()
+
+
+def decode_dataset(data: bytes) -> Dataset:
+    """Inverse of :func:`encode_dataset`."""
+    return read_dataset(io.BytesIO(data), is_implicit_VR=False, is_little_endian=True)
+
+
+@dataclass(frozen=True)
+class MppsInstance:
+    """The merged state of one MPPS instance."""
+
+    sop_instance_uid: str
+    status: str
+    calling_ae: str
+    dataset: Dataset
+
+
+class MppsStore(Protocol):
+    """What the MPPS SCP needs from its persistence."""
+
+    def get(self, sop_instance_uid: str) -> MppsInstance | None: ...
+
+    def save(
+        self,
+        instance: MppsInstance,
+        *,
+        created: bool,
+        step_totals: dict[str, Any] | None = None,
+    ) -> None: ...
+
+    def log_message(
+        self,
+        sop_instance_uid: str | None,
+        operation: str,
+        calling_ae: str,
+        status_code: int,
+        dataset: Dataset,
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """One N-CREATE / N-SET as received, with the status we answered."""
+
+    sop_instance_uid: str | None
+    operation: str
+    calling_ae: str
+    status_code: int
+    dataset: Dataset
+
+
+@runtime_checkable
+class AtomicMppsStore(MppsStore, Protocol):
+    """A store that commits the merged state and the message log in one transaction."""
+
+    def save_with_message(
+        self,
+        instance: MppsInstance,
+        message: ReceivedMessage,
+        *,
+        created: bool,
+        step_totals: dict[str, Any] | None = None,
+    ) -> None: ...
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
+
+
+class SqliteMppsStore:
+    """:class:`MppsStore` on a SQLite file (WAL, synchronous=FULL), one lock-guarded connection."""
+
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 5.0) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(
+            str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        self._conn.row_factory = sqlite3.Row
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON"):
+            self._conn.execute(f"PRAGMA {pragma}")
+        self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        self._lock = threading.Lock()
+        self._closed = False
+        migrations.apply(sqlite_utils.Database(self._conn))
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+    def __enter__(self) -> SqliteMppsStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def get(self, sop_instance_uid: str) -> MppsInstance | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT * FROM mpps_instance WHERE sop_instance_uid = ?", (sop_instance_uid,)
+            ).fetchone()
+        if row is None:
+            return None
+        return MppsInstance(
+            sop_instance_uid=row["sop_instance_uid"],
+            status=row["status"],
+            calling_ae=row["calling_ae"],
+            dataset=decode_dataset(row["dataset"]),
+        )
+
+    def save(
+        self,
+        instance: MppsInstance,
+        *,
+        created: bool,
+        step_totals: dict[str, Any] | None = None,
+    ) -> None:
+        """Insert (``created``) or replace the merged state; raises sqlite3.IntegrityError on a
+        duplicate insert."""
+        with self._lock:
+            self._save(instance, created, step_totals or {})
+
+    def log_message(
+        self,
+        sop_instance_uid: str | None,
+        operation: str,
+        calling_ae: str,
+        status_code: int,
+        dataset: Dataset,
+    ) -> None:
+        message = ReceivedMessage(sop_instance_uid, operation, calling_ae, status_code, dataset)
+        with self._lock:
+            self._log(message)
+
+    def save_with_message(
+        self,
+        instance: MppsInstance,
+        message: ReceivedMessage,
+        *,
+        created: bool,
+        step_totals: dict[str, Any] | None = None,
+    ) -> None:
+        """State and message log in one transaction (one fsync instead of two)."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._save(instance, created, step_totals or {})
+                self._log(message)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def _save(self, instance: MppsInstance, created: bool, totals: dict[str, Any]) -> None:
+        values = (
+            instance.status,
+            instance.calling_ae,
+            encode_dataset(instance.dataset),
+            totals.get("total_exposures"),
+            totals.get("organ_dose_mgy"),
+            totals.get("entrance_dose_mgy"),
+        )
+        now = _now()
+        if created:
+            self._conn.execute(
+                "INSERT INTO mpps_instance (status, calling_ae, dataset, total_exposures, "
+                "organ_dose_mgy, entrance_dose_mgy, sop_instance_uid, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*values, instance.sop_instance_uid, now, now),
+            )
+        else:
+            self._conn.execute(
+                "UPDATE mpps_instance SET status = ?, calling_ae = ?, dataset = ?, "
+                "total_exposures = ?, organ_dose_mgy = ?, entrance_dose_mgy = ?, "
+                "updated_at = ? WHERE sop_instance_uid = ?",
+                (*values, now, instance.sop_instance_uid),
+            )
+
+    def _log(self, message: ReceivedMessage) -> None:
+        self._conn.execute(
+            "INSERT INTO mpps_message (sop_instance_uid, operation, calling_ae, "
+            "status_code, dataset, received_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                message.sop_instance_uid,
+                message.operation,
+                message.calling_ae,
+                message.status_code,
+                encode_dataset(message.dataset),
+                _now(),
+            ),
+        )
+
+    def messages(self, sop_instance_uid: str) -> list[tuple[str, int]]:
+        """(operation, status we answered) of every message for one instance, in order."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT operation, status_code FROM mpps_message WHERE sop_instance_uid = ? "
+                "ORDER BY id",
+                (sop_instance_uid,),
+            ).fetchall()
+        return [(row[0], row[1]) for row in rows]

@@ -1,0 +1,183 @@
+"""The unit-facing server: MWL + MPPS + Storage (+ Verification) on one AE and one port.
+
+What the mammography unit sees of the controller (dicom.md §1): its worklist provider,
+Performed Procedure Step Manager and image/dose-report store. One pynetdicom AE carries all
+presentation contexts; associations from calling AE titles outside ``allowed_calling_aes`` are
+rejected (an empty list allows any); TLS is on when a certificate and key are given (mutual TLS
+with a CA); every accepted socket gets TCP_NODELAY; the maximum PDU is advertised as
+configured; incoming C-STORE datasets are received in chunks straight to disk. pynetdicom's
+identifier logging is off (``make_ae``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pynetdicom import AE, evt
+from pynetdicom.transport import ThreadedAssociationServer
+
+from .exposures import ExposureSink
+from .mpps_scp import MppsSCP, StepResolver, has_scheduled_step
+from .mpps_store import MppsStore
+from .network import NODELAY_HANDLERS, Timeouts, make_ae, require_calling_aes, server_tls_context
+from .storage_scp import StorageSCP
+
+log = logging.getLogger(__name__)
+
+VERIFICATION = "1.2.840.10008.1.1"
+
+
+def read_exactly(sock: Any, nr_bytes: int) -> bytearray:
+    """Read ``nr_bytes`` from ``sock`` into one buffer (fewer, larger reads, no re-copying).
+
+    Same contract as pynetdicom's ``AssociationSocket.recv`` (which reads 4 KiB at a time and
+    extends a bytearray): blocks until all bytes arrived; returns what it has if the peer
+    closes the connection.
+    """
+    buffer = bytearray(nr_bytes)
+    nr_read = 0
+    with memoryview(buffer) as view:
+        while nr_read < nr_bytes:
+            count = sock.recv_into(view[nr_read:], nr_bytes - nr_read)
+            if not count:
+                break
+            nr_read += count
+    if nr_read < nr_bytes:
+        del buffer[nr_read:]
+    return buffer
+
+
+def _on_conn_open_fast_recv(event: evt.Event) -> None:
+    """Give the association's socket the large-read ``recv`` (one per accepted connection)."""
+    assoc_socket = event.assoc.dul.socket
+    if assoc_socket is not None and assoc_socket.socket is not None:
+
+        def recv(nr_bytes: int) -> bytearray:
+            return read_exactly(assoc_socket.socket, nr_bytes)
+
+        assoc_socket.recv = recv  # type: ignore[method-assign]
+
+
+#: Bound on the unit-facing server beside ``NODELAY_HANDLERS``: a C-STORE of a 27 MB image
+#: arrives as ~100 PDUs of 256 KiB, each read by pynetdicom in 64 calls of 4 KiB otherwise.
+FAST_RECV_HANDLERS: list[tuple[Any, Any]] = [(evt.EVT_CONN_OPEN, _on_conn_open_fast_recv)]
+
+
+class ServerError(RuntimeError):
+    """The unit-facing server could not start."""
+
+
+def _worklist_scp(worklist_store: Any, max_results: int) -> Any | None:
+    """The MWL SCP of ``dicom_nodes.mwl_scp`` if that module is present (built elsewhere)."""
+    if worklist_store is None:
+        return None
+    try:
+        module = importlib.import_module("dicom_nodes.mwl_scp")
+    except ImportError:
+        log.warning("dicom_nodes.mwl_scp not available: serving without a worklist")
+        return None
+    return module.WorklistSCP(worklist_store, max_results=max_results)
+
+
+class UnitFacingServer:
+    """MWL, MPPS and Storage SCPs toward the mammography unit, on one AE and port."""
+
+    def __init__(
+        self,
+        worklist_store: Any,
+        mpps_store: MppsStore,
+        dose_sink: ExposureSink,
+        *,
+        ae_title: str = "GALACTO",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        allowed_calling_aes: Sequence[str] = (),
+        timeouts: Timeouts | None = None,
+        max_pdu: int = 262144,
+        storage_dir: str | Path = "var/objects",
+        tls_certificate: str = "",
+        tls_private_key: str = "",
+        tls_ca: str = "",
+        step_resolver: StepResolver = has_scheduled_step,
+        fsync_objects: bool = True,
+        worklist_max_results: int = 5000,
+        uid_prefix: str | None = None,
+    ) -> None:
+        self._address = (host, port)
+        self._ae: AE = make_ae(ae_title, timeouts or Timeouts(), max_pdu=max_pdu)
+        require_calling_aes(self._ae, list(allowed_calling_aes))
+        self._tls = (tls_certificate, tls_private_key, tls_ca)
+        self.worklist_scp = _worklist_scp(worklist_store, worklist_max_results)
+        self.mpps_scp = MppsSCP(
+            mpps_store, dose_sink, step_resolver=step_resolver, uid_prefix=uid_prefix
+        )
+        self.storage_scp = StorageSCP(
+            dose_sink, storage_dir, step_resolver=step_resolver, fsync_objects=fsync_objects
+        )
+        self._ae.add_supported_context(VERIFICATION)
+        for uid in self.mpps_scp.contexts:
+            self._ae.add_supported_context(uid)
+        for uid in self.storage_scp.contexts:
+            self._ae.add_supported_context(uid, list(self.storage_scp.transfer_syntaxes))
+        if self.worklist_scp is not None:
+            for context in self.worklist_scp.contexts:
+                self._ae.add_supported_context(context.abstract_syntax, context.transfer_syntax)
+        self._server: ThreadedAssociationServer | None = None
+        self._bound: tuple[str, int] | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound ``(host, port)`` once started."""
+        if self._bound is None:
+            raise ServerError("not started")
+        return self._bound
+
+    def handlers(self) -> list[Any]:
+        """Every SCP's event handlers, plus TCP_NODELAY on each accepted socket."""
+        handlers: list[Any] = [*NODELAY_HANDLERS, *FAST_RECV_HANDLERS]
+        handlers += self.mpps_scp.handlers() + self.storage_scp.handlers()
+        if self.worklist_scp is not None:
+            handlers += list(self.worklist_scp.handlers())
+        return handlers
+
+    def start(self) -> tuple[str, int]:
+        """Listen; return the bound ``(host, port)`` (port 0 picks a free one)."""
+        if self._server is not None:
+            raise ServerError("already started")
+        certificate, key, ca = self._tls
+        ssl_context = server_tls_context(certificate, key, ca) if certificate else None
+        try:
+            server = self._ae.start_server(
+                self._address,
+                block=False,
+                evt_handlers=self.handlers(),
+                ssl_context=ssl_context,
+            )
+        except OSError as exc:
+            raise ServerError(f"cannot listen on {self._address[0]}:{self._address[1]}") from exc
+        if server is None:  # only a blocking start_server returns None
+            raise ServerError("pynetdicom returned no server")
+        self._server = server
+        host, port = server.server_address[:2]
+        self._bound = (str(host), int(port))
+        log.info("unit-facing SCP %s listening on %s:%d", self._ae.ae_title, host, port)
+        return self._bound
+
+    def stop(self) -> None:
+        """Stop listening and close every association (idempotent)."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+            self._bound = None
+        self._ae.shutdown()
+
+    def __enter__(self) -> UnitFacingServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

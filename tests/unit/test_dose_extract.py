@@ -1,0 +1,153 @@
+"""Dose extraction from image headers, MPPS and RDSR: units converted once, traps avoided."""
+
+from __future__ import annotations
+
+import pytest
+from pydicom.dataelem import RawDataElement
+from pydicom.tag import Tag
+from pydicom.uid import generate_uid
+
+from dicom_nodes.dose_extract import from_image_header, from_mpps, from_rdsr, step_totals
+from dicom_nodes.exposures import DoseDataError, Source
+from tests.dose_factories import Exposure, mg_image, mpps_create, mpps_set, rdsr
+
+STUDY = "1.2.3.4"
+
+
+def test_image_header_values_in_record_units() -> None:
+    exposure = Exposure(agd_mgy=1.23, esak_mgy=5.67, view="MLO", laterality="L")
+    record = from_image_header(mg_image(exposure, study_uid=STUDY), station_ae="MAMMO")
+    assert record.source is Source.IMAGE_HEADER
+    assert record.agd_reported_mgy == pytest.approx(1.23)  # 0.0123 dGy × 100
+    assert record.esak_mgy == pytest.approx(5.67)  # 8302, not the integer 0302
+    assert record.exposure_uas == pytest.approx(80000.0)
+    assert record.tube_current_ma == pytest.approx(100.0)
+    assert record.exposure_time_ms == pytest.approx(800.0)
+    assert record.kvp == pytest.approx(29.0)
+    assert record.compressed_thickness_mm == pytest.approx(45.0)
+    assert record.compression_force_n == pytest.approx(110.0)
+    assert record.hvl_mm_al == pytest.approx(0.52)
+    assert record.hvl_source == "reported"
+    assert record.filter_thickness_mm == pytest.approx(0.05)
+    assert (record.anode, record.filter_material) == ("TUNGSTEN", "RHODIUM")
+    assert (record.view_code, record.laterality) == ("399368009", "L")
+    assert record.irradiation_event_uid == exposure.irradiation_event_uid
+    assert record.sps_id == "SPS1"
+    assert record.accession == "ACC1"
+    assert record.station_ae == "MAMMO"
+    assert record.acquisition_datetime == "2026-11-25T10:15:00"
+    assert record.review_reasons == ()
+
+
+def test_legacy_srt_view_and_magnification_codes_become_sct() -> None:
+    exposure = Exposure(view="ML", magnified=True)
+    record = from_image_header(mg_image(exposure, study_uid=STUDY, legacy_codes=True))
+    assert record.view_code == "399260004"
+    assert record.view_modifier_codes == ("399163009",)
+    assert record.magnification_factor == pytest.approx(1.8)
+
+
+def test_entrance_dose_falls_back_to_integer_dgy_and_says_so() -> None:
+    ds = mg_image(Exposure(), study_uid=STUDY)
+    del ds.EntranceDoseInmGy
+    ds.EntranceDose = 1  # dGy
+    record = from_image_header(ds)
+    assert record.esak_mgy == pytest.approx(100.0)
+    assert any("integer dGy" in reason for reason in record.review_reasons)
+
+
+def test_zero_dose_is_flagged_not_dropped() -> None:
+    record = from_image_header(mg_image(Exposure(agd_mgy=0.0), study_uid=STUDY))
+    assert record.agd_reported_mgy == 0.0
+    assert "zero reported AGD" in record.review_reasons
+
+
+def test_unparseable_dose_value_raises() -> None:
+    ds = mg_image(Exposure(), study_uid=STUDY)
+    tag = Tag("OrganDose")
+    ds._dict[tag] = RawDataElement(tag, "DS", 4, b"abc ", 0, False, True)  # as read from a file
+    with pytest.raises(DoseDataError):
+        from_image_header(ds)
+
+
+def test_rdsr_event_values() -> None:
+    exposures = [
+        Exposure(agd_mgy=1.1, laterality="R"),
+        Exposure(agd_mgy=2.2, laterality="L", magnified=True),
+    ]
+    records = from_rdsr(rdsr(exposures, study_uid=STUDY))
+    assert [r.irradiation_event_uid for r in records] == [
+        e.irradiation_event_uid for e in exposures
+    ]
+    first, second = records
+    assert first.source is Source.RDSR
+    assert first.agd_reported_mgy == pytest.approx(1.1)
+    assert first.esak_mgy == pytest.approx(5.67)
+    assert first.esak_reference_point == "113865"
+    assert first.exposure_uas == pytest.approx(80000.0)
+    assert first.anode == "TUNGSTEN"
+    assert first.filter_material == "RHODIUM"
+    assert first.filter_thickness_mm == pytest.approx(0.05)
+    assert (first.laterality, second.laterality) == ("R", "L")
+    assert second.view_modifier_codes == ("399163009",)
+    assert first.study_instance_uid == STUDY
+
+
+def test_rdsr_unknown_unit_raises() -> None:
+    ds = rdsr([Exposure()], study_uid=STUDY)
+    agd = next(
+        item
+        for item in ds.ContentSequence[0].ContentSequence
+        if item.ConceptNameCodeSequence[0].CodeValue == "111631"
+    )
+    agd.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue = "rad"
+    with pytest.raises(DoseDataError):
+        from_rdsr(ds)
+
+
+def test_mpps_items_linked_to_images_by_order_and_ua_converted() -> None:
+    exposures = [Exposure(tube_current_ma=90.0), Exposure(tube_current_ma=120.0)]
+    merged = mpps_create(study_uid=STUDY)
+    for elem in mpps_set(exposures):
+        merged[elem.tag] = elem
+    uid = generate_uid()
+    records = from_mpps(merged, mpps_instance_uid=uid)
+    assert [r.sop_instance_uid for r in records] == [e.sop_instance_uid for e in exposures]
+    assert [r.tube_current_ma for r in records] == [pytest.approx(90.0), pytest.approx(120.0)]
+    assert [r.mpps_item_index for r in records] == [0, 1]
+    assert all(r.mpps_instance_uid == uid and r.sps_id == "SPS1" for r in records)
+    totals = step_totals(merged)
+    assert totals["organ_dose_mgy"] == pytest.approx(2 * 1.23)
+    assert totals["total_exposures"] == 2
+
+
+def test_mpps_items_not_linked_when_counts_differ() -> None:
+    exposures = [Exposure(), Exposure()]
+    merged = mpps_create(study_uid=STUDY)
+    for elem in mpps_set(exposures):
+        merged[elem.tag] = elem
+    merged.ExposureDoseSequence = merged.ExposureDoseSequence[:1]
+    records = from_mpps(merged, mpps_instance_uid=generate_uid())
+    assert [r.sop_instance_uid for r in records] == [None, *[e.sop_instance_uid for e in exposures]]
+
+
+def test_mpps_item_level_organ_dose_is_dgy() -> None:
+    merged = mpps_create(study_uid=STUDY)
+    for elem in mpps_set([Exposure()]):
+        merged[elem.tag] = elem
+    merged.ExposureDoseSequence[0].OrganDose = 0.0155  # dGy, a vendor extension
+    merged.ExposureDoseSequence[0].EntranceDoseInmGy = 4.4
+    (record,) = from_mpps(merged, mpps_instance_uid=generate_uid())
+    assert record.agd_reported_mgy == pytest.approx(1.55)
+    assert record.esak_mgy == pytest.approx(4.4)
+
+
+def test_rdsr_reference_point_given_as_text() -> None:
+    ds = rdsr([Exposure()], study_uid=STUDY)
+    items = ds.ContentSequence[0].ContentSequence
+    reference = next(i for i in items if i.ConceptNameCodeSequence[0].CodeValue == "113780")
+    del reference.ConceptCodeSequence
+    reference.ValueType = "TEXT"
+    reference.TextValue = "15 cm from isocenter toward source"
+    (record,) = from_rdsr(ds)
+    assert record.esak_reference_point == "15 cm from isocenter toward source"
