@@ -37,6 +37,7 @@ from typing import Any
 
 import sqlite_utils
 
+from dicom_nodes.database import connect
 from dicom_nodes.exposures import MEASURED_FIELDS, ExposureRecord, SinkWriteError
 
 log = logging.getLogger(__name__)
@@ -168,25 +169,6 @@ def _reasons(text: str | None) -> list[str]:
     return [part.strip() for part in (text or "").split(";") if part.strip()]
 
 
-def connect_shared(path: str | Path, *, busy_timeout_s: float = 5.0) -> sqlite3.Connection:
-    """A house-pragma connection usable from any thread (callers serialise with a lock).
-
-    Same pragmas as :func:`dicom_nodes.database.connect`, which has no ``check_same_thread``
-    switch yet.
-    """
-    if str(path) != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(
-        str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-    )
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
-    return conn
-
-
 class _WriterThread:
     """One thread owning the write connection; callers hand it batches and wait for COMMIT.
 
@@ -203,7 +185,7 @@ class _WriterThread:
         self._thread.start()
 
     def _run(self) -> None:
-        conn = connect_shared(self._path, busy_timeout_s=self._busy_timeout_s)
+        conn = connect(self._path, busy_timeout_s=self._busy_timeout_s, check_same_thread=False)
         try:
             while (first := self._queue.get()) is not None:
                 pending = [first]
@@ -282,7 +264,7 @@ class DoseLog:
         thread keeps p99 near the commit floor, the lock does not (waiters are not served in
         order and each pays its own fsync).
         """
-        self._conn = connect_shared(path, busy_timeout_s=busy_timeout_s)
+        self._conn = connect(path, busy_timeout_s=busy_timeout_s, check_same_thread=False)
         self._lock = threading.Lock()
         self._closed = False
         migrations.apply(sqlite_utils.Database(self._conn))

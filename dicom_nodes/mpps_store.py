@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime
 import io
 import logging
-import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,8 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
+
+from .database import connect
 
 log = logging.getLogger(__name__)
 
@@ -139,15 +140,7 @@ class SqliteMppsStore:
     """:class:`MppsStore` on a SQLite file (WAL, synchronous=FULL), one lock-guarded connection."""
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 5.0) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(
-            str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
-        self._conn.row_factory = sqlite3.Row
-        for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON"):
-            self._conn.execute(f"PRAGMA {pragma}")
-        self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        self._conn = connect(path, busy_timeout_s=busy_timeout_s, check_same_thread=False)
         self._lock = threading.Lock()
         self._closed = False
         migrations.apply(sqlite_utils.Database(self._conn))

@@ -3,7 +3,9 @@
 pynetdicom never sets TCP_NODELAY. With Nagle's algorithm on, every request/response whose
 message spans several PDUs waits on the peer's 40 ms delayed ACK (dicom.md §2). We switch it
 off on every socket we open or accept, from the ``EVT_CONN_OPEN`` notification that pynetdicom
-fires on both sides before the first PDU is sent.
+fires on both sides before the first PDU is sent. On accepted sockets the same handler installs
+a ``recv`` that reads each PDU in one ``recv_into`` instead of pynetdicom's 4 KiB loop (7–15 %
+faster C-STORE receive, measured in bench/bench_store.py).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,10 +50,45 @@ def set_nodelay(sock: Any) -> bool:
     return True
 
 
+def read_exactly(sock: Any, nr_bytes: int) -> bytearray:
+    """Read ``nr_bytes`` from ``sock`` into one buffer (fewer, larger reads, no re-copying).
+
+    Same contract as pynetdicom's ``AssociationSocket.recv`` (which reads 4 KiB at a time and
+    extends a bytearray): blocks until all bytes arrived; returns what it has if the peer
+    closes the connection. A 27 MB image arrives as ~100 PDUs of 256 KiB, each read by
+    pynetdicom in 64 calls otherwise.
+    """
+    buffer = bytearray(nr_bytes)
+    nr_read = 0
+    with memoryview(buffer) as view:
+        while nr_read < nr_bytes:
+            count = sock.recv_into(view[nr_read:], nr_bytes - nr_read)
+            if not count:
+                break
+            nr_read += count
+    if nr_read < nr_bytes:
+        del buffer[nr_read:]
+    return buffer
+
+
 def _on_conn_open(event: evt.Event) -> None:
+    """Nagle off, and the large-read ``recv``, on every socket as soon as it is connected."""
     dul_socket = event.assoc.dul.socket
-    if dul_socket is not None and dul_socket.socket is not None:
-        set_nodelay(dul_socket.socket)
+    if dul_socket is None or dul_socket.socket is None:
+        return
+    set_nodelay(dul_socket.socket)
+    if not event.assoc.is_acceptor:
+        return  # the large reads pay off receiving images; an SCU reads small responses
+
+    owner = weakref.ref(dul_socket)
+
+    def recv(nr_bytes: int) -> bytearray:
+        # A weak reference, looked up at each call: a strong one would make a reference cycle
+        # that keeps a dropped association's socket (and its descriptor) open until the
+        # garbage collector runs.
+        return read_exactly(owner().socket, nr_bytes)  # type: ignore[union-attr]
+
+    dul_socket.recv = recv  # type: ignore[method-assign]
 
 
 #: Bind these with every AE (SCU and SCP): ``handlers + NODELAY_HANDLERS``.

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pynetdicom import AE, evt
+from pynetdicom import AE
 from pynetdicom.transport import ThreadedAssociationServer
 
 from .exposures import ExposureSink
@@ -29,42 +29,6 @@ from .storage_scp import StorageSCP
 log = logging.getLogger(__name__)
 
 VERIFICATION = "1.2.840.10008.1.1"
-
-
-def read_exactly(sock: Any, nr_bytes: int) -> bytearray:
-    """Read ``nr_bytes`` from ``sock`` into one buffer (fewer, larger reads, no re-copying).
-
-    Same contract as pynetdicom's ``AssociationSocket.recv`` (which reads 4 KiB at a time and
-    extends a bytearray): blocks until all bytes arrived; returns what it has if the peer
-    closes the connection.
-    """
-    buffer = bytearray(nr_bytes)
-    nr_read = 0
-    with memoryview(buffer) as view:
-        while nr_read < nr_bytes:
-            count = sock.recv_into(view[nr_read:], nr_bytes - nr_read)
-            if not count:
-                break
-            nr_read += count
-    if nr_read < nr_bytes:
-        del buffer[nr_read:]
-    return buffer
-
-
-def _on_conn_open_fast_recv(event: evt.Event) -> None:
-    """Give the association's socket the large-read ``recv`` (one per accepted connection)."""
-    assoc_socket = event.assoc.dul.socket
-    if assoc_socket is not None and assoc_socket.socket is not None:
-
-        def recv(nr_bytes: int) -> bytearray:
-            return read_exactly(assoc_socket.socket, nr_bytes)
-
-        assoc_socket.recv = recv  # type: ignore[method-assign]
-
-
-#: Bound on the unit-facing server beside ``NODELAY_HANDLERS``: a C-STORE of a 27 MB image
-#: arrives as ~100 PDUs of 256 KiB, each read by pynetdicom in 64 calls of 4 KiB otherwise.
-FAST_RECV_HANDLERS: list[tuple[Any, Any]] = [(evt.EVT_CONN_OPEN, _on_conn_open_fast_recv)]
 
 
 class ServerError(RuntimeError):
@@ -138,7 +102,7 @@ class UnitFacingServer:
 
     def handlers(self) -> list[Any]:
         """Every SCP's event handlers, plus TCP_NODELAY on each accepted socket."""
-        handlers: list[Any] = [*NODELAY_HANDLERS, *FAST_RECV_HANDLERS]
+        handlers: list[Any] = [*NODELAY_HANDLERS]
         handlers += self.mpps_scp.handlers() + self.storage_scp.handlers()
         if self.worklist_scp is not None:
             handlers += list(self.worklist_scp.handlers())
