@@ -15,6 +15,7 @@ C000H cannot understand (header unreadable, dose values unparseable); A700H out 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -93,6 +94,25 @@ class StorageRefusal(Exception):
         self.status = status
 
 
+def discard_partial_dataset(event: evt.Event) -> None:
+    """Close and remove the temporary file of a C-STORE cut off mid-dataset.
+
+    With ``STORE_RECV_CHUNKED_DATASET`` pynetdicom 3.0.4 writes the incoming dataset to a
+    ``NamedTemporaryFile(delete=False)`` and, when the association drops before the message is
+    complete, neither closes nor removes it: one open descriptor and one stray file per dropped
+    association. Nothing was acknowledged for that object, so nothing is lost by removing it.
+    """
+    message = getattr(event.assoc.dimse, "message", None)
+    partial = getattr(message, "_data_set_file", None)
+    if partial is None:
+        return
+    with contextlib.suppress(OSError):
+        partial.close()
+    with contextlib.suppress(OSError):
+        os.unlink(partial.name)
+    message._data_set_file = None  # type: ignore[union-attr]
+
+
 class StorageSCP:
     """C-STORE SCP writing objects to ``storage_dir`` and exposures to ``sink``.
 
@@ -126,7 +146,11 @@ class StorageSCP:
         _config.STORE_RECV_CHUNKED_DATASET = True
 
     def handlers(self) -> list[tuple[Any, Any]]:
-        return [(evt.EVT_C_STORE, self.handle_store)]
+        return [
+            (evt.EVT_C_STORE, self.handle_store),
+            (evt.EVT_ABORTED, discard_partial_dataset),
+            (evt.EVT_CONN_CLOSE, discard_partial_dataset),
+        ]
 
     def path_for(self, study_instance_uid: str, sop_instance_uid: str) -> Path:
         """Where an object is kept for forwarding."""

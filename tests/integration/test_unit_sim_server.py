@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from dicom_nodes.network import Timeouts, client_tls_context
 from dicom_nodes.server import UnitFacingServer
 from dicom_nodes.worklist_store import ScheduledStep, WorklistStore
 from simulators.unit import NO_RESPONSE, SUCCESS, Fault, SimulatedUnit, UnitError
-from tests.integration.test_unit_sim import collect_cut_store_files
+from tests.integration.test_unit_sim import _orphans
 
 TODAY = "20260115"
 
@@ -127,7 +128,11 @@ def test_dropped_store_then_resend_logs_each_exposure_once(stack: Stack) -> None
     assert sorted(r["sop_instance_uid"] for r in stack.dose_log.list_exposures()) == sorted(
         i.sop_instance_uid for i in images
     )
-    collect_cut_store_files(images[0].sop_instance_uid)
+    # The cut-off temporary files are closed and removed by the server (storage_scp.py).
+    deadline = time.monotonic() + 5.0
+    while _orphans(images[0].sop_instance_uid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _orphans(images[0].sop_instance_uid) == []
 
 
 def test_malformed_dose_header_is_not_silently_accepted(stack: Stack) -> None:
