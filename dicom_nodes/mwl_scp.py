@@ -1,0 +1,240 @@
+"""Modality Worklist SCP toward the unit: C-FIND on 1.2.840.10008.5.1.4.31 (PS3.4 Annex K).
+
+Compose it onto any AE (``dicom_nodes/server.py`` puts every unit-facing SCP on one port)::
+
+    scp = WorklistSCP(store, max_results=settings.dicom.worklist_max_results)
+    for context in scp.contexts:
+        ae.add_supported_context(context.abstract_syntax, context.transfer_syntax)
+    ae.start_server(address, evt_handlers=scp.handlers() + NODELAY_HANDLERS)
+
+Statuses (PS3.4 Table K.4-1) and why:
+
+- ``FF00`` pending per match; ``FF01`` instead when the request carried a value on a key we
+  do not match on, or asked for a return key we do not support (both then ignored);
+- ``0000`` after the last match; ``FE00`` when the unit sends C-CANCEL (checked between
+  responses);
+- ``A700`` *Out of resources* after ``max_results`` pending responses when more steps
+  match, with an Error Comment asking to refine the query. Annex K has no "partial result"
+  warning (``B001`` exists only for Query/Retrieve), ``0000`` would claim a complete list
+  the unit does not have, and a refusal without any item would leave the technologist with
+  nothing: the first matches (by SPS start) followed by A700 is the honest answer;
+- ``A900`` for an Identifier that does not fit the SOP Class (a sequence where a plain
+  attribute belongs, several SPS items), ``C000`` for one that cannot be decoded, ``C001``
+  for a matching request we cannot process (several values in a non-UID key).
+
+Speed: pynetdicom spends ~0.3 ms encoding the command set and ~0.1 ms the identifier of each
+C-FIND response. Within one request every pending response has the same command set, and
+the identifiers were encoded when the steps were published, so :class:`PendingResponder`
+encodes the command set once (with pynetdicom's own encoder) and hands the DUL one P-DATA
+primitive per match carrying both PDVs (PS3.8 §9.3.5 allows several PDVs in one PDU). When
+a response would exceed the peer's maximum PDU length it falls back to
+``DIMSEServiceProvider.send_msg``, which fragments. The final status always goes through
+pynetdicom's normal path. Not seen by this shortcut: ``EVT_DIMSE_SENT`` for pending responses.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from io import BytesIO
+from typing import Any, cast
+
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import build_context, evt
+from pynetdicom.dimse_messages import C_FIND_RSP
+from pynetdicom.dimse_primitives import C_FIND
+from pynetdicom.dsutils import encode
+from pynetdicom.events import EventHandlerType
+from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
+
+from dicom_nodes.mwl_matching import QueryError, WorklistQuery, parse_query
+from dicom_nodes.worklist_store import LATIN1, SUPPORTED_KEYS, WorklistStore
+
+log = logging.getLogger(__name__)
+
+MWL_FIND_UID = str(ModalityWorklistInformationFind)
+TRANSFER_SYNTAXES = (str(ImplicitVRLittleEndian), str(ExplicitVRLittleEndian))
+
+#: C-FIND statuses this SCP answers with (PS3.4 Table K.4-1, PS3.7 Annex C).
+STATUS_SUCCESS = 0x0000
+STATUS_PENDING = 0xFF00
+STATUS_PENDING_UNSUPPORTED_KEYS = 0xFF01
+STATUS_CANCEL = 0xFE00
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_CANNOT_DECODE = 0xC000
+
+#: SOP Class Extended Negotiation for MWL (PS3.4 §K.3.1): byte 2 is combined date-time
+#: matching. Bytes 3 and 4 (fuzzy semantic PN matching, timezone adjustment) are refused.
+_COMBINED_DATETIME_BYTE = 1
+
+#: P-DATA primitives allowed to wait for the DUL thread before the handler pauses: keeps
+#: memory flat and lets a C-CANCEL stop the answer promptly.
+_SEND_QUEUE_HIGH_WATER = 16
+_SEND_QUEUE_POLL_S = 0.0002
+_ERROR_COMMENT_MAX = 64  # (0000,0902) is LO
+
+
+def negotiate_extended(app_info: dict[str, bytes]) -> dict[str, bytes]:
+    """Answer SOP Class Extended Negotiation for the MWL SOP Class (PS3.4 §K.3.1).
+
+    Accepts combined date-time matching when proposed; every other byte answered 0.
+    Other SOP classes are not answered here (the composing server merges answers).
+    """
+    proposed = app_info.get(MWL_FIND_UID)
+    if not proposed:
+        return {}
+    accepted = bytearray(len(proposed))
+    if len(proposed) > _COMBINED_DATETIME_BYTE and proposed[_COMBINED_DATETIME_BYTE] == 1:
+        accepted[_COMBINED_DATETIME_BYTE] = 1
+    return {MWL_FIND_UID: bytes(accepted)}
+
+
+def combined_datetime_negotiated(assoc: Any) -> bool:
+    """True if this association accepted combined date-time matching for MWL."""
+    accepted: dict[str, bytes] = assoc.acceptor.sop_class_extended
+    info = accepted.get(MWL_FIND_UID, b"")
+    return len(info) > _COMBINED_DATETIME_BYTE and info[_COMBINED_DATETIME_BYTE] == 1
+
+
+def status_dataset(status: int, comment: str) -> Dataset:
+    """A status with an Error Comment (0000,0902); the comment never names a patient."""
+    ds = Dataset()
+    ds.Status = status
+    ds.ErrorComment = comment[:_ERROR_COMMENT_MAX]
+    return ds
+
+
+class PendingResponder:
+    """Sends the pending C-FIND responses of one request from pre-encoded identifiers."""
+
+    def __init__(self, event: evt.Event, status: int) -> None:
+        assoc = event.assoc
+        self._context_id = int(event.context.context_id)
+        self._dimse = assoc.dimse
+        self._queue = assoc.dul.to_provider_queue
+        self._assoc = assoc
+        self._rsp = C_FIND()
+        self._rsp.MessageIDBeingRespondedTo = event.request.MessageID
+        self._rsp.AffectedSOPClassUID = event.request.AffectedSOPClassUID
+        self._rsp.Status = status
+        self._rsp.Identifier = BytesIO(b"\x00")  # marks "a data set follows"
+        message = C_FIND_RSP()
+        message.primitive_to_message(self._rsp)
+        command = encode(message.command_set, True, True)  # PS3.7 §6.3.1: implicit VR LE
+        assert command is not None
+        # pynetdicom wants each PDV as a [context ID, data] list; data starts with the
+        # message control header (PS3.8 §E.2): 0x03 command, last fragment.
+        self._command_pdv: list[Any] = [self._context_id, b"\x03" + command]
+        # PDV list length of one P-DATA-TF: per PDV item 4 (length) + 1 (context) + data.
+        self._overhead = 2 * 5 + len(self._command_pdv[1]) + 1
+        self._max_pdv_list = int(self._dimse.maximum_pdu_size or 0)
+
+    def send(self, identifier: bytes) -> None:
+        """Queue one pending response carrying ``identifier`` for the DUL to send."""
+        if self._max_pdv_list and self._overhead + len(identifier) > self._max_pdv_list:
+            self._rsp.Identifier = BytesIO(identifier)
+            self._dimse.send_msg(self._rsp, self._context_id)  # fragments as needed
+            return
+        while self._queue.qsize() > _SEND_QUEUE_HIGH_WATER and self._assoc.is_established:
+            time.sleep(_SEND_QUEUE_POLL_S)
+        pdata = P_DATA()
+        pdata.presentation_data_value_list = cast(
+            Any,
+            [self._command_pdv, [self._context_id, b"\x02" + identifier]],  # 0x02: data, last
+        )
+        self._assoc.dul.send_pdu(pdata)
+
+
+class WorklistSCP:
+    """The MWL C-FIND service over a :class:`WorklistStore`.
+
+    ``max_results`` caps the pending responses of one request (``dicom.worklist_max_results``).
+    """
+
+    def __init__(self, store: WorklistStore, *, max_results: int = 5000) -> None:
+        if max_results < 1:
+            raise ValueError("max_results must be at least 1")
+        self.store = store
+        self.max_results = max_results
+
+    @property
+    def contexts(self) -> list[PresentationContext]:
+        """Presentation contexts to add to the AE as supported (SCP role)."""
+        return [build_context(MWL_FIND_UID, list(TRANSFER_SYNTAXES))]
+
+    def handlers(self) -> list[EventHandlerType]:
+        """``evt_handlers`` for ``AE.start_server`` (add ``NODELAY_HANDLERS`` yourself).
+
+        ``EVT_SOP_EXTENDED`` takes one handler per AE: a server that composes several SCPs
+        needing it must merge :func:`negotiate_extended` with the others' answers.
+        """
+        return [
+            (evt.EVT_C_FIND, self.handle_find),
+            (evt.EVT_SOP_EXTENDED, self.handle_sop_extended),
+        ]
+
+    def handle_sop_extended(self, event: evt.Event) -> dict[str, bytes]:
+        return negotiate_extended(dict(vars(event)["app_info"]))  # set dynamically by pynetdicom
+
+    def handle_find(self, event: evt.Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+        """``EVT_C_FIND``: yield the final status; pending responses go via the responder."""
+        if str(event.request.AffectedSOPClassUID) != MWL_FIND_UID:
+            yield 0x0122, None  # SOP Class not supported
+            return
+        try:
+            query = self._parse(event)
+        except QueryError as exc:
+            log.warning("worklist query refused (0x%04X): %s", exc.status, exc)
+            yield status_dataset(exc.status, str(exc)), None
+            return
+        started = time.perf_counter()
+        sent, final = self._answer(event, query)
+        log.info(
+            "worklist query from %s: %d match(es) sent, %s, %.1f ms",
+            event.assoc.requestor.ae_title,
+            sent,
+            "complete" if final is None else "ended early",
+            (time.perf_counter() - started) * 1000,
+        )
+        if final is not None:
+            yield final
+
+    def _parse(self, event: evt.Event) -> WorklistQuery:
+        try:
+            identifier = event.identifier
+        except Exception as exc:  # pydicom raises several types for malformed data
+            raise QueryError(
+                "the request identifier cannot be decoded", STATUS_CANNOT_DECODE
+            ) from exc
+        return parse_query(
+            identifier,
+            combined_datetime=combined_datetime_negotiated(event.assoc),
+            supported_keys=SUPPORTED_KEYS,
+        )
+
+    def _answer(
+        self, event: evt.Event, query: WorklistQuery
+    ) -> tuple[int, tuple[int | Dataset, None] | None]:
+        """Send the pending responses; return how many and the final status (None: success)."""
+        explicit = str(event.context.transfer_syntax) != TRANSFER_SYNTAXES[0]
+        latin1 = bool(query.character_sets) and query.character_sets[0] == LATIN1
+        status = STATUS_PENDING_UNSUPPORTED_KEYS if query.unsupported else STATUS_PENDING
+        responder = PendingResponder(event, status)
+        sent = 0
+        with closing(self.store.find(query, explicit_vr=explicit, latin1=latin1)) as matches:
+            for identifier in matches:
+                if event.is_cancelled:
+                    return sent, (STATUS_CANCEL, None)
+                if not event.assoc.is_established:
+                    return sent, None
+                if sent == self.max_results:
+                    comment = f"More than {self.max_results} matches; refine the query"
+                    return sent, (status_dataset(STATUS_OUT_OF_RESOURCES, comment), None)
+                responder.send(identifier)
+                sent += 1
+        return sent, None
