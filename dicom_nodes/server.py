@@ -11,7 +11,6 @@ identifier logging is off (``make_ae``).
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,11 +19,14 @@ from typing import Any
 from pynetdicom import AE
 from pynetdicom.transport import ThreadedAssociationServer
 
-from .exposures import ExposureSink
+from .exposures import ExposureRecord, ExposureSink
 from .mpps_scp import MppsSCP, StepResolver, has_scheduled_step
 from .mpps_store import MppsStore
+from .mwl_scp import MWL_FIND_UID, WorklistSCP
+from .mwl_scp import TRANSFER_SYNTAXES as WORKLIST_TRANSFER_SYNTAXES
 from .network import NODELAY_HANDLERS, Timeouts, make_ae, require_calling_aes, server_tls_context
 from .storage_scp import StorageSCP
+from .worklist_store import WorklistStore
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +37,13 @@ class ServerError(RuntimeError):
     """The unit-facing server could not start."""
 
 
-def _worklist_scp(worklist_store: Any, max_results: int) -> Any | None:
-    """The MWL SCP of ``dicom_nodes.mwl_scp`` if that module is present (built elsewhere)."""
-    if worklist_store is None:
-        return None
-    try:
-        module = importlib.import_module("dicom_nodes.mwl_scp")
-    except ImportError:
-        log.warning("dicom_nodes.mwl_scp not available: serving without a worklist")
-        return None
-    return module.WorklistSCP(worklist_store, max_results=max_results)
+def published_step_resolver(worklist_store: WorklistStore) -> StepResolver:
+    """An exposure belongs to a known step when its SPS ID was offered on our worklist."""
+
+    def resolve(record: ExposureRecord) -> bool:
+        return record.sps_id is not None and worklist_store.was_published(record.sps_id)
+
+    return resolve
 
 
 class UnitFacingServer:
@@ -52,7 +51,7 @@ class UnitFacingServer:
 
     def __init__(
         self,
-        worklist_store: Any,
+        worklist_store: WorklistStore | None,
         mpps_store: MppsStore,
         dose_sink: ExposureSink,
         *,
@@ -66,7 +65,7 @@ class UnitFacingServer:
         tls_certificate: str = "",
         tls_private_key: str = "",
         tls_ca: str = "",
-        step_resolver: StepResolver = has_scheduled_step,
+        step_resolver: StepResolver | None = None,
         fsync_objects: bool = True,
         worklist_max_results: int = 5000,
         uid_prefix: str | None = None,
@@ -75,7 +74,17 @@ class UnitFacingServer:
         self._ae: AE = make_ae(ae_title, timeouts or Timeouts(), max_pdu=max_pdu)
         require_calling_aes(self._ae, list(allowed_calling_aes))
         self._tls = (tls_certificate, tls_private_key, tls_ca)
-        self.worklist_scp = _worklist_scp(worklist_store, worklist_max_results)
+        self.worklist_scp = (
+            None
+            if worklist_store is None
+            else WorklistSCP(worklist_store, max_results=worklist_max_results)
+        )
+        if step_resolver is None:
+            step_resolver = (
+                has_scheduled_step
+                if worklist_store is None
+                else published_step_resolver(worklist_store)
+            )
         self.mpps_scp = MppsSCP(
             mpps_store, dose_sink, step_resolver=step_resolver, uid_prefix=uid_prefix
         )
@@ -88,8 +97,7 @@ class UnitFacingServer:
         for uid in self.storage_scp.contexts:
             self._ae.add_supported_context(uid, list(self.storage_scp.transfer_syntaxes))
         if self.worklist_scp is not None:
-            for context in self.worklist_scp.contexts:
-                self._ae.add_supported_context(context.abstract_syntax, context.transfer_syntax)
+            self._ae.add_supported_context(MWL_FIND_UID, list(WORKLIST_TRANSFER_SYNTAXES))
         self._server: ThreadedAssociationServer | None = None
         self._bound: tuple[str, int] | None = None
 

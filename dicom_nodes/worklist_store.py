@@ -426,6 +426,22 @@ def m001_worklist_step(db: sqlite_utils.Database) -> None:
         db.execute(f"CREATE INDEX worklist_step_{name} ON worklist_step ({columns})")
 
 
+@MIGRATIONS()
+def m002_published_step(db: sqlite_utils.Database) -> None:
+    """Every SPS ID ever offered, kept after the step is withdrawn.
+
+    The dose log asks whether an exposure belongs to a step this controller scheduled; images
+    and dose reports for a phase may arrive after its step left the worklist.
+    """
+    db.execute(
+        "CREATE TABLE worklist_published "
+        "(sps_id TEXT PRIMARY KEY, first_published_at TEXT NOT NULL) STRICT"
+    )
+    db.execute(
+        "INSERT OR IGNORE INTO worklist_published SELECT sps_id, published_at FROM worklist_step"
+    )
+
+
 _MATCH_COLUMNS = (
     "sps_id",
     "sps_start_date",
@@ -530,6 +546,10 @@ class WorklistStore:
                 conn.executemany(
                     _INSERT, [(*row, last + n, now) for n, row in enumerate(rows, start=1)]
                 )
+                conn.executemany(
+                    "INSERT OR IGNORE INTO worklist_published VALUES (?, ?)",
+                    [(row[0], now) for row in rows],
+                )
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -542,6 +562,14 @@ class WorklistStore:
         with self._write_lock, self._connection() as conn:
             removed = conn.execute("DELETE FROM worklist_step WHERE sps_id = ?", (sps_id,))
             return removed.rowcount > 0
+
+    def was_published(self, sps_id: str) -> bool:
+        """True if ``sps_id`` was ever offered on this worklist, withdrawn or not."""
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM worklist_published WHERE sps_id = ?", (sps_id,)
+            ).fetchone()
+        return row is not None
 
     def get(self, sps_id: str) -> ScheduledStep | None:
         with self._connection() as conn:

@@ -6,6 +6,7 @@ the DoseLog by the MPPS and Storage SCPs; all on one SQLite file under tmp_path.
 
 from __future__ import annotations
 
+import copy
 import shutil
 import socket
 import subprocess
@@ -23,7 +24,7 @@ from dicom_nodes.mpps_store import SqliteMppsStore
 from dicom_nodes.network import Timeouts, client_tls_context
 from dicom_nodes.server import UnitFacingServer
 from dicom_nodes.worklist_store import ScheduledStep, WorklistStore
-from simulators.unit import NO_RESPONSE, SUCCESS, Fault, SimulatedUnit, UnitError
+from simulators.unit import NO_RESPONSE, SUCCESS, Fault, SimulatedUnit, UnitError, WorklistStep
 from tests.integration.test_unit_sim import _orphans
 
 TODAY = "20260115"
@@ -218,3 +219,24 @@ def test_pre_exposure_quirk_logs_the_main_exposure(stack: Stack) -> None:
     performed = sim.perform_step(found, ["L-CC"])
     (row,) = stack.dose_log.list_exposures()
     assert row["kvp"] == performed.images[0].exposure.kvp
+
+
+def test_unknown_step_flag_follows_what_was_published(stack: Stack) -> None:
+    sim = unit(stack, send_rdsr=False)
+    (found,) = sim.poll_worklist(TODAY)
+    performed = sim.perform_step(found, ["L-CC"])
+    assert performed.status == "COMPLETED"
+    # The phase ends: its step leaves the worklist; a late image for it is still a known step.
+    assert stack.worklist.withdraw("SPS-PRE")
+    (late,) = sim.acquire(performed, ["L-ML"])
+    (stray,) = sim.acquire(None, ["R-CC"])
+    # A step this controller never offered (the unit's own, or another system's).
+    ghost = WorklistStep(copy.deepcopy(found.dataset))
+    ghost.dataset.ScheduledProcedureStepSequence[0].ScheduledProcedureStepID = "SPS-GHOST"
+    (foreign,) = sim.acquire(sim.start_step(ghost), ["R-ML"])
+    assert sim.send_images([late, stray, foreign]) == [SUCCESS] * 3
+    flags = {r["sop_instance_uid"]: r["unknown_step"] for r in stack.dose_log.list_exposures()}
+    assert flags[late.sop_instance_uid] == 0
+    assert flags[stray.sop_instance_uid] == 1
+    assert flags[foreign.sop_instance_uid] == 1
+    assert flags[performed.images[0].sop_instance_uid] == 0
