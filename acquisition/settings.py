@@ -132,6 +132,17 @@ class InjectorSettings:
     baseline_window_s: float = setting(
         2.0, "Seconds at injection start over which the baseline pressure is measured.", minimum=0
     )
+    poll_interval_s: float = setting(
+        0.2,
+        "Status poll period while connected (never longer than safe_timeout_s / 2).",
+        minimum=0.01,
+    )
+    extravasation_drop_kpa: float = setting(
+        5.0,
+        "A pressure fall this far below the run's peak while infusing at the set rate stops the"
+        " injection as suspected extravasation.",
+        minimum=1,
+    )
     arm_timeout_s: float = setting(
         120.0, "An armed injector that is not started within this time disarms.", minimum=1
     )

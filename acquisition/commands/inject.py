@@ -67,6 +67,8 @@ def limits_from(settings: InjectorSettings) -> InjectorLimits:
         arm_timeout_s=settings.arm_timeout_s,
         max_hold_s=settings.max_hold_s,
         safe_timeout_s=settings.safe_timeout_s,
+        poll_interval_s=settings.poll_interval_s,
+        extravasation_drop_kpa=settings.extravasation_drop_kpa,
     )
 
 
