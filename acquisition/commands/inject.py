@@ -90,12 +90,14 @@ def driver_from(settings: InjectorSettings) -> NewEraInjector:
     )
 
 
-class _Printer:
+class ProgressPrinter:
     """Human lines or JSON lines on stdout, from the main and the monitor thread."""
 
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
         self.started_s = time.monotonic()
+        self.peak_pressure_kpa: float | None = None
+        self.events_seen = 0
         self._lock = threading.Lock()
 
     def _out(self, obj: dict[str, Any], text: str) -> None:
@@ -105,6 +107,8 @@ class _Printer:
     def progress(self, p: Progress) -> None:
         t_s = round(time.monotonic() - self.started_s, 2)
         pressure = None if p.pressure_kpa is None else round(p.pressure_kpa, 1)
+        if pressure is not None:
+            self.peak_pressure_kpa = max(pressure, self.peak_pressure_kpa or 0.0)
         shown = "—" if pressure is None else f"{pressure:.0f} kPa"
         self._out(
             {
@@ -118,6 +122,7 @@ class _Printer:
         )
 
     def event(self, e: RecordedEvent) -> None:
+        self.events_seen += 1
         detail = f" ({e.detail})" if e.detail else ""
         self._out(
             {"event": e.code, "meaning": e.meaning},
@@ -163,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         },
     )
     settings = config.injector
-    out = _Printer(args.json)
+    out = ProgressPrinter(args.json)
     if not settings.url:
         out.error("no injector URL (--url or injector.url)")
         return EXIT_USAGE
@@ -174,10 +179,10 @@ def run(args: argparse.Namespace) -> int:
         out.error(str(exc))
         return EXIT_USAGE
     with _sigterm_as_interrupt(), driver:
-        return _inject(driver, settings, out)
+        return inject_once(driver, settings, out)
 
 
-def _inject(driver: NewEraInjector, settings: InjectorSettings, out: _Printer) -> int:
+def inject_once(driver: NewEraInjector, settings: InjectorSettings, out: ProgressPrinter) -> int:
     try:
         driver.connect()
     except (LinkLostError, DriverTimeoutError) as exc:
@@ -222,7 +227,7 @@ def _inject(driver: NewEraInjector, settings: InjectorSettings, out: _Printer) -
     return _report(out, status.result, driver)
 
 
-def _report(out: _Printer, result: InjectionResult | None, driver: NewEraInjector) -> int:
+def _report(out: ProgressPrinter, result: InjectionResult | None, driver: NewEraInjector) -> int:
     if result is None:
         out.result("aborted", driver.progress().delivered_ml, driver.reason or "unknown")
         return EXIT_ABORTED
