@@ -173,6 +173,11 @@ class DicomSettings:
         5000, "Cap on worklist items returned to one C-FIND (the unit's DIMSE timeout).", minimum=1
     )
     storage_dir: str = setting("var/objects", "Where received and generated objects are kept.")
+    fsync_objects: bool = setting(
+        True,
+        "fsync each received object (and its directory) before acknowledging it: the unit may"
+        " delete its copy once it has the C-STORE response.",
+    )
     tls_certificate: str = setting("", "PEM certificate enabling TLS on SCPs and SCUs.")
     tls_private_key: str = setting("", "PEM private key for the TLS certificate.", secret=True)
     tls_ca: str = setting("", "PEM bundle of CAs whose peers are trusted (mutual TLS).")
