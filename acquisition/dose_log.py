@@ -316,6 +316,12 @@ class DoseLog:
             rows = self._conn.execute(sql + " ORDER BY id", params).fetchall()
         return [dict(row) for row in rows]
 
+    def columns(self) -> list[str]:
+        """The exposure table's columns, in table order (the export's header)."""
+        with self._lock:
+            rows = self._conn.execute("PRAGMA table_info(exposure)").fetchall()
+        return [row["name"] for row in rows]
+
     def agd_totals_by_breast(self, accession: str) -> dict[str, float]:
         """Accumulated reported AGD (mGy) per Image Laterality for one exam (TID 10005 style).
 

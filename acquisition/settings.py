@@ -65,6 +65,13 @@ class SiteSettings:
         "never commit it.",
         secret=True,
     )
+    journal_key: str = setting(
+        "",
+        "Per-site key of the journal's HMAC-SHA256 chain. Without it the chain is plain SHA-256:"
+        " it still shows accidental damage, but not a forger who recomputes it. Set it from the"
+        " environment (GALACTO_SITE_JOURNAL_KEY); never commit it.",
+        secret=True,
+    )
 
 
 @dataclass(frozen=True)

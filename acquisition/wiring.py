@@ -21,6 +21,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "acquisition.commands.inject",
     "acquisition.commands.demo",
     "acquisition.commands.worklist",
+    "acquisition.commands.dose",
+    "acquisition.commands.journal",
     "simulators.commands",
 )
 

@@ -1,0 +1,160 @@
+"""`galacto dose list|export`: the per-exposure dose log for technologists and physicists.
+
+``list`` prints the logged exposures (one exam with ``--exam ACCESSION``) and, for one exam,
+the accumulated reported AGD per breast. ``export`` writes every exposure as CSV or JSON with
+the log's own column names (units in the names, TID 10003 traceable). Exports are pseudonymised
+by default (dose.md §6): the accession and the Study Instance UID become HMAC-SHA256
+pseudonyms under ``site.pseudonym_secret``, or are left out when no secret is set;
+``--identified`` keeps them. The log holds no patient name or birth date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import hmac
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from acquisition.cli import EXIT_OK, EXIT_USAGE, load_config
+from acquisition.dose_log import DoseLog
+
+IDENTIFYING_COLUMNS = ("accession", "study_instance_uid")
+
+#: Columns of `dose list` (the export has them all).
+LIST_COLUMNS = (
+    ("id", "id", "{}"),
+    ("accession", "accession", "{}"),
+    ("phase", "phase", "{}"),
+    ("side", "laterality", "{}"),
+    ("view", "view_code", "{}"),
+    ("kV", "kvp", "{:.0f}"),
+    ("mAs", "exposure_uas", "{:.1f}"),
+    ("target/filter", None, "{}"),
+    ("thick mm", "compressed_thickness_mm", "{:.0f}"),
+    ("AGD mGy", "agd_reported_mgy", "{:.3f}"),
+    ("sources", "sources", "{}"),
+    ("flags", None, "{}"),
+)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("dose", help="list or export the per-exposure dose log")
+    sub = parser.add_subparsers(dest="dose_command", metavar="ACTION", required=True)
+    listing = sub.add_parser("list", help="the logged exposures, one exam or all")
+    listing.add_argument("--database", metavar="PATH", help="database (default: database.path)")
+    listing.add_argument("--exam", metavar="ACCESSION", help="only this exam")
+    listing.add_argument("--json", action="store_true", help="one JSON document")
+    listing.set_defaults(func=run_list)
+    export = sub.add_parser("export", help="every exposure as CSV or JSON, pseudonymised")
+    export.add_argument("--database", metavar="PATH", help="database (default: database.path)")
+    export.add_argument("--format", choices=("csv", "json"), required=True)
+    export.add_argument("--output", metavar="FILE", help="write here instead of stdout")
+    export.add_argument(
+        "--identified", action="store_true", help="keep accession and study UID as they are"
+    )
+    export.set_defaults(func=run_export)
+
+
+def _open(args: argparse.Namespace) -> tuple[DoseLog | None, str]:
+    config = load_config(args, **{"database.path": args.database})
+    path = Path(config.database.path)
+    if not path.exists():
+        print(f"galacto dose: no database at {path}", file=sys.stderr)
+        return None, ""
+    return DoseLog(path, writer_thread=False), config.site.pseudonym_secret
+
+
+def _mas(row: dict[str, Any]) -> float | None:
+    uas = row.get("exposure_uas")
+    return None if uas is None else uas / 1000.0
+
+
+def _cell(row: dict[str, Any], header: str, column: str | None, fmt: str) -> str:
+    if header == "target/filter":
+        return f"{row.get('anode') or '?'}/{row.get('filter_material') or '?'}"
+    if header == "flags":
+        flags = ["unknown-step"] if row.get("unknown_step") else []
+        if row.get("review_reasons"):
+            flags.append("review")
+        return ",".join(flags)
+    value = _mas(row) if column == "exposure_uas" else row.get(column or "")
+    if value is None or value == "":
+        return "—"
+    return fmt.format(value)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    log, _ = _open(args)
+    if log is None:
+        return EXIT_USAGE
+    with log:
+        rows = log.list_exposures(args.exam)
+        totals = log.agd_totals_by_breast(args.exam) if args.exam else {}
+    if args.json:
+        doc: dict[str, Any] = {"exposures": rows}
+        if args.exam:
+            doc["agd_total_mgy"] = totals
+        print(json.dumps(doc, indent=1, default=str))
+        return EXIT_OK
+    table = [[h for h, _, _ in LIST_COLUMNS]]
+    table += [[_cell(row, h, c, f) for h, c, f in LIST_COLUMNS] for row in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(LIST_COLUMNS))]
+    for line in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+    print(f"{len(rows)} exposure(s)", file=sys.stderr)
+    for side, agd in totals.items():
+        print(f"accumulated reported AGD, {side or 'no laterality'}: {agd:.3f} mGy")
+    return EXIT_OK
+
+
+def pseudonymise(rows: Iterable[dict[str, Any]], secret: str) -> list[dict[str, Any]]:
+    """Replace identifying columns by HMAC-SHA256 pseudonyms, or drop them without a secret."""
+    out = []
+    for original in rows:
+        row = dict(original)
+        for column in IDENTIFYING_COLUMNS:
+            value = row.get(column)
+            if value is None:
+                continue
+            if secret:
+                digest = hmac.new(secret.encode(), str(value).encode(), hashlib.sha256)
+                row[column] = digest.hexdigest()[:32]
+            else:
+                row[column] = None
+        out.append(row)
+    return out
+
+
+def run_export(args: argparse.Namespace) -> int:
+    log, secret = _open(args)
+    if log is None:
+        return EXIT_USAGE
+    with log:
+        rows = log.list_exposures()
+        columns = log.columns()
+    if not args.identified:
+        rows = pseudonymise(rows, secret)
+        if not secret:
+            print(
+                "galacto dose: no site.pseudonym_secret: accession and study UID left out",
+                file=sys.stderr,
+            )
+    stream = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        if args.format == "json":
+            json.dump(rows, stream, indent=1, default=str)
+            stream.write("\n")
+        else:
+            writer = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+    finally:
+        if stream is not sys.stdout:
+            stream.close()
+    print(f"{len(rows)} exposure(s) exported", file=sys.stderr)
+    return EXIT_OK
