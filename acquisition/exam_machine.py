@@ -93,18 +93,22 @@ Guard = Callable[[ExamFacts], str | None]  # None when allowed, else the reason
 
 
 def _checklist(f: ExamFacts) -> str | None:
+    """The checklist has no blocking answer, or a physician override with a reason."""
     if not f.checklist_passed:
         return "the checklist has a blocking answer without a physician override"
     return None
 
 
 def _pre_contrast_taken(f: ExamFacts) -> str | None:
+    """At least one pre-contrast exposure."""
     if f.pre_contrast_exposures < 1:
         return "at least one pre-contrast exposure is required before contrast"
     return None
 
 
 def _ready_to_inject(f: ExamFacts) -> str | None:
+    """Cannulation and air purge confirmed, a healthy injector link, the volume within the
+    per-injection and per-exam limits, and the injection count within its limit."""
     if not f.cannulation_confirmed:
         return "cannulation is not confirmed"
     if not f.air_purge_confirmed:
@@ -127,12 +131,14 @@ def _ready_to_inject(f: ExamFacts) -> str | None:
 
 
 def _post_images_taken(f: ExamFacts) -> str | None:
+    """At least one post-injection exposure."""
     if f.post_injection_exposures < 1:
         return "no post-injection exposure yet: discontinue instead, with a reason"
     return None
 
 
 def _has_reason(f: ExamFacts) -> str | None:
+    """A CID 9301 discontinuation reason."""
     if not f.discontinuation_reason:
         return "a discontinuation needs a reason (CID 9301)"
     return None
@@ -222,3 +228,37 @@ def render_mermaid() -> str:
 
 def _node(state: ExamState) -> str:
     return state.value.replace("-", "_")
+
+
+def render_markdown() -> str:
+    """docs/exam-states.md: the diagram and the table, generated from ``TRANSITIONS``."""
+    lines = [
+        "# The exam's states",
+        "",
+        "Generated from `acquisition/exam_machine.py` by `python -m acquisition.exam_machine`;",
+        "a test fails when this page and the table disagree. Every pair not listed is refused",
+        "and journaled with its reason; the state is left unchanged.",
+        "",
+        "```mermaid",
+        render_mermaid().rstrip(),
+        "```",
+        "",
+        "| event | from | to | interlock |",
+        "|---|---|---|---|",
+    ]
+    for (event, state), (target, guard) in TRANSITIONS.items():
+        interlock = " ".join((guard.__doc__ or "").split()) if guard else "—"
+        lines.append(f"| `{event.value}` | {state.value} | {target.value} | {interlock} |")
+    lines.append(
+        "| `acknowledge-fault` | fault | the interrupted phase; after an injection, its "
+        "post-injection phase | — |"
+    )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    from pathlib import Path
+
+    target = Path(__file__).resolve().parent.parent / "docs" / "exam-states.md"
+    target.write_text(render_markdown(), encoding="utf-8")
+    print(f"wrote {target}")  # noqa: T201

@@ -155,3 +155,14 @@ def test_diagram_names_every_transition() -> None:
             f"{state.value.replace('-', '_')} --> {target.value.replace('-', '_')}: {event.value}"
         )
         assert edge in diagram
+
+
+def test_state_page_is_current() -> None:
+    from pathlib import Path
+
+    from acquisition.exam_machine import render_markdown
+
+    page = Path(__file__).resolve().parents[2] / "docs" / "exam-states.md"
+    assert page.read_text(encoding="utf-8") == render_markdown(), (
+        "docs/exam-states.md is stale: python -m acquisition.exam_machine"
+    )
