@@ -1,0 +1,182 @@
+"""MPPS SCU toward the RIS: one Modality Performed Procedure Step per exam (PS3.4 F.7; IHE RAD-6/7).
+
+The exam sequencer reports through :class:`MppsReporter`, which only *enqueues* into the durable
+outbox (:mod:`dicom_nodes.outbox`): an RIS outage never blocks the exam and never loses a
+message, and the messages of one MPPS instance leave in order (N-CREATE before its N-SETs).
+The outbox calls :func:`exchange` on an established association and classifies the response
+with :func:`mpps_outcome`:
+
+* Success / Warning → done; 0111H (duplicate SOP instance) on N-CREATE → done, because it means
+  our own earlier N-CREATE got through (resent after a crash: at least once, deduplicated by
+  SOP Instance UID at the RIS);
+* 0110H with ErrorID A710 (PS3.4 Table F.7.2-2: the step is COMPLETED or DISCONTINUED) →
+  terminal, never retried: a final state is final;
+* statuses that say the request itself is wrong (:data:`MPPS_TERMINAL`) → terminal: sending
+  the same bytes again cannot change the verdict;
+* anything else (processing failure, resource limitation, no response, no association) →
+  retried with backoff.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom.association import Association
+from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]
+
+from dicom_nodes.codes import Code
+from dicom_nodes.mpps_builders import (
+    ContrastUse,
+    MppsExam,
+    PerformedSeries,
+    RadiationDose,
+    build_mpps_completed,
+    build_mpps_discontinued,
+    build_mpps_in_progress,
+    build_mpps_update,
+)
+from dicom_nodes.scu import category, status_of
+from dicom_nodes.status import FINAL_STATE_ERROR_ID, MppsStatus
+
+if TYPE_CHECKING:
+    from dicom_nodes.outbox import Message, Outbox
+
+log = logging.getLogger(__name__)
+
+N_CREATE = "mpps_create"
+N_SET = "mpps_set"
+
+DONE = "done"
+RETRY = "retry"
+TERMINAL = "terminal"
+
+#: N-CREATE / N-SET failures that retrying can never change (PS3.7 C.4.2, C.4.3; PS3.4 F.7.2).
+MPPS_TERMINAL: frozenset[int] = frozenset(
+    {
+        MppsStatus.NO_SUCH_ATTRIBUTE,  # 0105H
+        MppsStatus.INVALID_ATTRIBUTE_VALUE,  # 0106H
+        MppsStatus.NO_SUCH_OBJECT_INSTANCE,  # 0112H
+        0x0116,  # attribute value out of range
+        0x0117,  # invalid object instance
+        MppsStatus.MISSING_ATTRIBUTE,  # 0120H
+        MppsStatus.MISSING_ATTRIBUTE_VALUE,  # 0121H
+        0x0122,  # SOP class not supported
+    }
+)
+
+
+def mpps_outcome(operation: str, status: int, error_id: int | None) -> str:
+    """``"done"``, ``"retry"`` or ``"terminal"`` for one N-CREATE/N-SET response."""
+    if category(status) in ("Success", "Warning"):
+        return DONE
+    if operation == N_CREATE and status == MppsStatus.DUPLICATE_SOP_INSTANCE:
+        return DONE
+    if status == MppsStatus.PROCESSING_FAILURE and error_id == FINAL_STATE_ERROR_ID:
+        return TERMINAL
+    if status in MPPS_TERMINAL:
+        return TERMINAL
+    return RETRY
+
+
+@dataclass(frozen=True)
+class MppsResponse:
+    """What the RIS answered to one N-CREATE or N-SET, and what it means for the message."""
+
+    status: int
+    error_id: int | None
+    error_comment: str
+    outcome: str
+
+
+def exchange(
+    assoc: Association, operation: str, sop_instance_uid: str, dataset: Dataset
+) -> MppsResponse:
+    """Send one N-CREATE (F.7.2.1) or N-SET (F.7.2.2) on ``assoc`` and classify the answer.
+
+    Raises :class:`~dicom_nodes.scu.DimseError` when no valid response came back.
+    """
+    if operation == N_CREATE:
+        response, _ = assoc.send_n_create(dataset, ModalityPerformedProcedureStep, sop_instance_uid)
+    elif operation == N_SET:
+        response, _ = assoc.send_n_set(dataset, ModalityPerformedProcedureStep, sop_instance_uid)
+    else:
+        raise ValueError(f"not an MPPS operation: {operation!r}")
+    status = status_of(response)
+    raw_error_id = response.get("ErrorID")
+    error_id = int(raw_error_id) if raw_error_id not in (None, "") else None
+    comment = str(response.get("ErrorComment") or "")
+    outcome = mpps_outcome(operation, status, error_id)
+    if outcome == DONE and status == MppsStatus.DUPLICATE_SOP_INSTANCE:
+        log.info("MPPS N-CREATE answered 0111H: already created by an earlier attempt")
+    return MppsResponse(status, error_id, comment, outcome)
+
+
+def new_mpps_uid(uid_root: str) -> str:
+    """A new MPPS SOP Instance UID under the site's root (PS3.5 §9)."""
+    return str(generate_uid(prefix=uid_root.rstrip(".") + "."))
+
+
+class MppsReporter:
+    """The exam's one MPPS (IHE RAD-6/7), reported through the durable outbox.
+
+    Each call builds the dataset (:mod:`dicom_nodes.mpps_builders`) and enqueues it; the outbox
+    sends N-CREATE before the N-SETs of the same instance and retries what may be retried.
+    """
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+
+    def started(self, exam: MppsExam) -> None:
+        """N-CREATE IN PROGRESS when the exam starts (IHE RAD-6)."""
+        self.outbox.enqueue_mpps_create(exam.mpps_instance_uid, build_mpps_in_progress(exam))
+
+    def progressed(
+        self,
+        exam: MppsExam,
+        series: Sequence[PerformedSeries],
+        *,
+        dose: RadiationDose | None = None,
+        contrast: ContrastUse | None = None,
+    ) -> None:
+        """N-SET with the complete Performed Series Sequence so far (IHE RAD-7)."""
+        dataset = build_mpps_update(exam, series, dose=dose, contrast=contrast)
+        self.outbox.enqueue_mpps_set(exam.mpps_instance_uid, dataset)
+
+    def completed(
+        self,
+        exam: MppsExam,
+        series: Sequence[PerformedSeries],
+        ended_at: dt.datetime,
+        *,
+        dose: RadiationDose | None = None,
+        contrast: ContrastUse | None = None,
+    ) -> None:
+        """Final N-SET COMPLETED (IHE RAD-7)."""
+        dataset = build_mpps_completed(exam, series, ended_at, dose=dose, contrast=contrast)
+        self.outbox.enqueue_mpps_set(exam.mpps_instance_uid, dataset)
+
+    def discontinued(
+        self,
+        exam: MppsExam,
+        series: Sequence[PerformedSeries],
+        ended_at: dt.datetime,
+        *,
+        reason: Code,
+        dose: RadiationDose | None = None,
+        contrast: ContrastUse | None = None,
+    ) -> None:
+        """Final N-SET DISCONTINUED with a CID 9301 reason (IHE RAD-7)."""
+        dataset = build_mpps_discontinued(
+            exam, series, ended_at, reason=reason, dose=dose, contrast=contrast
+        )
+        self.outbox.enqueue_mpps_set(exam.mpps_instance_uid, dataset)
+
+    def messages(self, exam: MppsExam) -> list[Message]:
+        """The outbox rows of this exam's MPPS, in order (for the console and the journal)."""
+        return self.outbox.messages(exam.mpps_instance_uid)
