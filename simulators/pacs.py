@@ -64,6 +64,8 @@ from pynetdicom.status import code_to_category
 
 from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, make_ae
 
+from .dicom_peer import SimulatedPeer
+
 log = logging.getLogger(__name__)
 
 #: Storage SOP classes the simulated PACS accepts (PS3.4 B.5).
@@ -180,7 +182,7 @@ class _PendingCommitment:
     assoc: Any  #: the requester's association (for delivery on the same association)
 
 
-class SimulatedPacs:
+class SimulatedPacs(SimulatedPeer):
     """Storage SCP + Storage Commitment SCP; see the module docstring for what it models."""
 
     def __init__(
@@ -196,93 +198,36 @@ class SimulatedPacs:
         delivery_attempts: int = 3,
         delivery_backoff_s: float = 0.2,
     ) -> None:
-        self.ae_title = ae_title
+        super().__init__(ae_title, timeouts if timeouts is not None else Timeouts(dimse_s=10.0))
         self.storage_dir = Path(storage_dir) if storage_dir is not None else None
         self.commitment_target = commitment_target
         self.commitment_on_same_association = commitment_on_same_association
         self.faults = faults if faults is not None else PacsFaults()
-        self.timeouts = timeouts if timeouts is not None else Timeouts(dimse_s=10.0)
         self.delivery_attempts = delivery_attempts
         self.delivery_backoff_s = delivery_backoff_s
         self._rng = random.Random(seed)
         self._state = _PacsState()
         self._changed = threading.Condition(threading.RLock())
-        self._ae: AE | None = None
-        self._server: Any = None
-        self._address: tuple[str, int] | None = None
         self._queue: queue.Queue[_PendingCommitment | None] = queue.Queue()
         self._worker: threading.Thread | None = None
-        self._stopping = threading.Event()
 
     # -- life cycle -----------------------------------------------------------------------
 
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
-        """Start listening; returns the bound ``(host, port)``."""
-        if self._ae is not None:
-            raise RuntimeError("the simulated PACS is already started")
+    kind = "PACS"
+
+    def _on_start(self) -> None:
         if self.storage_dir is not None:
             self.storage_dir.mkdir(parents=True, exist_ok=True)
-        self._ae = self._build_ae()
-        self._stopping.clear()
         self._worker = threading.Thread(
             target=self._deliver_loop, name=f"pacs-commitment-{self.ae_title}", daemon=True
         )
         self._worker.start()
-        try:
-            self._listen(host, port)
-        except OSError:
-            self.stop()
-            raise
-        assert self._address is not None
-        return self._address
 
-    def stop(self) -> None:
-        """Stop listening, abort open associations and end the commitment worker."""
-        self._stopping.set()
+    def _on_stop(self) -> None:
         if self._worker is not None:
             self._queue.put(None)
             self._worker.join(timeout=self.timeouts.connection_s + self.timeouts.dimse_s)
             self._worker = None
-        if self._ae is not None:
-            self._ae.shutdown()
-            self._ae = None
-        self._server = None
-
-    def __enter__(self) -> SimulatedPacs:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """The ``(host, port)`` the PACS listens on (kept across ``down()``/``up()``)."""
-        if self._address is None:
-            raise RuntimeError("the simulated PACS is not started")
-        return self._address
-
-    def down(self) -> None:
-        """Stop listening and abort open associations (the outage fault)."""
-        if self._server is None:
-            return
-        for assoc in list(self._server.active_associations):
-            assoc.abort()
-        self._server.shutdown()
-        self._server = None
-        log.info("simulated PACS %s is down", self.ae_title)
-
-    def up(self) -> None:
-        """Listen again on the same port after ``down()``."""
-        if self._server is not None:
-            return
-        host, port = self.address
-        self._listen(host, port)
-        log.info("simulated PACS %s is up again on port %d", self.ae_title, port)
-
-    @property
-    def is_up(self) -> bool:
-        return self._server is not None
 
     # -- queries for tests ------------------------------------------------------------------
 
@@ -337,16 +282,11 @@ class SimulatedPacs:
         ae.add_supported_context(Verification)
         return ae
 
-    def _listen(self, host: str, port: int) -> None:
-        assert self._ae is not None
-        handlers = [
+    def _handlers(self) -> list[Any]:
+        return [
             (evt.EVT_C_STORE, _handle_store, [self]),
             (evt.EVT_N_ACTION, _handle_commitment_request, [self]),
-            *NODELAY_HANDLERS,
         ]
-        self._server = self._ae.start_server((host, port), block=False, evt_handlers=handlers)
-        bound_host, bound_port = self._server.server_address[:2]
-        self._address = (str(bound_host), int(bound_port))
 
     def _notify(self) -> None:
         with self._changed:

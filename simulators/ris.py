@@ -52,8 +52,9 @@ from dicom_nodes.mwl_matching import (
     requested_keys,
     select_return_keys,
 )
-from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, make_ae
+from dicom_nodes.network import Timeouts, make_ae
 
+from .dicom_peer import SimulatedPeer
 from .pacs import wait_until
 from .ris_orders import DemoOrder, generate_orders, worklist_item
 
@@ -186,7 +187,7 @@ class _WorklistEntry:
     values: dict[str, str]  #: normalised matching-key values (mwl_matching.column_values)
 
 
-class SimulatedRis:
+class SimulatedRis(SimulatedPeer):
     """MWL SCP + MPPS SCP; see the module docstring for what it models."""
 
     def __init__(
@@ -200,12 +201,11 @@ class SimulatedRis:
         faults: RisFaults | None = None,
         timeouts: Timeouts | None = None,
     ) -> None:
-        self.ae_title = ae_title
+        super().__init__(ae_title, timeouts if timeouts is not None else Timeouts(dimse_s=10.0))
         self.seed = seed
         self.station_ae = station_ae
         self.day = day
         self.faults = faults if faults is not None else RisFaults()
-        self.timeouts = timeouts if timeouts is not None else Timeouts(dimse_s=10.0)
         self._changed = threading.Condition(threading.RLock())
         self._entries: list[_WorklistEntry] = []
         self._next_number = 1  #: order number of the next generated order (never reused)
@@ -214,10 +214,6 @@ class SimulatedRis:
         self._cancelled_queries = 0
         self._mpps_store = _RisMppsStore(self._changed)
         self._mpps = MppsSCP(self._mpps_store)
-        self._stopping = threading.Event()
-        self._ae: AE | None = None
-        self._server: Any = None
-        self._address: tuple[str, int] | None = None
         self.add_orders(orders)
 
     # -- orders -------------------------------------------------------------------------------
@@ -270,79 +266,22 @@ class SimulatedRis:
 
     # -- life cycle -----------------------------------------------------------------------------
 
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
-        """Start listening; returns the bound ``(host, port)``."""
-        if self._ae is not None:
-            raise RuntimeError("the simulated RIS is already started")
-        self._stopping.clear()
+    kind = "RIS"
+
+    def _build_ae(self) -> AE:
         ae = make_ae(self.ae_title, self.timeouts)
         ae.add_supported_context(ModalityWorklistInformationFind)
         for uid in self._mpps.contexts:
             ae.add_supported_context(uid)
         ae.add_supported_context(Verification)
-        self._ae = ae
-        try:
-            self._listen(host, port)
-        except OSError:
-            self.stop()
-            raise
-        assert self._address is not None
-        return self._address
+        return ae
 
-    def stop(self) -> None:
-        """Stop listening and abort open associations."""
-        self._stopping.set()
-        if self._ae is not None:
-            self._ae.shutdown()
-            self._ae = None
-        self._server = None
-
-    def __enter__(self) -> SimulatedRis:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def address(self) -> tuple[str, int]:
-        if self._address is None:
-            raise RuntimeError("the simulated RIS is not started")
-        return self._address
-
-    def down(self) -> None:
-        """Stop listening and abort open associations (the outage fault)."""
-        if self._server is None:
-            return
-        for assoc in list(self._server.active_associations):
-            assoc.abort()
-        self._server.shutdown()
-        self._server = None
-        log.info("simulated RIS %s is down", self.ae_title)
-
-    def up(self) -> None:
-        """Listen again on the same port after ``down()``."""
-        if self._server is not None:
-            return
-        host, port = self.address
-        self._listen(host, port)
-        log.info("simulated RIS %s is up again on port %d", self.ae_title, port)
-
-    @property
-    def is_up(self) -> bool:
-        return self._server is not None
-
-    def _listen(self, host: str, port: int) -> None:
-        assert self._ae is not None
-        handlers = [
+    def _handlers(self) -> list[Any]:
+        return [
             (evt.EVT_C_FIND, _handle_find, [self]),
             (evt.EVT_N_CREATE, _handle_mpps, [self, self._mpps.handle_create]),
             (evt.EVT_N_SET, _handle_mpps, [self, self._mpps.handle_set]),
-            *NODELAY_HANDLERS,
         ]
-        self._server = self._ae.start_server((host, port), block=False, evt_handlers=handlers)
-        bound_host, bound_port = self._server.server_address[:2]
-        self._address = (str(bound_host), int(bound_port))
 
     # -- queries for tests ------------------------------------------------------------------------
 
