@@ -5,7 +5,7 @@
 set -euo pipefail
 declare -A wanted=(
     [findscu]=dcmtk [storescp]=dcmtk [wlmscpfs]=dcmtk [storescu]=dcmtk
-    [dciodvfy]=dicom3tools
+    [dsrdump]=dcmtk [dciodvfy]=dicom3tools [openssl]=openssl
 )
 missing=()
 for tool in "${!wanted[@]}"; do
