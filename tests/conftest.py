@@ -22,6 +22,16 @@ def _fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def _fd_targets() -> dict[str, str]:
+    targets = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            targets[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+    return targets
+
+
 @pytest.fixture(autouse=True)
 def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail a test that leaves threads running or file descriptors open behind it."""
@@ -30,6 +40,7 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     threads_before = set(threading.enumerate())
     fds_before = _fd_count()
+    targets_before = _fd_targets()
     yield
     deadline = time.monotonic() + LEAK_GRACE_S
     while True:
@@ -42,7 +53,9 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
         gc.collect()
         time.sleep(0.02)
     assert not leaked, f"threads left running: {[t.name for t in leaked]}"
-    assert fd_growth <= 0, f"{fd_growth} file descriptor(s) left open"
+    if fd_growth > 0:
+        new = {fd: t for fd, t in _fd_targets().items() if targets_before.get(fd) != t}
+        pytest.fail(f"{fd_growth} file descriptor(s) left open: {new}")
 
 
 def pytest_configure(config: pytest.Config) -> None:
