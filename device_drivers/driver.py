@@ -737,11 +737,25 @@ class NewEraInjector(InjectorABC):
             raise stop_error
 
     def _send_stop(self) -> None:
-        """``STP`` is idempotent: re-sent without a status check (up to the retry count)."""
-        reply = self.link.execute("STP", done=lambda: False)
-        if reply is not None and reply.alarm is not None:
-            # Not executed (an alarm was pending): the alarm is now acknowledged, send again.
-            self.link.execute("STP", done=lambda: False)
+        """``STP`` is idempotent: re-sent without a status check until the device confirms it.
+
+        A stop is worth every attempt: they go on for as long as the device's own watchdog
+        (``SAF``) would take to stop the motor anyway, then the last error is raised.
+        """
+        deadline = time.monotonic() + self.limits.safe_timeout_s
+        while True:
+            try:
+                reply = self.link.execute("STP", done=lambda: False)
+                if reply is not None and reply.alarm is not None:
+                    # Not executed (an alarm was pending): it is now acknowledged, send again.
+                    self.link.execute("STP", done=lambda: False)
+                return
+            except LinkLostError:
+                raise
+            except DriverError:
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("injector: STP not confirmed yet, sending it again")
 
     def acknowledge(self, url: str | None = None) -> None:
         """Leave ERROR: reopen the link if it was lost, redo the Safe-mode handshake (which
