@@ -6,6 +6,7 @@ A simulator prints one JSON line describing its endpoint(s) as soon as it is rea
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import signal
 import threading
@@ -19,17 +20,44 @@ SIMULATOR_COMMANDS: tuple[str, ...] = (
 )
 
 
+_AE_MAX = 16  # PS3.5 VR AE
+
+# -- argument types shared by the simulators' command lines ----------------------------
+
+
+def ae_title_arg(text: str) -> str:
+    """An Application Entity title (PS3.5 §6.2, VR AE)."""
+    value = text.strip()
+    if not value or len(value) > _AE_MAX or "\\" in value or not value.isprintable():
+        raise argparse.ArgumentTypeError(f"not a valid AE title (1-16 characters): {text!r}")
+    return value
+
+
+def port_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from exc
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range: {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return value
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("sim", help="run a simulated peer (injector, unit, RIS, PACS)")
     sim = parser.add_subparsers(dest="simulator", metavar="SIMULATOR", required=True)
     for name in SIMULATOR_COMMANDS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue  # that simulator is not built yet
-        module.register(sim)
+        importlib.import_module(name).register(sim)
 
 
 def wait_for_termination() -> None:

@@ -12,42 +12,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from simulators.commands import wait_for_termination
+from simulators.commands import ae_title_arg, non_negative_float, port_arg, wait_for_termination
 from simulators.pacs import PacsFaults, Refusal, SimulatedPacs
 
 EXIT_OK = 0
 EXIT_USAGE = 2
 
 #: PS3.5 §6.2: AE is 1-16 characters, no backslash or control characters.
-_AE_MAX = 16
-
-
-def ae_title_arg(text: str) -> str:
-    """An Application Entity title (PS3.5 §6.2, VR AE)."""
-    value = text.strip()
-    if not value or len(value) > _AE_MAX or "\\" in value or not value.isprintable():
-        raise argparse.ArgumentTypeError(f"not a valid AE title (1-16 characters): {text!r}")
-    return value
-
-
-def port_arg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from exc
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range: {value}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
 
 
 def commitment_target_arg(text: str) -> tuple[str, int, str]:

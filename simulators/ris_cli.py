@@ -13,8 +13,7 @@ import logging
 import sys
 from typing import Any
 
-from simulators.commands import wait_for_termination
-from simulators.pacs_cli import ae_title_arg, non_negative_float, port_arg
+from simulators.commands import ae_title_arg, non_negative_float, port_arg, wait_for_termination
 from simulators.ris import RisFaults, SimulatedRis
 
 EXIT_OK = 0

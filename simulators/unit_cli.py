@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from dicom_nodes.network import client_tls_context
-from simulators.commands import wait_for_termination
+from simulators.commands import ae_title_arg, port_arg, wait_for_termination
 from simulators.unit import FAULT_NAMES, QUIRK_NAMES, PerformedStep, SimulatedUnit, UnitError
 from simulators.unit_images import (
     ContrastAdministration,
@@ -61,24 +61,6 @@ SAMPLES = {
     ),
     "rdsr.dcm": lambda seed, vendor: sample_rdsr(seed=seed, vendor=vendor),
 }
-
-
-def ae_title_arg(text: str) -> str:
-    """An Application Entity title (PS3.5 §6.2, VR AE: 1-16 characters, no backslash)."""
-    value = text.strip()
-    if not value or len(value) > 16 or "\\" in value or not value.isprintable():
-        raise argparse.ArgumentTypeError(f"not a valid AE title (1-16 characters): {text!r}")
-    return value
-
-
-def port_arg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from exc
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range: {value}")
-    return value
 
 
 def register(sim_subparsers: Any) -> None:
