@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from dicom_nodes.mwl_scu import WorklistQuery, find_worklist
 from dicom_nodes.network import Timeouts
 from dicom_nodes.scu import Peer
+from tests.peers import free_port, wait_listening
 
 pytestmark = [
     pytest.mark.interop,
@@ -92,25 +91,6 @@ def worklist_file(
     sps.ScheduledProtocolCodeSequence = Sequence([protocol])
     ds.ScheduledProcedureStepSequence = Sequence([sps])
     ds.save_as(directory / f"order{n}.wl", enforce_file_format=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_listening(port: int, process: subprocess.Popen[bytes], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        with socket.socket() as sock:
-            sock.settimeout(0.2)
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return True
-        time.sleep(0.02)
-    return False
 
 
 @dataclass
