@@ -180,7 +180,7 @@ class InjectorABC(abc.ABC):
     def resume(self) -> None: ...
 
     @abc.abstractmethod
-    def stop(self) -> None:
+    def stop(self, reason: str = "operator stop") -> None:
         """Operator stop: the motor stops first, then the injection is reported aborted."""
 
     @abc.abstractmethod

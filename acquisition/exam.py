@@ -1,0 +1,826 @@
+"""The exam service: I/O around the pure exam machine (procedure.md; style.md §4; issue 4 §1).
+
+:class:`ExamService` runs one galactography exam at a time. Every operator command is first
+journaled (kind ``command``, with the operator); the machine (:func:`~acquisition.exam_machine.
+next_state`) decides; a refusal is journaled (kind ``refusal``, with the reason) and raised as
+:class:`~acquisition.exam_machine.Refused`; an allowed step does its I/O (worklist, injector),
+then journals the ``transition``. The exam's state and the facts the interlocks read are never
+kept anywhere else: every entry the service writes is also applied to an in-memory
+:class:`ExamRecord` by :meth:`ExamRecord.apply`, and construction replays the journal through
+the same method, so a restart resumes in the same state with the same facts. An exam that was
+injecting when the process died resumes as FAULT ("injection interrupted by a restart"); the
+injection is never restarted and its programmed volume is counted as given.
+
+The worklist step of each imaging phase (pre-contrast, post-injection 1 and 2) is published when
+the phase is entered and withdrawn when it is left (PS3.4 Annex K: the unit's MWL query sees
+only the phase being acquired). Exposures are read back from the dose log
+(:meth:`ExamService.note_exposures`) and counted per phase by their SPS ID.
+
+Not modelled yet (next slices of issue 4): MPPS toward the RIS, the PACS outbox, contrast
+administration records for the Contrast/Bolus module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from pydicom.uid import generate_uid
+
+from acquisition.dose_log import DoseLog
+from acquisition.exam_machine import ExamEvent, ExamFacts, ExamState, Limits, Refused, next_state
+from acquisition.journal import Entry, Journal
+from device_drivers.base import InjectionStatus, InjectorABC, InjectorState, RecordedEvent
+from device_drivers.errors import DriverError, DriverTimeoutError, StateError
+from dicom_nodes.codes import (
+    DISCONTINUATION_REASONS,
+    MAMMARY_DUCTOGRAM,
+    MODIFIER_MAGNIFICATION,
+    VIEW_CC,
+    VIEW_ML,
+    Code,
+)
+from dicom_nodes.mwl_scu import WorklistItem
+from dicom_nodes.worklist_store import ScheduledStep, WorklistStore
+
+log = logging.getLogger(__name__)
+
+S, E = ExamState, ExamEvent
+
+#: The imaging phases and the suffix of their Scheduled Procedure Step ID.
+PHASE_STEPS: dict[ExamState, str] = {
+    S.PRE_CONTRAST: "PRE",
+    S.POST_INJECTION_1: "POST1",
+    S.POST_INJECTION_2: "POST2",
+}
+
+#: Scheduled Protocol Code Sequence of each phase (CID 4014 views, CID 4015 modifier):
+#: CC and 90° ML of the affected side; post-contrast images usually magnified (procedure.md).
+PHASE_PROTOCOLS: dict[ExamState, tuple[Code, ...]] = {
+    S.PRE_CONTRAST: (VIEW_CC, VIEW_ML),
+    S.POST_INJECTION_1: (VIEW_CC, VIEW_ML, MODIFIER_MAGNIFICATION),
+    S.POST_INJECTION_2: (VIEW_CC, VIEW_ML, MODIFIER_MAGNIFICATION),
+}
+
+#: Pre-exam checklist (procedure.md): item -> blocking. A blocking item answered True (or left
+#: unanswered) fails the checklist unless a physician override with a reason is recorded.
+CHECKLIST: dict[str, bool] = {
+    "pregnancy_possible": True,
+    "contrast_allergy": True,  # not blocking when premedication is documented
+    "active_mastitis": True,
+    "no_discharge": True,  # the duct cannot be identified
+    "premedication_documented": False,
+    "nipple_squeezed_beforehand": False,
+    "deodorant_powder_lotion": False,
+    "jewelry_not_removed": False,
+    "prior_breast_surgery": False,
+    "hormone_use": False,
+    "lactation": False,
+    "nipple_retraction": False,
+}
+
+INTERRUPTED_BY_RESTART = "injection interrupted by a restart"
+#: How long a stop may take to be reported before the exam goes to FAULT.
+STOP_CONFIRM_TIMEOUT_S = 5.0
+SIDES = ("L", "R")
+
+#: Injector states in which a new injection may be configured (not busy, no fault pending).
+_INJECTOR_IDLE = frozenset({InjectorState.NOT_READY, InjectorState.READY, InjectorState.COMPLETED})
+
+
+class ExamError(Exception):
+    """Base of the exam service's errors (a refusal by the machine is :class:`Refused`)."""
+
+
+class ChecklistError(ExamError, ValueError):
+    """A checklist answer names an unknown item."""
+
+
+@dataclass(frozen=True)
+class Patient:
+    """A patient registered at the console (no RIS order). Names are DICOM PN strings."""
+
+    name: str
+    patient_id: str
+    birth_date: str = ""
+    sex: str = "F"
+
+
+@dataclass(frozen=True)
+class PhysicianOverride:
+    """A physician's override of blocking checklist answers, with the reason."""
+
+    physician: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ExamOrder:
+    """What the exam needs of its order to publish its worklist steps (journaled once)."""
+
+    exam_id: str
+    accession: str
+    study_instance_uid: str
+    patient_name: str
+    patient_id: str
+    patient_birth_date: str
+    patient_sex: str
+    side: str  # L or R: the breast with the discharge
+    requested_procedure_id: str = ""
+    requested_procedure_description: str = "Galactography"
+    scheduled: bool = True
+
+
+def checklist_blockers(answers: Mapping[str, bool]) -> list[str]:
+    """The blocking items answered yes or not answered (procedure.md, pre-exam checklist)."""
+    blockers = []
+    for item, blocking in CHECKLIST.items():
+        if not blocking:
+            continue
+        if item == "contrast_allergy" and answers.get("premedication_documented"):
+            continue
+        if answers.get(item, True):
+            blockers.append(item)
+    return blockers
+
+
+@dataclass
+class ExamRecord:
+    """The exam as the journal tells it; :meth:`apply` is the only thing that changes it."""
+
+    order: ExamOrder | None = None
+    state: ExamState = S.IDLE
+    checklist_passed: bool = False
+    exposures_by_phase: dict[str, int] = field(default_factory=dict)
+    noted_exposure_ids: set[int] = field(default_factory=set)
+    cannulation_confirmed: bool = False
+    air_purge_confirmed: bool = False
+    injections_started: int = 0
+    injection_running: dict[str, Any] | None = None  # started, not yet ended
+    volume_given_ml: float = 0.0
+    fault_phase: ExamState | None = None
+    discontinuation_reason: str | None = None
+
+    def apply(self, entry: Entry) -> None:
+        """Fold one journal entry into the record (live and on replay alike)."""
+        p = entry.payload
+        if entry.kind == "exam-opened":
+            self._reset()
+            self.order = ExamOrder(**p["order"])
+        elif entry.kind == "transition":
+            self.state = S(p["to"])
+            if self.state is S.IDLE:  # the exam was closed: nothing of it carries over
+                self._reset()
+            if self.state is S.FAULT:
+                self.fault_phase = S(p["from"])
+            if p["event"] == E.DISCONTINUE.value:
+                self.discontinuation_reason = p.get("reason_code")
+        elif entry.kind == "checklist":
+            self.checklist_passed = bool(p["passed"])
+        elif entry.kind == "confirmation":
+            setattr(self, f"{p['what'].replace('-', '_')}_confirmed", True)
+        elif entry.kind == "exposure":
+            self.noted_exposure_ids.add(int(p["exposure_id"]))
+            if p["counted"]:
+                phase = p["phase"]
+                self.exposures_by_phase[phase] = self.exposures_by_phase.get(phase, 0) + 1
+        elif entry.kind == "injection-started":
+            self.injections_started += 1
+            self.injection_running = dict(p)
+        elif entry.kind == "injection-ended":
+            self.injection_running = None
+            if p.get("not_started"):  # refused by the injector before RUN: not an injection
+                self.injections_started -= 1
+            self.volume_given_ml += float(p["delivered_ml"])
+
+    def _reset(self) -> None:
+        self.__dict__.update(vars(ExamRecord()))
+
+    def facts(self, limits: Limits, injector_healthy: bool) -> ExamFacts:
+        """What the machine's interlocks look at."""
+        return ExamFacts(
+            checklist_passed=self.checklist_passed,
+            pre_contrast_exposures=self.exposures_by_phase.get(S.PRE_CONTRAST.value, 0),
+            post_injection_exposures=(
+                self.exposures_by_phase.get(self.state.value, 0)
+                if self.state in (S.POST_INJECTION_1, S.POST_INJECTION_2)
+                else 0
+            ),
+            cannulation_confirmed=self.cannulation_confirmed,
+            air_purge_confirmed=self.air_purge_confirmed,
+            injector_healthy=injector_healthy,
+            injections_started=self.injections_started,
+            volume_given_ml=self.volume_given_ml,
+            discontinuation_reason=self.discontinuation_reason,
+            fault_phase=self.fault_phase,
+            limits=limits,
+        )
+
+
+def _now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class ExamService:
+    """Runs the exam: operator commands in, journal, worklist and injector out.
+
+    Thread-safe: one lock around every command. ``injector`` may be None until the first
+    injection; it must be connected by its owner. The service owns none of the stores or the
+    injector: :meth:`close` only stops its own watcher thread and event subscription.
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        worklist: WorklistStore,
+        *,
+        station_ae: str,
+        limits: Limits | None = None,
+        dose_log: DoseLog | None = None,
+        injector: InjectorABC | None = None,
+        syringe: str = "1ml",
+        clock: Callable[[], dt.datetime] = _now_utc,
+    ) -> None:
+        self._journal = journal
+        self._worklist = worklist
+        self._dose_log = dose_log
+        self._injector: InjectorABC | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self.station_ae = station_ae
+        self.limits = limits or Limits()
+        self.syringe = syringe
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)  # notified on every transition
+        self._closing = threading.Event()
+        self._status: InjectionStatus | None = None
+        self._stop_requested = False
+        self._watchers: list[threading.Thread] = []
+        self._record = ExamRecord()
+        self._replay()
+        self.attach_injector(injector)
+        self._recover()
+
+    # ------------------------------------------------------------------ introspection
+
+    @property
+    def state(self) -> ExamState:
+        with self._lock:
+            return self._settled_state()
+
+    @property
+    def order(self) -> ExamOrder | None:
+        return self._record.order
+
+    @property
+    def exam_id(self) -> str | None:
+        return None if self._record.order is None else self._record.order.exam_id
+
+    def facts(self) -> ExamFacts:
+        with self._lock:
+            self._settle()
+            return self._record.facts(self.limits, self._injector_healthy())
+
+    def wait_for_state(self, wanted: ExamState, timeout_s: float) -> bool:
+        """Wait (with a deadline) until the exam reaches ``wanted``; False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._settled_state() is wanted, timeout_s)
+
+    def _settled_state(self) -> ExamState:
+        self._settle()
+        return self._record.state
+
+    # ------------------------------------------------------------------ life cycle
+
+    def attach_injector(self, injector: InjectorABC | None) -> None:
+        """Use ``injector`` (connected by its owner) from now on; its events are journaled."""
+        with self._lock:
+            if self._unsubscribe is not None:
+                self._unsubscribe()
+                self._unsubscribe = None
+            self._injector = injector
+            if injector is not None:
+                self._unsubscribe = injector.subscribe(self._on_injector_event)
+
+    def close(self) -> None:
+        """Stop watching the injector (idempotent). Stores and injector stay open."""
+        self._closing.set()
+        for watcher in self._watchers:
+            if watcher is not threading.current_thread():
+                watcher.join(timeout=5.0)
+        with self._lock:
+            if self._unsubscribe is not None:
+                self._unsubscribe()
+                self._unsubscribe = None
+
+    def __enter__(self) -> ExamService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ opening an exam
+
+    def select_order(self, order: WorklistItem, side: str, operator: str) -> ExamOrder:
+        """Open the exam of a RIS worklist order, on the breast ``side`` (L or R)."""
+        exam = ExamOrder(
+            exam_id=order.accession_number or order.sps_id,
+            accession=order.accession_number,
+            study_instance_uid=order.study_instance_uid or str(generate_uid()),
+            patient_name=order.patient_name,
+            patient_id=order.patient_id,
+            patient_birth_date=order.patient_birth_date,
+            patient_sex=order.patient_sex,
+            side=side,
+            requested_procedure_id=order.requested_procedure_id,
+            requested_procedure_description=(
+                order.requested_procedure_description or "Galactography"
+            ),
+        )
+        return self._open(E.SELECT_ORDER, exam, operator)
+
+    def register_unscheduled(self, patient: Patient, side: str, operator: str) -> ExamOrder:
+        """Open an exam for a patient registered at the console (no RIS order).
+
+        The exam ID (and the accession used for its worklist steps and dose rows) is made up
+        locally from the clock: ``U`` + UTC date and time.
+        """
+        exam_id = "U" + self._clock().strftime("%Y%m%d%H%M%S")
+        exam = ExamOrder(
+            exam_id=exam_id,
+            accession=exam_id,
+            study_instance_uid=str(generate_uid()),
+            patient_name=patient.name,
+            patient_id=patient.patient_id,
+            patient_birth_date=patient.birth_date,
+            patient_sex=patient.sex,
+            side=side,
+            scheduled=False,
+        )
+        return self._open(E.REGISTER_UNSCHEDULED, exam, operator)
+
+    def _open(self, event: ExamEvent, exam: ExamOrder, operator: str) -> ExamOrder:
+        with self._lock:
+            self._settle()
+            self._command(event.value, {"exam_id": exam.exam_id, "side": exam.side}, operator)
+            if exam.side not in SIDES:
+                self._refuse(event, f"the side must be one of {', '.join(SIDES)}", operator)
+            target = self._check(event, self._facts(), operator)
+            self._append("exam-opened", {"order": dataclasses.asdict(exam)}, operator, exam.exam_id)
+            self._transition(event, target, operator)
+            # The exam ID is an accession number: identifying, so never above DEBUG.
+            log.debug("exam %s opened", exam.exam_id)
+            log.info("exam opened (%s breast)", exam.side)
+            return exam
+
+    # ------------------------------------------------------------------ checklist, confirmations
+
+    def answer_checklist(
+        self,
+        answers: Mapping[str, bool],
+        operator: str,
+        override: PhysicianOverride | None = None,
+    ) -> bool:
+        """Record the pre-exam checklist answers (True = the condition is present).
+
+        Returns whether the checklist passes: no blocking item present (or unanswered), or a
+        physician override with a reason for those that are.
+        """
+        unknown = sorted(set(answers) - set(CHECKLIST))
+        if unknown:
+            raise ChecklistError(f"unknown checklist items: {', '.join(unknown)}")
+        with self._lock:
+            self._settle()
+            self._command("answer-checklist", {}, operator)
+            if self._record.state is not S.CHECKLIST:
+                reason = f"the checklist is answered in checklist, not {self._record.state.value}"
+                self._refuse(E.PASS_CHECKLIST, reason, operator)
+            blockers = checklist_blockers(answers)
+            overridden = bool(override and override.physician.strip() and override.reason.strip())
+            passed = not blockers or overridden
+            payload = {
+                "answers": dict(answers),
+                "blocking": blockers,
+                "override": dataclasses.asdict(override) if override else None,
+                "passed": passed,
+            }
+            self._append("checklist", payload, operator)
+            return passed
+
+    def pass_checklist(self, operator: str) -> None:
+        self._simple(E.PASS_CHECKLIST, operator)
+
+    def finish_pre_contrast(self, operator: str) -> None:
+        self._simple(E.FINISH_PRE_CONTRAST, operator)
+
+    def confirm_cannulation(self, operator: str) -> None:
+        self._confirm("cannulation", operator)
+
+    def confirm_air_purge(self, operator: str) -> None:
+        self._confirm("air-purge", operator)
+
+    def _confirm(self, what: str, operator: str) -> None:
+        with self._lock:
+            self._settle()
+            self._command(f"confirm-{what}", {}, operator)
+            state = self._record.state
+            if state not in (S.CANNULATION, S.POST_INJECTION_1):
+                # Part of the start-injection interlock: refused as that event would be.
+                reason = f"{what} is confirmed before an injection, not in {state.value}"
+                self._refuse(E.START_INJECTION, reason, operator)
+            self._append("confirmation", {"what": what}, operator)
+
+    # ------------------------------------------------------------------ injection
+
+    def start_injection(self, volume_ml: float, rate_ml_min: float, operator: str) -> None:
+        """The operator's explicit start: interlocks, then configure, arm and start.
+
+        The ``injection-started`` entry is durable before ``RUN`` is sent, so a restart can
+        never start the same injection again. The outcome is fed to the machine when the
+        injector reports it (a watcher thread, or any later call on the service).
+        """
+        with self._lock:
+            self._settle()
+            args = {"volume_ml": volume_ml, "rate_ml_min": rate_ml_min}
+            self._command(E.START_INJECTION.value, args, operator)
+            facts = dataclasses.replace(self._facts(), requested_volume_ml=volume_ml)
+            target = self._check(E.START_INJECTION, facts, operator)
+            injector = self._injector
+            assert injector is not None  # injector_healthy was checked
+            try:
+                injector.configure(self.syringe, rate_ml_min, volume_ml)
+                injector.arm()
+            except DriverError as exc:  # nothing was delivered
+                self._refuse(E.START_INJECTION, f"the injector did not arm: {exc}", operator)
+            number = self._record.injections_started + 1
+            self._append("injection-started", {"number": number, **args}, operator)
+            self._stop_requested = False
+            try:
+                status = injector.start()
+            except StateError as exc:  # RUN was not executed (arming lapsed, ?NA)
+                ended = {"delivered_ml": 0.0, "completed": False, "reason": str(exc)}
+                self._append("injection-ended", {**ended, "not_started": True}, operator)
+                self._refuse(E.START_INJECTION, f"the injector did not start: {exc}", operator)
+            except DriverError as exc:
+                # Whether RUN was executed is unknown; the driver sent STP. Count it as given.
+                self._transition(E.START_INJECTION, target, operator)
+                self._end_injection(volume_ml, False, f"start unconfirmed: {exc}", None, operator)
+                return
+            self._transition(E.START_INJECTION, target, operator)
+            self._status = status
+            watcher = threading.Thread(
+                target=self._watch, args=(status,), name=f"exam-injection-{number}", daemon=True
+            )
+            self._watchers.append(watcher)
+            watcher.start()
+
+    def stop_injection(self, operator: str) -> None:
+        """Operator stop (fullness, pain, resistance, reflux): STP, then INJECTION_STOPPED."""
+        with self._lock:
+            self._settle()
+            self._command("stop-injection", {}, operator)
+            if not self._record.state.is_injecting or self._status is None:
+                self._refuse(E.INJECTION_STOPPED, "no injection is running", operator)
+            self._stop_injector(operator)
+
+    def _stop_injector(self, operator: str, reason: str = "operator stop") -> None:
+        injector, status = self._injector, self._status
+        assert injector is not None and status is not None
+        self._stop_requested = True
+        try:
+            injector.stop(reason)
+        except DriverError as exc:
+            log.error("injector stop not confirmed: %s", exc)
+        try:
+            status.wait(STOP_CONFIRM_TIMEOUT_S)
+        except DriverTimeoutError:
+            # The driver could not confirm the stop (its watchdog stops the motor anyway):
+            # the exam stops in FAULT; the outcome is journaled whenever it is reported.
+            reason = "the injector did not confirm the stop"
+            log.error("%s within %s s", reason, STOP_CONFIRM_TIMEOUT_S)
+            self._transition_checked(E.FAULT, operator, reason=reason)
+            return
+        self._settle(operator)
+
+    def _watch(self, status: InjectionStatus) -> None:
+        while not self._closing.is_set():
+            try:
+                status.wait(0.05)
+            except DriverTimeoutError:
+                continue
+            with self._lock:
+                self._settle()
+            return
+
+    def _settle(self, operator: str | None = None) -> None:
+        """Feed the outcome of a finished injection to the machine (once). Under the lock."""
+        status = self._status
+        if status is None or not status.done:
+            return
+        self._status = None
+        result = status.result
+        assert result is not None
+        self._end_injection(
+            result.delivered_ml, result.completed, result.reason, result.event.code, operator
+        )
+
+    def _end_injection(
+        self,
+        delivered_ml: float,
+        completed: bool,
+        reason: str,
+        code: str | None,
+        operator: str | None,
+    ) -> None:
+        stopped = not completed and self._stop_requested
+        self._append(
+            "injection-ended",
+            {
+                "delivered_ml": delivered_ml,
+                "completed": completed,
+                "reason": reason,
+                "event_code": code,
+                "stopped_by_operator": stopped,
+            },
+            operator,
+        )
+        if not self._record.state.is_injecting:
+            return  # already in FAULT (stop unconfirmed, or a restart): the record is enough
+        if completed:
+            self._transition_checked(E.INJECTION_COMPLETED, operator)
+        elif stopped:
+            self._transition_checked(E.INJECTION_STOPPED, operator)
+            self._reset_injector_after_stop()
+        else:
+            self._transition_checked(E.FAULT, operator, reason=reason)
+
+    def _reset_injector_after_stop(self) -> None:
+        """An operator stop leaves the driver in ERROR (aborted, reported): clear it."""
+        injector = self._injector
+        if injector is None or injector.state is not InjectorState.ERROR:
+            return
+        try:
+            injector.acknowledge()
+        except DriverError as exc:
+            log.error("injector not reset after the stop: %s", exc)
+
+    def _on_injector_event(self, event: RecordedEvent) -> None:
+        """Journal every injector event with its CID 71 code (called on the driver's thread)."""
+        try:
+            self._journal.append(
+                "injector-event",
+                {"code": event.code, "meaning": event.meaning, "detail": event.detail},
+                exam_id=self.exam_id,
+                now=self._clock(),
+            )
+        except Exception:
+            log.exception("injector event not journaled")
+
+    # ------------------------------------------------------------------ faults, ending
+
+    def acknowledge_fault(self, operator: str) -> None:
+        """The operator has seen the fault: clear the injector's error, leave FAULT."""
+        with self._lock:
+            self._settle()
+            self._command(E.ACKNOWLEDGE_FAULT.value, {}, operator)
+            target = self._check(E.ACKNOWLEDGE_FAULT, self._facts(), operator)
+            injector = self._injector
+            if injector is not None and injector.state is InjectorState.ERROR:
+                try:
+                    injector.acknowledge()
+                except DriverError as exc:
+                    self._refuse(
+                        E.ACKNOWLEDGE_FAULT, f"the injector could not be reset: {exc}", operator
+                    )
+            self._transition(E.ACKNOWLEDGE_FAULT, target, operator)
+
+    def complete(self, operator: str) -> None:
+        self._simple(E.COMPLETE, operator)
+
+    def discontinue(self, reason_code: str, operator: str) -> None:
+        """Discontinue with a CID 9301 reason; a running injection is stopped first."""
+        with self._lock:
+            self._settle()
+            self._command(E.DISCONTINUE.value, {"reason_code": reason_code}, operator)
+            known = {code.value for code in DISCONTINUATION_REASONS}
+            if reason_code not in known:
+                self._refuse(E.DISCONTINUE, f"{reason_code!r} is not a CID 9301 code", operator)
+            if self._record.state.is_injecting and self._status is not None:
+                self._stop_injector(operator, f"exam discontinued ({reason_code})")
+            facts = dataclasses.replace(self._facts(), discontinuation_reason=reason_code)
+            target = self._check(E.DISCONTINUE, facts, operator)
+            self._transition(E.DISCONTINUE, target, operator, reason_code=reason_code)
+
+    def close_exam(self, operator: str) -> None:
+        """Leave the finished exam (COMPLETED or DISCONTINUED): the room is free."""
+        self._simple(E.CLOSE, operator)
+
+    def _simple(self, event: ExamEvent, operator: str) -> None:
+        with self._lock:
+            self._settle()
+            self._command(event.value, {}, operator)
+            self._transition_checked(event, operator)
+
+    # ------------------------------------------------------------------ exposures
+
+    def note_exposures(self) -> int:
+        """Read the exam's exposures from the dose log; annotate and journal the new ones.
+
+        Each new row gets the phase its SPS ID names; a row whose SPS ID is not one of this
+        exam's steps, or which belongs to a phase the exam is not in, is annotated
+        ``phase="unexpected"`` (kept, flagged for review, not counted). Returns how many rows
+        were new. The annotation is durable before the journal entry, so a crash in between
+        annotates the row again on restart and journals it once.
+        """
+        with self._lock:
+            self._settle()
+            order = self._record.order
+            if self._dose_log is None or order is None:
+                return 0
+            new = 0
+            for row in self._dose_log.list_exposures(order.accession):
+                exposure_id = int(row["id"])
+                if exposure_id in self._record.noted_exposure_ids:
+                    continue
+                sps_id = row.get("sps_id")
+                step_phase = self._phase_of_sps(sps_id)
+                counted = step_phase is not None and step_phase is self._record.state
+                phase = step_phase.value if counted and step_phase else "unexpected"
+                self._dose_log.annotate(exposure_id, phase=phase)
+                payload = {
+                    "exposure_id": exposure_id,
+                    "sps_id": sps_id,
+                    "phase": phase,
+                    "counted": counted,
+                }
+                self._append("exposure", payload, None)
+                new += 1
+            return new
+
+    def _phase_of_sps(self, sps_id: str | None) -> ExamState | None:
+        for state in PHASE_STEPS:
+            if sps_id is not None and sps_id == self.sps_id(state):
+                return state
+        return None
+
+    def sps_id(self, phase: ExamState) -> str:
+        """The SPS ID of an imaging phase of the open exam, e.g. ``ACC123-POST1``."""
+        exam_id = self.exam_id
+        if exam_id is None:
+            raise ExamError("no exam is open")
+        return f"{exam_id}-{PHASE_STEPS[phase]}"
+
+    # ------------------------------------------------------------------ worklist
+
+    def phase_step(self, phase: ExamState) -> ScheduledStep:
+        """The Scheduled Procedure Step of one phase (PS3.4 Table K.6-1)."""
+        order = self._record.order
+        assert order is not None
+        now = self._clock()
+        side = {"L": "left", "R": "right"}[order.side]
+        contrast = phase is not S.PRE_CONTRAST
+        return ScheduledStep(
+            sps_id=self.sps_id(phase),
+            sps_start_date=now.strftime("%Y%m%d"),
+            sps_start_time=now.strftime("%H%M%S"),
+            station_ae=self.station_ae,
+            sps_description=f"Galactography {phase.value}, {side} CC and ML",
+            protocol_codes=PHASE_PROTOCOLS[phase],
+            requested_contrast_agent="Iohexol 300" if contrast else "",
+            requested_procedure_id=order.requested_procedure_id,
+            requested_procedure_description=order.requested_procedure_description,
+            requested_procedure_codes=(MAMMARY_DUCTOGRAM,),
+            study_instance_uid=order.study_instance_uid,
+            accession_number=order.accession,
+            patient_name=order.patient_name,
+            patient_id=order.patient_id,
+            patient_birth_date=order.patient_birth_date,
+            patient_sex=order.patient_sex,
+        )
+
+    def _sync_worklist(self, before: ExamState, after: ExamState) -> None:
+        """Withdraw the step of the phase left, publish the step of the phase entered."""
+        if before is after:
+            return
+        if before in PHASE_STEPS:
+            sps_id = self.sps_id(before)
+            self._worklist.withdraw(sps_id)
+            self._append("worklist", {"action": "withdraw", "sps_id": sps_id}, None)
+        if after in PHASE_STEPS:
+            step = self.phase_step(after)
+            self._worklist.publish(step)
+            self._append("worklist", {"action": "publish", "sps_id": step.sps_id}, None)
+
+    # ------------------------------------------------------------------ journal plumbing
+
+    def _append(
+        self,
+        kind: str,
+        payload: Mapping[str, Any],
+        operator: str | None,
+        exam_id: str | None = None,
+    ) -> Entry:
+        """Journal one entry (durable on return) and fold it into the record."""
+        entry = self._journal.append(
+            kind,
+            payload,
+            exam_id=exam_id or self.exam_id,
+            operator=operator,
+            now=self._clock(),
+        )
+        self._record.apply(entry)
+        return entry
+
+    def _command(self, command: str, args: Mapping[str, Any], operator: str) -> None:
+        self._append("command", {"command": command, **args}, operator)
+
+    def _facts(self) -> ExamFacts:
+        return self._record.facts(self.limits, self._injector_healthy())
+
+    def _injector_healthy(self) -> bool:
+        injector = self._injector
+        return injector is not None and injector.state in _INJECTOR_IDLE
+
+    def _refuse(self, event: ExamEvent, reason: str, operator: str | None) -> NoReturn:
+        state = self._record.state
+        payload = {"event": event.value, "state": state.value, "reason": reason}
+        self._append("refusal", payload, operator)
+        log.info("%s refused in %s: %s", event.value, state.value, reason)
+        raise Refused(event, state, reason)
+
+    def _check(self, event: ExamEvent, facts: ExamFacts, operator: str | None) -> ExamState:
+        try:
+            return next_state(self._record.state, event, facts)
+        except Refused as refused:
+            self._refuse(event, refused.reason, operator)
+
+    def _transition(
+        self, event: ExamEvent, target: ExamState, operator: str | None, **detail: Any
+    ) -> None:
+        before = self._record.state
+        payload = {"event": event.value, "from": before.value, "to": target.value, **detail}
+        self._append("transition", payload, operator)
+        self._sync_worklist(before, target)
+        self._changed.notify_all()
+        log.info("exam: %s -> %s (%s)", before.value, target.value, event.value)
+
+    def _transition_checked(self, event: ExamEvent, operator: str | None, **detail: Any) -> None:
+        target = self._check(event, self._facts(), operator)
+        self._transition(event, target, operator, **detail)
+
+    # ------------------------------------------------------------------ restart
+
+    def _replay(self) -> None:
+        """Rebuild the open exam (the last one opened, unless it was closed) from the journal."""
+        last: str | None = None
+        for entry in _opened(self._journal.entries()):
+            last = entry.exam_id
+        if last is None:
+            return
+        record = ExamRecord()
+        for entry in self._journal.entries(exam_id=last):
+            record.apply(entry)
+        if record.state is not S.IDLE:
+            self._record = record
+            log.info("exam resumed in %s", record.state.value)
+
+    def _recover(self) -> None:
+        """An injection the journal shows running did not survive the restart: never restart
+        it; count its programmed volume as given and stop the exam in FAULT."""
+        if self._record.order is not None:
+            self._restore_worklist()
+        running = self._record.injection_running
+        if running is None:
+            return
+        with self._lock:
+            self._append(
+                "injection-ended",
+                {
+                    "delivered_ml": float(running["volume_ml"]),
+                    "completed": False,
+                    "reason": INTERRUPTED_BY_RESTART + " (programmed volume counted as given)",
+                    "event_code": None,
+                    "stopped_by_operator": False,
+                },
+                None,
+            )
+            if self._record.state is not S.FAULT:
+                self._transition_checked(E.FAULT, None, reason=INTERRUPTED_BY_RESTART)
+
+    def _restore_worklist(self) -> None:
+        """A crash may have come between a transition and its worklist change: offer only the
+        current phase's step."""
+        for phase in PHASE_STEPS:
+            if phase is self._record.state:
+                self._worklist.publish(self.phase_step(phase))
+            else:
+                self._worklist.withdraw(self.sps_id(phase))
+
+
+def _opened(entries: Iterable[Entry]) -> Iterable[Entry]:
+    return (entry for entry in entries if entry.kind == "exam-opened")

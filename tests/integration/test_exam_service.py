@@ -1,0 +1,474 @@
+"""The exam service over real SQLite files and the injector simulator on a real pty.
+
+Exposures arrive as the SCPs would write them: an MG image header from the simulated unit's
+image builder, extracted and recorded into the dose log with the phase's SPS ID.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from acquisition.dose_log import DoseLog
+from acquisition.exam import (
+    INTERRUPTED_BY_RESTART,
+    ExamService,
+    Patient,
+    PhysicianOverride,
+)
+from acquisition.exam_machine import ExamState, Limits, Refused
+from acquisition.journal import Entry, Journal
+from device_drivers.base import InjectorState
+from device_drivers.driver import InjectorLimits, NewEraInjector
+from device_drivers.link import LinkTiming
+from dicom_nodes.codes import (
+    DISCONTINUED_EQUIPMENT_FAILURE,
+    DISCONTINUED_EXTRAVASATION,
+    DISCONTINUED_PATIENT_REFUSED,
+    VIEW_CC,
+    VIEW_ML,
+)
+from dicom_nodes.dose_extract import from_image_header
+from dicom_nodes.mpps_store import SqliteMppsStore
+from dicom_nodes.mwl_scu import WorklistItem
+from dicom_nodes.server import UnitFacingServer
+from dicom_nodes.worklist_store import WorklistStore
+from simulators.injector import InjectorSimulator
+from simulators.unit import SimulatedUnit
+from simulators.unit_images import StudyContext, sample_mg_image
+
+pytestmark = pytest.mark.timeout(60)
+
+S = ExamState
+TIME_SCALE = 120.0  # 0.1 mL at 0.3 mL/min (20 s) takes ~0.2 s
+FAST_LIMITS = InjectorLimits(baseline_window_s=0.1, poll_interval_s=0.05)
+FAST_TIMING = LinkTiming(reply_timeout_s=0.5, drain_quiet_s=0.1)
+WAIT_S = 20.0
+ACC = "ACC0042"
+STUDY_UID = "1.2.826.0.1.3680043.8.498.42"
+ALL_CLEAR = {
+    "pregnancy_possible": False,
+    "contrast_allergy": False,
+    "active_mastitis": False,
+    "no_discharge": False,
+}
+ORDER = WorklistItem(
+    patient_name="DOE^JANE",
+    patient_id="P0042",
+    patient_birth_date="19750102",
+    patient_sex="F",
+    accession_number=ACC,
+    requested_procedure_id="RP42",
+    requested_procedure_description="Galactography left",
+    requested_procedure_codes=(),
+    study_instance_uid=STUDY_UID,
+    sps_id="RIS-SPS-42",
+    sps_description="Galactography",
+    sps_start_date="20261125",
+    sps_start_time="090000",
+    station_ae="UNIT",
+    modality="MG",
+    protocol_codes=(),
+)
+
+
+@dataclass
+class Room:
+    """The files and peers one exam uses; ``service()`` builds an ExamService on them."""
+
+    journal: Journal
+    worklist: WorklistStore
+    dose_log: DoseLog
+    sim: InjectorSimulator
+    driver: NewEraInjector
+    make: Callable[..., ExamService]
+
+    def service(self, **kwargs: object) -> ExamService:
+        return self.make(**kwargs)
+
+
+@pytest.fixture
+def room(tmp_path: Path) -> Iterator[Room]:
+    services: list[ExamService] = []
+    with (
+        Journal(tmp_path / "journal.db") as journal,
+        DoseLog(tmp_path / "dose.db") as dose_log,
+        InjectorSimulator(seed=0, time_scale=TIME_SCALE) as sim,
+        closing(NewEraInjector(sim.serve_pty(), limits=FAST_LIMITS, timing=FAST_TIMING)) as driver,
+    ):
+        driver.connect()
+        worklist = WorklistStore(tmp_path / "worklist.db")
+
+        def make(**kwargs: object) -> ExamService:
+            kwargs.setdefault("injector", driver)
+            kwargs.setdefault("limits", Limits())
+            service = ExamService(
+                journal,
+                worklist,
+                station_ae="UNIT",
+                dose_log=dose_log,
+                **kwargs,  # type: ignore[arg-type]
+            )
+            services.append(service)
+            return service
+
+        try:
+            yield Room(journal, worklist, dose_log, sim, driver, make)
+        finally:
+            for service in services:
+                service.close()
+
+
+def expose(room: Room, service: ExamService, phase: ExamState, seed: int, view: str = "CC") -> None:
+    """The unit's image for one exposure of ``phase`` reaches the dose log; the exam notes it."""
+    study = StudyContext(
+        study_instance_uid=STUDY_UID,
+        accession_number=ACC,
+        scheduled_procedure_step_id=service.sps_id(phase),
+    )
+    image = sample_mg_image(seed=seed, laterality="L", view=view, study=study)
+    room.dose_log.record([from_image_header(image, station_ae="UNIT")])
+    assert service.note_exposures() == 1
+
+
+def to_cannulation(room: Room, service: ExamService) -> None:
+    service.select_order(ORDER, "L", "tech1")
+    assert service.answer_checklist(ALL_CLEAR, "tech1")
+    service.pass_checklist("tech1")
+    expose(room, service, S.PRE_CONTRAST, seed=1, view="CC")
+    expose(room, service, S.PRE_CONTRAST, seed=2, view="ML")
+    service.finish_pre_contrast("tech1")
+    service.confirm_cannulation("tech1")
+    service.confirm_air_purge("tech1")
+
+
+def inject(service: ExamService, volume_ml: float, expected: ExamState) -> None:
+    service.start_injection(volume_ml, 0.3, "tech1")
+    assert service.wait_for_state(expected, WAIT_S), service.state
+
+
+def kinds(journal: Journal, kind: str) -> list[Entry]:
+    return [entry for entry in journal.entries(exam_id=ACC) if entry.kind == kind]
+
+
+def transitions(journal: Journal) -> list[tuple[str, str]]:
+    return [(e.payload["event"], e.payload["to"]) for e in kinds(journal, "transition")]
+
+
+def test_happy_path_publishes_each_phase_and_counts_exposures(room: Room) -> None:
+    service = room.service()
+    service.select_order(ORDER, "L", "tech1")
+    assert service.state is S.CHECKLIST
+    assert service.answer_checklist(ALL_CLEAR, "tech1")
+    service.pass_checklist("tech1")
+
+    pre = room.worklist.get(f"{ACC}-PRE")
+    assert pre is not None
+    assert pre.protocol_codes[:2] == (VIEW_CC, VIEW_ML)
+    assert (pre.accession_number, pre.study_instance_uid, pre.station_ae) == (
+        ACC,
+        STUDY_UID,
+        "UNIT",
+    )
+
+    expose(room, service, S.PRE_CONTRAST, seed=1)
+    service.finish_pre_contrast("tech1")
+    assert room.worklist.get(f"{ACC}-PRE") is None
+    service.confirm_cannulation("tech1")
+    service.confirm_air_purge("tech1")
+    inject(service, 0.1, S.POST_INJECTION_1)
+    assert room.worklist.get(f"{ACC}-POST1") is not None
+    expose(room, service, S.POST_INJECTION_1, seed=3)
+    inject(service, 0.05, S.POST_INJECTION_2)
+    assert room.worklist.get(f"{ACC}-POST1") is None
+    expose(room, service, S.POST_INJECTION_2, seed=4, view="ML")
+    service.complete("tech1")
+    assert room.worklist.get(f"{ACC}-POST2") is None
+
+    assert service.facts().volume_given_ml == pytest.approx(0.15, abs=0.01)
+    assert room.sim.run_count == 2
+    phases = [row["phase"] for row in room.dose_log.list_exposures(ACC)]
+    assert phases == ["pre-contrast", "post-injection-1", "post-injection-2"]
+    assert transitions(room.journal) == [
+        ("select-order", "checklist"),
+        ("pass-checklist", "pre-contrast"),
+        ("finish-pre-contrast", "cannulation"),
+        ("start-injection", "injection-1"),
+        ("injection-completed", "post-injection-1"),
+        ("start-injection", "injection-2"),
+        ("injection-completed", "post-injection-2"),
+        ("complete", "completed"),
+    ]
+    assert {e.operator for e in kinds(room.journal, "command")} == {"tech1"}
+    service.close_exam("tech1")
+    assert service.state is S.IDLE and service.exam_id is None
+
+
+def assert_refused(room: Room, action: Callable[[], object], reason_part: str) -> None:
+    """The command is refused, the refusal journaled with the same reason, the state kept."""
+    service_state = [e for e in room.journal.entries() if e.kind == "transition"]
+    with pytest.raises(Refused) as refused:
+        action()
+    assert reason_part in refused.value.reason
+    last = list(room.journal.entries())[-1]
+    assert last.kind == "refusal"
+    assert last.payload["reason"] == refused.value.reason
+    assert last.operator == "tech1"
+    assert [e for e in room.journal.entries() if e.kind == "transition"] == service_state
+
+
+def test_every_interlock_refusal_is_journaled(room: Room) -> None:
+    service = room.service(limits=Limits(max_volume_per_exam_ml=0.08))
+    assert_refused(room, lambda: service.pass_checklist("tech1"), "not allowed in idle")
+    service.select_order(ORDER, "L", "tech1")
+    assert_refused(room, lambda: service.select_order(ORDER, "L", "tech1"), "not allowed")
+
+    assert not service.answer_checklist({**ALL_CLEAR, "no_discharge": True}, "tech1")
+    assert_refused(room, lambda: service.pass_checklist("tech1"), "physician override")
+    assert not service.answer_checklist({"pregnancy_possible": False}, "tech1")  # unanswered
+    assert service.answer_checklist(
+        {**ALL_CLEAR, "contrast_allergy": True},
+        "tech1",
+        override=PhysicianOverride("DR^WHO", "premedicated with prednisolone"),
+    )
+    service.pass_checklist("tech1")
+
+    assert_refused(room, lambda: service.finish_pre_contrast("tech1"), "pre-contrast exposure")
+    assert_refused(room, lambda: service.confirm_cannulation("tech1"), "not in pre-contrast")
+    expose(room, service, S.PRE_CONTRAST, seed=1)
+    service.finish_pre_contrast("tech1")
+
+    start = lambda volume_ml=0.1: service.start_injection(volume_ml, 0.3, "tech1")  # noqa: E731
+    assert_refused(room, start, "cannulation is not confirmed")
+    service.confirm_cannulation("tech1")
+    assert_refused(room, start, "air purge")
+    service.confirm_air_purge("tech1")
+    assert_refused(room, lambda: start(3.5), "per injection")
+    assert_refused(room, lambda: service.complete("tech1"), "not allowed in cannulation")
+    assert_refused(room, lambda: service.discontinue("999", "tech1"), "not a CID 9301 code")
+
+    service.attach_injector(None)
+    assert_refused(room, start, "injector link is not healthy")
+    assert room.sim.run_count == 0
+    service.attach_injector(room.driver)
+    inject(service, 0.05, S.POST_INJECTION_1)
+    assert_refused(room, lambda: service.complete("tech1"), "no post-injection exposure")
+    assert_refused(room, lambda: service.acknowledge_fault("tech1"), "no fault")
+    assert_refused(room, lambda: start(0.05), "per exam")
+
+
+@pytest.mark.parametrize("phase", [S.CHECKLIST, S.PRE_CONTRAST, S.CANNULATION, S.INJECTION_1])
+def test_discontinue_at_each_phase(room: Room, phase: ExamState) -> None:
+    service = room.service()
+    service.select_order(ORDER, "L", "tech1")
+    if phase is not S.CHECKLIST:
+        service.answer_checklist(ALL_CLEAR, "tech1")
+        service.pass_checklist("tech1")
+    if phase in (S.CANNULATION, S.INJECTION_1):
+        expose(room, service, S.PRE_CONTRAST, seed=1)
+        service.finish_pre_contrast("tech1")
+    if phase is S.INJECTION_1:
+        service.confirm_cannulation("tech1")
+        service.confirm_air_purge("tech1")
+        service.start_injection(1.0, 0.3, "tech1")  # 200 s simulated: still running
+        assert room.sim.wait_until(lambda sim: sim.infused_ml >= 0.02, WAIT_S)
+    assert service.state is phase
+
+    service.discontinue(DISCONTINUED_EXTRAVASATION.value, "tech1")
+
+    assert service.state is S.DISCONTINUED
+    assert room.driver.state is not InjectorState.INJECTING
+    assert room.worklist.count() == 0
+    last = kinds(room.journal, "transition")[-1]
+    assert last.payload["reason_code"] == DISCONTINUED_EXTRAVASATION.value
+    if phase is S.INJECTION_1:
+        # The injector was stopped first, and the partial volume is on record.
+        assert ("injection-stopped", "post-injection-1") in transitions(room.journal)
+        (ended,) = kinds(room.journal, "injection-ended")
+        assert 0 < ended.payload["delivered_ml"] < 1.0
+        assert room.sim.run_count == 1
+
+
+def test_injector_fault_holds_the_exam_until_acknowledged(room: Room) -> None:
+    service = room.service()
+    to_cannulation(room, service)
+    room.sim.add_fault("stall@volume=0.1")
+    service.start_injection(0.5, 0.3, "tech1")
+    assert service.wait_for_state(S.FAULT, WAIT_S), service.state
+
+    assert room.driver.state is InjectorState.ERROR  # the driver stopped it first
+    (ended,) = kinds(room.journal, "injection-ended")
+    assert not ended.payload["completed"] and not ended.payload["stopped_by_operator"]
+    assert room.worklist.count() == 0
+    assert_refused(room, lambda: service.complete("tech1"), "acknowledge the fault first")
+    assert_refused(
+        room,
+        lambda: service.discontinue(DISCONTINUED_EQUIPMENT_FAILURE.value, "tech1"),
+        "acknowledge the fault first",
+    )
+
+    service.acknowledge_fault("tech1")
+    assert service.state is S.POST_INJECTION_1
+    assert room.driver.state is InjectorState.READY
+    assert room.worklist.get(f"{ACC}-POST1") is not None
+    assert service.facts().volume_given_ml == pytest.approx(ended.payload["delivered_ml"])
+
+
+def test_operator_stop_ends_the_injection_and_allows_a_second(room: Room) -> None:
+    service = room.service()
+    to_cannulation(room, service)
+    service.start_injection(1.0, 0.3, "tech1")
+    service.stop_injection("tech1")
+    assert service.state is S.POST_INJECTION_1
+    assert room.driver.state is InjectorState.READY
+    assert_refused(room, lambda: service.stop_injection("tech1"), "no injection is running")
+    expose(room, service, S.POST_INJECTION_1, seed=5)
+    inject(service, 0.05, S.POST_INJECTION_2)
+
+
+def test_restart_resumes_in_the_same_state_with_the_same_facts(room: Room) -> None:
+    first = room.service()
+    to_cannulation(room, first)
+    facts = first.facts()
+    first.close()
+
+    second = room.service()
+    assert second.state is S.CANNULATION
+    assert second.facts() == facts
+    assert second.facts().pre_contrast_exposures == 2
+    assert second.note_exposures() == 0  # nothing counted twice
+    inject(second, 0.05, S.POST_INJECTION_1)
+    assert room.worklist.get(f"{ACC}-POST1") is not None
+
+
+def test_restart_during_an_injection_is_a_fault_and_never_reinjects(room: Room) -> None:
+    first = room.service()
+    to_cannulation(room, first)
+    first.start_injection(0.5, 0.3, "tech1")
+    first.close()  # the process "dies": the outcome is never fed to the machine
+    room.driver.stop()
+    assert room.sim.run_count == 1
+
+    second = room.service()
+    assert second.state is S.FAULT
+    (ended,) = kinds(room.journal, "injection-ended")
+    assert INTERRUPTED_BY_RESTART in ended.payload["reason"]
+    assert second.facts().volume_given_ml == pytest.approx(0.5)  # counted as given
+    assert second.facts().injections_started == 1
+    second.acknowledge_fault("tech1")
+    assert second.state is S.POST_INJECTION_1
+    assert room.sim.run_count == 1
+
+
+def test_unexpected_exposure_is_kept_and_flagged(room: Room) -> None:
+    service = room.service()
+    to_cannulation(room, service)
+    expose(room, service, S.PRE_CONTRAST, seed=9)  # a pre-contrast image after the phase ended
+    rows = room.dose_log.list_exposures(ACC)
+    assert [row["phase"] for row in rows] == ["pre-contrast", "pre-contrast", "unexpected"]
+    assert service.facts().pre_contrast_exposures == 2
+
+
+def test_unscheduled_patient_and_closing(room: Room) -> None:
+    service = room.service()
+    order = service.register_unscheduled(Patient("ROE^ANN", "P7"), "R", "tech2")
+    assert not order.scheduled and service.exam_id == order.exam_id
+    assert service.state is S.CHECKLIST
+    service.discontinue(DISCONTINUED_PATIENT_REFUSED.value, "tech2")
+    service.close_exam("tech2")
+    assert room.service().state is S.IDLE  # a closed exam is not resumed
+
+
+def test_scripted_exam_with_the_simulated_unit_over_loopback_dicom(
+    room: Room, tmp_path: Path
+) -> None:
+    """The unit finds each phase's step on the worklist, performs it (MPPS, images, RDSR) and
+    the exam counts the exposures the SCPs logged."""
+    mpps = SqliteMppsStore(tmp_path / "mpps.db")
+    server = UnitFacingServer(
+        room.worklist, mpps, room.dose_log, storage_dir=tmp_path / "objects", fsync_objects=False
+    )
+    try:
+        _, port = server.start()
+        unit = SimulatedUnit("127.0.0.1", port, "GALACTO", seed=11, station_ae="UNIT")
+        service = room.service()
+        today = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
+
+        def perform(phase: ExamState, views: list[str]) -> None:
+            (step,) = unit.poll_worklist(today)
+            assert step.sps_id == service.sps_id(phase)
+            performed = unit.perform_step(step, views)
+            assert performed.status == "COMPLETED"
+            assert service.note_exposures() == len(views)
+
+        service.select_order(ORDER, "L", "tech1")
+        service.answer_checklist(ALL_CLEAR, "tech1")
+        service.pass_checklist("tech1")
+        perform(S.PRE_CONTRAST, ["L-CC", "L-ML"])
+        service.finish_pre_contrast("tech1")
+        assert unit.poll_worklist(today) == []
+        service.confirm_cannulation("tech1")
+        service.confirm_air_purge("tech1")
+        inject(service, 0.1, S.POST_INJECTION_1)
+        perform(S.POST_INJECTION_1, ["L-CC-MAG", "L-ML-MAG"])
+        service.complete("tech1")
+    finally:
+        server.stop()
+        mpps.close()
+
+    rows = room.dose_log.list_exposures(ACC)
+    assert [row["phase"] for row in rows] == ["pre-contrast"] * 2 + ["post-injection-1"] * 2
+    assert all(set(row["sources"].split(",")) == {"image_header", "mpps", "rdsr"} for row in rows)
+    assert service.state is S.COMPLETED
+
+
+def test_restart_between_injection_record_and_run_counts_the_volume(room: Room) -> None:
+    """Died after ``injection-started`` was durable, before the transition: never re-run."""
+    first = room.service()
+    to_cannulation(room, first)
+    first.close()
+    payload = {"number": 1, "volume_ml": 0.3, "rate_ml_min": 0.3}
+    room.journal.append("injection-started", payload, exam_id=ACC, operator="tech1")
+
+    second = room.service()
+    assert second.state is S.FAULT
+    assert second.facts().volume_given_ml == pytest.approx(0.3)
+    second.acknowledge_fault("tech1")
+    assert second.state is S.CANNULATION
+    assert room.sim.run_count == 0
+
+
+def test_restart_offers_only_the_current_phase_step(room: Room) -> None:
+    first = room.service()
+    first.select_order(ORDER, "L", "tech1")
+    first.answer_checklist(ALL_CLEAR, "tech1")
+    first.pass_checklist("tech1")
+    first.close()
+    room.worklist.withdraw(f"{ACC}-PRE")  # as if the process died before publishing it
+    room.worklist.publish(first.phase_step(S.POST_INJECTION_1))  # and a stale step left behind
+
+    room.service()
+    assert room.worklist.get(f"{ACC}-PRE") is not None
+    assert room.worklist.get(f"{ACC}-POST1") is None
+
+
+def test_injector_refusals_before_run_are_journaled_and_cost_nothing(room: Room) -> None:
+    service = room.service()
+    to_cannulation(room, service)
+    start = lambda: service.start_injection(0.1, 0.3, "tech1")  # noqa: E731
+    room.sim.add_fault("na")  # the next setting is answered ?NA
+    assert_refused(room, start, "the injector did not arm")
+    room.driver.limits = dataclasses.replace(FAST_LIMITS, arm_timeout_s=1e-9)
+    assert_refused(room, start, "the injector did not start")  # arming lapsed: no RUN sent
+    assert (service.facts().injections_started, service.facts().volume_given_ml) == (0, 0.0)
+    assert room.sim.run_count == 0
+
+    room.driver.limits = FAST_LIMITS
+    inject(service, 0.05, S.POST_INJECTION_1)
+    assert room.sim.run_count == 1
