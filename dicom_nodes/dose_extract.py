@@ -216,17 +216,29 @@ def plausibility_reasons(record: ExposureRecord) -> tuple[str, ...]:
 # --------------------------------------------------------------------------- image header
 
 
+#: Prefix of the review reason given to a value the header carries but that cannot be read.
+UNREADABLE = "unreadable"
+
+
 def from_image_header(ds: Dataset, *, station_ae: str | None = None) -> ExposureRecord:
     """The exposure an MG image reports in its header (dose.md §1; PS3.3 C.8.7.8, C.8.11.7).
 
-    Raises :class:`DoseDataError` when a dose element is present but unreadable, or when the
-    dataset has no SOP Instance UID.
+    The exposure happened whatever its header says: a value that is present but unreadable is
+    left empty and named in ``review_reasons`` (``"unreadable …"``), never a reason to drop the
+    exposure. Raises :class:`DoseDataError` only when the dataset has no SOP Instance UID (there
+    is nothing to tie the exposure to).
     """
-    values: dict[str, Any] = {f: _number(ds, c) for f, c in HEADER_NUMBERS.items()}
+    reasons: list[str] = []
+    values: dict[str, Any] = {}
+    for name, choices in HEADER_NUMBERS.items():
+        try:
+            values[name] = _number(ds, choices)
+        except DoseDataError as exc:
+            values[name] = None
+            reasons.append(f"{UNREADABLE} {name}: {exc}")
     values.update({f: _text(ds, kw) for f, kw in HEADER_TEXTS.items()})
     if not values["sop_instance_uid"]:
         raise DoseDataError("no SOP Instance UID")
-    reasons: list[str] = []
     if values["esak_mgy"] is None:
         entrance_dgy = _number(ds, (("EntranceDose", 1.0),))
         if entrance_dgy:  # integer dGy: coarse, only when 8302 is absent (dose.md §1)

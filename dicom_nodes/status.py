@@ -29,6 +29,8 @@ class StoreStatus(IntEnum):
     """C-STORE statuses of the Storage SCP (PS3.4 Table B.2-1)."""
 
     SUCCESS = 0x0000
+    #: Stored and logged, but some dose value could not be read (flagged for review).
+    WARNING_DATASET_DOES_NOT_MATCH = 0xB007
     OUT_OF_RESOURCES = 0xA700  # disk or database failure: nothing acknowledged
     DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
     CANNOT_UNDERSTAND = 0xC000

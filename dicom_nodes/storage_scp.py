@@ -31,7 +31,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.dimse_primitives import C_STORE
 
-from .dose_extract import from_image_header, from_rdsr
+from .dose_extract import UNREADABLE, from_image_header, from_rdsr
 from .exposures import DoseDataError, ExposureRecord, ExposureSink
 from .status import StoreStatus
 
@@ -180,6 +180,9 @@ class StorageSCP:
             self._discard(received)
             return StoreStatus.OUT_OF_RESOURCES
         log.debug("stored one object of class %s from %s", sop_class, calling_ae)
+        if any(r.startswith(UNREADABLE) for record in records for r in record.review_reasons):
+            # Kept and logged, flagged for the physicist; the unit is told its data was bad.
+            return StoreStatus.WARNING_DATASET_DOES_NOT_MATCH
         return StoreStatus.SUCCESS
 
     def _received_file(self, event: evt.Event) -> Path:

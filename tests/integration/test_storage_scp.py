@@ -177,7 +177,6 @@ MALFORMED = {
     "instance UID differs from request": (_mismatched_instance, 0xA900),
     "SR without content": (_sr_without_content, 0xA900),
     "unreadable dataset": (_garbage_body, 0xC000),
-    "unparseable dose value": (_unparseable_dose, 0xC000),
 }
 
 
@@ -204,6 +203,22 @@ def test_malformed_dataset_status_and_nothing_lost(
     assert sorted(p.name for p in (peer.objects / STUDY).iterdir()) == sorted(
         f"{e.sop_instance_uid}.dcm" for e in (good_before, good_after)
     )
+
+
+def test_unreadable_dose_value_keeps_the_exposure_flagged(
+    peer: Peer, sender: Sender, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exposure happened: it is stored and logged, flagged, and the unit gets a warning."""
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)  # send the file as is
+    path = _unparseable_dose(tmp_path)
+    sop_instance_uid = str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+    assert sender.store(path) == 0xB007
+    (row,) = [
+        r for r in peer.dose_log.list_exposures() if r["sop_instance_uid"] == sop_instance_uid
+    ]
+    assert row["agd_reported_mgy"] is None
+    assert "unreadable agd_reported_mgy" in row["review_reasons"]
+    assert (peer.objects / STUDY / f"{sop_instance_uid}.dcm").exists()
 
 
 def test_database_failure_is_out_of_resources(peer: Peer, sender: Sender) -> None:

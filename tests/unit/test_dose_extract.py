@@ -62,12 +62,16 @@ def test_zero_dose_is_flagged_not_dropped() -> None:
     assert "zero reported AGD" in record.review_reasons
 
 
-def test_unparseable_dose_value_raises() -> None:
-    ds = mg_image(Exposure(), study_uid=STUDY)
+def test_unparseable_dose_value_is_flagged_not_fatal() -> None:
+    exposure = Exposure()
+    ds = mg_image(exposure, study_uid=STUDY)
     tag = Tag("OrganDose")
     ds._dict[tag] = RawDataElement(tag, "DS", 4, b"abc ", 0, False, True)  # as read from a file
-    with pytest.raises(DoseDataError):
-        from_image_header(ds)
+    record = from_image_header(ds)
+    assert record.sop_instance_uid == exposure.sop_instance_uid
+    assert record.agd_reported_mgy is None
+    assert record.kvp is not None  # the rest of the header is still read
+    assert any(r.startswith("unreadable agd_reported_mgy") for r in record.review_reasons)
 
 
 def test_rdsr_event_values() -> None:
