@@ -192,10 +192,14 @@ class ExamRecord:
         elif entry.kind == "injection-started":
             self.injections_started += 1
             self.injection_running = dict(p)
+            # Each injection needs its own air-purge confirmation: the syringe may be refilled
+            # and the line re-primed before a second one (bubbles mimic filling defects).
+            self.air_purge_confirmed = False
         elif entry.kind == "injection-ended":
             self.injection_running = None
             if p.get("not_started"):  # refused by the injector before RUN: not an injection
                 self.injections_started -= 1
+                self.air_purge_confirmed = True  # nothing went through the line
             self.volume_given_ml += float(p["delivered_ml"])
 
     def _reset(self) -> None:

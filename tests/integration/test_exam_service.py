@@ -185,6 +185,7 @@ def test_happy_path_publishes_each_phase_and_counts_exposures(room: Room) -> Non
     inject(service, 0.1, S.POST_INJECTION_1)
     assert room.worklist.get(f"{ACC}-POST1") is not None
     expose(room, service, S.POST_INJECTION_1, seed=3)
+    service.confirm_air_purge("tech1")  # each injection has its own air-purge confirmation
     inject(service, 0.05, S.POST_INJECTION_2)
     assert room.worklist.get(f"{ACC}-POST1") is None
     expose(room, service, S.POST_INJECTION_2, seed=4, view="ML")
@@ -258,8 +259,10 @@ def test_every_interlock_refusal_is_journaled(room: Room) -> None:
     assert room.sim.run_count == 0
     service.attach_injector(room.driver)
     inject(service, 0.05, S.POST_INJECTION_1)
+    assert_refused(room, start, "air purge")  # the second injection needs a new confirmation
     assert_refused(room, lambda: service.complete("tech1"), "no post-injection exposure")
     assert_refused(room, lambda: service.acknowledge_fault("tech1"), "no fault")
+    service.confirm_air_purge("tech1")
     assert_refused(room, lambda: start(0.05), "per exam")
 
 
@@ -329,6 +332,7 @@ def test_operator_stop_ends_the_injection_and_allows_a_second(room: Room) -> Non
     assert room.driver.state is InjectorState.READY
     assert_refused(room, lambda: service.stop_injection("tech1"), "no injection is running")
     expose(room, service, S.POST_INJECTION_1, seed=5)
+    service.confirm_air_purge("tech1")
     inject(service, 0.05, S.POST_INJECTION_2)
 
 

@@ -71,7 +71,8 @@ def test_replay_rebuilds_the_facts() -> None:
     assert record.noted_exposure_ids == {1, 2}
     assert record.injection_running is None
     facts = record.facts(Limits(), injector_healthy=True)
-    assert facts.checklist_passed and facts.cannulation_confirmed and facts.air_purge_confirmed
+    assert facts.checklist_passed and facts.cannulation_confirmed
+    assert not facts.air_purge_confirmed  # consumed by the injection: the next needs its own
     assert facts.pre_contrast_exposures == 1
     assert (facts.injections_started, facts.volume_given_ml) == (1, 0.4)
     assert facts.fault_phase is S.INJECTION_1
