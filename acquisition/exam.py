@@ -26,7 +26,7 @@ import dataclasses
 import datetime as dt
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -781,9 +781,8 @@ class ExamService:
 
     def _replay(self) -> None:
         """Rebuild the open exam (the last one opened, unless it was closed) from the journal."""
-        last: str | None = None
-        for entry in _opened(self._journal.entries()):
-            last = entry.exam_id
+        opened = self._journal.last("exam-opened")
+        last = opened.exam_id if opened is not None else None
         if last is None:
             return
         record = ExamRecord()
@@ -824,7 +823,3 @@ class ExamService:
                 self._worklist.publish(self.phase_step(phase))
             else:
                 self._worklist.withdraw(self.sps_id(phase))
-
-
-def _opened(entries: Iterable[Entry]) -> Iterable[Entry]:
-    return (entry for entry in entries if entry.kind == "exam-opened")

@@ -64,6 +64,12 @@ def create_journal(db: sqlite_utils.Database) -> None:
     )
 
 
+@MIGRATIONS()
+def index_kind(db: sqlite_utils.Database) -> None:
+    """Start-up looks up the last entry of a kind (the last exam opened) without a scan."""
+    db.execute("CREATE INDEX journal_kind ON journal (kind, seq)")
+
+
 class JournalError(RuntimeError):
     """The journal could not be written: the exam must stop, never carry on unrecorded."""
 
@@ -170,20 +176,32 @@ class Journal:
         with self._lock:
             rows = self._conn.execute(sql + " ORDER BY seq", params).fetchall()
         for row in rows:
-            yield Entry(
-                row["seq"],
-                row["recorded_utc"],
-                row["kind"],
-                row["exam_id"],
-                row["operator"],
-                json.loads(row["payload_json"]),
-                row["prev_hash"],
-                row["hash"],
-            )
+            yield _entry(row)
+
+    def last(self, kind: str) -> Entry | None:
+        """The most recent entry of ``kind``, or None (indexed)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT * FROM journal WHERE kind = ? ORDER BY seq DESC LIMIT 1", (kind,)
+            ).fetchone()
+        return None if row is None else _entry(row)
 
     def verify(self) -> VerifyResult:
         with self._lock:
             return verify_connection(self._conn, self._key)
+
+
+def _entry(row: sqlite3.Row) -> Entry:
+    return Entry(
+        row["seq"],
+        row["recorded_utc"],
+        row["kind"],
+        row["exam_id"],
+        row["operator"],
+        json.loads(row["payload_json"]),
+        row["prev_hash"],
+        row["hash"],
+    )
 
 
 def verify_connection(conn: sqlite3.Connection, key: bytes | None = None) -> VerifyResult:

@@ -116,3 +116,15 @@ def test_write_failure_raises_journal_error(tmp_path: Path) -> None:
     journal.close()
     with pytest.raises((JournalError, sqlite3.ProgrammingError)):
         journal.append("transition", {})
+
+
+def test_last_entry_of_a_kind(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.db") as journal:
+        assert journal.last("exam-opened") is None
+        journal.append("exam-opened", {"n": 1}, exam_id="E1")
+        journal.append("transition", {}, exam_id="E1")
+        journal.append("exam-opened", {"n": 2}, exam_id="E2")
+        journal.append("transition", {}, exam_id="E2")
+        last = journal.last("exam-opened")
+    assert last is not None
+    assert (last.exam_id, last.payload, last.seq) == ("E2", {"n": 2}, 3)
