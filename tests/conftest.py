@@ -18,10 +18,6 @@ pydicom.config.settings.INVALID_KEYWORD_BEHAVIOR = "RAISE"
 LEAK_GRACE_S = 5.0
 
 
-def _fd_count() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
 def _fd_targets() -> dict[str, str]:
     targets = {}
     for fd in os.listdir("/proc/self/fd"):
@@ -39,23 +35,21 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     threads_before = set(threading.enumerate())
-    fds_before = _fd_count()
     targets_before = _fd_targets()
     yield
     deadline = time.monotonic() + LEAK_GRACE_S
     while True:
         leaked = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
-        fd_growth = _fd_count() - fds_before
-        if (not leaked and fd_growth <= 0) or time.monotonic() > deadline:
+        # A descriptor is left open when a number now names what it did not name before.
+        opened = {fd: t for fd, t in _fd_targets().items() if targets_before.get(fd) != t}
+        if (not leaked and not opened) or time.monotonic() > deadline:
             break
         # pynetdicom keeps some closed associations' sockets in reference cycles: what the
         # garbage collector frees is not a leak of ours.
         gc.collect()
         time.sleep(0.02)
     assert not leaked, f"threads left running: {[t.name for t in leaked]}"
-    if fd_growth > 0:
-        new = {fd: t for fd, t in _fd_targets().items() if targets_before.get(fd) != t}
-        pytest.fail(f"{fd_growth} file descriptor(s) left open: {new}")
+    assert not opened, f"{len(opened)} file descriptor(s) left open: {opened}"
 
 
 def pytest_configure(config: pytest.Config) -> None:
