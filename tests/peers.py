@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 
 def free_port() -> int:
@@ -26,3 +29,33 @@ def wait_listening(port: int, process: subprocess.Popen[bytes], timeout_s: float
                 return True
         time.sleep(0.02)
     return False
+
+
+@contextmanager
+def dcmtk_server(argv: Callable[[int], list[str]]) -> Iterator[int]:
+    """Run a DCMTK server (``argv(port)``) with ``TCP_NODELAY=1`` until the block ends.
+
+    DCMTK cannot bind port 0: a free port is picked and the start retried on a bind race.
+    Yields the port it listens on; the process is terminated (killed if it hangs) afterwards.
+    """
+    env = {**os.environ, "TCP_NODELAY": "1"}
+    for _attempt in range(3):
+        port = free_port()
+        process = subprocess.Popen(
+            argv(port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        if wait_listening(port, process, 10):
+            break
+        process.kill()
+        process.communicate(timeout=10)
+    else:
+        raise RuntimeError(f"{argv(0)[0]} did not start listening")
+    try:
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate(timeout=10)

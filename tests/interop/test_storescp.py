@@ -6,9 +6,7 @@ the rare bind race. It runs with ``TCP_NODELAY=1`` (dicom.md §2).
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate
 from dicom_nodes.network import Timeouts
 from dicom_nodes.outbox import Outbox, State
 from dicom_nodes.scu import Peer
-from tests.peers import free_port, wait_listening
+from tests.peers import dcmtk_server
 
 pytestmark = [
     pytest.mark.interop,
@@ -43,30 +41,10 @@ class Storescp:
 def storescp(tmp_path: Path) -> Iterator[Storescp]:
     received = tmp_path / "received"
     received.mkdir()
-    env = {**os.environ, "TCP_NODELAY": "1"}
-    for _attempt in range(3):
-        port = free_port()
-        process = subprocess.Popen(
-            ["storescp", "-aet", "STORESCP", "-od", str(received), "-uf", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        if wait_listening(port, process, 10):
-            break
-        process.kill()
-        process.communicate(timeout=10)
-    else:
-        pytest.fail("storescp did not start listening")
-    try:
+    with dcmtk_server(
+        lambda port: ["storescp", "-aet", "STORESCP", "-od", str(received), "-uf", str(port)]
+    ) as port:
         yield Storescp(port, received)
-    finally:
-        process.terminate()
-        try:
-            process.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate(timeout=10)
 
 
 def write_object(directory: Path, sop_class: str, syntax: str, rows: int = 64) -> Path:

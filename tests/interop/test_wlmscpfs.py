@@ -24,7 +24,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from dicom_nodes.mwl_scu import WorklistQuery, find_worklist
 from dicom_nodes.network import Timeouts
 from dicom_nodes.scu import Peer
-from tests.peers import free_port, wait_listening
+from tests.peers import dcmtk_server
 
 pytestmark = [
     pytest.mark.interop,
@@ -105,30 +105,10 @@ def wlmscpfs(tmp_path: Path) -> Iterator[Wlmscpfs]:
     (root / AE / "lockfile").touch()
     for n, order in enumerate(ORDERS, start=1):
         worklist_file(root / AE, n, *order)
-    env = {**os.environ, "TCP_NODELAY": "1"}
-    for _attempt in range(3):
-        port = free_port()
-        process = subprocess.Popen(
-            ["wlmscpfs", "--single-process", "-csk", "-dfp", str(root), str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        if wait_listening(port, process, 10):
-            break
-        process.kill()
-        process.communicate(timeout=10)
-    else:
-        pytest.fail("wlmscpfs did not start listening")
-    try:
+    with dcmtk_server(
+        lambda port: ["wlmscpfs", "--single-process", "-csk", "-dfp", str(root), str(port)]
+    ) as port:
         yield Wlmscpfs(port)
-    finally:
-        process.terminate()
-        try:
-            process.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate(timeout=10)
 
 
 def peer(server: Wlmscpfs) -> Peer:
