@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import signal
+import sys
 import threading
 from typing import Any
+
+from simulators.dicom_peer import SimulatedPeer
 
 SIMULATOR_COMMANDS: tuple[str, ...] = (
     "simulators.injector_cli",
@@ -58,6 +62,26 @@ def register(subparsers: Any) -> None:
     sim = parser.add_subparsers(dest="simulator", metavar="SIMULATOR", required=True)
     for name in SIMULATOR_COMMANDS:
         importlib.import_module(name).register(sim)
+
+
+def serve_peer(peer: SimulatedPeer, host: str, port: int, **extra: object) -> int:
+    """Start a simulated DICOM peer, print its endpoint as one JSON line, serve until
+    SIGINT/SIGTERM, stop it. Exit 0, or 2 when the port cannot be bound."""
+    try:
+        bound_host, bound_port = peer.start(host, port)
+    except OSError as exc:
+        sys.stderr.write(
+            f"galacto sim {peer.kind.lower()}: cannot listen on {host}:{port}: {exc}\n"
+        )
+        return 2
+    try:
+        endpoint = {"host": bound_host, "port": bound_port, "ae_title": peer.ae_title, **extra}
+        sys.stdout.write(json.dumps(endpoint) + "\n")
+        sys.stdout.flush()
+        wait_for_termination()
+    finally:
+        peer.stop()
+    return 0
 
 
 def wait_for_termination() -> None:

@@ -7,16 +7,12 @@ as the server listens, then serves. Exit 0 on SIGINT/SIGTERM, 2 when the port ca
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from simulators.commands import ae_title_arg, non_negative_float, port_arg, wait_for_termination
+from simulators.commands import ae_title_arg, non_negative_float, port_arg, serve_peer
 from simulators.pacs import PacsFaults, Refusal, SimulatedPacs
 
-EXIT_OK = 0
-EXIT_USAGE = 2
 
 #: PS3.5 §6.2: AE is 1-16 characters, no backslash or control characters.
 
@@ -99,15 +95,4 @@ def run(args: argparse.Namespace) -> int:
         commitment_target=args.commitment_target,
         faults=faults,
     )
-    try:
-        host, port = pacs.start(args.host, args.port)
-    except OSError as exc:
-        sys.stderr.write(f"galacto sim pacs: cannot listen on {args.host}:{args.port}: {exc}\n")
-        return EXIT_USAGE
-    try:
-        sys.stdout.write(json.dumps({"host": host, "port": port, "ae_title": pacs.ae_title}) + "\n")
-        sys.stdout.flush()
-        wait_for_termination()
-    finally:
-        pacs.stop()
-    return EXIT_OK
+    return serve_peer(pacs, args.host, args.port)

@@ -8,16 +8,12 @@ Exit 0 on a signal, 2 when the port cannot be bound.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import sys
 from typing import Any
 
-from simulators.commands import ae_title_arg, non_negative_float, port_arg, wait_for_termination
+from simulators.commands import ae_title_arg, non_negative_float, port_arg, serve_peer
 from simulators.ris import RisFaults, SimulatedRis
 
-EXIT_OK = 0
-EXIT_USAGE = 2
 
 log = logging.getLogger(__name__)
 
@@ -86,16 +82,4 @@ def run(args: argparse.Namespace) -> int:
         station_ae=args.station_ae,
         faults=faults,
     )
-    try:
-        host, port = ris.start(args.host, args.port)
-    except OSError as exc:
-        sys.stderr.write(f"galacto sim ris: cannot listen on {args.host}:{args.port}: {exc}\n")
-        return EXIT_USAGE
-    try:
-        endpoint = {"host": host, "port": port, "ae_title": ris.ae_title, "orders": args.orders}
-        sys.stdout.write(json.dumps(endpoint) + "\n")
-        sys.stdout.flush()
-        wait_for_termination()
-    finally:
-        ris.stop()
-    return EXIT_OK
+    return serve_peer(ris, args.host, args.port, orders=args.orders)
