@@ -24,7 +24,8 @@ SIMULATOR_COMMANDS: tuple[str, ...] = (
 )
 
 
-_AE_MAX = 16  # PS3.5 VR AE
+#: PS3.5 §6.2: AE is 1-16 characters, no backslash or control characters.
+_AE_MAX = 16
 
 # -- argument types shared by the simulators' command lines ----------------------------
 

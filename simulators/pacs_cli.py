@@ -14,8 +14,6 @@ from simulators.commands import ae_title_arg, non_negative_float, port_arg, serv
 from simulators.pacs import PacsFaults, Refusal, SimulatedPacs
 
 
-#: PS3.5 §6.2: AE is 1-16 characters, no backslash or control characters.
-
 
 def commitment_target_arg(text: str) -> tuple[str, int, str]:
     """``HOST:PORT:AE`` → ``(host, port, ae)``."""

@@ -14,7 +14,6 @@ from typing import Any
 from simulators.commands import ae_title_arg, non_negative_float, port_arg, serve_peer
 from simulators.ris import RisFaults, SimulatedRis
 
-
 log = logging.getLogger(__name__)
 
 
