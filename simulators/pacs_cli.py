@@ -14,7 +14,6 @@ from simulators.commands import ae_title_arg, non_negative_float, port_arg, serv
 from simulators.pacs import PacsFaults, Refusal, SimulatedPacs
 
 
-
 def commitment_target_arg(text: str) -> tuple[str, int, str]:
     """``HOST:PORT:AE`` → ``(host, port, ae)``."""
     host, sep1, rest = text.rpartition(":")
