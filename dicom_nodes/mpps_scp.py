@@ -266,7 +266,7 @@ class MppsSCP:
     def _create(
         self, uid: str, attributes: Dataset, calling_ae: str
     ) -> tuple[int | Dataset, Dataset | None, bool]:
-        try:
+        def create() -> tuple[Dataset | None, bool]:
             if self._store.get(uid) is not None:
                 raise Refusal(MppsStatus.DUPLICATE_SOP_INSTANCE, "duplicate instance")
             check_n_create(attributes)
@@ -274,17 +274,10 @@ class MppsSCP:
             self._record_dose(instance)
             message = ReceivedMessage(uid, "N-CREATE", calling_ae, MppsStatus.SUCCESS, attributes)
             logged = self._persist(instance, message, created=True)
-        except Refusal as refusal:
-            log.warning("MPPS N-CREATE refused from %s: %s", calling_ae, refusal)
-            return refusal.status, None, False
-        except DoseDataError as exc:
-            log.warning("MPPS N-CREATE from %s: unreadable dose module: %s", calling_ae, exc)
-            return MppsStatus.INVALID_ATTRIBUTE_VALUE, None, False
-        except Exception:
-            log.exception("MPPS N-CREATE from %s could not be stored", calling_ae)
-            return MppsStatus.PROCESSING_FAILURE, None, False
-        log.info("MPPS created by %s (IN PROGRESS)", calling_ae)
-        return MppsStatus.SUCCESS, attributes, logged
+            log.info("MPPS created by %s (IN PROGRESS)", calling_ae)
+            return attributes, logged
+
+        return _answered("N-CREATE", calling_ae, create)
 
     # ------------------------------------------------------------------ N-SET
     def handle_set(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
@@ -301,7 +294,7 @@ class MppsSCP:
     def _set(
         self, uid: str, modifications: Dataset, calling_ae: str
     ) -> tuple[int | Dataset, Dataset | None, bool]:
-        try:
+        def update() -> tuple[Dataset | None, bool]:
             current = self._store.get(uid)
             if current is None:
                 raise Refusal(MppsStatus.NO_SUCH_OBJECT_INSTANCE, "unknown instance")
@@ -312,17 +305,10 @@ class MppsSCP:
             self._record_dose(instance)
             message = ReceivedMessage(uid, "N-SET", calling_ae, MppsStatus.SUCCESS, modifications)
             logged = self._persist(instance, message, created=False)
-        except Refusal as refusal:
-            log.warning("MPPS N-SET refused from %s: %s", calling_ae, refusal)
-            return refusal.status, None, False
-        except DoseDataError as exc:
-            log.warning("MPPS N-SET from %s: unreadable dose module: %s", calling_ae, exc)
-            return MppsStatus.INVALID_ATTRIBUTE_VALUE, None, False
-        except Exception:
-            log.exception("MPPS N-SET from %s could not be stored", calling_ae)
-            return MppsStatus.PROCESSING_FAILURE, None, False
-        log.info("MPPS set by %s (%s)", calling_ae, instance.status)
-        return MppsStatus.SUCCESS, None, logged
+            log.info("MPPS set by %s (%s)", calling_ae, instance.status)
+            return None, logged
+
+        return _answered("N-SET", calling_ae, update)
 
     # ------------------------------------------------------------------ helpers
     def _persist(self, instance: MppsInstance, message: ReceivedMessage, *, created: bool) -> bool:
@@ -355,6 +341,26 @@ class MppsSCP:
             self._store.log_message(str(uid) if uid else None, operation, calling_ae, code, ds)
         except Exception:
             log.exception("MPPS %s could not be logged", operation)
+
+
+def _answered(
+    verb: str, calling_ae: str, action: Callable[[], tuple[Dataset | None, bool]]
+) -> tuple[int | Dataset, Dataset | None, bool]:
+    """Run one N-CREATE/N-SET and map its outcome to a status (PS3.4 F.7.2): a refusal to its
+    own status, an unreadable dose module to 0106H, a storage failure to 0110H (never
+    acknowledged). Returns ``(status, reply, logged)``."""
+    try:
+        reply, logged = action()
+    except Refusal as refusal:
+        log.warning("MPPS %s refused from %s: %s", verb, calling_ae, refusal)
+        return refusal.status, None, False
+    except DoseDataError as exc:
+        log.warning("MPPS %s from %s: unreadable dose module: %s", verb, calling_ae, exc)
+        return MppsStatus.INVALID_ATTRIBUTE_VALUE, None, False
+    except Exception:
+        log.exception("MPPS %s from %s could not be stored", verb, calling_ae)
+        return MppsStatus.PROCESSING_FAILURE, None, False
+    return MppsStatus.SUCCESS, reply, logged
 
 
 def _calling_ae(event: evt.Event) -> str:
