@@ -30,6 +30,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sr.codedict import codes
@@ -146,6 +147,59 @@ class IrradiationEvent:
             raise DoseReportError(f"unknown filter material {self.filter_material!r}")
         if self.reference_point not in REFERENCE_POINT_CODES:
             raise DoseReportError(f"unknown reference point definition {self.reference_point!r}")
+
+
+class PatientAndStudy(Protocol):
+    """What the Patient and General Study modules need (any context that carries it)."""
+
+    @property
+    def study_instance_uid(self) -> str: ...
+
+    @property
+    def patient_name(self) -> str: ...
+
+    @property
+    def patient_id(self) -> str: ...
+
+    @property
+    def patient_birth_date(self) -> str: ...
+
+    @property
+    def patient_sex(self) -> str: ...
+
+    @property
+    def accession_number(self) -> str: ...
+
+    @property
+    def study_id(self) -> str: ...
+
+    @property
+    def study_date(self) -> str: ...
+
+    @property
+    def study_time(self) -> str: ...
+
+    @property
+    def referring_physician_name(self) -> str: ...
+
+    @property
+    def study_description(self) -> str: ...
+
+
+def set_patient_and_study(ds: Dataset, context: PatientAndStudy, when: dt.datetime) -> None:
+    """Patient (PS3.3 C.7.1.1) and General Study (C.7.2.1) modules; empty date/time → ``when``."""
+    ds.PatientName = context.patient_name
+    ds.PatientID = context.patient_id
+    ds.PatientBirthDate = context.patient_birth_date
+    ds.PatientSex = context.patient_sex
+    ds.StudyInstanceUID = context.study_instance_uid
+    ds.StudyDate = context.study_date or when.strftime("%Y%m%d")
+    ds.StudyTime = context.study_time or when.strftime("%H%M%S")
+    ds.ReferringPhysicianName = context.referring_physician_name
+    ds.StudyID = context.study_id
+    ds.AccessionNumber = context.accession_number
+    if context.study_description:
+        ds.StudyDescription = context.study_description
 
 
 @dataclass(frozen=True)
@@ -433,20 +487,7 @@ def build_rdsr(
     ds.SOPInstanceUID = sop_uid
     ds.InstanceCreationDate = now.strftime("%Y%m%d")
     ds.InstanceCreationTime = now.strftime("%H%M%S")
-    # Patient
-    ds.PatientName = context.patient_name
-    ds.PatientID = context.patient_id
-    ds.PatientBirthDate = context.patient_birth_date
-    ds.PatientSex = context.patient_sex
-    # General Study
-    ds.StudyInstanceUID = context.study_instance_uid
-    ds.StudyDate = context.study_date or now.strftime("%Y%m%d")
-    ds.StudyTime = context.study_time or now.strftime("%H%M%S")
-    ds.ReferringPhysicianName = context.referring_physician_name
-    ds.StudyID = context.study_id
-    ds.AccessionNumber = context.accession_number
-    if context.study_description:
-        ds.StudyDescription = context.study_description
+    set_patient_and_study(ds, context, now)
     # SR Document Series
     ds.Modality = "SR"
     ds.SeriesInstanceUID = series_instance_uid or generate_uid(prefix=prefix)

@@ -36,6 +36,7 @@ from dicom_nodes.rdsr import (
     DoseReportContext,
     IrradiationEvent,
     build_rdsr,
+    set_patient_and_study,
 )
 from simulators.unit_physics import (
     MAGNIFICATION_CODE,
@@ -264,7 +265,7 @@ def build_mg_image(
     ds.InstanceCreationDate = when.strftime("%Y%m%d")
     ds.InstanceCreationTime = when.strftime("%H%M%S")
 
-    _patient_and_study(ds, study, when)
+    set_patient_and_study(ds, study, when)
     _series(ds, study, series, when)
 
     # Frame of Reference (C.7.4.1)
@@ -304,23 +305,6 @@ def build_mg_image(
     # Acquisition Context (C.7.6.14)
     ds.AcquisitionContextSequence = []
     return ds
-
-
-def _patient_and_study(ds: Dataset, study: StudyContext, when: dt.datetime) -> None:
-    # Patient (C.7.1.1)
-    ds.PatientName = study.patient_name
-    ds.PatientID = study.patient_id
-    ds.PatientBirthDate = study.patient_birth_date
-    ds.PatientSex = study.patient_sex
-    # General Study (C.7.2.1)
-    ds.StudyInstanceUID = study.study_instance_uid
-    ds.StudyDate = study.study_date or when.strftime("%Y%m%d")
-    ds.StudyTime = study.study_time or when.strftime("%H%M%S")
-    ds.ReferringPhysicianName = study.referring_physician_name
-    ds.StudyID = study.study_id
-    ds.AccessionNumber = study.accession_number
-    if study.study_description:
-        ds.StudyDescription = study.study_description
 
 
 def _series(ds: Dataset, study: StudyContext, series: SeriesInfo, when: dt.datetime) -> None:
