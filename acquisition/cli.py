@@ -12,6 +12,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from acquisition import wiring
 from acquisition.settings import Config, ConfigError, load, parse_override
@@ -23,34 +24,44 @@ EXIT_ABORTED = 3
 log = logging.getLogger(__name__)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="galacto",
-        description="Galactography acquisition controller and dose logger.",
-    )
-    parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
+def _add_common_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """--config, --set and --log-level, accepted before and after the sub-command."""
+    parser.add_argument("--config", metavar="FILE", default=default, help="TOML configuration file")
     parser.add_argument(
         "--set",
         metavar="SECTION.NAME=VALUE",
         action="append",
-        default=[],
+        default=default,
         dest="overrides",
         help="override one setting (repeatable); see docs/configuration.md",
     )
     parser.add_argument(
         "--log-level",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        default=default,
         help="diagnostic log level on stderr (default: logging.level)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="galacto",
+        description="Galactography acquisition controller and dose logger.",
+    )
+    _add_common_options(parser, None)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in wiring.COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
+    for sub in list(subparsers.choices.values()):
+        if "--config" not in sub._option_string_actions:
+            # SUPPRESS: a sub-command that does not repeat an option keeps the main one.
+            _add_common_options(sub, argparse.SUPPRESS)
     return parser
 
 
 def load_config(args: argparse.Namespace, **flag_overrides: object) -> Config:
     """The effective configuration of this invocation (file, environment, --set, flags)."""
-    overrides: dict[str, object] = dict(parse_override(text) for text in args.overrides)
+    overrides: dict[str, object] = dict(parse_override(text) for text in args.overrides or ())
     overrides.update({k: v for k, v in flag_overrides.items() if v is not None})
     return load(args.config, overrides=overrides)
 
@@ -61,6 +72,7 @@ def configure_logging(level: str) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger().setLevel(level)  # also when logging was configured before
     # pynetdicom logs request/response identifiers (patient names) by default.
     from dicom_nodes.network import quiet_identifier_logging
 

@@ -16,19 +16,25 @@ the phase is entered and withdrawn when it is left (PS3.4 Annex K: the unit's MW
 only the phase being acquired). Exposures are read back from the dose log
 (:meth:`ExamService.note_exposures`) and counted per phase by their SPS ID.
 
-Not modelled yet (next slices of issue 4): MPPS toward the RIS, the PACS outbox, contrast
-administration records for the Contrast/Bolus module.
+Outward reporting (MPPS toward the RIS, the dose report and forwarding toward the PACS) is the
+:class:`ExamReporter`'s job (:mod:`acquisition.exam_reporting`): the service hands it an
+:class:`ExamView` after every transition and new exposure, and at start-up; the reporter
+enqueues into the durable outbox whatever is missing. Each injection's contrast administration
+(agent, programmed and delivered volume, rate, start and stop, peak line pressure, CID 71
+events) is folded from its ``injection-started`` / ``injection-ended`` entries into a
+:class:`ContrastRecord`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 from pydicom.uid import generate_uid
 
@@ -85,6 +91,8 @@ CHECKLIST: dict[str, bool] = {
 }
 
 INTERRUPTED_BY_RESTART = "injection interrupted by a restart"
+#: The contrast agent the controller records (procedure.md: iohexol 300 mg I/mL).
+CONTRAST_AGENT = "Iohexol 300"
 #: How long a stop may take to be reported before the exam goes to FAULT.
 STOP_CONFIRM_TIMEOUT_S = 5.0
 SIDES = ("L", "R")
@@ -134,6 +142,63 @@ class ExamOrder:
     requested_procedure_id: str = ""
     requested_procedure_description: str = "Galactography"
     scheduled: bool = True
+    #: The RIS's step being performed (reported back in the MPPS Scheduled Step Attributes).
+    ris_sps_id: str = ""
+    ris_sps_description: str = ""
+    #: The exam's one MPPS toward the RIS, chosen when the exam is opened (never re-created).
+    mpps_instance_uid: str = ""
+    opened_at: str = ""  # UTC ISO 8601
+
+
+@dataclass(frozen=True)
+class ContrastRecord:
+    """One contrast administration as given (the Contrast/Bolus module, the MPPS billing)."""
+
+    number: int
+    agent: str
+    programmed_ml: float
+    delivered_ml: float
+    rate_ml_min: float
+    started_at: str  # UTC ISO 8601
+    stopped_at: str
+    peak_pressure_kpa: float | None
+    completed: bool
+    reason: str
+    event_codes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExamView:
+    """What the reporting toward the RIS and the PACS needs of the exam, at one moment."""
+
+    order: ExamOrder
+    state: ExamState
+    discontinuation_reason: str | None
+    contrast: tuple[ContrastRecord, ...]
+
+
+class ExamReporter(Protocol):
+    """Reports the exam outward (MPPS, dose report, PACS). ``sync`` must be idempotent: it is
+    called after every transition, after new exposures and at start-up, and enqueues only
+    what the outbox does not hold yet."""
+
+    def sync(self, view: ExamView) -> None: ...
+
+
+#: Scheduled Procedure Step ID is SH: at most 16 characters.
+_SPS_ID_MAX = 16
+
+
+def phase_sps_id(exam_id: str, phase: ExamState) -> str:
+    """The SPS ID of one imaging phase of an exam: ``<exam>-<PRE|POST1|POST2>``.
+
+    The exam part is the exam ID when it fits (at most 10 characters: SH is 16), else the first
+    10 hexadecimal digits of its SHA-256, so that every exam keeps its own steps.
+    """
+    suffix = PHASE_STEPS[phase]
+    room = _SPS_ID_MAX - len("-POST1")
+    key = exam_id if len(exam_id) <= room else hashlib.sha256(exam_id.encode()).hexdigest()[:room]
+    return f"{key}-{suffix}"
 
 
 def checklist_blockers(answers: Mapping[str, bool]) -> list[str]:
@@ -165,6 +230,7 @@ class ExamRecord:
     volume_given_ml: float = 0.0
     fault_phase: ExamState | None = None
     discontinuation_reason: str | None = None
+    contrast: list[ContrastRecord] = field(default_factory=list)
 
     def apply(self, entry: Entry) -> None:
         """Fold one journal entry into the record (live and on replay alike)."""
@@ -196,10 +262,12 @@ class ExamRecord:
             # and the line re-primed before a second one (bubbles mimic filling defects).
             self.air_purge_confirmed = False
         elif entry.kind == "injection-ended":
-            self.injection_running = None
+            started, self.injection_running = self.injection_running, None
             if p.get("not_started"):  # refused by the injector before RUN: not an injection
                 self.injections_started -= 1
                 self.air_purge_confirmed = True  # nothing went through the line
+            elif started is not None:
+                self.contrast.append(_contrast_record(started, p, entry))
             self.volume_given_ml += float(p["delivered_ml"])
 
     def _reset(self) -> None:
@@ -226,6 +294,24 @@ class ExamRecord:
         )
 
 
+def _contrast_record(
+    started: Mapping[str, Any], ended: Mapping[str, Any], entry: Entry
+) -> ContrastRecord:
+    return ContrastRecord(
+        number=int(started["number"]),
+        agent=str(started.get("agent", CONTRAST_AGENT)),
+        programmed_ml=float(started["volume_ml"]),
+        delivered_ml=float(ended["delivered_ml"]),
+        rate_ml_min=float(started.get("rate_ml_min", 0.0)),
+        started_at=str(started.get("started_at", "")),
+        stopped_at=str(ended.get("ended_at") or entry.recorded_utc),
+        peak_pressure_kpa=ended.get("peak_pressure_kpa"),
+        completed=bool(ended.get("completed")),
+        reason=str(ended.get("reason", "")),
+        event_codes=tuple(ended.get("event_codes") or ()),
+    )
+
+
 def _now_utc() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -248,6 +334,8 @@ class ExamService:
         dose_log: DoseLog | None = None,
         injector: InjectorABC | None = None,
         syringe: str = "1ml",
+        reporter: ExamReporter | None = None,
+        uid_root: str | None = None,
         clock: Callable[[], dt.datetime] = _now_utc,
     ) -> None:
         self._journal = journal
@@ -258,12 +346,16 @@ class ExamService:
         self.station_ae = station_ae
         self.limits = limits or Limits()
         self.syringe = syringe
+        self._reporter = reporter
+        self._uid_prefix = None if uid_root is None else uid_root.rstrip(".") + "."
         self._clock = clock
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)  # notified on every transition
         self._closing = threading.Event()
         self._status: InjectionStatus | None = None
         self._stop_requested = False
+        self._peak_pressure_kpa: float | None = None  # of the injection running
+        self._injection_events: list[str] = []  # CID 71 codes seen during it
         self._watchers: list[threading.Thread] = []
         self._record = ExamRecord()
         self._replay()
@@ -284,6 +376,26 @@ class ExamService:
     @property
     def exam_id(self) -> str | None:
         return None if self._record.order is None else self._record.order.exam_id
+
+    def view(self) -> ExamView | None:
+        """The open exam as the reporting sees it (None when no exam is open)."""
+        with self._lock:
+            self._settle()
+            return self._view()
+
+    def _view(self) -> ExamView | None:
+        record = self._record
+        if record.order is None:
+            return None
+        return ExamView(
+            record.order, record.state, record.discontinuation_reason, tuple(record.contrast)
+        )
+
+    def contrast_administrations(self) -> tuple[ContrastRecord, ...]:
+        """The injections given so far in the open exam, oldest first."""
+        with self._lock:
+            self._settle()
+            return tuple(self._record.contrast)
 
     def facts(self) -> ExamFacts:
         with self._lock:
@@ -345,6 +457,8 @@ class ExamService:
             requested_procedure_description=(
                 order.requested_procedure_description or "Galactography"
             ),
+            ris_sps_id=order.sps_id,
+            ris_sps_description=order.sps_description,
         )
         return self._open(E.SELECT_ORDER, exam, operator)
 
@@ -375,6 +489,11 @@ class ExamService:
             if exam.side not in SIDES:
                 self._refuse(event, f"the side must be one of {', '.join(SIDES)}", operator)
             target = self._check(event, self._facts(), operator)
+            exam = dataclasses.replace(
+                exam,
+                mpps_instance_uid=str(generate_uid(prefix=self._uid_prefix)),
+                opened_at=self._clock().isoformat(),
+            )
             self._append("exam-opened", {"order": dataclasses.asdict(exam)}, operator, exam.exam_id)
             self._transition(event, target, operator)
             # The exam ID is an accession number: identifying, so never above DEBUG.
@@ -462,8 +581,12 @@ class ExamService:
             except DriverError as exc:  # nothing was delivered
                 self._refuse(E.START_INJECTION, f"the injector did not arm: {exc}", operator)
             number = self._record.injections_started + 1
-            self._append("injection-started", {"number": number, **args}, operator)
+            started = {"number": number, **args, "agent": CONTRAST_AGENT}
+            started["started_at"] = self._clock().isoformat()
+            self._append("injection-started", started, operator)
             self._stop_requested = False
+            self._peak_pressure_kpa = None
+            self._injection_events = []
             try:
                 status = injector.start()
             except StateError as exc:  # RUN was not executed (arming lapsed, ?NA)
@@ -516,10 +639,23 @@ class ExamService:
             try:
                 status.wait(0.05)
             except DriverTimeoutError:
+                self._sample_pressure()
                 continue
             with self._lock:
                 self._settle()
             return
+
+    def _sample_pressure(self) -> None:
+        """Track the peak line pressure of the running injection (for its record)."""
+        injector = self._injector
+        if injector is None:
+            return
+        try:
+            pressure = injector.progress().pressure_kpa
+        except DriverError:
+            return
+        if pressure is not None:
+            self._peak_pressure_kpa = max(pressure, self._peak_pressure_kpa or 0.0)
 
     def _settle(self, operator: str | None = None) -> None:
         """Feed the outcome of a finished injection to the machine (once). Under the lock."""
@@ -542,6 +678,7 @@ class ExamService:
         operator: str | None,
     ) -> None:
         stopped = not completed and self._stop_requested
+        self._sample_pressure()
         self._append(
             "injection-ended",
             {
@@ -550,6 +687,9 @@ class ExamService:
                 "reason": reason,
                 "event_code": code,
                 "stopped_by_operator": stopped,
+                "ended_at": self._clock().isoformat(),
+                "peak_pressure_kpa": self._peak_pressure_kpa,
+                "event_codes": list(self._injection_events),
             },
             operator,
         )
@@ -575,6 +715,8 @@ class ExamService:
 
     def _on_injector_event(self, event: RecordedEvent) -> None:
         """Journal every injector event with its CID 71 code (called on the driver's thread)."""
+        if self._record.injection_running is not None:
+            self._injection_events.append(event.code)
         try:
             self._journal.append(
                 "injector-event",
@@ -664,6 +806,8 @@ class ExamService:
                 }
                 self._append("exposure", payload, None)
                 new += 1
+            if new:
+                self._report()
             return new
 
     def _phase_of_sps(self, sps_id: str | None) -> ExamState | None:
@@ -677,7 +821,7 @@ class ExamService:
         exam_id = self.exam_id
         if exam_id is None:
             raise ExamError("no exam is open")
-        return f"{exam_id}-{PHASE_STEPS[phase]}"
+        return phase_sps_id(exam_id, phase)
 
     # ------------------------------------------------------------------ worklist
 
@@ -770,6 +914,7 @@ class ExamService:
         payload = {"event": event.value, "from": before.value, "to": target.value, **detail}
         self._append("transition", payload, operator)
         self._sync_worklist(before, target)
+        self._report()
         self._changed.notify_all()
         log.info("exam: %s -> %s (%s)", before.value, target.value, event.value)
 
@@ -797,6 +942,7 @@ class ExamService:
         it; count its programmed volume as given and stop the exam in FAULT."""
         if self._record.order is not None:
             self._restore_worklist()
+            self._report()  # a crash may have come between a transition and its messages
         running = self._record.injection_running
         if running is None:
             return
@@ -814,6 +960,23 @@ class ExamService:
             )
             if self._record.state is not S.FAULT:
                 self._transition_checked(E.FAULT, None, reason=INTERRUPTED_BY_RESTART)
+
+    def report(self) -> None:
+        """Bring the outward reporting up to date (idempotent; the controller's tick)."""
+        with self._lock:
+            self._settle()
+            self._report()
+
+    def _report(self) -> None:
+        """Let the reporter enqueue what the outbox lacks. Its failure never stops the exam:
+        the outbox is durable and the next sync (every transition, every tick) catches up."""
+        view = self._view()
+        if self._reporter is None or view is None:
+            return
+        try:
+            self._reporter.sync(view)
+        except Exception:
+            log.exception("exam reporting failed; retried at the next sync")
 
     def _restore_worklist(self) -> None:
         """A crash may have come between a transition and its worklist change: offer only the

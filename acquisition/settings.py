@@ -169,6 +169,11 @@ class DicomSettings:
     allowed_calling_aes: tuple[str, ...] = setting(
         (), "Calling AE titles allowed to associate; empty allows any (not for clinical use)."
     )
+    unit_ae_title: str = setting(
+        "MG_SIM",
+        "Scheduled Station AE Title of the worklist steps offered to the unit: the AE title "
+        "the mammography unit queries the worklist with.",
+    )
     max_pdu: int = setting(
         262144, "Maximum PDU length advertised (bytes); 0 means unlimited.", minimum=0
     )

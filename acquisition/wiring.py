@@ -7,10 +7,16 @@ command (``galacto sim …``, ``galacto demo``) asks for one.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 
-from acquisition.dose_log import DoseLog
-from acquisition.settings import Config
+from pydicom.dataset import Dataset
+
+from acquisition.settings import Config, InjectorSettings
+from device_drivers.driver import InjectorLimits, NewEraInjector
+from device_drivers.link import LinkTiming
+from dicom_nodes.exposures import ExposureSink
 from dicom_nodes.mpps_store import SqliteMppsStore
 from dicom_nodes.network import Timeouts
 from dicom_nodes.server import UnitFacingServer
@@ -18,6 +24,7 @@ from dicom_nodes.worklist_store import WorklistStore
 
 # Sub-commands of `galacto`, each a module exposing register(subparsers).
 COMMAND_MODULES: tuple[str, ...] = (
+    "acquisition.commands.serve",
     "acquisition.commands.inject",
     "acquisition.commands.demo",
     "acquisition.commands.worklist",
@@ -43,14 +50,19 @@ def dicom_timeouts(config: Config) -> Timeouts:
 
 
 def unit_facing_server(
-    config: Config, worklist: WorklistStore, mpps_store: SqliteMppsStore, dose_log: DoseLog
+    config: Config,
+    worklist: WorklistStore,
+    mpps_store: SqliteMppsStore,
+    dose_sink: ExposureSink,
+    *,
+    on_stored: Callable[[Path, Dataset], None] | None = None,
 ) -> UnitFacingServer:
     """MWL, MPPS and Storage SCPs toward the unit, from the ``[dicom]`` settings."""
     d = config.dicom
     return UnitFacingServer(
         worklist,
         mpps_store,
-        dose_log,
+        dose_sink,
         ae_title=d.ae_title,
         host=d.host,
         port=d.port,
@@ -64,4 +76,42 @@ def unit_facing_server(
         fsync_objects=d.fsync_objects,
         worklist_max_results=d.worklist_max_results,
         uid_prefix=config.site.uid_root,
+        on_stored=on_stored,
+    )
+
+
+def limits_from(settings: InjectorSettings) -> InjectorLimits:
+    """Map the validated settings onto the driver's plain values."""
+    return InjectorLimits(
+        max_rate_ml_min=settings.max_rate_ml_min,
+        max_volume_per_injection_ml=settings.max_volume_per_injection_ml,
+        max_volume_per_session_ml=settings.max_volume_per_exam_ml,
+        pressure_warning_kpa=settings.pressure_warning_kpa,
+        pressure_adjustment_kpa=settings.pressure_adjustment_kpa,
+        pressure_termination_kpa=settings.pressure_termination_kpa,
+        pressure_ceiling_kpa=settings.pressure_ceiling_kpa,
+        baseline_window_s=settings.baseline_window_s,
+        arm_timeout_s=settings.arm_timeout_s,
+        max_hold_s=settings.max_hold_s,
+        safe_timeout_s=settings.safe_timeout_s,
+        poll_interval_s=settings.poll_interval_s,
+        extravasation_drop_kpa=settings.extravasation_drop_kpa,
+    )
+
+
+def timing_from(settings: InjectorSettings) -> LinkTiming:
+    return LinkTiming(
+        reply_timeout_s=settings.reply_timeout_s,
+        inter_byte_timeout_s=settings.inter_byte_timeout_s,
+    )
+
+
+def driver_from(settings: InjectorSettings) -> NewEraInjector:
+    """The driver for the configured injector (no I/O until ``connect()``)."""
+    return NewEraInjector(
+        settings.url,
+        baud=settings.baud,
+        address=settings.address,
+        limits=limits_from(settings),
+        timing=timing_from(settings),
     )

@@ -12,10 +12,11 @@ identifier logging is off (``make_ae``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -69,6 +70,7 @@ class UnitFacingServer:
         fsync_objects: bool = True,
         worklist_max_results: int = 5000,
         uid_prefix: str | None = None,
+        on_stored: Callable[[Path, Dataset], None] | None = None,
     ) -> None:
         self._address = (host, port)
         self._ae: AE = make_ae(ae_title, timeouts or Timeouts(), max_pdu=max_pdu)
@@ -89,7 +91,11 @@ class UnitFacingServer:
             mpps_store, dose_sink, step_resolver=step_resolver, uid_prefix=uid_prefix
         )
         self.storage_scp = StorageSCP(
-            dose_sink, storage_dir, step_resolver=step_resolver, fsync_objects=fsync_objects
+            dose_sink,
+            storage_dir,
+            step_resolver=step_resolver,
+            fsync_objects=fsync_objects,
+            on_stored=on_stored,
         )
         self._ae.add_supported_context(VERIFICATION)
         for uid in self.mpps_scp.contexts:
@@ -98,6 +104,7 @@ class UnitFacingServer:
             self._ae.add_supported_context(uid, list(self.storage_scp.transfer_syntaxes))
         if self.worklist_scp is not None:
             self._ae.add_supported_context(MWL_FIND_UID, list(WORKLIST_TRANSFER_SYNTAXES))
+        self._extra_handlers: list[Any] = []
         self._server: ThreadedAssociationServer | None = None
         self._bound: tuple[str, int] | None = None
 
@@ -108,9 +115,23 @@ class UnitFacingServer:
             raise ServerError("not started")
         return self._bound
 
+    def add_service(self, contexts: Sequence[Any], handlers: Sequence[Any]) -> None:
+        """Serve one more service on the same AE and port (e.g. the Storage Commitment
+        N-EVENT-REPORT of the archive); before :meth:`start`."""
+        if self._server is not None:
+            raise ServerError("services are added before start()")
+        for context in contexts:
+            self._ae.add_supported_context(
+                context.abstract_syntax,
+                context.transfer_syntax,
+                scu_role=context.scu_role,
+                scp_role=context.scp_role,
+            )
+        self._extra_handlers.extend(handlers)
+
     def handlers(self) -> list[Any]:
         """Every SCP's event handlers, plus TCP_NODELAY on each accepted socket."""
-        handlers: list[Any] = [*NODELAY_HANDLERS]
+        handlers: list[Any] = [*NODELAY_HANDLERS, *self._extra_handlers]
         handlers += self.mpps_scp.handlers() + self.storage_scp.handlers()
         if self.worklist_scp is not None:
             handlers += list(self.worklist_scp.handlers())

@@ -33,6 +33,7 @@ from pynetdicom.dimse_primitives import C_STORE
 
 from .dose_extract import UNREADABLE, from_image_header, from_rdsr
 from .exposures import DoseDataError, ExposureRecord, ExposureSink
+from .files import fsync_path
 from .status import StoreStatus
 
 log = logging.getLogger(__name__)
@@ -78,14 +79,6 @@ def _valid_uid(uid: Any) -> bool:
     return isinstance(uid, str) and len(uid) <= 64 and bool(_UID.match(uid))
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class StorageRefusal(Exception):
     """A C-STORE refused with a status (inside the handler only)."""
 
@@ -119,7 +112,10 @@ class StorageSCP:
     ``contexts`` are the SOP classes to add as supported contexts (every transfer syntax: the
     pixel data is never decoded); ``handlers()`` gives the event handlers. ``fsync_objects``
     makes each stored file durable before the response (on by default; the unit may delete its
-    copy once we acknowledge).
+    copy once we acknowledge). ``on_stored(path, header)`` is called once an object and its
+    exposures are durable, before the response (store-and-forward, the journal); its failure is
+    logged and does not change the answer: the object is kept, and the controller re-forwards
+    what it holds at start-up.
     """
 
     contexts: tuple[str, ...] = STORAGE_SOP_CLASSES
@@ -136,8 +132,10 @@ class StorageSCP:
         *,
         step_resolver: StepResolver = _default_resolver,
         fsync_objects: bool = True,
+        on_stored: Callable[[Path, Dataset], None] | None = None,
     ) -> None:
         self._sink = sink
+        self._on_stored = on_stored
         self._dir = Path(storage_dir)
         self._dir.mkdir(parents=True, exist_ok=True)
         self._resolve_step = step_resolver
@@ -169,7 +167,8 @@ class StorageSCP:
             header = self._read_header(received)
             self._check_header(header, sop_class, sop_instance)
             records = self._extract(header, sop_class, calling_ae)
-            self._keep(received, self.path_for(str(header.StudyInstanceUID), sop_instance))
+            kept = self.path_for(str(header.StudyInstanceUID), sop_instance)
+            self._keep(received, kept)
             self._sink.record(records)
         except StorageRefusal as refusal:
             log.warning("C-STORE from %s refused (0x%04X): %s", calling_ae, refusal.status, refusal)
@@ -180,6 +179,11 @@ class StorageSCP:
             self._discard(received)
             return StoreStatus.OUT_OF_RESOURCES
         log.debug("stored one object of class %s from %s", sop_class, calling_ae)
+        if self._on_stored is not None:
+            try:
+                self._on_stored(kept, header)
+            except Exception:
+                log.exception("after-store hook failed (the object is kept)")
         if any(r.startswith(UNREADABLE) for record in records for r in record.review_reasons):
             # Kept and logged, flagged for the physicist; the unit is told its data was bad.
             return StoreStatus.WARNING_DATASET_DOES_NOT_MATCH
@@ -250,8 +254,8 @@ class StorageSCP:
             shutil.copyfile(received, partial)
             os.replace(partial, destination)
         if self._fsync:
-            _fsync_path(destination)
-            _fsync_path(destination.parent)
+            fsync_path(destination)
+            fsync_path(destination.parent)
 
 
 def _is_dose_report(header: Dataset) -> bool:

@@ -1,82 +1,321 @@
-"""`galacto demo`: the controller beside simulated equipment, on one machine.
+"""`galacto demo`: the controller in a simulated room, on one machine.
 
-Until the exam sequencer and the console exist (issue 4), the demo is the injector demo: the
-injector simulator answers on a real pseudo-terminal, one injection runs through the real
-driver with live progress, and a summary follows. ``--auto`` runs it headless (the same steps,
-no prompt) and exits with the injection's result: 0 completed, 3 aborted.
+The controller runs as ``galacto serve`` would, with its database under ``--data-dir`` (default:
+a new temporary directory), beside the simulated injector (on a real pseudo-terminal), RIS, PACS
+and mammography unit, all on loopback. On start it prints one JSON line with its endpoints.
+
+Without ``--auto`` the demo serves until Ctrl-C: open the console URL, select the RIS order and
+run the exam; the simulated unit performs each phase the controller offers on its worklist.
+
+``--auto`` runs the scripted exam headless: the patient from the RIS worklist, the checklist,
+pre-contrast left CC and ML, injection 1 (0.5 mL at 0.3 mL/min), CC and ML magnification,
+injection 2 (0.3 mL), ML magnification, complete; it waits until the RIS holds the final MPPS and
+the PACS every object, prints the per-exposure table and the per-breast total (``--json``: one
+final JSON object instead) and exits 0; 1 when a step of the script failed (the reason on
+stderr). ``--time-scale`` makes the simulated injections run faster than real time.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from acquisition import wiring
-from acquisition.cli import EXIT_USAGE, load_config
-from acquisition.commands.inject import ProgressPrinter, driver_from, inject_once
-from device_drivers.errors import LimitError
+from acquisition.cli import EXIT_OK, EXIT_USAGE, configure_logging, load_config
+from acquisition.controller import Controller
+from acquisition.exam import ExamService
+from acquisition.exam_machine import ExamState
+from dicom_nodes import codes
 
 DEFAULT_TIME_SCALE = 20.0
+EXIT_FAILED = 1
+OPERATOR = "demo technologist"
+ALL_CLEAR = {"pregnancy_possible": False, "contrast_allergy": False, "active_mastitis": False}
+ALL_CLEAR |= {"no_discharge": False}
+#: The scripted exam (issue 4 §4): (phase, views the unit takes), injections between phases.
+SCRIPT_VIEWS = {
+    ExamState.PRE_CONTRAST: ("L-CC", "L-ML"),
+    ExamState.POST_INJECTION_1: ("L-CC-MAG", "L-ML-MAG"),
+    ExamState.POST_INJECTION_2: ("L-ML-MAG",),
+}
+INJECTIONS_ML = (0.5, 0.3)
+RATE_ML_MIN = 0.3
+#: Deadline of each wait of the script that does not depend on the injection's length.
+STEP_TIMEOUT_S = 60.0
+
+_SYMBOLS = {"TUNGSTEN": "W", "MOLYBDENUM": "Mo", "RHODIUM": "Rh", "SILVER": "Ag", "ALUMINUM": "Al"}
+_VIEW_NAMES = {codes.VIEW_CC.value: "CC", codes.VIEW_ML.value: "ML", codes.VIEW_MLO.value: "MLO"}
+
+
+class DemoError(RuntimeError):
+    """A step of the scripted exam did not happen in time."""
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="run the controller beside simulated equipment (today: the injector demo)",
+        help="run the controller with the simulated unit, injector, RIS and PACS",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--auto", action="store_true", help="run headless and exit")
+    parser.add_argument("--auto", action="store_true", help="run the scripted exam and exit")
     parser.add_argument(
         "--time-scale",
         type=float,
         default=DEFAULT_TIME_SCALE,
-        help=f"simulated seconds per real second (default {DEFAULT_TIME_SCALE:g})",
+        help=f"simulated injector seconds per real second (default {DEFAULT_TIME_SCALE:g})",
     )
-    parser.add_argument("--json", action="store_true", help="JSON lines instead of text")
+    parser.add_argument("--json", action="store_true", help="one final JSON object (with --auto)")
+    parser.add_argument("--data-dir", metavar="DIR", help="database and objects (default: temp)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.time_scale <= 0:
-        print("galacto demo: --time-scale must be > 0")
+        print("galacto demo: --time-scale must be > 0", file=sys.stderr)
         return EXIT_USAGE
-    injector_sim = wiring.simulator("injector")
-    with injector_sim.InjectorSimulator(time_scale=args.time_scale) as sim:
-        url = sim.serve_pty()
-        settings = load_config(args, **{"injector.url": url}).injector
-        print(json.dumps({"injector_url": url, "time_scale": args.time_scale}), flush=True)
-        out = ProgressPrinter(args.json)
-        try:
-            driver = driver_from(settings)
-        except LimitError as exc:
-            out.error(str(exc))
-            return EXIT_USAGE
-        with driver:
-            code = inject_once(driver, settings, out)
-            result = driver.last_result
-        state = sim.snapshot()
-        summary = {
-            "summary": {
-                "requested_ml": settings.volume_ml,
-                "rate_ml_min": settings.rate_ml_min,
-                "delivered_ml": round(result.delivered_ml, 3) if result else None,
-                "peak_pressure_kpa": out.peak_pressure_kpa,
-                "events": out.events_seen,
-                "commands_on_the_wire": state.commands_received,
-                "exit_code": code,
-            }
-        }
-        if args.json:
-            print(json.dumps(summary), flush=True)
-        else:
-            s = summary["summary"]
-            print(
-                f"\nSummary: {s['delivered_ml']} of {s['requested_ml']} mL at "
-                f"{s['rate_ml_min']} mL/min, peak line pressure {s['peak_pressure_kpa']} kPa, "
-                f"{s['events']} injector event(s), {s['commands_on_the_wire']} commands on the "
-                f"wire (simulated injector on {url}, time x{args.time_scale:g}).",
-                flush=True,
+    configure_logging(args.log_level or "WARNING")
+    data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="galacto-demo-")).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    room_module = wiring.simulator("room")
+    with room_module.SimulatedRoom(time_scale=args.time_scale) as room:
+        config = load_config(
+            args,
+            **room.controller_settings(),
+            **{
+                "database.path": str(data_dir / "galacto.db"),
+                "dicom.storage_dir": str(data_dir / "objects"),
+                "dicom.port": 0,
+                "console.port": 0,
+                "pacs.retry_initial_s": 0.2,
+                "pacs.retry_max_s": 2.0,
+            },
+        )
+        order = room.schedule_order("L")
+        with Controller(config) as controller:
+            endpoints = controller.endpoints()
+            print(json.dumps(endpoints.as_json()), flush=True)
+            unit = room.unit(endpoints.host, endpoints.port, endpoints.ae_title)
+            if not args.auto:
+                return _serve(controller, room_module.UnitAutopilot(unit), endpoints.console)
+            started = time.monotonic()
+            try:
+                result = ScriptedExam(controller, room, room_module, unit, args.time_scale).run(
+                    order.accession_number
+                )
+            except DemoError as exc:
+                print(f"galacto demo: {exc}", file=sys.stderr)
+                return EXIT_FAILED
+            result["wall_time_s"] = round(time.monotonic() - started, 2)
+            _print_result(result, as_json=args.json)
+            return EXIT_OK
+
+
+def _serve(controller: Controller, autopilot: Any, console_url: str) -> int:
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    autopilot.start()
+    print(
+        f"galacto demo: console on {console_url} — select the RIS order and run the exam; "
+        "the simulated unit performs each phase offered on the worklist. Ctrl-C stops.",
+        flush=True,
+    )
+    try:
+        stop.wait()
+    finally:
+        autopilot.stop()
+    return EXIT_OK
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``predicate`` until it holds; :class:`DemoError` naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise DemoError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+class ScriptedExam:
+    """The technologist of the scripted exam (issue 4 §4), against a running controller."""
+
+    def __init__(
+        self, controller: Controller, room: Any, room_module: Any, unit: Any, time_scale: float
+    ) -> None:
+        self.controller = controller
+        self.room = room
+        self.room_module = room_module
+        self.unit = unit
+        self.time_scale = time_scale
+        assert controller.exam is not None
+        self.exam: ExamService = controller.exam
+
+    def run(self, accession: str) -> dict[str, Any]:
+        exam = self.exam
+        exam.select_order(self._ris_order(accession), "L", OPERATOR)
+        if not exam.answer_checklist(ALL_CLEAR, OPERATOR):
+            raise DemoError("the checklist did not pass")
+        exam.pass_checklist(OPERATOR)
+        self._image(ExamState.PRE_CONTRAST)
+        exam.finish_pre_contrast(OPERATOR)
+        exam.confirm_cannulation(OPERATOR)
+        for number, volume_ml in enumerate(INJECTIONS_ML, start=1):
+            exam.confirm_air_purge(OPERATOR)
+            exam.start_injection(volume_ml, RATE_ML_MIN, OPERATOR)
+            phase = ExamState.POST_INJECTION_1 if number == 1 else ExamState.POST_INJECTION_2
+            length_s = volume_ml / RATE_ML_MIN * 60.0 / self.time_scale
+            if not exam.wait_for_state(phase, length_s + STEP_TIMEOUT_S):
+                raise DemoError(f"injection {number} did not end in {phase.value}")
+            self._image(phase)
+        exam.complete(OPERATOR)
+        order = exam.order
+        assert order is not None
+        self._wait_for_delivery(order.mpps_instance_uid)
+        return self._result(order.accession)
+
+    def _ris_order(self, accession: str) -> Any:
+        orders = self.controller.orders
+        refresher = self.controller.refresher
+        if orders is None or refresher is None:
+            raise DemoError("the controller has no RIS configured")
+
+        def listed() -> bool:
+            refresher.wake()
+            return any(o.item.accession_number == accession for o in orders.orders())
+
+        wait_until(listed, STEP_TIMEOUT_S, "the order on the RIS worklist")
+        return next(o.item for o in orders.orders() if o.item.accession_number == accession)
+
+    def _image(self, phase: ExamState) -> None:
+        """The unit performs the phase's step once the controller offers it."""
+        sps_id = self.exam.sps_id(phase)
+        found: list[Any] = []
+
+        def offered() -> bool:
+            step = self.room_module.offered_step(self.unit, sps_id)
+            if step is not None:
+                found.append(step)
+            return bool(found)
+
+        wait_until(offered, STEP_TIMEOUT_S, f"the {phase.value} step on the unit's worklist")
+        contrast = self.room_module.contrast_given(
+            [
+                (c.delivered_ml, _instant(c.started_at), _instant(c.stopped_at), c.rate_ml_min)
+                for c in self.exam.contrast_administrations()
+            ]
+        )
+        views = SCRIPT_VIEWS[phase]
+        self.room_module.perform(self.unit, found[0], views, contrast)
+
+        def counted() -> bool:
+            facts = self.exam.facts()
+            taken = (
+                facts.pre_contrast_exposures
+                if phase is ExamState.PRE_CONTRAST
+                else facts.post_injection_exposures
             )
-        return code
+            return taken >= len(views)
+
+        wait_until(counted, STEP_TIMEOUT_S, f"the {phase.value} exposures in the dose log")
+
+    def _wait_for_delivery(self, mpps_uid: str) -> None:
+        ris, outbox = self.room.ris, self.controller.outbox
+        assert outbox is not None
+
+        def delivered() -> bool:
+            mpps = ris.mpps(mpps_uid)
+            counts = outbox.counts()
+            return (
+                mpps is not None
+                and mpps.is_final
+                and not counts.get("pending")
+                and not counts.get("failed")
+            )
+
+        wait_until(delivered, STEP_TIMEOUT_S, "the RIS and the PACS to hold everything")
+
+    def _result(self, accession: str) -> dict[str, Any]:
+        dose_log = self.controller.dose_log
+        rows = dose_log.list_exposures(accession)
+        totals = dose_log.agd_totals_by_breast(accession)
+        exposures = [_exposure(row) for row in rows]
+        contrast_ml = sum(c.delivered_ml for c in self.exam.contrast_administrations())
+        return {
+            "exam": {"accession": accession, "status": self.exam.state.value},
+            "exposures": exposures,
+            "agd_total_mgy": {side: round(totals.get(side, 0.0), 3) for side in ("L", "R")},
+            "objects_at_pacs": len(self.room.pacs.received()),
+            "contrast_ml": round(contrast_ml, 3),
+        }
+
+
+def _instant(iso: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(iso)
+
+
+def _exposure(row: dict[str, Any]) -> dict[str, Any]:
+    modifiers = str(row.get("view_modifier_codes") or "").split(",")
+    view = _VIEW_NAMES.get(str(row.get("view_code")), str(row.get("view_code") or "?"))
+    if codes.MODIFIER_MAGNIFICATION.value in modifiers:
+        view += " MAG"
+    uas = row.get("exposure_uas")
+    return {
+        "phase": row.get("phase"),
+        "view": view,
+        "laterality": row.get("laterality"),
+        "kvp": row.get("kvp"),
+        "mas": None if uas is None else round(float(uas) / 1000.0, 1),
+        "target": row.get("anode"),
+        "filter": row.get("filter_material"),
+        "thickness_mm": row.get("compressed_thickness_mm"),
+        "agd_mgy": row.get("agd_reported_mgy"),
+        "sop_instance_uid": row.get("sop_instance_uid"),
+        "review": row.get("review_reasons") or "",
+    }
+
+
+def _print_result(result: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result), flush=True)
+        return
+    header = ("phase", "view", "lat", "kV", "mAs", "target/filter", "thick mm", "AGD mGy")
+    lines = [header]
+    for e in result["exposures"]:
+        target = f"{_SYMBOLS.get(e['target'], '?')}/{_SYMBOLS.get(e['filter'], '?')}"
+        lines.append(
+            (
+                str(e["phase"]),
+                e["view"],
+                str(e["laterality"]),
+                _num(e["kvp"], 0),
+                _num(e["mas"], 1),
+                target,
+                _num(e["thickness_mm"], 0),
+                _num(e["agd_mgy"], 3),
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
+    totals = result["agd_total_mgy"]
+    exam = result["exam"]
+    print(
+        f"\nAGD per breast: L {totals['L']:.3f} mGy, R {totals['R']:.3f} mGy · exam "
+        f"{exam['accession']} {exam['status']} · {result['contrast_ml']} mL contrast · "
+        f"{result['objects_at_pacs']} objects at the PACS · {result['wall_time_s']} s",
+        flush=True,
+    )
+
+
+def _num(value: Any, digits: int) -> str:
+    return "—" if value is None else f"{float(value):.{digits}f}"

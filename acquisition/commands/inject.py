@@ -21,8 +21,9 @@ from typing import Any
 
 from acquisition.cli import EXIT_ABORTED, EXIT_OK, EXIT_USAGE, load_config
 from acquisition.settings import InjectorSettings
+from acquisition.wiring import driver_from
 from device_drivers.base import InjectionResult, InjectorState, Progress, RecordedEvent
-from device_drivers.driver import InjectorLimits, NewEraInjector
+from device_drivers.driver import NewEraInjector
 from device_drivers.errors import (
     CapabilityError,
     DriverError,
@@ -30,7 +31,6 @@ from device_drivers.errors import (
     LimitError,
     LinkLostError,
 )
-from device_drivers.link import LinkTiming
 
 EXIT_INTERRUPTED = 130
 #: How often progress is printed.
@@ -51,43 +51,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--syringe", choices=("1ml", "3ml"), help="syringe (injector.syringe)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.set_defaults(func=run)
-
-
-def limits_from(settings: InjectorSettings) -> InjectorLimits:
-    """Map the validated settings onto the driver's plain values."""
-    return InjectorLimits(
-        max_rate_ml_min=settings.max_rate_ml_min,
-        max_volume_per_injection_ml=settings.max_volume_per_injection_ml,
-        max_volume_per_session_ml=settings.max_volume_per_exam_ml,
-        pressure_warning_kpa=settings.pressure_warning_kpa,
-        pressure_adjustment_kpa=settings.pressure_adjustment_kpa,
-        pressure_termination_kpa=settings.pressure_termination_kpa,
-        pressure_ceiling_kpa=settings.pressure_ceiling_kpa,
-        baseline_window_s=settings.baseline_window_s,
-        arm_timeout_s=settings.arm_timeout_s,
-        max_hold_s=settings.max_hold_s,
-        safe_timeout_s=settings.safe_timeout_s,
-        poll_interval_s=settings.poll_interval_s,
-        extravasation_drop_kpa=settings.extravasation_drop_kpa,
-    )
-
-
-def timing_from(settings: InjectorSettings) -> LinkTiming:
-    return LinkTiming(
-        reply_timeout_s=settings.reply_timeout_s,
-        inter_byte_timeout_s=settings.inter_byte_timeout_s,
-    )
-
-
-def driver_from(settings: InjectorSettings) -> NewEraInjector:
-    """The driver for the configured injector (no I/O until ``connect()``)."""
-    return NewEraInjector(
-        settings.url,
-        baud=settings.baud,
-        address=settings.address,
-        limits=limits_from(settings),
-        timing=timing_from(settings),
-    )
 
 
 class ProgressPrinter:

@@ -1,43 +1,102 @@
-"""`galacto demo --auto`: the injector demo end to end, as `make demo AUTO=1` runs it."""
+"""`galacto demo --auto`: the scripted exam end to end, as `make demo AUTO=1` runs it.
+
+A real subprocess: the controller with the simulated unit, injector (pty), RIS and PACS on
+loopback; the records it leaves under ``--data-dir`` are read back with the other commands.
+"""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.timeout(150)
 
-@pytest.mark.timeout(120)
-def test_auto_demo_injects_and_summarises() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "acquisition", "demo", "--auto", "--json", "--time-scale", "60"],
-        capture_output=True,
-        text=True,
-        timeout=100,
-        check=False,
+GALACTO = [sys.executable, "-m", "acquisition"]
+EXPECTED = [  # (phase, view, laterality) of the scripted exam, issue 4 §4
+    ("pre-contrast", "CC", "L"),
+    ("pre-contrast", "ML", "L"),
+    ("post-injection-1", "CC MAG", "L"),
+    ("post-injection-1", "ML MAG", "L"),
+    ("post-injection-2", "ML MAG", "L"),
+]
+
+
+def galacto(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*GALACTO, *args], capture_output=True, text=True, timeout=timeout_s, check=False
     )
+
+
+@pytest.fixture(scope="module")
+def auto_json(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    data_dir = tmp_path_factory.mktemp("demo")
+    result = galacto("demo", "--auto", "--json", "--time-scale", "60", "--data-dir", str(data_dir))
     assert result.returncode == 0, result.stderr
-    lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert lines[0]["injector_url"].startswith("/dev/pts/")
-    progress = [line for line in lines if "delivered_ml" in line and "t_s" in line]
-    assert progress, "live progress lines"
-    delivered = [p["delivered_ml"] for p in progress]
-    assert delivered == sorted(delivered)
-    assert {"result": "completed"}.items() <= lines[-2].items()
-    summary = lines[-1]["summary"]
-    assert summary["delivered_ml"] == pytest.approx(0.5, abs=0.01)
-    assert 30 < summary["peak_pressure_kpa"] < 170
-    assert summary["exit_code"] == 0
+    return data_dir, [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_the_first_line_names_every_endpoint(auto_json: tuple[Path, list[dict]]) -> None:
+    data_dir, lines = auto_json
+    endpoints = lines[0]
+    for scp in ("mwl_scp", "mpps_scp", "storage_scp"):
+        assert set(endpoints[scp]) == {"host", "port", "ae_title"}
+        assert endpoints[scp]["port"] > 0
+    assert endpoints["injector_url"].startswith("/dev/pts/")
+    assert Path(endpoints["database"]) == (data_dir / "galacto.db").resolve()
+    assert endpoints["console"].startswith("http://127.0.0.1:")
+
+
+def test_the_final_object_reports_the_scripted_exam(auto_json: tuple[Path, list[dict]]) -> None:
+    _, lines = auto_json
+    assert len(lines) == 2, "the endpoints line, then one final object"
+    final = lines[1]
+    assert final["exam"]["status"] == "completed"
+    assert final["exam"]["accession"]
+    seen = [(e["phase"], e["view"], e["laterality"]) for e in final["exposures"]]
+    assert seen == EXPECTED
+    for exposure in final["exposures"]:
+        assert 22 <= exposure["kvp"] <= 40
+        assert exposure["mas"] > 0
+        assert exposure["target"] and exposure["filter"]
+        assert exposure["thickness_mm"] > 0
+        assert 0.1 < exposure["agd_mgy"] < 10
+    total = sum(e["agd_mgy"] for e in final["exposures"])
+    assert final["agd_total_mgy"]["L"] == pytest.approx(total, abs=0.002)
+    assert final["agd_total_mgy"]["R"] == 0
+    assert final["contrast_ml"] == pytest.approx(0.8, abs=0.02)
+    # five images, the unit's three dose reports and the exam's own
+    assert final["objects_at_pacs"] == 9
+
+
+def test_the_records_left_behind_read_back(auto_json: tuple[Path, list[dict]]) -> None:
+    data_dir, lines = auto_json
+    database = str(data_dir / "galacto.db")
+    verify = galacto("journal", "verify", "--database", database)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    accession = lines[1]["exam"]["accession"]
+    listed = galacto("dose", "list", "--database", database, "--exam", accession, "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    rows = rows if isinstance(rows, list) else rows["exposures"]
+    assert len(rows) == len(EXPECTED)
+
+
+def test_the_text_output_is_a_table_and_the_totals(tmp_path: Path) -> None:
+    result = galacto("demo", "--auto", "--time-scale", "60", "--data-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.splitlines()
+    json.loads(out[0])  # the endpoints line comes first in text mode too
+    header = out[1].split()
+    assert header[:4] == ["phase", "view", "lat", "kV"]
+    body = [line for line in out[2:] if line.startswith(("pre-", "post-"))]
+    assert len(body) == len(EXPECTED)
+    assert any(line.startswith("AGD per breast: L ") and "completed" in line for line in out)
 
 
 def test_demo_rejects_a_bad_time_scale() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "acquisition", "demo", "--auto", "--time-scale", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = galacto("demo", "--auto", "--time-scale", "0", timeout_s=60)
     assert result.returncode == 2

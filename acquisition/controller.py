@@ -1,0 +1,407 @@
+"""The controller: every part of galacto assembled from one configuration (``galacto serve``).
+
+:class:`Controller` owns the stores (one SQLite file: journal, dose log, worklist, unit MPPS,
+RIS orders, outbox), the injector driver, the unit-facing SCPs, the outbox sender, the RIS
+worklist refresher, the exam service and its reporting, and the technologists' console.
+
+Start-up order is the crash-recovery order (issue 4 §3):
+
+1. the stores are opened (migrations applied);
+2. the injector link is re-established and its state read back (``connect()``) **before** the
+   exam service is built, so the exam resumes against a known injector (a link that does not
+   come up leaves the injector unhealthy: injections are refused, imaging goes on, and the
+   controller keeps trying to reconnect);
+3. the exam service replays the journal (state, facts, an interrupted injection → FAULT) and
+   its reporting enqueues what a crash may have kept from the outbox;
+4. every object kept under ``dicom.storage_dir`` is queued for the PACS again (idempotent by
+   SOP Instance UID: a crash between a store and its forward loses nothing);
+5. the outbox sender, the RIS refresher, the SCPs and the console start.
+
+A tick thread (every :data:`TICK_S`, and at once after each object or exposure arrives) reads
+new exposures into the exam (:meth:`ExamService.note_exposures`) and retries the injector link.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+from acquisition import wiring
+from acquisition.dose_log import DoseLog
+from acquisition.exam import ExamService
+from acquisition.exam_machine import Limits
+from acquisition.exam_reporting import ExamReporting, ReportingSettings
+from acquisition.journal import Journal
+from acquisition.settings import Config
+from device_drivers.base import InjectorABC
+from device_drivers.errors import DriverError
+from dicom_nodes.exposures import ExposureRecord
+from dicom_nodes.mpps_store import SqliteMppsStore
+from dicom_nodes.network import client_tls_context
+from dicom_nodes.outbox import PACS, RIS, OutboxError, RetryPolicy
+from dicom_nodes.outbox import Outbox as DicomOutbox
+from dicom_nodes.ris_orders import RisOrderStore, WorklistRefresher, todays_query
+from dicom_nodes.scu import Peer
+from dicom_nodes.server import UnitFacingServer
+from dicom_nodes.worklist_store import WorklistStore
+
+log = logging.getLogger(__name__)
+
+#: How often the controller looks for new exposures and retries the injector link.
+TICK_S = 0.5
+#: Every this many ticks the exam's reporting is brought up to date even without news.
+REPORT_EVERY_TICKS = 20
+#: How often a lost injector link is tried again.
+RECONNECT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the controller listens (the demo prints these as one JSON line)."""
+
+    ae_title: str
+    host: str
+    port: int
+    injector_url: str
+    database: str
+    console: str
+
+    def as_json(self) -> dict[str, Any]:
+        scp = {"host": self.host, "port": self.port, "ae_title": self.ae_title}
+        return {
+            "mwl_scp": scp,
+            "mpps_scp": dict(scp),
+            "storage_scp": dict(scp),
+            "injector_url": self.injector_url,
+            "database": self.database,
+            "console": self.console,
+        }
+
+
+class _NotifyingSink:
+    """The dose log as the SCPs' exposure sink, waking the tick once a record is durable."""
+
+    def __init__(self, dose_log: DoseLog, wake: threading.Event) -> None:
+        self._dose_log = dose_log
+        self._wake = wake
+
+    def record(self, exposures: Sequence[ExposureRecord]) -> None:
+        self._dose_log.record(exposures)
+        self._wake.set()
+
+
+class Controller:
+    """galacto, assembled (see the module docstring). ``start()`` … ``stop()``."""
+
+    def __init__(
+        self, config: Config, *, injector: InjectorABC | None = None, console: bool = True
+    ) -> None:
+        self.config = config
+        self.database = Path(config.database.path)
+        self.database.parent.mkdir(parents=True, exist_ok=True)
+        self.storage_dir = Path(config.dicom.storage_dir)
+        self._with_console = console
+        self._injector_given = injector is not None
+        self.injector: InjectorABC | None = injector
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._tick_thread: threading.Thread | None = None
+        self._next_reconnect_s = 0.0
+        self._injector_connected = False
+        self.console: Any = None
+        self.server: UnitFacingServer | None = None
+        self.refresher: WorklistRefresher | None = None
+        self.exam: ExamService | None = None
+        self.outbox: DicomOutbox | None = None
+        self._opened: list[Any] = []
+
+    # ------------------------------------------------------------------ life cycle
+
+    def start(self) -> Endpoints:
+        """Recover, then listen (see the module docstring for the order)."""
+        try:
+            self._open_stores()
+            self._connect_injector()
+            self._build_exam()
+            self._forward_kept_objects()
+            self._start_network()
+        except BaseException:
+            self.stop()
+            raise
+        self._tick_thread = threading.Thread(target=self._tick, name="controller-tick", daemon=True)
+        self._tick_thread.start()
+        endpoints = self.endpoints()
+        log.info("controller ready: unit-facing SCP on %s:%d", endpoints.host, endpoints.port)
+        return endpoints
+
+    def stop(self) -> None:
+        """Stop everything it started, newest first (idempotent)."""
+        self._stop.set()
+        self._wake.set()
+        if self._tick_thread is not None:
+            self._tick_thread.join(timeout=10.0)
+            self._tick_thread = None
+        if self.console is not None:
+            self.console.stop()
+            self.console = None
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        if self.refresher is not None:
+            self.refresher.stop()
+            self.refresher = None
+        if self.exam is not None:
+            self.exam.close()
+            self.exam = None
+        if self.outbox is not None:
+            self.outbox.stop()
+        if self.injector is not None and not self._injector_given:
+            close = getattr(self.injector, "close", None)
+            if close is not None:
+                close()
+            self.injector = None
+        while self._opened:
+            self._opened.pop().close()
+
+    def __enter__(self) -> Controller:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def endpoints(self) -> Endpoints:
+        assert self.server is not None
+        host, port = self.server.address
+        return Endpoints(
+            ae_title=self.config.dicom.ae_title,
+            host=host,
+            port=port,
+            injector_url=self.config.injector.url,
+            database=str(self.database.resolve()),
+            console=self.console.url if self.console is not None else "",
+        )
+
+    # ------------------------------------------------------------------ assembly
+
+    def _open_stores(self) -> None:
+        config = self.config
+        key = config.site.journal_key.encode() or None
+        busy = config.database.busy_timeout_s
+        self.journal = self._keep(Journal(self.database, key=key))
+        self.dose_log = self._keep(DoseLog(self.database, busy_timeout_s=busy))
+        self.mpps_store = self._keep(SqliteMppsStore(self.database, busy_timeout_s=busy))
+        self.worklist = WorklistStore(self.database)
+        self.orders = RisOrderStore(self.database) if config.ris.host else None
+        destinations = self._destinations()
+        self.outbox = (
+            DicomOutbox(
+                self.database,
+                destinations,
+                storage_commitment=config.pacs.storage_commitment and PACS in destinations,
+                retry=RetryPolicy(config.pacs.retry_initial_s, config.pacs.retry_max_s),
+            )
+            if destinations
+            else None
+        )
+
+    def _keep(self, closable: Any) -> Any:
+        self._opened.append(closable)
+        return closable
+
+    def _destinations(self) -> dict[str, Peer]:
+        config = self.config
+        timeouts = wiring.dicom_timeouts(config)
+        tls = (
+            client_tls_context(
+                config.dicom.tls_ca, config.dicom.tls_certificate, config.dicom.tls_private_key
+            )
+            if config.dicom.tls_certificate
+            else None
+        )
+        calling = config.dicom.ae_title
+        peers: dict[str, Peer] = {}
+        if config.ris.host:
+            peers[RIS] = Peer(
+                config.ris.host,
+                config.ris.port,
+                config.ris.mpps_ae_title or config.ris.ae_title,
+                calling_ae=calling,
+                timeouts=timeouts,
+                tls=tls,
+                max_pdu=config.dicom.max_pdu,
+            )
+        if config.pacs.host:
+            peers[PACS] = Peer(
+                config.pacs.host,
+                config.pacs.port,
+                config.pacs.ae_title,
+                calling_ae=calling,
+                timeouts=timeouts,
+                tls=tls,
+                max_pdu=config.dicom.max_pdu,
+            )
+        return peers
+
+    def _connect_injector(self) -> None:
+        if self.injector is None and self.config.injector.url:
+            self.injector = wiring.driver_from(self.config.injector)
+        self._try_connect_injector()
+
+    def _try_connect_injector(self) -> None:
+        injector = self.injector
+        if injector is None or self._injector_connected:
+            return
+        try:
+            info = injector.connect()
+        except DriverError as exc:
+            log.error("injector link not established (%s); retrying every %.0f s", exc, RECONNECT_S)
+            return
+        self._injector_connected = True
+        log.info("injector link up: %s, state %s", info, injector.state.name)
+
+    def _build_exam(self) -> None:
+        config = self.config
+        reporting = ExamReporting(
+            self.journal,
+            self.dose_log,
+            self.outbox,
+            ReportingSettings(
+                station_ae=config.ris.station_ae_title,
+                uid_root=config.site.uid_root,
+                storage_dir=self.storage_dir,
+                station_name=config.site.name,
+                ris=bool(config.ris.host),
+                pacs=bool(config.pacs.host),
+            ),
+        )
+        injector = config.injector
+        self.exam = ExamService(
+            self.journal,
+            self.worklist,
+            station_ae=config.dicom.unit_ae_title,
+            limits=Limits(
+                max_volume_per_injection_ml=injector.max_volume_per_injection_ml,
+                max_volume_per_exam_ml=injector.max_volume_per_exam_ml,
+                max_injections=injector.max_injections_per_exam,
+            ),
+            dose_log=self.dose_log,
+            injector=self.injector,
+            syringe=injector.syringe,
+            reporter=reporting,
+            uid_root=config.site.uid_root,
+        )
+
+    def _forward_kept_objects(self) -> None:
+        """Queue every object the controller keeps for the PACS (idempotent)."""
+        if self.outbox is None or PACS not in self.outbox.destinations:
+            return
+        for path in sorted(self.storage_dir.rglob("*.dcm")):
+            try:
+                self.outbox.enqueue_store(path)
+            except OutboxError as exc:
+                log.error("kept object not queued for the PACS: %s", exc)
+
+    def _start_network(self) -> None:
+        config = self.config
+        if self.outbox is not None:
+            if config.pacs.storage_commitment and config.pacs.commitment_port:
+                self.outbox.listen_for_commitment(
+                    config.dicom.ae_title,
+                    config.dicom.host,
+                    config.pacs.commitment_port,
+                    timeouts=wiring.dicom_timeouts(config),
+                )
+            self.outbox.start()
+        if self.orders is not None and RIS in (self.outbox.destinations if self.outbox else {}):
+            assert self.outbox is not None
+            peer = Peer(**{**vars(self.outbox.destinations[RIS]), "ae_title": config.ris.ae_title})
+            station = config.ris.station_ae_title
+            self.refresher = WorklistRefresher(
+                self.orders,
+                peer,
+                lambda: todays_query(station),
+                interval_s=config.ris.refresh_interval_s,
+            )
+            self.refresher.start()
+        self.server = wiring.unit_facing_server(
+            config,
+            self.worklist,
+            self.mpps_store,
+            _NotifyingSink(self.dose_log, self._wake),
+            on_stored=self._on_stored,
+        )
+        if self.outbox is not None and config.pacs.storage_commitment:
+            # The archive's N-EVENT-REPORT association comes to the main port (PS3.4 J.3.3).
+            receiver = self.outbox.receiver
+            self.server.add_service(receiver.contexts(), receiver.handlers())
+        self.server.start()
+        if self._with_console:
+            from acquisition.console import ConsoleBackend, ConsoleServer
+
+            assert self.exam is not None
+            backend = ConsoleBackend(
+                self.exam,
+                self.dose_log,
+                orders=self.orders,
+                injector=self.injector,
+                outbox_counts=self.outbox.counts if self.outbox is not None else None,
+                refresh_orders=self.refresher.wake if self.refresher is not None else None,
+            )
+            self.console = ConsoleServer(backend, config.console.host, config.console.port)
+            self.console.start()
+
+    # ------------------------------------------------------------------ what arrives
+
+    def _on_stored(self, path: Path, header: Dataset) -> None:
+        """An object from the unit is durable: journal it, forward it, wake the exam."""
+        exam = self.exam
+        order = exam.order if exam is not None else None
+        study = str(header.get("StudyInstanceUID", ""))
+        exam_id = order.exam_id if order is not None and order.study_instance_uid == study else None
+        payload = {
+            "sop_class_uid": str(header.get("SOPClassUID", "")),
+            "sop_instance_uid": str(header.get("SOPInstanceUID", "")),
+            "series_instance_uid": str(header.get("SeriesInstanceUID", "")),
+            "study_instance_uid": study,
+            "file": path.name,
+        }
+        self.journal.append("dicom-in", payload, exam_id=exam_id)
+        if self.outbox is not None and PACS in self.outbox.destinations:
+            self.outbox.enqueue_store(path)
+        self._wake.set()
+
+    def _tick(self) -> None:
+        ticks = 0
+        while not self._stop.is_set():
+            self._wake.wait(TICK_S)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            exam = self.exam
+            if exam is None:
+                continue
+            ticks += 1
+            try:
+                exam.note_exposures()
+                if ticks % REPORT_EVERY_TICKS == 0:
+                    exam.report()  # catches up a reporting that failed (disk full, locked)
+            except Exception:
+                log.exception("exposures not read into the exam; retried at the next tick")
+            self._retry_injector()
+
+    def _retry_injector(self) -> None:
+        if self.injector is None or self._injector_connected:
+            return
+        now = time.monotonic()
+        if now < self._next_reconnect_s:
+            return
+        self._next_reconnect_s = now + RECONNECT_S
+        self._try_connect_injector()

@@ -1,0 +1,463 @@
+"""The exam reported outward: one MPPS toward the RIS, the dose report toward the PACS.
+
+:class:`ExamReporting` is the :class:`~acquisition.exam.ExamReporter` of the controller
+(dicom.md §1; IHE RAD-6/7, IHE REM). Its :meth:`~ExamReporting.sync` is **idempotent**: it
+compares what the exam is with what the durable outbox already holds and enqueues only the
+difference, so it can run after every transition, every new exposure, every tick and at
+start-up, and a crash anywhere between a journal entry and an enqueue is repaired by the next
+call. What it enqueues:
+
+* the MPPS N-CREATE IN PROGRESS, once, when the exam is opened (its SOP Instance UID was chosen
+  and journaled with the exam: a restart continues that MPPS, never creates another);
+* an N-SET with the complete Performed Series Sequence (one series per phase) whenever the
+  images the exam holds differ from those of the last N-SET enqueued;
+* when the exam is completed or discontinued: the exam's X-Ray Radiation Dose SR (every
+  exposure of the exam with complete values; its SOP Instance UID derived from the MPPS UID, so
+  that a second build after a crash is the same object), queued for the PACS, then the final
+  N-SET COMPLETED or DISCONTINUED (CID 9301 reason) with the Radiation Dose module, the contrast
+  given (Billing Supplies and Devices) and the dose report in the Referenced Non-Image Composite
+  SOP Instance Sequence.
+
+Each enqueue is journaled as a ``dicom-out`` entry after the outbox holds it. Images and the
+unit's own dose reports reach the PACS by store-and-forward (the controller's storage hook), not
+from here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from acquisition.dose_log import DoseLog
+from acquisition.exam import PHASE_STEPS, ExamOrder, ExamView, phase_sps_id
+from acquisition.exam_machine import ExamState
+from acquisition.journal import Journal
+from dicom_nodes import codes, mpps_builders
+from dicom_nodes.files import write_dataset_durably
+from dicom_nodes.mpps_builders import (
+    ContrastUse,
+    ExposureDose,
+    MppsExam,
+    PerformedSeries,
+    RadiationDose,
+    ScheduledStep,
+)
+from dicom_nodes.outbox import Kind, Message, Outbox
+from dicom_nodes.rdsr import (
+    XRAY_RADIATION_DOSE_SR,
+    CodedConcept,
+    DoseReportContext,
+    DoseReportError,
+    IrradiationEvent,
+    build_rdsr,
+)
+
+log = logging.getLogger(__name__)
+
+#: Where the controller keeps the objects it creates, under ``dicom.storage_dir``.
+CREATED_DIR = "created"
+DOSE_REPORT_SERIES_NUMBER = 900
+
+_VIEW_MEANINGS = {c.value: c.meaning for c in (*codes.VIEWS, *codes.VIEW_MODIFIERS)}
+_FINAL_STATUSES = (mpps_builders.COMPLETED, mpps_builders.DISCONTINUED)
+
+
+@dataclass(frozen=True)
+class ReportingSettings:
+    """Who the controller is toward the hospital."""
+
+    station_ae: str
+    uid_root: str
+    storage_dir: Path
+    station_name: str = ""
+    institution: str = ""
+    ris: bool = True  #: report the MPPS (a RIS is configured)
+    pacs: bool = True  #: queue the dose report (a PACS is configured)
+
+
+def derived_uid(uid_root: str, *parts: str) -> str:
+    """A UID under ``uid_root`` derived from ``parts``: the same parts give the same UID."""
+    return str(generate_uid(prefix=uid_root.rstrip(".") + ".", entropy_srcs=list(parts)))
+
+
+class ExamReporting:
+    """Keeps the outbox in step with the exam (see the module docstring)."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        dose_log: DoseLog,
+        outbox: Outbox | None,
+        settings: ReportingSettings,
+        *,
+        clock: Any = None,
+    ) -> None:
+        self._journal = journal
+        self._dose_log = dose_log
+        self._outbox = outbox
+        self.settings = settings
+        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+
+    # ------------------------------------------------------------------ the one entry point
+
+    def sync(self, view: ExamView) -> None:
+        order = view.order
+        if not order.mpps_instance_uid:
+            return  # an exam journaled before the controller reported MPPS
+        ris = self._outbox is not None and self.settings.ris
+        messages = self._outbox.messages(order.mpps_instance_uid) if ris and self._outbox else []
+        if ris and not any(m.kind == Kind.MPPS_CREATE for m in messages):
+            dataset = mpps_builders.build_mpps_in_progress(self.mpps_exam(order))
+            self._enqueue_mpps(order, Kind.MPPS_CREATE, dataset)
+        last_set = _last_set(messages)
+        if last_set is not None and _status(last_set) in _FINAL_STATUSES:
+            return  # a final state is final
+        series = self.performed_series(order)
+        if view.state.is_final:
+            report = self.dose_report(order)
+            if report is not None:
+                series.append(report)
+            if ris:
+                self._enqueue_final(view, series)
+            return
+        if ris and _referenced(series) != _referenced_in(last_set):
+            dataset = mpps_builders.build_mpps_update(
+                self.mpps_exam(order), series, dose=self.radiation_dose(order)
+            )
+            self._enqueue_mpps(order, Kind.MPPS_SET, dataset)
+
+    # ------------------------------------------------------------------ MPPS content
+
+    def mpps_exam(self, order: ExamOrder) -> MppsExam:
+        """The exam as its MPPS reports it (scheduled: the RIS step; else unscheduled)."""
+        steps: tuple[ScheduledStep, ...] = ()
+        if order.scheduled:
+            steps = (
+                ScheduledStep(
+                    study_instance_uid=order.study_instance_uid,
+                    accession_number=order.accession,
+                    requested_procedure_id=order.requested_procedure_id,
+                    requested_procedure_description=order.requested_procedure_description,
+                    sps_id=order.ris_sps_id,
+                    sps_description=order.ris_sps_description,
+                ),
+            )
+        return MppsExam(
+            mpps_instance_uid=order.mpps_instance_uid,
+            pps_id=order.exam_id[-16:],
+            study_id=order.exam_id[-16:],
+            station_ae=self.settings.station_ae,
+            started_at=_local(order.opened_at),
+            patient_name=order.patient_name,
+            patient_id=order.patient_id,
+            patient_birth_date=order.patient_birth_date,
+            patient_sex=order.patient_sex,
+            steps=steps,
+            study_instance_uid=order.study_instance_uid,
+            station_name=self.settings.station_name,
+            performed_protocol_codes=(codes.MAMMARY_DUCTOGRAM,),
+        )
+
+    def performed_series(self, order: ExamOrder) -> list[PerformedSeries]:
+        """One Performed Series item per series of the exam's images (one per phase), plus
+        the unit's own dose reports, in the order they arrived."""
+        by_series: dict[str, list[tuple[str, str]]] = {}
+        phase_of: dict[str, str] = {}
+        for row in self._dose_log.list_exposures(order.accession):
+            series_uid, sop_class = row.get("series_instance_uid"), row.get("sop_class_uid")
+            if not series_uid or not sop_class or not row.get("sop_instance_uid"):
+                continue
+            images = by_series.setdefault(series_uid, [])
+            for sop_instance in self._dose_log.image_uids(int(row["id"])):
+                if (sop_class, sop_instance) not in images:
+                    images.append((sop_class, sop_instance))
+            phase_of.setdefault(series_uid, _phase_name(order, row.get("sps_id")))
+        series = [
+            PerformedSeries(
+                series_instance_uid=uid,
+                protocol_name=f"Galactography {phase_of[uid]}",
+                description=f"Galactography {phase_of[uid]}",
+                retrieve_ae_title=self.settings.station_ae,
+                images=tuple(images),
+            )
+            for uid, images in by_series.items()
+        ]
+        unit_reports = self._received_dose_reports(order)
+        if unit_reports:
+            series.append(
+                PerformedSeries(
+                    series_instance_uid=unit_reports[0][0],
+                    protocol_name="Dose reports",
+                    description="X-Ray Radiation Dose SR of the unit",
+                    non_images=tuple((XRAY_RADIATION_DOSE_SR, uid) for _, uid in unit_reports),
+                )
+            )
+        return series
+
+    def _received_dose_reports(self, order: ExamOrder) -> list[tuple[str, str]]:
+        found = []
+        for entry in self._journal.entries(exam_id=order.exam_id):
+            p = entry.payload
+            if entry.kind == "dicom-in" and p.get("sop_class_uid") == XRAY_RADIATION_DOSE_SR:
+                found.append((str(p.get("series_instance_uid", "")), str(p["sop_instance_uid"])))
+        return found
+
+    def radiation_dose(self, order: ExamOrder) -> RadiationDose:
+        """The MPPS Radiation Dose module (PS3.3 C.4.16): one item per complete exposure."""
+        items = []
+        for row in self._dose_log.list_exposures(order.accession):
+            kvp, ma, ms = row.get("kvp"), row.get("tube_current_ma"), row.get("exposure_time_ms")
+            if kvp is None or ma is None or ms is None:
+                continue
+            items.append(
+                ExposureDose(
+                    kvp=float(kvp),
+                    tube_current_ua=float(ma) * 1000.0,
+                    exposure_time_ms=round(float(ms)),
+                    filter_type="STRIP",
+                    filter_material=str(row.get("filter_material") or ""),
+                )
+            )
+        return RadiationDose(exposures=tuple(items))
+
+    # ------------------------------------------------------------------ the dose report
+
+    def dose_report_uid(self, order: ExamOrder) -> str:
+        return derived_uid(self.settings.uid_root, order.mpps_instance_uid, "rdsr")
+
+    def dose_report_path(self, order: ExamOrder) -> Path:
+        uid = self.dose_report_uid(order)
+        return self.settings.storage_dir / CREATED_DIR / order.study_instance_uid / f"{uid}.dcm"
+
+    def dose_report(self, order: ExamOrder) -> PerformedSeries | None:
+        """Write (once) and queue the exam's RDSR; its series item, or None without events."""
+        path = self.dose_report_path(order)
+        uid = self.dose_report_uid(order)
+        series_uid = derived_uid(self.settings.uid_root, order.mpps_instance_uid, "rdsr-series")
+        if not path.exists():
+            events, skipped = self.irradiation_events(order)
+            if not events:
+                return None
+            try:
+                ds = build_rdsr(
+                    self._report_context(order, skipped),
+                    events,
+                    sop_instance_uid=uid,
+                    series_instance_uid=series_uid,
+                )
+            except DoseReportError:
+                log.exception("the exam's dose report could not be built")
+                return None
+            write_dataset_durably(ds, path)
+            self._journal.append(
+                "dose-report",
+                {"sop_instance_uid": uid, "events": len(events), "skipped": skipped},
+                exam_id=order.exam_id,
+                now=self._clock(),
+            )
+        if self._outbox is not None and self.settings.pacs and not self._outbox.messages(uid):
+            self._outbox.enqueue_store(path)
+            self._journal_out(order, Kind.C_STORE, uid)
+        return PerformedSeries(
+            series_instance_uid=series_uid,
+            protocol_name="Dose report",
+            description="X-Ray Radiation Dose SR of the exam",
+            non_images=((XRAY_RADIATION_DOSE_SR, uid),),
+        )
+
+    def irradiation_events(self, order: ExamOrder) -> tuple[list[IrradiationEvent], int]:
+        """The exam's exposures as RDSR events, and how many were left out (a value missing:
+        the report says nothing it does not know; the dose log flags those rows)."""
+        events, skipped = [], 0
+        for row in self._dose_log.list_exposures(order.accession):
+            event = _event_from_row(row, self.settings.uid_root)
+            if event is None:
+                skipped += 1
+            else:
+                events.append(event)
+        return events, skipped
+
+    def _report_context(self, order: ExamOrder, skipped: int) -> DoseReportContext:
+        opened = _local(order.opened_at)
+        return DoseReportContext(
+            study_instance_uid=order.study_instance_uid,
+            patient_name=order.patient_name,
+            patient_id=order.patient_id,
+            patient_birth_date=order.patient_birth_date,
+            patient_sex=order.patient_sex,
+            accession_number=order.accession,
+            study_id=order.exam_id[-16:],
+            study_date=opened.strftime("%Y%m%d"),
+            study_time=opened.strftime("%H%M%S"),
+            study_description=order.requested_procedure_description,
+            manufacturer="galacto",
+            model_name="galacto acquisition controller",
+            station_name=self.settings.station_name,
+            institution_name=self.settings.institution,
+            device_observer_uid=derived_uid(self.settings.uid_root, "device", "controller"),
+            dose_sources=("automated",),
+            performed_procedure_step_uid=order.mpps_instance_uid,
+            uid_prefix=self.settings.uid_root.rstrip(".") + ".",
+            content_datetime=self._clock().astimezone().replace(tzinfo=None),
+            series_number=DOSE_REPORT_SERIES_NUMBER,
+        )
+
+    # ------------------------------------------------------------------ enqueueing
+
+    def _enqueue_final(self, view: ExamView, series: list[PerformedSeries]) -> None:
+        order = view.order
+        exam = self.mpps_exam(order)
+        ended = self._clock().astimezone().replace(tzinfo=None)
+        ended = max(ended, exam.started_at)
+        dose = self.radiation_dose(order)
+        given = sum(c.delivered_ml for c in view.contrast)
+        contrast = ContrastUse(round(given, 3)) if given > 0 else None
+        if view.state is ExamState.COMPLETED:
+            dataset = mpps_builders.build_mpps_completed(
+                exam, series, ended, dose=dose, contrast=contrast
+            )
+        else:
+            reason = _reason(view.discontinuation_reason)
+            dataset = mpps_builders.build_mpps_discontinued(
+                exam, series, ended, reason=reason, dose=dose, contrast=contrast
+            )
+        self._enqueue_mpps(order, Kind.MPPS_SET, dataset)
+
+    def _enqueue_mpps(self, order: ExamOrder, kind: str, dataset: Dataset) -> None:
+        assert self._outbox is not None
+        if kind == Kind.MPPS_CREATE:
+            self._outbox.enqueue_mpps_create(order.mpps_instance_uid, dataset)
+        else:
+            self._outbox.enqueue_mpps_set(order.mpps_instance_uid, dataset)
+        self._journal_out(order, kind, order.mpps_instance_uid, _status(dataset))
+
+    def _journal_out(self, order: ExamOrder, kind: str, uid: str, status: str = "") -> None:
+        payload = {"kind": kind, "sop_instance_uid": uid}
+        if status:
+            payload["status"] = status
+        self._journal.append("dicom-out", payload, exam_id=order.exam_id, now=self._clock())
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _local(iso: str) -> dt.datetime:
+    """A journaled UTC instant as naive local time (DICOM DA/TM are local)."""
+    moment = dt.datetime.fromisoformat(iso) if iso else dt.datetime.now(dt.UTC)
+    return moment.astimezone().replace(tzinfo=None)
+
+
+def _phase_name(order: ExamOrder, sps_id: str | None) -> str:
+    for state in PHASE_STEPS:
+        if sps_id == phase_sps_id(order.exam_id, state):
+            return state.value
+    return "unscheduled"
+
+
+def _reason(code_value: str | None) -> codes.Code:
+    for code in codes.DISCONTINUATION_REASONS:
+        if code.value == code_value:
+            return code
+    return codes.DISCONTINUED_UNSPECIFIED
+
+
+def _last_set(messages: Sequence[Message]) -> Dataset | None:
+    for message in reversed(messages):
+        if message.kind == Kind.MPPS_SET and message.payload_json:
+            return Dataset.from_json(message.payload_json)
+    return None
+
+
+def _status(dataset: Dataset) -> str:
+    return str(dataset.get("PerformedProcedureStepStatus", "") or "")
+
+
+def _referenced(series: Iterable[PerformedSeries]) -> set[str]:
+    return {uid for s in series for _, uid in (*s.images, *s.non_images)}
+
+
+_REFERENCE_SEQUENCES = (
+    "ReferencedImageSequence",
+    "ReferencedNonImageCompositeSOPInstanceSequence",
+)
+
+
+def _referenced_in(dataset: Dataset | None) -> set[str]:
+    if dataset is None:
+        return set()
+    found = set()
+    for item in dataset.get("PerformedSeriesSequence", []):
+        for keyword in _REFERENCE_SEQUENCES:
+            for ref in item.get(keyword, []):
+                found.add(str(ref.ReferencedSOPInstanceUID))
+    return found
+
+
+_EVENT_FIELDS = (
+    "acquisition_datetime",
+    "laterality",
+    "view_code",
+    "kvp",
+    "exposure_uas",
+    "tube_current_ma",
+    "exposure_time_ms",
+    "focal_spot_mm",
+    "anode",
+    "filter_material",
+    "filter_thickness_mm",
+    "compressed_thickness_mm",
+    "compression_force_n",
+    "hvl_mm_al",
+    "esak_mgy",
+    "agd_reported_mgy",
+)
+
+
+def _event_from_row(row: dict[str, Any], uid_root: str) -> IrradiationEvent | None:
+    """One dose-log row as an RDSR irradiation event; None when a value is missing."""
+    if any(row.get(name) in (None, "") for name in _EVENT_FIELDS):
+        return None
+    if row.get("laterality") not in ("L", "R"):
+        return None
+    try:
+        started = dt.datetime.fromisoformat(str(row["acquisition_datetime"]))
+    except ValueError:
+        return None
+    modifiers = [m for m in str(row.get("view_modifier_codes") or "").split(",") if m]
+    event_uid = row.get("irradiation_event_uid") or derived_uid(
+        uid_root, str(row.get("sop_instance_uid") or row["id"]), "event"
+    )
+    return IrradiationEvent(
+        irradiation_event_uid=str(event_uid),
+        datetime_started=started.replace(tzinfo=None),
+        laterality=str(row["laterality"]),
+        view=_concept(str(row["view_code"])),
+        view_modifiers=tuple(_concept(m) for m in modifiers),
+        kvp=float(row["kvp"]),
+        exposure_uas=float(row["exposure_uas"]),
+        tube_current_ma=float(row["tube_current_ma"]),
+        exposure_time_ms=float(row["exposure_time_ms"]),
+        focal_spot_mm=float(row["focal_spot_mm"]),
+        anode=str(row["anode"]),
+        filter_material=str(row["filter_material"]),
+        filter_thickness_min_mm=float(row["filter_thickness_mm"]),
+        filter_thickness_max_mm=float(row["filter_thickness_mm"]),
+        compressed_thickness_mm=float(row["compressed_thickness_mm"]),
+        compression_force_n=float(row["compression_force_n"]),
+        hvl_mm_al=float(row["hvl_mm_al"]),
+        esak_mgy=float(row["esak_mgy"]),
+        reference_point=str(row.get("esak_reference_point") or "113865"),
+        agd_mgy=float(row["agd_reported_mgy"]),
+        acquisition_protocol=f"Galactography {row.get('phase') or ''}".strip(),
+    )
+
+
+def _concept(value: str) -> CodedConcept:
+    return CodedConcept(value, "SCT", _VIEW_MEANINGS.get(value, value))

@@ -1,0 +1,215 @@
+"""The simulated room: injector, RIS, PACS and mammography unit around one controller.
+
+What ``galacto demo`` and the end-to-end tests stand the controller in. :class:`SimulatedRoom`
+starts the injector simulator on a real pseudo-terminal and the RIS and PACS simulators on
+loopback (port 0), schedules galactography orders at the RIS, and builds the simulated unit
+once the controller's unit-facing address is known. :class:`UnitAutopilot` plays the
+technologist at the unit in the interactive demo: whenever the controller offers a new phase
+step on its worklist, the unit performs it (the step's planned views).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dicom_nodes.network import Timeouts
+from simulators.injector import InjectorSimulator
+from simulators.pacs import SimulatedPacs
+from simulators.ris import SimulatedRis
+from simulators.ris_orders import DemoOrder
+from simulators.unit import PerformedStep, SimulatedUnit, UnitError, WorklistStep
+from simulators.unit_images import ContrastAdministration, Injection
+from simulators.unit_physics import View
+
+log = logging.getLogger(__name__)
+
+UNIT_AE = "MG_SIM"
+RIS_AE = "RIS_SIM"
+PACS_AE = "PACS_SIM"
+#: The station the RIS schedules galactography for: the controller (dicom.md §1).
+CONTROLLER_STATION_AE = "GALACTO"
+
+
+@dataclass(frozen=True)
+class PeerAddress:
+    host: str
+    port: int
+    ae_title: str
+
+
+@dataclass(frozen=True)
+class RoomEndpoints:
+    injector_url: str
+    ris: PeerAddress
+    pacs: PeerAddress
+    unit_ae_title: str
+
+
+class SimulatedRoom:
+    """The equipment around the controller; ``start()`` … ``stop()`` (or a ``with`` block)."""
+
+    def __init__(self, *, time_scale: float = 20.0, seed: int = 0) -> None:
+        self.seed = seed
+        self.injector = InjectorSimulator(seed=seed, time_scale=time_scale)
+        self.ris = SimulatedRis(RIS_AE, seed=seed, station_ae=CONTROLLER_STATION_AE)
+        self.pacs = SimulatedPacs(PACS_AE)
+        self._endpoints: RoomEndpoints | None = None
+        self._units: list[SimulatedUnit] = []
+
+    def start(self) -> RoomEndpoints:
+        try:
+            url = self.injector.serve_pty()
+            ris_host, ris_port = self.ris.start()
+            pacs_host, pacs_port = self.pacs.start()
+        except BaseException:
+            self.stop()
+            raise
+        self._endpoints = RoomEndpoints(
+            injector_url=url,
+            ris=PeerAddress(ris_host, ris_port, RIS_AE),
+            pacs=PeerAddress(pacs_host, pacs_port, PACS_AE),
+            unit_ae_title=UNIT_AE,
+        )
+        return self._endpoints
+
+    def stop(self) -> None:
+        self.pacs.stop()
+        self.ris.stop()
+        self.injector.close()
+
+    def __enter__(self) -> SimulatedRoom:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def endpoints(self) -> RoomEndpoints:
+        if self._endpoints is None:
+            raise RuntimeError("the room is not started")
+        return self._endpoints
+
+    def controller_settings(self) -> dict[str, Any]:
+        """The ``--set`` overrides that point a controller at this room."""
+        e = self.endpoints
+        return {
+            "injector.url": e.injector_url,
+            "ris.host": e.ris.host,
+            "ris.port": e.ris.port,
+            "ris.ae_title": e.ris.ae_title,
+            "ris.station_ae_title": CONTROLLER_STATION_AE,
+            "pacs.host": e.pacs.host,
+            "pacs.port": e.pacs.port,
+            "pacs.ae_title": e.pacs.ae_title,
+            "dicom.unit_ae_title": e.unit_ae_title,
+        }
+
+    def schedule_order(self, side: str = "L") -> DemoOrder:
+        """Schedule one more galactography order at the RIS, for the ``side`` breast."""
+        order = self.ris.add_orders(1)[0]
+        if order.side != side:
+            self.ris.withdraw_order(order.accession_number)
+            order = dataclasses.replace(order, side=side)
+            self.ris.add_order(order)
+        return order
+
+    def unit(self, host: str, port: int, controller_ae: str, **kwargs: Any) -> SimulatedUnit:
+        """The simulated unit, talking to the controller at ``host:port``."""
+        kwargs.setdefault("seed", self.seed)
+        kwargs.setdefault("timeouts", Timeouts(connection_s=3, acse_s=5, dimse_s=15, network_s=30))
+        unit = SimulatedUnit(host, port, controller_ae, ae_title=UNIT_AE, **kwargs)
+        self._units.append(unit)
+        return unit
+
+
+def offered_step(unit: SimulatedUnit, sps_id: str) -> WorklistStep | None:
+    """The step ``sps_id`` if the controller's worklist offers it to the unit now."""
+    for step in unit.poll_worklist():
+        if step.sps_id == sps_id:
+            return step
+    return None
+
+
+def perform(
+    unit: SimulatedUnit,
+    step: WorklistStep,
+    views: Sequence[str],
+    contrast: ContrastAdministration | None = None,
+) -> PerformedStep:
+    """The unit performs one phase step with the given views (``"L-CC"``, ``"L-ML-MAG"``)."""
+    return unit.perform_step(step, [View.parse(v) for v in views], contrast=contrast)
+
+
+class UnitAutopilot:
+    """Performs every new step the controller offers, with its planned views (interactive
+    demo). Polls the worklist every ``interval_s``; a failure is logged and tried again."""
+
+    def __init__(
+        self,
+        unit: SimulatedUnit,
+        *,
+        interval_s: float = 1.0,
+        on_performed: Callable[[PerformedStep], None] | None = None,
+    ) -> None:
+        self.unit = unit
+        self.interval_s = interval_s
+        self.on_performed = on_performed
+        self._done: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="unit-autopilot", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30.0)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                steps = self.unit.poll_worklist()
+            except UnitError as exc:
+                log.warning("unit autopilot: worklist query failed: %s", exc)
+                continue
+            for step in steps:
+                if step.sps_id in self._done:
+                    continue
+                self._done.add(step.sps_id)
+                try:
+                    performed = self.unit.perform_step(step)
+                except UnitError as exc:
+                    log.warning("unit autopilot: step not performed: %s", exc)
+                    continue
+                if self.on_performed is not None:
+                    self.on_performed(performed)
+
+
+def contrast_given(
+    injections: Sequence[tuple[float, dt.datetime, dt.datetime, float]],
+) -> ContrastAdministration | None:
+    """The Contrast/Bolus content of post-contrast images from the controller's records:
+    ``(delivered mL, start, stop, rate mL/min)`` per injection (none given: None)."""
+    given = [i for i in injections if i[0] > 0]
+    if not given:
+        return None
+    return ContrastAdministration(
+        tuple(
+            Injection(
+                volume_ml=round(volume, 3),
+                start=start.astimezone().time(),
+                stop=stop.astimezone().time(),
+                flow_rate_ml_s=round(rate / 60.0, 4),
+                flow_duration_s=round(max((stop - start).total_seconds(), 0.0), 1),
+            )
+            for volume, start, stop, rate in given
+        )
+    )
