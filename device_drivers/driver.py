@@ -311,6 +311,10 @@ class _Configuration:
     volume_ml: float
 
 
+#: Prompts of a pump whose motor is at rest.
+_AT_REST = frozenset({Prompt.STOPPED, Prompt.USER_WAIT})
+
+
 class NewEraInjector(InjectorABC):
     """The real driver; the URL decides what is at the other end (style.md §2).
 
@@ -473,6 +477,11 @@ class NewEraInjector(InjectorABC):
             status = link.status()
             if status.alarm is not None:
                 raise DeviceRefusedError(f"the injector reports alarm A?{status.alarm.value}")
+            if status.prompt not in _AT_REST:
+                # Moving while no injection of ours is known (a controller that died during
+                # one, someone at the keypad): the motor stops before anything else.
+                log.error("injector found moving at connect (%s): stopping it", status.prompt.name)
+                self._send_stop()
             self._drain_link_events()
         finally:
             self._handshaking = False

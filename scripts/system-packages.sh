@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Install the Debian packages the interop tests and benchmarks talk to, when they are missing.
+# Install the Debian packages the interop tests, the browser test and the benchmarks talk to,
+# when they are missing.
 # Only as root (CI and the development machines run as root); otherwise list what is missing
 # and carry on: the interop tests then fail loudly rather than pretend.
 set -euo pipefail
 declare -A wanted=(
     [findscu]=dcmtk [storescp]=dcmtk [wlmscpfs]=dcmtk [storescu]=dcmtk
     [dsrdump]=dcmtk [dciodvfy]=dicom3tools [openssl]=openssl
+    [chromium]=chromium [chromedriver]=chromium-driver
 )
 missing=()
 for tool in "${!wanted[@]}"; do

@@ -5,6 +5,9 @@ Also the home of the fixtures the fault, soak and CLI tests share.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 
@@ -293,3 +296,30 @@ def test_spy_url_passes_through(
     driver.configure("1ml", 0.3, 0.1)
     driver.close()
     assert "VER" in capsys.readouterr().err
+
+
+def test_a_pump_found_moving_at_connect_is_stopped_first(
+    sim: InjectorSimulator, make_driver: Callable[..., NewEraInjector]
+) -> None:
+    """A controller that died during an injection (SIGKILL: no STP) leaves the pump running
+    until its watchdog; the next controller's connect must stop it before anything else, not
+    keep the watchdog fed while the motor runs on."""
+    url = sim.serve_pty()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "acquisition", "inject", "--url", url, "--volume-ml", "1.0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while sim.snapshot().infused_ml < 0.02:
+            assert time.monotonic() < deadline, "the injection never started"
+            time.sleep(0.01)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    assert sim.snapshot().prompt is Prompt.INFUSING
+    driver = make_driver(url)
+    driver.connect()
+    assert sim.snapshot().prompt is Prompt.STOPPED
+    assert sim.snapshot().infused_ml < 1.0

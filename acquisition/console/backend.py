@@ -1,0 +1,527 @@
+"""What the technologists' console shows and the commands it sends (docs/console.md).
+
+:class:`ConsoleBackend` is the console without HTTP: :meth:`~ConsoleBackend.snapshot` is a
+JSON-serialisable view of the exam, the injector, the exam's exposures and the RIS orders;
+:meth:`~ConsoleBackend.command` turns one operator command (a name and JSON arguments) into a
+call on :class:`~acquisition.exam.ExamService`. It keeps no exam state of its own: every command
+goes to the service, which journals it and may refuse it (:class:`~acquisition.exam_machine.
+Refused` and :class:`~acquisition.exam.ExamError` propagate); bad arguments are a
+:class:`ValueError` raised before the service is called.
+
+Which commands are allowed now is asked of the machine itself (:func:`~acquisition.exam_machine.
+next_state` with the service's facts), so a disabled button shows the reason the service would
+give. Each part of the snapshot is read on its own: a failing read (the RIS order store, the
+outbox, the injector link) shows as an error in that part and never hides the exam state.
+Patient data goes to the page only, never to the log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import math
+import re
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from acquisition.dose_log import DoseLog
+from acquisition.exam import (
+    CHECKLIST,
+    ExamService,
+    Patient,
+    PhysicianOverride,
+    checklist_blockers,
+)
+from acquisition.exam_machine import ExamEvent, ExamFacts, ExamState, Refused, next_state
+from device_drivers.base import InjectorABC, InjectorState
+from device_drivers.errors import DriverError
+from dicom_nodes.codes import DISCONTINUATION_REASONS, VIEW_MODIFIERS, VIEWS
+from dicom_nodes.mwl_scu import WorklistItem
+from dicom_nodes.ris_orders import RisOrderStore
+
+log = logging.getLogger(__name__)
+
+S, E = ExamState, ExamEvent
+
+LINK_LOST = "link lost"
+
+#: What the technologist reads beside each checklist item (True = the condition is present).
+CHECKLIST_LABELS: dict[str, str] = {
+    "pregnancy_possible": "Pregnancy possible",
+    "contrast_allergy": "Allergy to iodinated contrast",
+    "active_mastitis": "Active mastitis or breast abscess",
+    "no_discharge": "No discharge at the time of the exam",
+    "premedication_documented": "Premedication for the allergy documented",
+    "nipple_squeezed_beforehand": "Nipple squeezed beforehand",
+    "deodorant_powder_lotion": "Deodorant, talcum powder or lotion on the breast",
+    "jewelry_not_removed": "Jewelry not removed",
+    "prior_breast_surgery": "Prior breast surgery",
+    "hormone_use": "Hormone use",
+    "lactation": "Lactation",
+    "nipple_retraction": "Nipple retraction",
+}
+
+#: Short names of the CID 4014 views and CID 4015 modifiers the exposures table shows.
+_VIEW_NAMES = dict(
+    zip(
+        (code.value for code in VIEWS),
+        ("CC", "MLO", "ML", "LM", "LMO", "XCCL", "XCCM"),
+        strict=True,
+    )
+)
+_MODIFIER_NAMES = dict(zip((code.value for code in VIEW_MODIFIERS), ("mag", "spot"), strict=True))
+
+#: Commands that are fed to the machine as one event, for the "allowed now" view.
+_EVENT_OF: dict[str, ExamEvent] = {
+    "select-order": E.SELECT_ORDER,
+    "register-unscheduled": E.REGISTER_UNSCHEDULED,
+    "pass-checklist": E.PASS_CHECKLIST,
+    "finish-pre-contrast": E.FINISH_PRE_CONTRAST,
+    "start-injection": E.START_INJECTION,
+    "acknowledge-fault": E.ACKNOWLEDGE_FAULT,
+    "complete": E.COMPLETE,
+    "discontinue": E.DISCONTINUE,
+    "close": E.CLOSE,
+}
+
+#: Where the service accepts the confirmations (ExamService._confirm: before an injection).
+_CONFIRMABLE = (S.CANNULATION, S.POST_INJECTION_1)
+
+#: Every console command, in the order the page lists them.
+COMMANDS: tuple[str, ...] = (
+    "select-order",
+    "register-unscheduled",
+    "answer-checklist",
+    "pass-checklist",
+    "finish-pre-contrast",
+    "confirm-cannulation",
+    "confirm-air-purge",
+    "start-injection",
+    "stop-injection",
+    "acknowledge-fault",
+    "complete",
+    "discontinue",
+    "close",
+    "refresh-orders",
+)
+
+_DATE = re.compile(r"\d{8}")
+_LO_MAX = 64  # DICOM LO / PN component group length
+
+
+def _optional_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+class ConsoleBackend:
+    """The console's view of the room and its commands; thread-safe (the service is)."""
+
+    def __init__(
+        self,
+        exam: ExamService,
+        dose_log: DoseLog,
+        *,
+        orders: RisOrderStore | None = None,
+        injector: InjectorABC | None = None,
+        outbox_counts: Callable[[], dict[str, int]] | None = None,
+        refresh_orders: Callable[[], None] | None = None,
+    ) -> None:
+        self.exam = exam
+        self.dose_log = dose_log
+        self.orders = orders
+        self.injector = injector
+        self._outbox_counts = outbox_counts
+        self._refresh_orders = refresh_orders
+        self._lock = threading.Lock()
+        # The last checklist answered here: (exam ID, passed, blocking items). Feedback for the
+        # page only; the journal holds the record.
+        self._last_checklist: tuple[str | None, bool, list[str]] | None = None
+        self._handlers: dict[str, Callable[[Mapping[str, Any], str], None]] = {
+            "select-order": self._select_order,
+            "register-unscheduled": self._register_unscheduled,
+            "answer-checklist": self._answer_checklist,
+            "pass-checklist": self._no_args(exam.pass_checklist),
+            "finish-pre-contrast": self._no_args(exam.finish_pre_contrast),
+            "confirm-cannulation": self._no_args(exam.confirm_cannulation),
+            "confirm-air-purge": self._no_args(exam.confirm_air_purge),
+            "start-injection": self._start_injection,
+            "stop-injection": self._no_args(exam.stop_injection),
+            "acknowledge-fault": self._no_args(exam.acknowledge_fault),
+            "complete": self._no_args(exam.complete),
+            "discontinue": self._discontinue,
+            "close": self._no_args(exam.close_exam),
+            "refresh-orders": self._no_args(lambda _op: self._refresh()),
+        }
+        assert tuple(self._handlers) == COMMANDS
+
+    # ------------------------------------------------------------------ the view
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the page shows, as plain JSON values."""
+        errors: list[str] = []
+        state = self.exam.state
+        facts = self.exam.facts()
+        order = self.exam.order
+        accession = order.accession if order is not None else None
+        snapshot: dict[str, Any] = {
+            "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+            "exam": {
+                "state": state.value,
+                "injecting": state.is_injecting,
+                "final": state.is_final,
+                "order": None if order is None else dataclasses.asdict(order),
+            },
+            "facts": self._facts_view(facts),
+            "max_volume_ml_now": self._max_volume_ml(facts),
+            "actions": self._actions(state, facts),
+            "injector": self._injector_view(),
+            "checklist": [
+                {"item": item, "label": CHECKLIST_LABELS.get(item, item), "blocking": blocking}
+                for item, blocking in CHECKLIST.items()
+            ],
+            "checklist_result": self._checklist_result(order.exam_id if order else None),
+            "discontinuation_reasons": [
+                {"value": code.value, "scheme": code.scheme, "meaning": code.meaning}
+                for code in sorted(DISCONTINUATION_REASONS, key=lambda code: code.meaning)
+            ],
+            "orders_available": self.orders is not None,
+            "orders_refreshable": self._refresh_orders is not None,
+            "outbox": None,
+            "exposures": [],
+            "agd_totals_mgy": {},
+            "orders": [],
+            "errors": errors,
+        }
+        if accession is not None:
+            try:
+                rows = self.dose_log.list_exposures(accession)
+                snapshot["exposures"] = [self._exposure_view(row) for row in rows]
+                snapshot["agd_totals_mgy"] = self.dose_log.agd_totals_by_breast(accession)
+            except Exception as exc:
+                errors.append(f"dose log not readable: {exc}")
+                log.warning("console: dose log not readable: %s", type(exc).__name__)
+        if self.orders is not None:
+            try:
+                snapshot["orders"] = [self._order_view(o.item) for o in self.orders.orders()]
+            except Exception as exc:
+                errors.append(f"RIS orders not readable: {exc}")
+                log.warning("console: RIS orders not readable: %s", type(exc).__name__)
+        if self._outbox_counts is not None:
+            try:
+                snapshot["outbox"] = dict(self._outbox_counts())
+            except Exception as exc:
+                errors.append(f"outbox not readable: {exc}")
+                log.warning("console: outbox not readable: %s", type(exc).__name__)
+        return snapshot
+
+    @staticmethod
+    def _facts_view(facts: ExamFacts) -> dict[str, Any]:
+        view = dataclasses.asdict(facts)
+        view["fault_phase"] = facts.fault_phase.value if facts.fault_phase else None
+        del view["requested_volume_ml"]  # a property of one start, not of the exam
+        return view
+
+    @staticmethod
+    def _max_volume_ml(facts: ExamFacts) -> float:
+        """The largest volume the limits allow for the next injection (0 when none)."""
+        limits = facts.limits
+        left = limits.max_volume_per_exam_ml - facts.volume_given_ml
+        return round(max(0.0, min(limits.max_volume_per_injection_ml, left)), 6)
+
+    def _actions(self, state: ExamState, facts: ExamFacts) -> dict[str, dict[str, Any]]:
+        """Each command: allowed now, or the reason it would be refused."""
+
+        def verdict(reason: str | None) -> dict[str, Any]:
+            return {"allowed": reason is None, "reason": reason}
+
+        def machine(event: ExamEvent, probe: ExamFacts) -> str | None:
+            try:
+                next_state(state, event, probe)
+            except Refused as refused:
+                return refused.reason
+            return None
+
+        actions: dict[str, dict[str, Any]] = {}
+        for command, event in _EVENT_OF.items():
+            probe = facts
+            if event is E.START_INJECTION:
+                # Ask with the largest volume the limits leave, so that "allowed" means some
+                # volume can be given; the volume typed in is checked again on start.
+                volume = self._max_volume_ml(facts) or facts.limits.max_volume_per_injection_ml
+                probe = dataclasses.replace(facts, requested_volume_ml=volume)
+            elif event is E.DISCONTINUE:
+                # The reason is chosen with the command; ask whether one would be accepted.
+                probe = dataclasses.replace(facts, discontinuation_reason="reason")
+            actions[command] = verdict(machine(event, probe))
+
+        if state is S.FAULT:
+            not_checklist: str | None = "acknowledge the fault first"
+        elif state is not S.CHECKLIST:
+            not_checklist = f"the checklist is answered in checklist, not {state.value}"
+        else:
+            not_checklist = None
+        actions["answer-checklist"] = verdict(not_checklist)
+        if state is S.FAULT:
+            not_confirmable: str | None = "acknowledge the fault first"
+        elif state not in _CONFIRMABLE:
+            not_confirmable = f"confirmed before an injection, not in {state.value}"
+        else:
+            not_confirmable = None
+        actions["confirm-cannulation"] = verdict(not_confirmable)
+        actions["confirm-air-purge"] = verdict(not_confirmable)
+        actions["stop-injection"] = verdict(
+            None if state.is_injecting else "no injection is running"
+        )
+        if self.orders is None:
+            actions["select-order"] = verdict("no RIS worklist is configured")
+        actions["refresh-orders"] = verdict(
+            None if self._refresh_orders is not None else "no RIS worklist is configured"
+        )
+        return {command: actions[command] for command in COMMANDS}
+
+    def _injector_view(self) -> dict[str, Any]:
+        injector = self.injector
+        if injector is None:
+            return {"present": False, "link": "none", "state": None, "progress": None}
+        view: dict[str, Any] = {"present": True, "link": "ok", "state": None, "progress": None}
+        try:
+            view["state"] = injector.state.value
+        except DriverError:
+            view["link"] = LINK_LOST
+            return view
+        try:
+            progress = injector.progress()
+        except DriverError:
+            view["link"] = LINK_LOST
+            return view
+        view["state"] = progress.state.value
+        view["progress"] = {
+            "delivered_ml": _optional_float(progress.delivered_ml),
+            "target_ml": _optional_float(progress.target_ml),
+            "pressure_kpa": _optional_float(progress.pressure_kpa),
+            "baseline_kpa": _optional_float(progress.baseline_kpa),
+            "rate_ml_min": _optional_float(progress.rate_ml_min),
+            "elapsed_s": _optional_float(progress.elapsed_s),
+        }
+        view["injecting"] = progress.state in (InjectorState.INJECTING, InjectorState.HOLD)
+        return view
+
+    @staticmethod
+    def _exposure_view(row: Mapping[str, Any]) -> dict[str, Any]:
+        uas = row.get("exposure_uas")
+        view = _VIEW_NAMES.get(row.get("view_code") or "", row.get("view_code") or "")
+        modifiers = [
+            _MODIFIER_NAMES.get(code, code)
+            for code in (row.get("view_modifier_codes") or "").split(",")
+            if code
+        ]
+        flags = [reason.strip() for reason in (row.get("review_reasons") or "").split(";")]
+        flags = [flag for flag in flags if flag]
+        if row.get("unknown_step"):
+            flags.insert(0, "not tied to a known worklist step")
+        if row.get("alert_flags"):
+            flags.append(str(row["alert_flags"]))
+        return {
+            "id": row.get("id"),
+            "acquired": row.get("acquisition_datetime"),
+            "phase": row.get("phase"),
+            "view": " ".join([view, *modifiers]).strip(),
+            "laterality": row.get("laterality"),
+            "kvp": _optional_float(row.get("kvp")),
+            "mas": None if uas is None else _optional_float(uas / 1000.0),
+            "anode": row.get("anode"),
+            "filter": row.get("filter_material"),
+            "thickness_mm": _optional_float(row.get("compressed_thickness_mm")),
+            "agd_reported_mgy": _optional_float(row.get("agd_reported_mgy")),
+            "sources": row.get("sources"),
+            "review": flags,
+        }
+
+    @staticmethod
+    def _order_view(item: WorklistItem) -> dict[str, Any]:
+        start = item.sps_start
+        return {
+            "accession": item.accession_number,
+            "sps_id": item.sps_id,
+            "patient_name": item.patient_name,
+            "patient_id": item.patient_id,
+            "birth_date": item.patient_birth_date,
+            "sex": item.patient_sex,
+            "procedure": item.requested_procedure_description or item.sps_description,
+            "scheduled": start.isoformat(sep=" ", timespec="minutes") if start else None,
+            "alerts": [
+                *(f"allergy: {allergy}" for allergy in item.allergies),
+                *item.medical_alerts,
+                *([f"premedication: {item.pre_medication}"] if item.pre_medication else []),
+            ],
+        }
+
+    def _checklist_result(self, exam_id: str | None) -> dict[str, Any] | None:
+        with self._lock:
+            last = self._last_checklist
+        if last is None or exam_id is None or last[0] != exam_id:
+            return None
+        return {"passed": last[1], "blocking": last[2]}
+
+    # ------------------------------------------------------------------ commands
+
+    def command(self, name: str, args: Mapping[str, Any], operator: str) -> None:
+        """Run one operator command.
+
+        :class:`ValueError` for an unknown command, bad arguments or a missing operator;
+        :class:`~acquisition.exam_machine.Refused` and :class:`~acquisition.exam.ExamError`
+        from the service.
+        """
+        handler = self._handlers.get(name)
+        if handler is None:
+            raise ValueError(f"unknown command {name!r}; known: {', '.join(COMMANDS)}")
+        if not isinstance(operator, str) or not operator.strip():
+            raise ValueError("the operator's name is required")
+        if not isinstance(args, Mapping):
+            raise ValueError("args must be a JSON object")
+        handler(args, operator.strip())
+
+    @staticmethod
+    def _no_args(call: Callable[[str], None]) -> Callable[[Mapping[str, Any], str], None]:
+        def handler(args: Mapping[str, Any], operator: str) -> None:
+            _expect(args, ())
+            call(operator)
+
+        return handler
+
+    def _select_order(self, args: Mapping[str, Any], operator: str) -> None:
+        _expect(args, ("accession", "side"), ("sps_id",))
+        accession = _text(args, "accession")
+        sps_id = _text(args, "sps_id", required=False)
+        side = _side(args)
+        if self.orders is None:
+            raise ValueError("no RIS worklist is configured: register the patient instead")
+        matches = [
+            stored.item
+            for stored in self.orders.orders()
+            if stored.item.accession_number == accession
+            and (not sps_id or stored.item.sps_id == sps_id)
+        ]
+        if not matches:
+            raise ValueError("no current RIS order has that accession number")
+        if len(matches) > 1:
+            raise ValueError("several RIS orders have that accession number: give sps_id")
+        self.exam.select_order(matches[0], side, operator)
+
+    def _register_unscheduled(self, args: Mapping[str, Any], operator: str) -> None:
+        _expect(args, ("name", "patient_id", "side"), ("birth_date", "sex"))
+        name = _text(args, "name")
+        if len(name) > 3 * _LO_MAX or "\\" in name:
+            raise ValueError("name must be a DICOM person name (FAMILY^GIVEN, no backslash)")
+        patient_id = _text(args, "patient_id")
+        if len(patient_id) > _LO_MAX or "\\" in patient_id:
+            raise ValueError(f"patient_id must be at most {_LO_MAX} characters, no backslash")
+        birth_date = _text(args, "birth_date", required=False).replace("-", "")
+        if birth_date and not _is_date(birth_date):
+            raise ValueError("birth_date must be a date, YYYYMMDD or YYYY-MM-DD")
+        sex = _text(args, "sex", required=False) or "F"
+        if sex not in ("F", "M", "O"):
+            raise ValueError("sex must be F, M or O")
+        side = _side(args)
+        patient = Patient(name=name, patient_id=patient_id, birth_date=birth_date, sex=sex)
+        self.exam.register_unscheduled(patient, side, operator)
+
+    def _answer_checklist(self, args: Mapping[str, Any], operator: str) -> None:
+        _expect(args, ("answers",), ("override",))
+        answers = args["answers"]
+        if not isinstance(answers, Mapping) or not all(
+            isinstance(key, str) and isinstance(value, bool) for key, value in answers.items()
+        ):
+            raise ValueError("answers must map checklist items to true or false")
+        override = None
+        raw = args.get("override")
+        if raw is not None:
+            if not isinstance(raw, Mapping):
+                raise ValueError("override must be {physician, reason} or null")
+            _expect(raw, ("physician", "reason"))
+            physician = _text(raw, "physician", required=False)
+            reason = _text(raw, "reason", required=False)
+            if physician or reason:
+                if not (physician and reason):
+                    raise ValueError("a physician override needs the physician and the reason")
+                override = PhysicianOverride(physician=physician, reason=reason)
+        passed = self.exam.answer_checklist(dict(answers), operator, override)
+        with self._lock:
+            self._last_checklist = (self.exam.exam_id, passed, checklist_blockers(answers))
+        if passed:
+            self.exam.pass_checklist(operator)
+
+    def _start_injection(self, args: Mapping[str, Any], operator: str) -> None:
+        _expect(args, ("volume_ml", "rate_ml_min"))
+        volume_ml = _positive(args, "volume_ml")
+        rate_ml_min = _positive(args, "rate_ml_min")
+        self.exam.start_injection(volume_ml, rate_ml_min, operator)
+
+    def _discontinue(self, args: Mapping[str, Any], operator: str) -> None:
+        _expect(args, ("reason_code",))
+        self.exam.discontinue(_text(args, "reason_code"), operator)
+
+    def _refresh(self) -> None:
+        if self._refresh_orders is None:
+            raise ValueError("no RIS worklist is configured")
+        self._refresh_orders()
+
+
+# ---------------------------------------------------------------------- argument checks
+
+
+def _expect(
+    args: Mapping[str, Any], required: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> None:
+    missing = [key for key in required if key not in args]
+    if missing:
+        raise ValueError(f"missing argument(s): {', '.join(missing)}")
+    unknown = sorted(set(args) - set(required) - set(optional))
+    if unknown:
+        raise ValueError(f"unknown argument(s): {', '.join(map(str, unknown))}")
+
+
+def _text(args: Mapping[str, Any], key: str, *, required: bool = True) -> str:
+    value = args.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{key} must be a string")
+    value = value.strip()
+    if required and not value:
+        raise ValueError(f"{key} is required")
+    if any(ord(char) < 0x20 for char in value):
+        raise ValueError(f"{key} must not contain control characters")
+    return value
+
+
+def _side(args: Mapping[str, Any]) -> str:
+    side = _text(args, "side").upper()
+    if side not in ("L", "R"):
+        raise ValueError("side must be L or R (the breast with the discharge)")
+    return side
+
+
+def _positive(args: Mapping[str, Any], key: str) -> float:
+    value = args[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{key} must be a number")
+    number = float(value)
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"{key} must be a positive number")
+    return number
+
+
+def _is_date(text: str) -> bool:
+    if not _DATE.fullmatch(text):
+        return False
+    try:
+        dt.datetime.strptime(text, "%Y%m%d")
+    except ValueError:
+        return False
+    return True

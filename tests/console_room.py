@@ -1,0 +1,166 @@
+"""A control room for the console tests: real journal, dose log, worklist and RIS order files,
+the injector simulator on a real pty behind the real driver, an ExamService, and the console
+served on a loopback port chosen by the kernel."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from acquisition.console import ConsoleBackend, ConsoleServer
+from acquisition.dose_log import DoseLog
+from acquisition.exam import ExamService
+from acquisition.exam_machine import ExamState, Limits
+from acquisition.journal import Journal
+from device_drivers.driver import InjectorLimits, NewEraInjector
+from device_drivers.link import LinkTiming
+from dicom_nodes.dose_extract import from_image_header
+from dicom_nodes.mwl_scu import WorklistItem, WorklistQuery, WorklistResult
+from dicom_nodes.ris_orders import RisOrderStore
+from dicom_nodes.worklist_store import WorklistStore
+from simulators.injector import InjectorSimulator
+from simulators.unit_images import StudyContext, sample_mg_image
+
+TIME_SCALE = 120.0  # 0.1 mL at 0.3 mL/min (20 s) takes ~0.2 s
+FAST_LIMITS = InjectorLimits(baseline_window_s=0.1, poll_interval_s=0.05)
+FAST_TIMING = LinkTiming(reply_timeout_s=0.5, drain_quiet_s=0.1)
+HTTP_TIMEOUT_S = 20.0
+ACC = "ACC0077"
+STUDY_UID = "1.2.826.0.1.3680043.8.498.77"
+ALL_CLEAR = {
+    "pregnancy_possible": False,
+    "contrast_allergy": False,
+    "active_mastitis": False,
+    "no_discharge": False,
+}
+ORDER = WorklistItem(
+    patient_name="ROE^MARY",
+    patient_id="P0077",
+    patient_birth_date="19800304",
+    patient_sex="F",
+    accession_number=ACC,
+    requested_procedure_id="RP77",
+    requested_procedure_description="Galactography right",
+    requested_procedure_codes=(),
+    study_instance_uid=STUDY_UID,
+    sps_id="RIS-SPS-77",
+    sps_description="Galactography",
+    sps_start_date="20261125",
+    sps_start_time="093000",
+    station_ae="UNIT",
+    modality="MG",
+    protocol_codes=(),
+    allergies=("latex",),
+)
+
+
+@dataclass
+class Room:
+    journal: Journal
+    dose_log: DoseLog
+    orders: RisOrderStore
+    sim: InjectorSimulator
+    driver: NewEraInjector
+    exam: ExamService
+    backend: ConsoleBackend
+    server: ConsoleServer
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def expose(self, phase: ExamState, seed: int, view: str = "CC") -> None:
+        """The unit's image for one exposure of ``phase`` reaches the dose log (as the storage
+        SCP would record it); the exam is not told: call ``exam.note_exposures()``."""
+        order = self.exam.order
+        assert order is not None
+        study = StudyContext(
+            study_instance_uid=order.study_instance_uid,
+            accession_number=order.accession,
+            scheduled_procedure_step_id=self.exam.sps_id(phase),
+        )
+        image = sample_mg_image(seed=seed, laterality=order.side, view=view, study=study)
+        self.dose_log.record([from_image_header(image, station_ae="UNIT")])
+
+
+@contextlib.contextmanager
+def console_room(
+    tmp_path: Path, *, with_orders: bool = True, time_scale: float = TIME_SCALE
+) -> Iterator[Room]:
+    with (
+        Journal(tmp_path / "journal.db") as journal,
+        DoseLog(tmp_path / "dose.db") as dose_log,
+        InjectorSimulator(seed=0, time_scale=time_scale) as sim,
+        closing(NewEraInjector(sim.serve_pty(), limits=FAST_LIMITS, timing=FAST_TIMING)) as driver,
+    ):
+        driver.connect()
+        orders = RisOrderStore(tmp_path / "galacto.db")
+        if with_orders:
+            result = WorklistResult(items=(ORDER,), truncated=False, final_status=0)
+            orders.apply(result, WorklistQuery(station_ae="UNIT"), time.time())
+        worklist = WorklistStore(tmp_path / "worklist.db")
+        with ExamService(
+            journal,
+            worklist,
+            station_ae="UNIT",
+            limits=Limits(),
+            dose_log=dose_log,
+            injector=driver,
+        ) as exam:
+            backend = ConsoleBackend(
+                exam,
+                dose_log,
+                orders=orders,
+                injector=driver,
+                outbox_counts=lambda: {"pending": 0, "sent": 2},
+            )
+            with ConsoleServer(backend) as server:
+                yield Room(journal, dose_log, orders, sim, driver, exam, backend, server)
+
+
+def request(
+    url: str,
+    method: str = "GET",
+    path: str = "/api/state",
+    *,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP request with a timeout: (status, headers, body); 4xx and 5xx are returned."""
+    req = urllib.request.Request(
+        url.rstrip("/") + path, data=body, headers=headers or {}, method=method
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, dict(error.headers), error.read()
+
+
+def command(
+    url: str, name: str, args: dict[str, Any] | None = None, operator: str = "tech1"
+) -> tuple[int, dict[str, Any]]:
+    body = json.dumps({"operator": operator, "args": args or {}}).encode()
+    status, _, raw = request(
+        url,
+        "POST",
+        f"/api/command/{name}",
+        body=body,
+        headers={"Content-Type": "application/json"},
+    )
+    return status, json.loads(raw)
+
+
+def state(url: str) -> dict[str, Any]:
+    status, _, raw = request(url)
+    assert status == 200, raw
+    return dict(json.loads(raw))

@@ -1,0 +1,318 @@
+"""The console's HTTP API over real HTTP, against a real ExamService (docs/console.md).
+
+The service runs on real journal, dose-log, worklist and RIS-order files with the injector
+simulator on a pty behind the real driver; requests go through urllib to a loopback port.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from acquisition.console import ConsoleBackend
+from acquisition.exam import CHECKLIST
+from acquisition.exam_machine import ExamState
+from dicom_nodes.codes import DISCONTINUED_EXTRAVASATION
+from tests.console_room import (
+    ACC,
+    ALL_CLEAR,
+    ORDER,
+    Room,
+    command,
+    console_room,
+    request,
+    state,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+S = ExamState
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture
+def room(tmp_path: Path) -> Iterator[Room]:
+    with console_room(tmp_path) as room:
+        yield room
+
+
+def journal_kinds(room: Room, kind: str) -> list[dict[str, object]]:
+    return [{"operator": e.operator, **e.payload} for e in room.journal.entries() if e.kind == kind]
+
+
+def open_checklist(room: Room) -> None:
+    status, doc = command(room.url, "select-order", {"accession": ACC, "side": "R"})
+    assert status == 200, doc
+
+
+def test_state_shows_exam_injector_orders_and_the_reasons_buttons_are_disabled(
+    room: Room,
+) -> None:
+    status, headers, raw = request(room.url)
+    assert status == 200
+    assert headers["Content-Type"].startswith("application/json")
+    assert headers["Cache-Control"] == "no-store"
+    doc = json.loads(raw)
+
+    assert doc["exam"] == {"state": "idle", "injecting": False, "final": False, "order": None}
+    assert doc["injector"]["present"] and doc["injector"]["link"] == "ok"
+    assert doc["injector"]["state"] == room.driver.state.value
+    (order,) = doc["orders"]
+    assert order["accession"] == ACC
+    assert order["patient_name"] == "ROE^MARY" and order["patient_id"] == "P0077"
+    assert order["birth_date"] == "19800304"
+    assert order["procedure"] == "Galactography right"
+    assert order["scheduled"] == "2026-11-25 09:30"
+    assert order["alerts"] == ["allergy: latex"]
+    assert {(c["item"], c["blocking"]) for c in doc["checklist"]} == set(CHECKLIST.items())
+    assert DISCONTINUED_EXTRAVASATION.value in {c["value"] for c in doc["discontinuation_reasons"]}
+    assert doc["outbox"] == {"pending": 0, "sent": 2}
+    assert doc["facts"]["limits"]["max_injections"] == 2
+    assert doc["exposures"] == [] and doc["agd_totals_mgy"] == {}
+
+    actions = doc["actions"]
+    assert actions["select-order"] == {"allowed": True, "reason": None}
+    assert actions["register-unscheduled"]["allowed"]
+    assert actions["pass-checklist"] == {"allowed": False, "reason": "not allowed in idle"}
+    assert actions["stop-injection"] == {"allowed": False, "reason": "no injection is running"}
+    assert actions["acknowledge-fault"]["reason"] == "there is no fault to acknowledge"
+
+
+def test_the_page_is_one_self_contained_file(room: Room) -> None:
+    status, headers, raw = request(room.url, path="/")
+    assert status == 200
+    assert headers["Content-Type"] == "text/html; charset=utf-8"
+    page = raw.decode("utf-8")
+    assert "http://" not in page and "https://" not in page  # no CDN, no external asset
+    csp = headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+    assert "'unsafe-inline'" not in csp
+    for element_id in ("exam-state", "injector-state", "btn-stop", "btn-confirm-injection"):
+        assert f'id="{element_id}"' in page
+    assert request(room.url, path="/nowhere")[0] == 404
+
+
+def test_a_command_is_accepted_journaled_and_answered_with_the_new_state(room: Room) -> None:
+    status, doc = command(room.url, "select-order", {"accession": ACC, "side": "R"}, "  tech7 ")
+
+    assert status == 200
+    assert doc["ok"] is True
+    assert doc["state"]["exam"]["state"] == "checklist"
+    assert doc["state"]["exam"]["order"]["accession"] == ACC
+    assert doc["state"]["exam"]["order"]["side"] == "R"
+    assert room.exam.state is S.CHECKLIST
+    (opened,) = journal_kinds(room, "command")
+    assert opened["command"] == "select-order" and opened["operator"] == "tech7"
+    assert state(room.url)["actions"]["answer-checklist"]["allowed"]
+
+
+def test_a_refusal_is_409_with_the_machines_reason_and_is_journaled(room: Room) -> None:
+    status, doc = command(room.url, "pass-checklist")
+
+    assert status == 409
+    assert doc == {"ok": False, "refused": "not allowed in idle"}
+    (refusal,) = journal_kinds(room, "refusal")
+    assert refusal["reason"] == "not allowed in idle" and refusal["operator"] == "tech1"
+    assert room.exam.state is S.IDLE
+
+
+def test_a_checklist_with_a_blocking_answer_is_recorded_not_passed(room: Room) -> None:
+    open_checklist(room)
+    answers = {**ALL_CLEAR, "pregnancy_possible": True}
+
+    status, doc = command(room.url, "answer-checklist", {"answers": answers, "override": None})
+
+    assert status == 200
+    assert doc["state"]["exam"]["state"] == "checklist"
+    assert doc["state"]["checklist_result"] == {"passed": False, "blocking": ["pregnancy_possible"]}
+    reason = doc["state"]["actions"]["pass-checklist"]["reason"]
+    assert "physician override" in reason
+
+    override = {"physician": "DR^WHO", "reason": "negative test this morning"}
+    status, doc = command(room.url, "answer-checklist", {"answers": answers, "override": override})
+    assert status == 200
+    assert doc["state"]["exam"]["state"] == "pre-contrast"
+    assert [c["passed"] for c in journal_kinds(room, "checklist")] == [False, True]
+
+
+def test_exposures_and_per_breast_totals_follow_the_dose_log(room: Room) -> None:
+    open_checklist(room)
+    command(room.url, "answer-checklist", {"answers": ALL_CLEAR})
+    room.expose(S.PRE_CONTRAST, seed=1)
+
+    (row,) = state(room.url)["exposures"]
+    assert row["phase"] is None  # logged, not yet noted by the exam
+    assert room.exam.note_exposures() == 1
+
+    doc = state(room.url)
+    (row,) = doc["exposures"]
+    logged = room.dose_log.list_exposures(ACC)[0]
+    assert row["phase"] == "pre-contrast"
+    assert row["laterality"] == "R" and row["view"] == "CC"
+    assert row["kvp"] == logged["kvp"]
+    assert row["mas"] == pytest.approx(logged["exposure_uas"] / 1000)
+    assert row["agd_reported_mgy"] == logged["agd_reported_mgy"]
+    assert doc["agd_totals_mgy"] == {"R": pytest.approx(logged["agd_reported_mgy"])}
+    assert doc["facts"]["pre_contrast_exposures"] == 1
+    assert doc["actions"]["finish-pre-contrast"]["allowed"]
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "operator", "message"),
+    [
+        ("launch", {}, "tech1", "unknown command 'launch'"),
+        ("select-order", {"accession": ACC, "side": "R"}, "  ", "operator"),
+        ("select-order", {"accession": ACC}, "tech1", "missing argument(s): side"),
+        ("select-order", {"accession": ACC, "side": "both"}, "tech1", "side must be L or R"),
+        ("select-order", {"accession": "NOPE", "side": "L"}, "tech1", "no current RIS order"),
+        ("close", {"now": True}, "tech1", "unknown argument(s): now"),
+        ("start-injection", {"volume_ml": "a lot", "rate_ml_min": 0.3}, "tech1", "number"),
+        ("start-injection", {"volume_ml": 0.3, "rate_ml_min": -1}, "tech1", "positive"),
+        (
+            "register-unscheduled",
+            {"name": "X", "patient_id": "1", "side": "L", "birth_date": "1975"},
+            "tech1",
+            "birth_date",
+        ),
+        ("answer-checklist", {"answers": {"pregnancy_possible": "no"}}, "tech1", "true or false"),
+    ],
+)
+def test_bad_input_is_400_and_changes_nothing(
+    room: Room, name: str, args: dict[str, object], operator: str, message: str
+) -> None:
+    status, doc = command(room.url, name, args, operator)
+
+    assert status == 400, doc
+    assert doc["ok"] is False and message in doc["error"]
+    assert room.exam.state is S.IDLE
+    assert journal_kinds(room, "command") == []
+
+
+def test_an_unknown_checklist_item_is_400_from_the_service(room: Room) -> None:
+    open_checklist(room)
+    status, doc = command(room.url, "answer-checklist", {"answers": {"tattoo": True}})
+    assert status == 400
+    assert "unknown checklist items: tattoo" in doc["error"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{not json", b"\xff\xfe", b"[1, 2]", b'{"args": {}}', b'{"operator": "t", "args": []}'],
+    ids=["syntax", "not-utf8", "not-an-object", "no-operator", "args-not-an-object"],
+)
+def test_a_malformed_body_is_400(room: Room, body: bytes) -> None:
+    status, _, raw = request(room.url, "POST", "/api/command/close", body=body, headers=JSON)
+    assert status == 400
+    assert json.loads(raw)["ok"] is False
+    assert journal_kinds(room, "command") == []
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
+)
+def test_a_post_that_is_not_json_is_415(room: Room, content_type: str | None) -> None:
+    body = json.dumps({"operator": "tech1", "args": {"accession": ACC, "side": "L"}}).encode()
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    status, _, raw = request(
+        room.url, "POST", "/api/command/select-order", body=body, headers=headers
+    )
+    assert status == 415
+    assert json.loads(raw)["ok"] is False
+    assert room.exam.state is S.IDLE
+
+
+def test_a_json_content_type_with_parameters_is_accepted(room: Room) -> None:
+    body = json.dumps({"operator": "tech1", "args": {"accession": ACC, "side": "L"}}).encode()
+    headers = {"Content-Type": "application/json; charset=utf-8"}
+    status, _, _ = request(
+        room.url, "POST", "/api/command/select-order", body=body, headers=headers
+    )
+    assert status == 200
+
+
+def test_a_foreign_origin_is_403_and_the_consoles_own_origins_are_not(room: Room) -> None:
+    body = json.dumps({"operator": "tech1", "args": {"accession": ACC, "side": "L"}}).encode()
+    path = "/api/command/select-order"
+    for origin in ("http://evil.example", "null", f"http://127.0.0.1:{room.server.port + 1}"):
+        headers = {**JSON, "Origin": origin}
+        assert request(room.url, "POST", path, body=body, headers=headers)[0] == 403
+        assert request(room.url, headers={"Origin": origin})[0] == 403
+    assert room.exam.state is S.IDLE
+    assert journal_kinds(room, "command") == []
+
+    own = room.url.rstrip("/")
+    assert request(room.url, headers={"Origin": own})[0] == 200
+    localhost = {"Origin": f"http://localhost:{room.server.port}"}
+    assert request(room.url, "POST", path, body=body, headers={**JSON, **localhost})[0] == 200
+    assert room.exam.state is S.CHECKLIST
+
+
+def test_a_foreign_host_is_403(room: Room) -> None:
+    """DNS rebinding: a page on evil.example resolved to 127.0.0.1 sends Host: evil.example."""
+    status, _, raw = request(room.url, headers={"Host": f"evil.example:{room.server.port}"})
+    assert status == 403
+    assert b"ROE" not in raw
+
+
+def test_wrong_methods_are_405(room: Room) -> None:
+    assert request(room.url, "GET", "/api/command/close")[0] == 405
+    assert request(room.url, "POST", "/api/state", body=b"{}", headers=JSON)[0] == 405
+    assert request(room.url, "PUT", "/api/state", body=b"{}", headers=JSON)[0] == 405
+
+
+def test_patient_identifiers_never_reach_the_log_at_info(
+    room: Room, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    open_checklist(room)
+    command(room.url, "answer-checklist", {"answers": ALL_CLEAR})
+    command(room.url, "select-order", {"accession": ACC, "side": "L"})  # refused: 409
+    state(room.url)
+
+    assert any(r.name.startswith("acquisition.console") for r in caplog.records)
+    loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    identifiers = (ORDER.patient_name, "ROE", ORDER.patient_id, ACC, ORDER.patient_birth_date)
+    assert not [message for message in loud if any(i in message for i in identifiers)]
+
+
+def test_the_console_discontinues_with_a_cid_9301_reason(room: Room) -> None:
+    open_checklist(room)
+    status, doc = command(room.url, "discontinue", {"reason_code": "999"})
+    assert status == 409 and "not a CID 9301 code" in doc["refused"]
+
+    status, doc = command(
+        room.url, "discontinue", {"reason_code": DISCONTINUED_EXTRAVASATION.value}
+    )
+    assert status == 200
+    assert doc["state"]["exam"]["state"] == "discontinued"
+    assert doc["state"]["actions"]["close"]["allowed"]
+    status, doc = command(room.url, "close")
+    assert status == 200 and doc["state"]["exam"]["state"] == "idle"
+
+
+def test_the_example_in_the_docs_runs(room: Room, capsys: pytest.CaptureFixture[str]) -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "console.md").read_text("utf-8")
+    example = text.split("```python\n", 1)[1].split("```", 1)[0]
+    refreshed: list[bool] = []
+    namespace: dict[str, object] = {
+        "exam": room.exam,
+        "dose_log": room.dose_log,
+        "ris_orders": room.orders,
+        "driver": room.driver,
+        "outbox": SimpleNamespace(counts=lambda: {"queued": 1}),
+        "refresher": SimpleNamespace(wake=lambda: refreshed.append(True)),
+    }
+    exec(compile(example, "docs/console.md", "exec"), namespace)
+
+    url = capsys.readouterr().out.strip()
+    assert url.startswith("http://127.0.0.1:") and url != room.url
+    backend = namespace["backend"]
+    assert isinstance(backend, ConsoleBackend)
+    assert backend.snapshot()["outbox"] == {"queued": 1}
+    backend.command("refresh-orders", {}, "tech1")
+    assert refreshed == [True]

@@ -1,0 +1,281 @@
+"""The console page in a real browser: headless Chromium driven by Selenium (docs/console.md).
+
+A technologist's whole pass through the page, against a real ExamService with the injector
+simulator on a pty: pick the RIS order, answer the checklist, watch an exposure arrive, confirm
+cannulation and air purge, start an injection with the two-step confirmation, stop it with the
+STOP button, complete and close. Every wait is a WebDriverWait with a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import WebDriverWait
+
+from acquisition.exam_machine import ExamState
+from tests.console_room import ACC, Room, console_room
+
+CHROMIUM = shutil.which("chromium")
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+pytestmark = [
+    pytest.mark.timeout(90),
+    pytest.mark.xdist_group("browser"),
+    pytest.mark.skipif(CHROMIUM is None, reason="not installed: chromium"),
+    pytest.mark.skipif(
+        not os.access(CHROMEDRIVER, os.X_OK), reason="not installed: chromium (chromium-driver)"
+    ),
+]
+
+S = ExamState
+WAIT_S = 20.0
+#: Slow enough that a 1 mL injection at 0.3 mL/min runs ~10 s: time to press STOP.
+TIME_SCALE = 20.0
+
+
+@pytest.fixture
+def room(tmp_path: Path) -> Iterator[Room]:
+    with console_room(tmp_path, time_scale=TIME_SCALE) as room:
+        yield room
+
+
+@pytest.fixture
+def browser() -> Iterator[WebDriver]:
+    options = Options()
+    assert CHROMIUM is not None
+    options.binary_location = CHROMIUM
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        "--no-first-run",
+        "--disable-extensions",
+    ):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.set_page_load_timeout(WAIT_S)
+        driver.set_script_timeout(WAIT_S)
+        yield driver
+    finally:
+        driver.quit()
+
+
+class Page:
+    """The console as a technologist sees it; every wait has a deadline."""
+
+    def __init__(self, driver: WebDriver, room: Room) -> None:
+        self.driver = driver
+        self.room = room
+        # The page re-renders from each poll: an element found a moment ago may be replaced.
+        self.wait = WebDriverWait(
+            driver,
+            WAIT_S,
+            poll_frequency=0.05,
+            ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+        )
+
+    def open(self) -> None:
+        self.driver.get(self.room.url)
+        self.until(lambda: self.text("#conn-state") == "live", "the page never polled")
+
+    def find(self, css: str) -> WebElement:
+        return self.driver.find_element(By.CSS_SELECTOR, css)
+
+    def text(self, css: str) -> str:
+        return self.find(css).text.strip()
+
+    def until(self, condition: Callable[[], object], message: str) -> None:
+        self.wait.until(lambda _driver: condition(), message)
+
+    def until_state(self, state: ExamState) -> None:
+        wanted = state.value.upper()
+        self.until(
+            lambda: self.text("#exam-state") == wanted,
+            f"the page never showed {wanted} (service: {self.room.exam.state.value})",
+        )
+
+    def click(self, css: str) -> None:
+        """Click once the button is enabled (the page enables it from the polled state)."""
+
+        def clicked() -> bool:
+            element = self.find(css)  # found again on each try: it may have been re-rendered
+            if not element.is_enabled():
+                return False
+            element.click()
+            return True
+
+        self.until(clicked, f"{css} stayed disabled")
+
+    def type(self, css: str, text: str) -> None:
+        field = self.find(css)
+        field.clear()
+        field.send_keys(text)
+
+    def exposure_rows(self) -> list[list[str]]:
+        """The cells of the exposures table, read in one go (the table may be re-rendered)."""
+        rows = self.driver.execute_script(
+            "return [...document.querySelectorAll('#exposures tbody tr')]"
+            ".map((tr) => [...tr.cells].map((td) => td.textContent));"
+        )
+        return [list(row) for row in rows]
+
+
+def test_a_whole_pass_through_the_console(room: Room, browser: WebDriver) -> None:
+    page = Page(browser, room)
+    page.open()
+    page.until_state(S.IDLE)
+    page.type("#operator", "tech1")
+
+    # The RIS order, on the right breast.
+    page.until(
+        lambda: browser.find_elements(By.CSS_SELECTOR, f'#orders tbody tr[data-accession="{ACC}"]'),
+        "the RIS order is not listed",
+    )
+    page.find("#side-R").click()
+    page.click(f'#orders tbody tr[data-accession="{ACC}"] button.select-order')
+    page.until_state(S.CHECKLIST)
+    assert page.text("#exam-patient") == "ROE MARY · R"
+    assert page.text("#order-accession") == ACC
+
+    # The checklist: blocking items answered "no", one recorded item ticked.
+    for item in ("pregnancy_possible", "contrast_allergy", "active_mastitis", "no_discharge"):
+        page.find(f"#chk-{item}-no").click()
+    page.find("#chk-jewelry_not_removed").click()
+    page.click("#btn-pass-checklist")
+    page.until_state(S.PRE_CONTRAST)
+    assert not page.find("#btn-finish-pre-contrast").is_enabled()
+    assert "pre-contrast exposure" in page.text("#why-finish-pre-contrast")
+
+    # The unit's exposure reaches the dose log; the exam notes it; the page shows it.
+    room.expose(S.PRE_CONTRAST, seed=1)
+    assert room.exam.note_exposures() == 1
+    page.until(
+        lambda: [row[2] for row in page.exposure_rows()] == ["pre-contrast"],
+        "the exposure is not in the table",
+    )
+    (logged,) = room.dose_log.list_exposures(ACC)
+    (row,) = page.exposure_rows()
+    assert row[3] == "R" and row[4] == "CC"
+    assert row[9] == f"{logged['agd_reported_mgy']:.3f}"
+    assert f"{logged['agd_reported_mgy']:.3f} mGy" in page.text("#agd-R")
+
+    page.click("#btn-finish-pre-contrast")
+    page.until_state(S.CANNULATION)
+    page.click("#btn-confirm-cannulation")
+    page.until(lambda: page.text("#fact-cannulation") == "confirmed", "cannulation")
+    page.click("#btn-confirm-air-purge")
+    page.until(lambda: page.text("#fact-air-purge") == "confirmed", "air purge")
+
+    # A rate the injector refuses: the refusal is shown in the banner, nothing is injected.
+    page.type("#inj-volume", "1")
+    page.type("#inj-rate", "5")
+    page.click("#btn-start-injection")
+    page.click("#btn-confirm-injection")
+    page.until(lambda: page.find("#banner").is_displayed(), "no banner for the refusal")
+    assert "Start injection refused" in page.text("#banner-text")
+    assert "rate" in page.text("#banner-text")
+    assert room.sim.run_count == 0 and room.exam.state is S.CANNULATION
+
+    # Two steps: the first click only shows what would be injected.
+    page.type("#inj-rate", "0.3")
+    page.click("#btn-start-injection")
+    page.until(lambda: page.find("#inj-confirm").is_displayed(), "no confirmation step")
+    assert page.text("#inj-confirm-text") == "Confirm: inject 1 mL at 0.3 mL/min — right breast"
+    assert room.exam.state is S.CANNULATION and room.sim.run_count == 0
+    page.click("#btn-confirm-injection")
+
+    page.until_state(S.INJECTION_1)
+    page.until(lambda: page.text("#injector-state") == "INJECTING", "injector state not shown")
+    assert page.find("#btn-stop").is_displayed()
+    assert not page.find("#inj-confirm").is_displayed()
+    page.until(
+        lambda: (
+            page.text("#injector-volume").endswith("/ 1.00 mL")
+            and not page.text("#injector-volume").startswith("0.00")
+        ),
+        "the delivered volume never moved",
+    )
+    assert page.text("#injector-pressure").endswith("kPa")
+
+    page.find("#btn-stop").click()
+    page.until_state(S.POST_INJECTION_1)
+    page.until(lambda: not page.find("#btn-stop").is_displayed(), "STOP still shown")
+    given = room.exam.facts().volume_given_ml
+    assert 0 < given < 1.0
+    assert room.sim.run_count == 1
+    assert page.text("#fact-injections").startswith("1 of at most 2")
+
+    # Images after the injection, then complete and close.
+    assert not page.find("#btn-complete").is_enabled()
+    assert "no post-injection exposure" in page.text("#why-complete")
+    room.expose(S.POST_INJECTION_1, seed=2, view="ML")
+    room.exam.note_exposures()
+    page.until(lambda: len(page.exposure_rows()) == 2, "the second exposure is not shown")
+    page.click("#btn-complete")
+    page.until_state(S.COMPLETED)
+    page.click("#btn-close")
+    page.until_state(S.IDLE)
+    assert not page.find("#banner").is_displayed()
+
+
+def test_an_unscheduled_patient_and_a_checklist_that_does_not_pass(
+    room: Room, browser: WebDriver
+) -> None:
+    page = Page(browser, room)
+    browser.get(room.url)
+    browser.execute_script("localStorage.clear()")
+    page.open()
+    page.until_state(S.IDLE)
+
+    page.type("#reg-family", "DOE")
+    page.type("#reg-given", "JANE")
+    page.type("#reg-patient-id", "LOCAL-1")
+    page.find("#side-L").click()
+
+    # No operator: nothing is sent.
+    page.find("#btn-register").click()
+    page.until(lambda: page.find("#banner").is_displayed(), "no banner without an operator")
+    assert "Enter your name" in page.text("#banner-text")
+    assert room.exam.state is S.IDLE
+
+    page.type("#operator", "tech2")
+    page.find("#btn-register").click()
+    page.until_state(S.CHECKLIST)
+    assert page.text("#exam-patient") == "DOE JANE · L"
+    assert page.text("#order-exam-id").endswith("(unscheduled)")
+    assert not page.find("#banner").is_displayed()  # the success cleared it
+
+    # Pregnancy possible, no override: recorded, not passed, the reason shown.
+    page.find("#chk-pregnancy_possible-yes").click()
+    for item in ("contrast_allergy", "active_mastitis", "no_discharge"):
+        page.find(f"#chk-{item}-no").click()
+    page.click("#btn-pass-checklist")
+    page.until(lambda: "NOT passed" in page.text("#checklist-result"), "no checklist result")
+    assert "Pregnancy possible" in page.text("#checklist-result")
+    assert room.exam.state is S.CHECKLIST
+    assert browser.execute_script("return localStorage.getItem('galacto.console.operator')") == (
+        "tech2"
+    )
+
+    # Discontinue: two steps, with a CID 9301 reason.
+    options = browser.find_elements(By.CSS_SELECTOR, "#discontinue-reason option")
+    pregnant = next(o for o in options if o.text == "Patient pregnant")
+    pregnant.click()
+    page.click("#btn-discontinue")
+    page.until(lambda: page.find("#discontinue-confirm").is_displayed(), "no confirmation")
+    assert room.exam.state is S.CHECKLIST
+    page.click("#btn-confirm-discontinue")
+    page.until_state(S.DISCONTINUED)

@@ -1,0 +1,135 @@
+"""`galacto serve` as a separate process, driven through its console like a technologist would.
+
+:class:`ServeProcess` writes a TOML configuration, starts ``python -m acquisition serve
+--config FILE``, reads its endpoints line (with a deadline), and can stop it with SIGTERM or
+kill it with SIGKILL. Used by the crash-safety tests and the benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from acquisition.console.client import ConsoleClient
+
+READY_TIMEOUT_S = 30.0
+
+
+def write_config(path: Path, settings: Mapping[str, Any]) -> Path:
+    """A TOML file with ``section.name = value`` settings (str, int, float, bool)."""
+    sections: dict[str, dict[str, Any]] = {}
+    for key, value in settings.items():
+        section, name = key.split(".", 1)
+        sections.setdefault(section, {})[name] = value
+    lines = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines += [f"{name} = {json.dumps(value)}" for name, value in values.items()]
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def read_line(stream: IO[str], timeout_s: float) -> str:
+    """One line from a child's stdout, or TimeoutError at the deadline."""
+    selector = selectors.DefaultSelector()
+    selector.register(stream, selectors.EVENT_READ)
+    try:
+        if not selector.select(timeout_s):
+            raise TimeoutError(f"no line within {timeout_s} s")
+        return stream.readline()
+    finally:
+        selector.close()
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.05)
+
+
+class ServeProcess:
+    """One ``galacto serve`` child process (start, kill, start again on the same data)."""
+
+    def __init__(self, config_path: Path, log_path: Path) -> None:
+        self.config_path = config_path
+        self.log_path = log_path
+        self.process: subprocess.Popen[str] | None = None
+        self.endpoints: dict[str, Any] = {}
+        self.started_in_s = 0.0
+
+    def start(self) -> dict[str, Any]:
+        assert self.process is None, "already running"
+        log = self.log_path.open("a", encoding="utf-8")
+        started = time.monotonic()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "acquisition", "serve", "--config", str(self.config_path)],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+        assert self.process.stdout is not None
+        try:
+            line = read_line(self.process.stdout, READY_TIMEOUT_S)
+        except TimeoutError:
+            self.kill()
+            raise
+        if not line:
+            self.process.wait(timeout=10)
+            self.process = None
+            raise AssertionError(f"galacto serve exited: {self.log_path.read_text()[-2000:]}")
+        self.started_in_s = time.monotonic() - started
+        self.endpoints = json.loads(line)
+        return self.endpoints
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    @property
+    def console(self) -> ConsoleClient:
+        return ConsoleClient(self.endpoints["console"], timeout_s=30.0)
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up of any kind, as a power cut or an OOM kill would do."""
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGKILL)
+        self._reap()
+
+    def stop(self) -> int:
+        """SIGTERM and wait: the clean stop; its exit code."""
+        if self.process is None:
+            return 0
+        self.process.send_signal(signal.SIGTERM)
+        return self._reap()
+
+    def _reap(self) -> int:
+        assert self.process is not None
+        try:
+            code = self.process.wait(timeout=30)
+        finally:
+            if self.process.stdout is not None:
+                self.process.stdout.close()
+            self.process = None
+        return code
+
+    def __enter__(self) -> ServeProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None:
+            self.kill()
