@@ -35,7 +35,7 @@ from pydicom.dataset import Dataset
 
 from acquisition import wiring
 from acquisition.dose_log import DoseLog
-from acquisition.exam import ExamService
+from acquisition.exam import ExamService, JournalUnavailable
 from acquisition.exam_machine import Limits
 from acquisition.exam_reporting import ExamReporting, ReportingSettings
 from acquisition.journal import Journal
@@ -43,9 +43,11 @@ from acquisition.settings import Config
 from device_drivers.base import InjectorABC
 from device_drivers.errors import DriverError
 from dicom_nodes.exposures import ExposureRecord
+from dicom_nodes.mpps_scp import MODALITY_PERFORMED_PROCEDURE_STEP
 from dicom_nodes.mpps_store import SqliteMppsStore
 from dicom_nodes.network import client_tls_context
 from dicom_nodes.outbox import PACS, RIS, OutboxError, RetryPolicy
+from dicom_nodes.outbox import Message as OutboxMessage
 from dicom_nodes.outbox import Outbox as DicomOutbox
 from dicom_nodes.ris_orders import RisOrderStore, WorklistRefresher, todays_query
 from dicom_nodes.scu import Peer
@@ -195,7 +197,7 @@ class Controller:
         config = self.config
         key = config.site.journal_key.encode() or None
         busy = config.database.busy_timeout_s
-        self.journal = self._keep(Journal(self.database, key=key))
+        self.journal = self._keep(Journal(self.database, key=key, busy_timeout_s=busy))
         self.dose_log = self._keep(DoseLog(self.database, busy_timeout_s=busy))
         self.mpps_store = self._keep(SqliteMppsStore(self.database, busy_timeout_s=busy))
         self.worklist = WorklistStore(self.database)
@@ -207,6 +209,7 @@ class Controller:
                 destinations,
                 storage_commitment=config.pacs.storage_commitment and PACS in destinations,
                 retry=RetryPolicy(config.pacs.retry_initial_s, config.pacs.retry_max_s),
+                on_delivery=self._on_delivery,
             )
             if destinations
             else None
@@ -337,6 +340,7 @@ class Controller:
             self.mpps_store,
             _NotifyingSink(self.dose_log, self._wake),
             on_stored=self._on_stored,
+            on_mpps=self._on_unit_mpps,
         )
         if self.outbox is not None and config.pacs.storage_commitment:
             # The archive's N-EVENT-REPORT association comes to the main port (PS3.4 J.3.3).
@@ -378,6 +382,43 @@ class Controller:
             self.outbox.enqueue_store(path)
         self._wake.set()
 
+    def _on_unit_mpps(self, operation: str, uid: str, calling_ae: str, status: int) -> None:
+        """The unit's MPPS N-CREATE / N-SET, as answered (its content is in the MPPS store)."""
+        payload = {
+            "operation": operation,
+            "sop_class_uid": MODALITY_PERFORMED_PROCEDURE_STEP,
+            "sop_instance_uid": uid,
+            "calling_ae": calling_ae,
+            "status": f"{status:04X}",
+        }
+        self.journal.append("dicom-in", payload, exam_id=self._open_exam_id())
+        self._wake.set()
+
+    def _on_delivery(self, message: OutboxMessage, outcome: str, status: int | None) -> None:
+        """An outbound message delivered (or failed for good): its outcome in the journal."""
+        payload = {
+            "kind": message.kind,
+            "destination": message.destination,
+            "sop_instance_uid": message.sop_instance_uid,
+            "outcome": outcome,
+            "status": None if status is None else f"{status:04X}",
+        }
+        self.journal.append("dicom-delivered", payload, exam_id=self._exam_of(message))
+
+    def _open_exam_id(self) -> str | None:
+        exam = self.exam
+        return exam.exam_id if exam is not None else None
+
+    def _exam_of(self, message: OutboxMessage) -> str | None:
+        exam = self.exam
+        order = exam.order if exam is not None else None
+        if order is None:
+            return None
+        if message.sop_instance_uid == order.mpps_instance_uid:
+            return order.exam_id
+        path = Path(message.file_path or "")
+        return order.exam_id if path.parent.name == order.study_instance_uid else None
+
     def _tick(self) -> None:
         ticks = 0
         while not self._stop.is_set():
@@ -393,6 +434,8 @@ class Controller:
                 exam.note_exposures()
                 if ticks % REPORT_EVERY_TICKS == 0:
                     exam.report()  # catches up a reporting that failed (disk full, locked)
+            except JournalUnavailable:
+                pass  # the exam service reported it (once) and refuses commands until it heals
             except Exception:
                 log.exception("exposures not read into the exam; retried at the next tick")
             self._retry_injector()

@@ -142,6 +142,12 @@ def m001_exposure(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX exposure_image_exposure ON exposure_image(exposure_id)")
 
 
+@migrations()
+def m002_unannotated(db: sqlite_utils.Database) -> None:
+    """Rows the exam has not read yet (``phase`` empty): found at once, however long the log."""
+    db.execute("CREATE INDEX exposure_unannotated ON exposure(id) WHERE phase IS NULL")
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
 
@@ -312,6 +318,18 @@ class DoseLog:
         if accession is not None:
             sql += " WHERE accession = ?"
             params = (accession,)
+        with self._lock:
+            rows = self._conn.execute(sql + " ORDER BY id", params).fetchall()
+        return [dict(row) for row in rows]
+
+    def unannotated_exposures(self, exclude_accession: str | None = None) -> list[dict[str, Any]]:
+        """Rows no exam has annotated yet (``phase`` empty), oldest first, except those of
+        ``exclude_accession`` (the open exam reads its own)."""
+        sql = "SELECT * FROM exposure WHERE phase IS NULL"
+        params: tuple[Any, ...] = ()
+        if exclude_accession is not None:
+            sql += " AND accession IS NOT ?"
+            params = (exclude_accession,)
         with self._lock:
             rows = self._conn.execute(sql + " ORDER BY id", params).fetchall()
         return [dict(row) for row in rows]

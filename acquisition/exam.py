@@ -39,8 +39,16 @@ from typing import Any, NoReturn, Protocol
 from pydicom.uid import generate_uid
 
 from acquisition.dose_log import DoseLog
-from acquisition.exam_machine import ExamEvent, ExamFacts, ExamState, Limits, Refused, next_state
-from acquisition.journal import Entry, Journal
+from acquisition.exam_machine import (
+    TRANSITIONS,
+    ExamEvent,
+    ExamFacts,
+    ExamState,
+    Limits,
+    Refused,
+    next_state,
+)
+from acquisition.journal import Entry, Journal, JournalError
 from device_drivers.base import InjectionStatus, InjectorABC, InjectorState, RecordedEvent
 from device_drivers.errors import DriverError, DriverTimeoutError, StateError
 from dicom_nodes.codes import (
@@ -91,8 +99,12 @@ CHECKLIST: dict[str, bool] = {
 }
 
 INTERRUPTED_BY_RESTART = "injection interrupted by a restart"
+#: The phase annotation of an exposure kept but not expected (flagged for review).
+UNEXPECTED = "unexpected"
 #: The contrast agent the controller records (procedure.md: iohexol 300 mg I/mL).
 CONTRAST_AGENT = "Iohexol 300"
+#: How often a finished injection's outcome is journaled again while the journal fails.
+JOURNAL_RETRY_S = 1.0
 #: How long a stop may take to be reported before the exam goes to FAULT.
 STOP_CONFIRM_TIMEOUT_S = 5.0
 SIDES = ("L", "R")
@@ -103,6 +115,11 @@ _INJECTOR_IDLE = frozenset({InjectorState.NOT_READY, InjectorState.READY, Inject
 
 class ExamError(Exception):
     """Base of the exam service's errors (a refusal by the machine is :class:`Refused`)."""
+
+
+class JournalUnavailable(ExamError):
+    """The journal cannot be written: the injector was stopped and every command is refused
+    until it can be written again; the exam then stops in FAULT (a logging fault)."""
 
 
 class ChecklistError(ExamError, ValueError):
@@ -177,6 +194,16 @@ class ExamView:
     contrast: tuple[ContrastRecord, ...]
 
 
+@dataclass(frozen=True)
+class ExamSnapshot:
+    """The exam as last journaled: read without waiting for a command in progress."""
+
+    state: ExamState
+    order: ExamOrder | None
+    facts: ExamFacts
+    journal_fault: str | None
+
+
 class ExamReporter(Protocol):
     """Reports the exam outward (MPPS, dose report, PACS). ``sync`` must be idempotent: it is
     called after every transition, after new exposures and at start-up, and enqueues only
@@ -199,6 +226,28 @@ def phase_sps_id(exam_id: str, phase: ExamState) -> str:
     room = _SPS_ID_MAX - len("-POST1")
     key = exam_id if len(exam_id) <= room else hashlib.sha256(exam_id.encode()).hexdigest()[:room]
     return f"{key}-{suffix}"
+
+
+#: States in which cannulation and the air purge are confirmed (before an injection).
+CONFIRMATION_STATES = frozenset({S.CANNULATION, S.POST_INJECTION_1})
+
+
+def service_refusal(command: str, state: ExamState) -> str | None:
+    """Why a command that is no event of the machine is refused in ``state`` (None: allowed).
+
+    The checklist answers, the confirmations and the operator stop add no transition; their
+    rules live here, read by the service and by the console alike.
+    """
+    if state is S.FAULT:
+        return "acknowledge the fault first"
+    if command == "answer-checklist" and state is not S.CHECKLIST:
+        return f"the checklist is answered in checklist, not {state.value}"
+    if command in ("confirm-cannulation", "confirm-air-purge") and state not in CONFIRMATION_STATES:
+        what = command.removeprefix("confirm-")
+        return f"{what} is confirmed before an injection, not in {state.value}"
+    if command == "stop-injection" and not state.is_injecting:
+        return "no injection is running"
+    return None
 
 
 def checklist_blockers(answers: Mapping[str, bool]) -> list[str]:
@@ -354,11 +403,14 @@ class ExamService:
         self._closing = threading.Event()
         self._status: InjectionStatus | None = None
         self._stop_requested = False
+        self._journal_fault: str | None = None  # why the journal could not be written
         self._peak_pressure_kpa: float | None = None  # of the injection running
         self._injection_events: list[str] = []  # CID 71 codes seen during it
         self._watchers: list[threading.Thread] = []
         self._record = ExamRecord()
+        self._published: ExamSnapshot | None = None
         self._replay()
+        self._publish()
         self.attach_injector(injector)
         self._recover()
 
@@ -376,6 +428,20 @@ class ExamService:
     @property
     def exam_id(self) -> str | None:
         return None if self._record.order is None else self._record.order.exam_id
+
+    def snapshot(self) -> ExamSnapshot:
+        """The exam as last journaled, without taking the service's lock (a stop may hold it
+        for seconds; the console must not freeze meanwhile). Injector health is read live."""
+        published = self._published
+        assert published is not None
+        facts = dataclasses.replace(published.facts, injector_healthy=self._injector_healthy())
+        return dataclasses.replace(published, facts=facts, journal_fault=self._journal_fault)
+
+    def _publish(self) -> None:
+        record = self._record
+        self._published = ExamSnapshot(
+            record.state, record.order, record.facts(self.limits, False), self._journal_fault
+        )
 
     def view(self) -> ExamView | None:
         """The open exam as the reporting sees it (None when no exam is open)."""
@@ -401,6 +467,11 @@ class ExamService:
         with self._lock:
             self._settle()
             return self._record.facts(self.limits, self._injector_healthy())
+
+    @property
+    def journal_fault(self) -> str | None:
+        """Why the journal cannot be written (None when it can): commands are refused."""
+        return self._journal_fault
 
     def wait_for_state(self, wanted: ExamState, timeout_s: float) -> bool:
         """Wait (with a deadline) until the exam reaches ``wanted``; False on timeout."""
@@ -520,8 +591,8 @@ class ExamService:
         with self._lock:
             self._settle()
             self._command("answer-checklist", {}, operator)
-            if self._record.state is not S.CHECKLIST:
-                reason = f"the checklist is answered in checklist, not {self._record.state.value}"
+            reason = service_refusal("answer-checklist", self._record.state)
+            if reason is not None:
                 self._refuse(E.PASS_CHECKLIST, reason, operator)
             blockers = checklist_blockers(answers)
             overridden = bool(override and override.physician.strip() and override.reason.strip())
@@ -551,10 +622,9 @@ class ExamService:
         with self._lock:
             self._settle()
             self._command(f"confirm-{what}", {}, operator)
-            state = self._record.state
-            if state not in (S.CANNULATION, S.POST_INJECTION_1):
+            reason = service_refusal(f"confirm-{what}", self._record.state)
+            if reason is not None:
                 # Part of the start-injection interlock: refused as that event would be.
-                reason = f"{what} is confirmed before an injection, not in {state.value}"
                 self._refuse(E.START_INJECTION, reason, operator)
             self._append("confirmation", {"what": what}, operator)
 
@@ -611,8 +681,11 @@ class ExamService:
         with self._lock:
             self._settle()
             self._command("stop-injection", {}, operator)
-            if not self._record.state.is_injecting or self._status is None:
-                self._refuse(E.INJECTION_STOPPED, "no injection is running", operator)
+            reason = service_refusal("stop-injection", self._record.state)
+            if reason is None and self._status is None:
+                reason = "no injection is running"
+            if reason is not None:
+                self._refuse(E.INJECTION_STOPPED, reason, operator)
             self._stop_injector(operator)
 
     def _stop_injector(self, operator: str, reason: str = "operator stop") -> None:
@@ -641,8 +714,12 @@ class ExamService:
             except DriverTimeoutError:
                 self._sample_pressure()
                 continue
-            with self._lock:
-                self._settle()
+            try:
+                with self._lock:
+                    self._settle()
+            except JournalUnavailable:  # the outcome stays pending: retried
+                self._closing.wait(JOURNAL_RETRY_S)
+                continue
             return
 
     def _sample_pressure(self) -> None:
@@ -662,12 +739,13 @@ class ExamService:
         status = self._status
         if status is None or not status.done:
             return
-        self._status = None
         result = status.result
         assert result is not None
+        # Kept pending until journaled: a journal failure here is retried, never lost.
         self._end_injection(
             result.delivered_ml, result.completed, result.reason, result.event.code, operator
         )
+        self._status = None
 
     def _end_injection(
         self,
@@ -679,9 +757,8 @@ class ExamService:
     ) -> None:
         stopped = not completed and self._stop_requested
         self._sample_pressure()
-        self._append(
-            "injection-ended",
-            {
+        if self._record.injection_running is not None:  # not yet journaled (or a retry)
+            ended = {
                 "delivered_ml": delivered_ml,
                 "completed": completed,
                 "reason": reason,
@@ -690,9 +767,8 @@ class ExamService:
                 "ended_at": self._clock().isoformat(),
                 "peak_pressure_kpa": self._peak_pressure_kpa,
                 "event_codes": list(self._injection_events),
-            },
-            operator,
-        )
+            }
+            self._append("injection-ended", ended, operator)
         if not self._record.state.is_injecting:
             return  # already in FAULT (stop unconfirmed, or a restart): the record is enough
         if completed:
@@ -724,6 +800,8 @@ class ExamService:
                 exam_id=self.exam_id,
                 now=self._clock(),
             )
+        except JournalError as exc:
+            self._journal_failed(exc)
         except Exception:
             log.exception("injector event not journaled")
 
@@ -785,10 +863,12 @@ class ExamService:
         """
         with self._lock:
             self._settle()
-            order = self._record.order
-            if self._dose_log is None or order is None:
+            if self._dose_log is None:
                 return 0
-            new = 0
+            order = self._record.order
+            new = self._note_strays(None if order is None else order.accession)
+            if order is None:
+                return new
             for row in self._dose_log.list_exposures(order.accession):
                 exposure_id = int(row["id"])
                 if exposure_id in self._record.noted_exposure_ids:
@@ -796,7 +876,7 @@ class ExamService:
                 sps_id = row.get("sps_id")
                 step_phase = self._phase_of_sps(sps_id)
                 counted = step_phase is not None and step_phase is self._record.state
-                phase = step_phase.value if counted and step_phase else "unexpected"
+                phase = step_phase.value if counted and step_phase else UNEXPECTED
                 self._dose_log.annotate(exposure_id, phase=phase)
                 payload = {
                     "exposure_id": exposure_id,
@@ -809,6 +889,26 @@ class ExamService:
             if new:
                 self._report()
             return new
+
+    def _note_strays(self, open_accession: str | None) -> int:
+        """Exposures of no open exam (before any exam, after one was closed, another patient's):
+        kept, annotated ``unexpected``, journaled without an exam — flagged for review."""
+        assert self._dose_log is not None
+        strays = self._dose_log.unannotated_exposures(exclude_accession=open_accession)
+        for row in strays:
+            exposure_id = int(row["id"])
+            self._dose_log.annotate(exposure_id, phase=UNEXPECTED)
+            payload = {
+                "exposure_id": exposure_id,
+                "sps_id": row.get("sps_id"),
+                "phase": UNEXPECTED,
+                "counted": False,
+                "why": "no open exam" if open_accession is None else "not the open exam",
+            }
+            self._journal.append("exposure", payload, exam_id=None, now=self._clock())
+        if strays:
+            log.warning("%d exposure(s) of no open exam: kept and flagged", len(strays))
+        return len(strays)
 
     def _phase_of_sps(self, sps_id: str | None) -> ExamState | None:
         for state in PHASE_STEPS:
@@ -873,19 +973,60 @@ class ExamService:
         operator: str | None,
         exam_id: str | None = None,
     ) -> Entry:
-        """Journal one entry (durable on return) and fold it into the record."""
-        entry = self._journal.append(
-            kind,
-            payload,
-            exam_id=exam_id or self.exam_id,
-            operator=operator,
-            now=self._clock(),
-        )
+        """Journal one entry (durable on return) and fold it into the record.
+
+        A journal that cannot be written is a logging fault (:meth:`_journal_failed`): the
+        entry is not applied, the caller's step stops with :class:`JournalUnavailable`.
+        """
+        try:
+            entry = self._journal.append(
+                kind,
+                payload,
+                exam_id=exam_id or self.exam_id,
+                operator=operator,
+                now=self._clock(),
+            )
+        except JournalError as exc:
+            self._journal_failed(exc)
+            raise JournalUnavailable(
+                f"the journal cannot be written ({exc}): the exam is paused"
+            ) from exc
         self._record.apply(entry)
+        self._publish()
         return entry
 
+    def _journal_failed(self, exc: Exception) -> None:
+        """A logging fault: a running injection is stopped first; commands are refused until
+        the journal can be written again (then the exam stops in FAULT)."""
+        if self._journal_fault is None:
+            log.critical("journal write failed: %s; commands refused until it recovers", exc)
+        self._journal_fault = str(exc)
+        status, injector = self._status, self._injector
+        if status is not None and not status.done and injector is not None:
+            try:
+                injector.stop("journal write failed")
+            except DriverError as stop_error:
+                log.error("injector stop after a journal failure not confirmed: %s", stop_error)
+
     def _command(self, command: str, args: Mapping[str, Any], operator: str) -> None:
+        self._resume_after_journal_fault(operator)
         self._append("command", {"command": command, **args}, operator)
+
+    def _resume_after_journal_fault(self, operator: str) -> None:
+        """The journal failed earlier: once it can be written, the fault is recorded and the
+        exam stops in FAULT (acknowledged like any other) before the command is considered."""
+        fault = self._journal_fault
+        if fault is None:
+            return
+        self._journal_fault = None
+        try:
+            self._settle(operator)
+            payload = {"what": "journal write failed", "detail": fault}
+            self._append("logging-fault", payload, operator)
+            if (E.FAULT, self._record.state) in TRANSITIONS:
+                self._transition_checked(E.FAULT, operator, reason=f"journal write failed: {fault}")
+        except JournalUnavailable:
+            raise
 
     def _facts(self) -> ExamFacts:
         return self._record.facts(self.limits, self._injector_healthy())

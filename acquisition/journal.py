@@ -113,11 +113,13 @@ def _chain_hash(key: bytes | None, prev_hash: str, fields: tuple[Any, ...]) -> s
 class Journal:
     """Append and read the journal. Thread-safe: one connection behind a lock."""
 
-    def __init__(self, path: str | Path, *, key: bytes | None = None) -> None:
+    def __init__(
+        self, path: str | Path, *, key: bytes | None = None, busy_timeout_s: float = 5.0
+    ) -> None:
         self._key = key or None
         self._lock = threading.Lock()
         # One connection, used only under the lock, from whichever thread holds it.
-        self._conn = connect(path, check_same_thread=False)
+        self._conn = connect(path, busy_timeout_s=busy_timeout_s, check_same_thread=False)
         migrate(sqlite_utils.Database(self._conn), MIGRATIONS)
 
     def close(self) -> None:

@@ -56,6 +56,7 @@ def unit_facing_server(
     dose_sink: ExposureSink,
     *,
     on_stored: Callable[[Path, Dataset], None] | None = None,
+    on_mpps: Callable[[str, str, str, int], None] | None = None,
 ) -> UnitFacingServer:
     """MWL, MPPS and Storage SCPs toward the unit, from the ``[dicom]`` settings."""
     d = config.dicom
@@ -77,6 +78,7 @@ def unit_facing_server(
         worklist_max_results=d.worklist_max_results,
         uid_prefix=config.site.uid_root,
         on_stored=on_stored,
+        on_mpps=on_mpps,
     )
 
 

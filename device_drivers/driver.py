@@ -477,7 +477,7 @@ class NewEraInjector(InjectorABC):
             status = link.status()
             if status.alarm is not None:
                 raise DeviceRefusedError(f"the injector reports alarm A?{status.alarm.value}")
-            if status.prompt not in _AT_REST:
+            if status.prompt is not None and status.prompt not in _AT_REST:
                 # Moving while no injection of ours is known (a controller that died during
                 # one, someone at the keypad): the motor stops before anything else.
                 log.error("injector found moving at connect (%s): stopping it", status.prompt.name)

@@ -119,6 +119,12 @@ MPPS_ITEM_NUMBERS: dict[str, tuple[tuple[str, float], ...]] = {
     "esak_mgy": (("EntranceDoseInmGy", 1.0),),
 }
 
+#: Step-level distances of the MPPS Radiation Dose module, copied to each exposure.
+MPPS_STEP_NUMBERS: dict[str, tuple[tuple[str, float], ...]] = {
+    "distance_source_to_detector_mm": (("DistanceSourceToDetector", 1.0),),
+    "distance_source_to_entrance_mm": (("DistanceSourceToEntrance", 1.0),),
+}
+
 MPPS_ITEM_TEXTS: dict[str, str] = {
     "filter_material": "FilterMaterial",
     "comments": "CommentsOnRadiationDose",
@@ -220,6 +226,22 @@ def plausibility_reasons(record: ExposureRecord) -> tuple[str, ...]:
 UNREADABLE = "unreadable"
 
 
+def _readable_numbers(
+    ds: Dataset, table: dict[str, tuple[tuple[str, float], ...]]
+) -> tuple[dict[str, Any], list[str]]:
+    """The numbers of ``table`` read from ``ds``; an unreadable one is left empty and named in
+    the review reasons (``"unreadable …"``): the exposure is kept, the physicist told."""
+    values: dict[str, Any] = {}
+    reasons: list[str] = []
+    for name, choices in table.items():
+        try:
+            values[name] = _number(ds, choices)
+        except DoseDataError as exc:
+            values[name] = None
+            reasons.append(f"{UNREADABLE} {name}: {exc}")
+    return values, reasons
+
+
 def from_image_header(ds: Dataset, *, station_ae: str | None = None) -> ExposureRecord:
     """The exposure an MG image reports in its header (dose.md §1; PS3.3 C.8.7.8, C.8.11.7).
 
@@ -228,14 +250,7 @@ def from_image_header(ds: Dataset, *, station_ae: str | None = None) -> Exposure
     exposure. Raises :class:`DoseDataError` only when the dataset has no SOP Instance UID (there
     is nothing to tie the exposure to).
     """
-    reasons: list[str] = []
-    values: dict[str, Any] = {}
-    for name, choices in HEADER_NUMBERS.items():
-        try:
-            values[name] = _number(ds, choices)
-        except DoseDataError as exc:
-            values[name] = None
-            reasons.append(f"{UNREADABLE} {name}: {exc}")
+    values, reasons = _readable_numbers(ds, HEADER_NUMBERS)
     values.update({f: _text(ds, kw) for f, kw in HEADER_TEXTS.items()})
     if not values["sop_instance_uid"]:
         raise DoseDataError("no SOP Instance UID")
@@ -294,14 +309,14 @@ def from_mpps(
     see :func:`step_totals`.
     """
     step = _sequence_item(mpps, "ScheduledStepAttributesSequence")
+    distances, step_reasons = _readable_numbers(mpps, MPPS_STEP_NUMBERS)
     common: dict[str, Any] = {
         "mpps_instance_uid": mpps_instance_uid,
         "station_ae": _text(mpps, "PerformedStationAETitle") or station_ae,
         "study_instance_uid": _text(step, "StudyInstanceUID") if step else None,
         "accession": _text(step, "AccessionNumber") if step else None,
         "sps_id": _text(step, "ScheduledProcedureStepID") if step else None,
-        "distance_source_to_detector_mm": _number(mpps, (("DistanceSourceToDetector", 1.0),)),
-        "distance_source_to_entrance_mm": _number(mpps, (("DistanceSourceToEntrance", 1.0),)),
+        **distances,
     }
     try:
         items = list(mpps.get("ExposureDoseSequence") or [])
@@ -311,13 +326,12 @@ def from_mpps(
     linked = len(items) == len(images)
     records = []
     for index, item in enumerate(items):
-        values: dict[str, Any] = {f: _number(item, c) for f, c in MPPS_ITEM_NUMBERS.items()}
+        values, reasons = _readable_numbers(item, MPPS_ITEM_NUMBERS)
         values.update({f: _text(item, kw) for f, kw in MPPS_ITEM_TEXTS.items()})
         if linked:
             values["sop_instance_uid"] = images[index]
-        records.append(
-            ExposureRecord(source=Source.MPPS, mpps_item_index=index, **common, **values)
-        )
+        record = ExposureRecord(source=Source.MPPS, mpps_item_index=index, **common, **values)
+        records.append(record.with_values(review_reasons=(*step_reasons, *reasons)))
     if not linked:
         records.extend(
             ExposureRecord(source=Source.MPPS, sop_instance_uid=uid, **common) for uid in images
@@ -325,13 +339,19 @@ def from_mpps(
     return records
 
 
+#: Per-step figures of the MPPS Radiation Dose module: name → (keyword, factor).
+MPPS_STEP_TOTALS: dict[str, tuple[tuple[str, float], ...]] = {
+    "total_exposures": (("TotalNumberOfExposures", 1.0),),
+    "organ_dose_mgy": (("OrganDose", 100.0),),
+    "entrance_dose_mgy": (("EntranceDoseInmGy", 1.0),),
+}
+
+
 def step_totals(mpps: Dataset) -> dict[str, float | int | None]:
-    """Per-step dose figures of the Radiation Dose module, converted (PS3.3 C.4.16)."""
-    return {
-        "total_exposures": _number(mpps, (("TotalNumberOfExposures", 1.0),)),
-        "organ_dose_mgy": _number(mpps, (("OrganDose", 100.0),)),
-        "entrance_dose_mgy": _number(mpps, (("EntranceDoseInmGy", 1.0),)),
-    }
+    """Per-step dose figures of the Radiation Dose module, converted (PS3.3 C.4.16); an
+    unreadable one is empty (the exposures carry their own values and flags)."""
+    values, _ = _readable_numbers(mpps, MPPS_STEP_TOTALS)
+    return values
 
 
 # --------------------------------------------------------------------------- RDSR

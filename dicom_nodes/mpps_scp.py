@@ -236,8 +236,12 @@ class MppsSCP:
         *,
         step_resolver: StepResolver = has_scheduled_step,
         uid_prefix: str | None = None,
+        on_message: Callable[[str, str, str, int], None] | None = None,
     ) -> None:
         self._store = store
+        #: Called with (operation, SOP Instance UID, calling AE, status) after every N-CREATE
+        #: and N-SET is answered-to-be (the journal); its failure never changes the answer.
+        self._on_message = on_message
         # ``site.uid_root`` has no trailing dot; generate_uid wants one.
         self._uid_prefix = uid_prefix.rstrip(".") + "." if uid_prefix else None
         self._sink = sink
@@ -258,6 +262,7 @@ class MppsSCP:
             status, reply, logged = self._create(uid, attributes, calling_ae)
             if not logged:
                 self._log(uid, "N-CREATE", calling_ae, status, attributes)
+            self._notify("N-CREATE", uid, calling_ae, status)
         if not requested and reply is not None:
             reply = copy.copy(reply)
             reply.AffectedSOPInstanceUID = uid  # pynetdicom moves it into the N-CREATE-RSP
@@ -289,6 +294,7 @@ class MppsSCP:
             status, reply, logged = self._set(uid, modifications, calling_ae)
             if not logged:
                 self._log(uid, "N-SET", calling_ae, status, modifications)
+            self._notify("N-SET", uid, calling_ae, status)
         return status, reply
 
     def _set(
@@ -311,6 +317,15 @@ class MppsSCP:
         return _answered("N-SET", calling_ae, update)
 
     # ------------------------------------------------------------------ helpers
+    def _notify(self, operation: str, uid: str, calling_ae: str, status: int | Dataset) -> None:
+        if self._on_message is None:
+            return
+        code = int(status.Status) if isinstance(status, Dataset) else int(status)
+        try:
+            self._on_message(operation, uid, calling_ae, code)
+        except Exception:
+            log.exception("MPPS %s: message hook failed", operation)
+
     def _persist(self, instance: MppsInstance, message: ReceivedMessage, *, created: bool) -> bool:
         """Save the merged state (and the message with it when the store can); True if logged."""
         totals = step_totals(instance.dataset)

@@ -346,8 +346,12 @@ class Outbox:
         commitment_timeout_s: float = 3600.0,
         batch_size: int = 50,
         poll_s: float = 1.0,
+        on_delivery: Callable[[Message, str, int | None], None] | None = None,
     ) -> None:
         self.db_path = Path(db_path)
+        #: Called with (message, "done" | "terminal", status) once a delivery outcome is durable;
+        #: retries are not reported (an outage would report every attempt).
+        self.on_delivery = on_delivery
         self.destinations = dict(destinations)
         self.storage_commitment = storage_commitment
         self.retry = retry or RetryPolicy()
@@ -703,6 +707,12 @@ class Outbox:
                 "last_status = ?, last_error = ? WHERE id = ?",
                 (attempts, now_s + delay_s, status, error, message.id),
             )
+            return
+        if self.on_delivery is not None:
+            try:
+                self.on_delivery(message, outcome, status)
+            except Exception:
+                log.exception("outbox: delivery hook failed (the outcome is recorded)")
 
     # -- per kind ----------------------------------------------------------------------------------
 

@@ -71,6 +71,7 @@ class UnitFacingServer:
         worklist_max_results: int = 5000,
         uid_prefix: str | None = None,
         on_stored: Callable[[Path, Dataset], None] | None = None,
+        on_mpps: Callable[[str, str, str, int], None] | None = None,
     ) -> None:
         self._address = (host, port)
         self._ae: AE = make_ae(ae_title, timeouts or Timeouts(), max_pdu=max_pdu)
@@ -88,7 +89,11 @@ class UnitFacingServer:
                 else published_step_resolver(worklist_store)
             )
         self.mpps_scp = MppsSCP(
-            mpps_store, dose_sink, step_resolver=step_resolver, uid_prefix=uid_prefix
+            mpps_store,
+            dose_sink,
+            step_resolver=step_resolver,
+            uid_prefix=uid_prefix,
+            on_message=on_mpps,
         )
         self.storage_scp = StorageSCP(
             dose_sink,

@@ -33,6 +33,7 @@ from acquisition.exam import (
     Patient,
     PhysicianOverride,
     checklist_blockers,
+    service_refusal,
 )
 from acquisition.exam_machine import ExamEvent, ExamFacts, ExamState, Refused, next_state
 from device_drivers.base import InjectorABC, InjectorState
@@ -87,7 +88,6 @@ _EVENT_OF: dict[str, ExamEvent] = {
 }
 
 #: Where the service accepts the confirmations (ExamService._confirm: before an injection).
-_CONFIRMABLE = (S.CANNULATION, S.POST_INJECTION_1)
 
 #: Every console command, in the order the page lists them.
 COMMANDS: tuple[str, ...] = (
@@ -164,9 +164,13 @@ class ConsoleBackend:
     def snapshot(self) -> dict[str, Any]:
         """Everything the page shows, as plain JSON values."""
         errors: list[str] = []
-        state = self.exam.state
-        facts = self.exam.facts()
-        order = self.exam.order
+        exam = self.exam.snapshot()  # never waits for a command in progress
+        state, facts, order = exam.state, exam.facts, exam.order
+        if exam.journal_fault is not None:
+            errors.append(
+                f"The journal cannot be written ({exam.journal_fault}): the injector was "
+                "stopped and commands are refused until it can be written again."
+            )
         accession = order.accession if order is not None else None
         snapshot: dict[str, Any] = {
             "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
@@ -174,6 +178,7 @@ class ConsoleBackend:
                 "state": state.value,
                 "injecting": state.is_injecting,
                 "final": state.is_final,
+                "journal_fault": exam.journal_fault,
                 "order": None if order is None else dataclasses.asdict(order),
             },
             "facts": self._facts_view(facts),
@@ -259,24 +264,9 @@ class ConsoleBackend:
                 probe = dataclasses.replace(facts, discontinuation_reason="reason")
             actions[command] = verdict(machine(event, probe))
 
-        if state is S.FAULT:
-            not_checklist: str | None = "acknowledge the fault first"
-        elif state is not S.CHECKLIST:
-            not_checklist = f"the checklist is answered in checklist, not {state.value}"
-        else:
-            not_checklist = None
-        actions["answer-checklist"] = verdict(not_checklist)
-        if state is S.FAULT:
-            not_confirmable: str | None = "acknowledge the fault first"
-        elif state not in _CONFIRMABLE:
-            not_confirmable = f"confirmed before an injection, not in {state.value}"
-        else:
-            not_confirmable = None
-        actions["confirm-cannulation"] = verdict(not_confirmable)
-        actions["confirm-air-purge"] = verdict(not_confirmable)
-        actions["stop-injection"] = verdict(
-            None if state.is_injecting else "no injection is running"
-        )
+        for command in ("answer-checklist", "confirm-cannulation", "confirm-air-purge"):
+            actions[command] = verdict(service_refusal(command, state))
+        actions["stop-injection"] = verdict(service_refusal("stop-injection", state))
         if self.orders is None:
             actions["select-order"] = verdict("no RIS worklist is configured")
         actions["refresh-orders"] = verdict(

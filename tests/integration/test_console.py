@@ -59,7 +59,13 @@ def test_state_shows_exam_injector_orders_and_the_reasons_buttons_are_disabled(
     assert headers["Cache-Control"] == "no-store"
     doc = json.loads(raw)
 
-    assert doc["exam"] == {"state": "idle", "injecting": False, "final": False, "order": None}
+    assert doc["exam"] == {
+        "state": "idle",
+        "injecting": False,
+        "final": False,
+        "journal_fault": None,
+        "order": None,
+    }
     assert doc["injector"]["present"] and doc["injector"]["link"] == "ok"
     assert doc["injector"]["state"] == room.driver.state.value
     (order,) = doc["orders"]

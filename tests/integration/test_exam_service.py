@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from acquisition.dose_log import DoseLog
 from acquisition.exam import (
     INTERRUPTED_BY_RESTART,
     ExamService,
+    JournalUnavailable,
     Patient,
     PhysicianOverride,
 )
@@ -97,7 +100,7 @@ class Room:
 def room(tmp_path: Path) -> Iterator[Room]:
     services: list[ExamService] = []
     with (
-        Journal(tmp_path / "journal.db") as journal,
+        Journal(tmp_path / "journal.db", busy_timeout_s=0.2) as journal,
         DoseLog(tmp_path / "dose.db") as dose_log,
         InjectorSimulator(seed=0, time_scale=TIME_SCALE) as sim,
         closing(NewEraInjector(sim.serve_pty(), limits=FAST_LIMITS, timing=FAST_TIMING)) as driver,
@@ -476,3 +479,42 @@ def test_injector_refusals_before_run_are_journaled_and_cost_nothing(room: Room)
     room.driver.limits = FAST_LIMITS
     inject(service, 0.05, S.POST_INJECTION_1)
     assert room.sim.run_count == 1
+
+
+def test_a_journal_that_cannot_be_written_stops_the_injection_and_pauses_the_exam(
+    room: Room, tmp_path: Path
+) -> None:
+    """A logging fault during an injection: the injector is stopped first, every command is
+    refused while the journal is unwritable, and once it is writable again the fault is
+    recorded and the exam waits in FAULT for the operator."""
+    service = room.service()
+    to_cannulation(room, service)
+    service.start_injection(1.0, 0.3, "tech1")  # 200 s of pump time, ~1.7 s at x120
+    deadline = time.monotonic() + WAIT_S
+    while room.sim.snapshot().infused_ml < 0.02:
+        assert time.monotonic() < deadline, "the injection never started"
+        time.sleep(0.01)
+    with closing(sqlite3.connect(tmp_path / "journal.db", isolation_level=None)) as other:
+        other.execute("BEGIN EXCLUSIVE")  # another process holds the database
+        with pytest.raises(JournalUnavailable):
+            service.stop_injection("tech1")
+        assert service.journal_fault is not None
+        deadline = time.monotonic() + WAIT_S
+        while room.sim.snapshot().prompt.name == "INFUSING":
+            assert time.monotonic() < deadline, "the pump was not stopped"
+            time.sleep(0.01)
+        with pytest.raises(JournalUnavailable):
+            service.complete("tech1")
+        other.execute("ROLLBACK")
+    service.acknowledge_fault("tech1")
+    assert service.journal_fault is None
+    assert service.state is S.POST_INJECTION_1
+    assert room.sim.snapshot().infused_ml < 1.0
+    (ended,) = kinds(room.journal, "injection-ended")
+    assert not ended.payload["completed"]
+    assert ended.payload["delivered_ml"] < 1.0
+    assert [e.payload["what"] for e in kinds(room.journal, "logging-fault")] == [
+        "journal write failed"
+    ]
+    assert ("fault", "fault") in [(e, t) for e, t in transitions(room.journal)]
+    assert room.journal.verify().ok

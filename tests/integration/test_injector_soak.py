@@ -78,7 +78,8 @@ def evidence(stats: LinkStats, dropped_bytes: int, alarms: int) -> dict[str, int
         "bitflip_request": stats.retries,
         "duplicate_reply": stats.strays,
         "wrong_address": stats.mismatches,
-        "wrong_shape": stats.mismatches,
+        # A wrong-shaped reply to a request already given up (a loaded machine) is a stray.
+        "wrong_shape": stats.mismatches + stats.strays,
         "echo": stats.echoes,
         "auto_alarm_interleaved": alarms,
         "stx_etx_in_crc": stats.replies,

@@ -146,6 +146,30 @@ def test_mpps_item_level_organ_dose_is_dgy() -> None:
     assert record.esak_mgy == pytest.approx(4.4)
 
 
+def test_unreadable_mpps_values_are_flagged_and_the_exposure_kept() -> None:
+    merged = mpps_create(study_uid=STUDY)
+    for elem in mpps_set([Exposure(), Exposure()]):
+        merged[elem.tag] = elem
+    item = merged.ExposureDoseSequence[1]
+    tag = Tag("KVP")
+    item._dict[tag] = RawDataElement(tag, "DS", 8, b"twenty9 ", 0, False, True)
+    tag = Tag("DistanceSourceToDetector")
+    merged._dict[tag] = RawDataElement(tag, "DS", 2, b"--", 0, False, True)
+    tag = Tag("OrganDose")
+    merged._dict[tag] = RawDataElement(tag, "DS", 4, b"n/a ", 0, False, True)
+    first, second = from_mpps(merged, mpps_instance_uid=generate_uid())
+    assert first.kvp is not None
+    assert second.kvp is None and second.tube_current_ma is not None
+    assert any(r.startswith("unreadable kvp") for r in second.review_reasons)
+    assert not any("kvp" in r for r in first.review_reasons)
+    for record in (first, second):
+        assert record.distance_source_to_detector_mm is None
+        assert any(
+            r.startswith("unreadable distance_source_to_detector_mm") for r in record.review_reasons
+        )
+    assert step_totals(merged)["organ_dose_mgy"] is None
+
+
 def test_rdsr_reference_point_given_as_text() -> None:
     ds = rdsr([Exposure()], study_uid=STUDY)
     items = ds.ContentSequence[0].ContentSequence
