@@ -437,7 +437,11 @@ def _event_record(
             continue
         if concept in RDSR_NUMBERS:
             field_name, units = RDSR_NUMBERS[concept]
-            value = _measured(item, units)
+            try:
+                value = _measured(item, units)
+            except DoseDataError as exc:  # the event happened: kept, the value flagged
+                reasons.append(f"{UNREADABLE} {field_name}: {exc}")
+                continue
             if value is None:
                 continue
             if field_name in values and field_name in MULTI_VALUE_FIELDS:
@@ -481,7 +485,9 @@ def _event_record(
 def from_rdsr(ds: Dataset, *, station_ae: str | None = None) -> list[ExposureRecord]:
     """One record per Irradiation Event X-Ray Data container (TID 10003, 113706) of an RDSR.
 
-    Raises :class:`DoseDataError` if the SR has no content tree or a unit is not one we know.
+    A value that cannot be read (not a number, a unit we do not know) is left empty and named
+    in the event's review reasons, like an image header's. Raises :class:`DoseDataError` only
+    when the SR has no content tree.
     """
     if "ContentSequence" not in ds:
         raise DoseDataError("SR without content")

@@ -8,7 +8,7 @@ from pydicom.tag import Tag
 from pydicom.uid import generate_uid
 
 from dicom_nodes.dose_extract import from_image_header, from_mpps, from_rdsr, step_totals
-from dicom_nodes.exposures import DoseDataError, Source
+from dicom_nodes.exposures import Source
 from tests.dose_factories import Exposure, mg_image, mpps_create, mpps_set, rdsr
 
 STUDY = "1.2.3.4"
@@ -97,18 +97,6 @@ def test_rdsr_event_values() -> None:
     assert first.study_instance_uid == STUDY
 
 
-def test_rdsr_unknown_unit_raises() -> None:
-    ds = rdsr([Exposure()], study_uid=STUDY)
-    agd = next(
-        item
-        for item in ds.ContentSequence[0].ContentSequence
-        if item.ConceptNameCodeSequence[0].CodeValue == "111631"
-    )
-    agd.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue = "rad"
-    with pytest.raises(DoseDataError):
-        from_rdsr(ds)
-
-
 def test_mpps_items_linked_to_images_by_order_and_ua_converted() -> None:
     exposures = [Exposure(tube_current_ma=90.0), Exposure(tube_current_ma=120.0)]
     merged = mpps_create(study_uid=STUDY)
@@ -179,3 +167,15 @@ def test_rdsr_reference_point_given_as_text() -> None:
     reference.TextValue = "15 cm from isocenter toward source"
     (record,) = from_rdsr(ds)
     assert record.esak_reference_point == "15 cm from isocenter toward source"
+
+
+def test_rdsr_value_in_an_unknown_unit_is_flagged_and_the_event_kept() -> None:
+    ds = rdsr([Exposure(), Exposure()], study_uid=STUDY)
+    items = ds.ContentSequence[0].ContentSequence
+    kvp = next(i for i in items if i.ConceptNameCodeSequence[0].CodeValue == "113733")
+    kvp.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue = "furlong"
+    first, second = from_rdsr(ds)
+    assert first.kvp is None
+    assert first.agd_reported_mgy is not None  # the rest of the event is read
+    assert any(r.startswith("unreadable kvp") for r in first.review_reasons)
+    assert second.kvp is not None
