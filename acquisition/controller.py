@@ -35,18 +35,20 @@ from pydicom.dataset import Dataset
 
 from acquisition import wiring
 from acquisition.dose_log import DoseLog
-from acquisition.exam import ExamService, JournalUnavailable
-from acquisition.exam_machine import Limits
+from acquisition.exam import ExamService, JournalUnavailable, phase_sps_id
+from acquisition.exam_machine import ExamState, Limits
 from acquisition.exam_reporting import ExamReporting, ReportingSettings
+from acquisition.forwarding import Forwarder, contrast_administration
 from acquisition.journal import Journal
 from acquisition.settings import Config
 from device_drivers.base import InjectorABC
 from device_drivers.errors import DriverError
+from dicom_nodes.contrast import ContrastAdministration
 from dicom_nodes.exposures import ExposureRecord
 from dicom_nodes.mpps_scp import MODALITY_PERFORMED_PROCEDURE_STEP
 from dicom_nodes.mpps_store import SqliteMppsStore
 from dicom_nodes.network import client_tls_context
-from dicom_nodes.outbox import PACS, RIS, OutboxError, RetryPolicy
+from dicom_nodes.outbox import PACS, RIS, RetryPolicy
 from dicom_nodes.outbox import Message as OutboxMessage
 from dicom_nodes.outbox import Outbox as DicomOutbox
 from dicom_nodes.ris_orders import RisOrderStore, WorklistRefresher, todays_query
@@ -122,6 +124,7 @@ class Controller:
         self.refresher: WorklistRefresher | None = None
         self.exam: ExamService | None = None
         self.outbox: DicomOutbox | None = None
+        self.forwarder: Forwarder | None = None
         self._opened: list[Any] = []
 
     # ------------------------------------------------------------------ life cycle
@@ -132,7 +135,8 @@ class Controller:
             self._open_stores()
             self._connect_injector()
             self._build_exam()
-            self._forward_kept_objects()
+            if self.forwarder is not None:
+                self.forwarder.forward_kept()
             self._start_network()
         except BaseException:
             self.stop()
@@ -214,6 +218,8 @@ class Controller:
             if destinations
             else None
         )
+        if self.outbox is not None and PACS in destinations:
+            self.forwarder = Forwarder(self.outbox, self.storage_dir, self._contrast_for)
 
     def _keep(self, closable: Any) -> Any:
         self._opened.append(closable)
@@ -302,16 +308,6 @@ class Controller:
             uid_root=config.site.uid_root,
         )
 
-    def _forward_kept_objects(self) -> None:
-        """Queue every object the controller keeps for the PACS (idempotent)."""
-        if self.outbox is None or PACS not in self.outbox.destinations:
-            return
-        for path in sorted(self.storage_dir.rglob("*.dcm")):
-            try:
-                self.outbox.enqueue_store(path)
-            except OutboxError as exc:
-                log.error("kept object not queued for the PACS: %s", exc)
-
     def _start_network(self) -> None:
         config = self.config
         if self.outbox is not None:
@@ -378,9 +374,29 @@ class Controller:
             "file": path.name,
         }
         self.journal.append("dicom-in", payload, exam_id=exam_id)
-        if self.outbox is not None and PACS in self.outbox.destinations:
-            self.outbox.enqueue_store(path)
+        if self.forwarder is not None:
+            self.forwarder.forward(path, header)
         self._wake.set()
+
+    def _contrast_for(self, header: Dataset) -> ContrastAdministration | None:
+        """The contrast given before a post-contrast image of the open exam (its SPS ID names
+        post-injection 1 or 2: the injections up to that one); None for any other object."""
+        exam = self.exam
+        if exam is None:
+            return None
+        snapshot = exam.snapshot()
+        order = snapshot.order
+        if order is None or str(header.get("StudyInstanceUID", "")) != order.study_instance_uid:
+            return None
+        request = header.get("RequestAttributesSequence") or [Dataset()]
+        sps_id = str(request[0].get("ScheduledProcedureStepID", "") or "")
+        after = {
+            phase_sps_id(order.exam_id, ExamState.POST_INJECTION_1): 1,
+            phase_sps_id(order.exam_id, ExamState.POST_INJECTION_2): 2,
+        }.get(sps_id)
+        if after is None:
+            return None
+        return contrast_administration([c for c in snapshot.contrast if c.number <= after])
 
     def _on_unit_mpps(self, operation: str, uid: str, calling_ae: str, status: int) -> None:
         """The unit's MPPS N-CREATE / N-SET, as answered (its content is in the MPPS store)."""

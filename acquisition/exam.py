@@ -202,6 +202,7 @@ class ExamSnapshot:
     order: ExamOrder | None
     facts: ExamFacts
     journal_fault: str | None
+    contrast: tuple[ContrastRecord, ...] = ()
 
 
 class ExamReporter(Protocol):
@@ -440,7 +441,11 @@ class ExamService:
     def _publish(self) -> None:
         record = self._record
         self._published = ExamSnapshot(
-            record.state, record.order, record.facts(self.limits, False), self._journal_fault
+            record.state,
+            record.order,
+            record.facts(self.limits, False),
+            self._journal_fault,
+            tuple(record.contrast),
         )
 
     def view(self) -> ExamView | None:

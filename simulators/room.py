@@ -11,20 +11,19 @@ step on its worklist, the unit performs it (the step's planned views).
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dicom_nodes.contrast import ContrastAdministration
 from dicom_nodes.network import Timeouts
 from simulators.injector import InjectorSimulator
 from simulators.pacs import SimulatedPacs
 from simulators.ris import SimulatedRis
 from simulators.ris_orders import DemoOrder
 from simulators.unit import PerformedStep, SimulatedUnit, UnitError, WorklistStep
-from simulators.unit_images import ContrastAdministration, Injection
 from simulators.unit_physics import View
 
 log = logging.getLogger(__name__)
@@ -191,25 +190,3 @@ class UnitAutopilot:
                     continue
                 if self.on_performed is not None:
                     self.on_performed(performed)
-
-
-def contrast_given(
-    injections: Sequence[tuple[float, dt.datetime, dt.datetime, float]],
-) -> ContrastAdministration | None:
-    """The Contrast/Bolus content of post-contrast images from the controller's records:
-    ``(delivered mL, start, stop, rate mL/min)`` per injection (none given: None)."""
-    given = [i for i in injections if i[0] > 0]
-    if not given:
-        return None
-    return ContrastAdministration(
-        tuple(
-            Injection(
-                volume_ml=round(volume, 3),
-                start=start.astimezone().time(),
-                stop=stop.astimezone().time(),
-                flow_rate_ml_s=round(rate / 60.0, 4),
-                flow_duration_s=round(max((stop - start).total_seconds(), 0.0), 1),
-            )
-            for volume, start, stop, rate in given
-        )
-    )

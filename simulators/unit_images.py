@@ -31,6 +31,12 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from dicom_nodes import dosimetry
+from dicom_nodes.contrast import (
+    ContrastAdministration,
+    Injection,
+    decimal_string,
+    set_contrast_bolus,
+)
 from dicom_nodes.rdsr import (
     CodedConcept,
     DoseReportContext,
@@ -95,30 +101,6 @@ class StudyContext:
 
 
 @dataclass(frozen=True)
-class Injection:
-    """One contrast injection as the Contrast/Bolus module reports it."""
-
-    volume_ml: float
-    start: dt.time
-    stop: dt.time
-    flow_rate_ml_s: float
-    flow_duration_s: float
-
-
-@dataclass(frozen=True)
-class ContrastAdministration:
-    """Contrast given before a post-contrast image (iohexol 300 mg I/mL, intraductal)."""
-
-    injections: tuple[Injection, ...]
-    agent: str = "Iohexol 300"
-    concentration_mg_ml: float = 300.0
-
-    @property
-    def total_ml(self) -> float:
-        return round(sum(i.volume_ml for i in self.injections), 3)
-
-
-@dataclass(frozen=True)
 class SeriesInfo:
     """Series and instance numbering of one image."""
 
@@ -155,10 +137,7 @@ def _code_item(value: str, scheme: str, meaning: str) -> Dataset:
     return item
 
 
-def _ds(value: float, places: int = 4) -> str:
-    """A DS string (≤ 16 characters) without a trailing zero pile."""
-    text = f"{value:.{places}f}".rstrip("0").rstrip(".")
-    return text or "0"
+_ds = decimal_string
 
 
 #: Patient Orientation (0020,0020) by view family and laterality (PS3.17 mammography
@@ -297,7 +276,7 @@ def build_mg_image(
 
     _pixels(ds, full_size=full_size, laterality=view.laterality, contrast=contrast, seed=pixel_seed)
     if contrast is not None:
-        _contrast_bolus(ds, contrast)
+        set_contrast_bolus(ds, contrast)
     _anatomy_and_positioning(ds, exposure)
     _detector(ds, profile, full_size=full_size)
     _dose_and_generation(ds, exposure)
@@ -380,27 +359,6 @@ def _pixels(
     ds.PixelData = pixel_data(
         columns, rows, laterality=laterality, contrast=contrast is not None, seed=seed
     )
-
-
-def _contrast_bolus(ds: Dataset, contrast: ContrastAdministration) -> None:
-    """Contrast/Bolus module (C.7.6.4): one value per injection in the multi-valued rates."""
-    injections = contrast.injections
-    if not injections:
-        raise ImageBuildError("a contrast administration needs at least one injection")
-    ds.ContrastBolusAgent = contrast.agent
-    ds.ContrastBolusAgentSequence = [_code_item(*_code_tuple(codes.SCT.Iohexol))]
-    ds.ContrastBolusRoute = "INTRADUCTAL"
-    ds.ContrastBolusAdministrationRouteSequence = [
-        _code_item(*_code_tuple(codes.SCT.IntraluminalRoute))
-    ]
-    ds.ContrastBolusVolume = _ds(contrast.total_ml, 3)
-    ds.ContrastBolusStartTime = injections[0].start.strftime("%H%M%S")
-    ds.ContrastBolusStopTime = injections[-1].stop.strftime("%H%M%S")
-    ds.ContrastBolusTotalDose = _ds(contrast.total_ml, 3)
-    ds.ContrastFlowRate = [_ds(i.flow_rate_ml_s, 4) for i in injections]
-    ds.ContrastFlowDuration = [_ds(i.flow_duration_s, 1) for i in injections]
-    ds.ContrastBolusIngredient = "IODINE"
-    ds.ContrastBolusIngredientConcentration = _ds(contrast.concentration_mg_ml, 1)
 
 
 def _code_tuple(code: object) -> tuple[str, str, str]:

@@ -18,7 +18,6 @@ stderr). ``--time-scale`` makes the simulated injections run faster than real ti
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import signal
 import sys
@@ -208,14 +207,10 @@ class ScriptedExam:
             return bool(found)
 
         wait_until(offered, STEP_TIMEOUT_S, f"the {phase.value} step on the unit's worklist")
-        contrast = self.room_module.contrast_given(
-            [
-                (c.delivered_ml, _instant(c.started_at), _instant(c.stopped_at), c.rate_ml_min)
-                for c in self.exam.contrast_administrations()
-            ]
-        )
         views = SCRIPT_VIEWS[phase]
-        self.room_module.perform(self.unit, found[0], views, contrast)
+        # The unit knows nothing of the injections: the controller completes the Contrast/Bolus
+        # module of the post-contrast images it forwards (acquisition/forwarding.py).
+        self.room_module.perform(self.unit, found[0], views)
 
         def counted() -> bool:
             facts = self.exam.facts()
@@ -257,10 +252,6 @@ class ScriptedExam:
             "objects_at_pacs": len(self.room.pacs.received()),
             "contrast_ml": round(contrast_ml, 3),
         }
-
-
-def _instant(iso: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(iso)
 
 
 def _exposure(row: dict[str, Any]) -> dict[str, Any]:

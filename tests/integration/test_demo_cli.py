@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -100,3 +101,34 @@ def test_the_text_output_is_a_table_and_the_totals(tmp_path: Path) -> None:
 def test_demo_rejects_a_bad_time_scale() -> None:
     result = galacto("demo", "--auto", "--time-scale", "0", timeout_s=60)
     assert result.returncode == 2
+
+
+def test_post_contrast_images_are_forwarded_with_the_contrast_given(
+    auto_json: tuple[Path, list[dict]],
+) -> None:
+    """The unit does not know the injections: the controller completes the Contrast/Bolus
+    module of the post-contrast images it forwards, from its own records."""
+    data_dir, _ = auto_json
+    forwarded = [
+        dcmread(path, stop_before_pixels=True)
+        for path in sorted((data_dir / "objects" / "forward").rglob("*.dcm"))
+    ]
+    volumes = sorted(float(ds.ContrastBolusVolume) for ds in forwarded)
+    # post-injection 1: CC and ML after 0.5 mL; post-injection 2: ML after 0.5 + 0.3 mL
+    assert volumes == pytest.approx([0.5, 0.5, 0.8], abs=0.02)
+    for ds in forwarded:
+        assert ds.ContrastBolusRoute == "INTRADUCTAL"
+        assert ds.ContrastBolusAgentSequence[0].CodeValue == "109218004"
+        rates = ds["ContrastFlowRate"].value
+        rates = list(rates) if ds["ContrastFlowRate"].VM > 1 else [rates]
+        injections = 1 if float(ds.ContrastBolusVolume) < 0.6 else 2  # one value per injection
+        assert len(rates) == injections == ds["ContrastFlowDuration"].VM
+        assert float(rates[0]) == pytest.approx(0.3 / 60, abs=1e-4)
+    received = [
+        dcmread(path, stop_before_pixels=True)
+        for path in (data_dir / "objects").glob("*/*.dcm")
+        if path.parent.name not in ("forward", "created")
+    ]
+    originals = {str(ds.SOPInstanceUID): ds for ds in received}
+    for ds in forwarded:  # the unit's originals are kept as they came
+        assert "ContrastBolusAgent" not in originals[str(ds.SOPInstanceUID)]
