@@ -448,6 +448,7 @@ class Controller:
             ticks += 1
             try:
                 exam.note_exposures()
+                exam.check_injector()
                 if ticks % REPORT_EVERY_TICKS == 0:
                     exam.report()  # catches up a reporting that failed (disk full, locked)
             except JournalUnavailable:

@@ -248,6 +248,8 @@ def service_refusal(command: str, state: ExamState) -> str | None:
         return f"{what} is confirmed before an injection, not in {state.value}"
     if command == "stop-injection" and not state.is_injecting:
         return "no injection is running"
+    if command == "reset-injector" and (E.FAULT, state) in TRANSITIONS:
+        return "during an exam an injector fault is acknowledged (acknowledge-fault)"
     return None
 
 
@@ -498,6 +500,8 @@ class ExamService:
             self._injector = injector
             if injector is not None:
                 self._unsubscribe = injector.subscribe(self._on_injector_event)
+                if self._record.order is not None and self._record.injection_running is None:
+                    self._new_injector_session(self._record.volume_given_ml)
 
     def close(self) -> None:
         """Stop watching the injector (idempotent). Stores and injector stay open."""
@@ -572,6 +576,7 @@ class ExamService:
             )
             self._append("exam-opened", {"order": dataclasses.asdict(exam)}, operator, exam.exam_id)
             self._transition(event, target, operator)
+            self._new_injector_session(0.0)
             # The exam ID is an accession number: identifying, so never above DEBUG.
             log.debug("exam %s opened", exam.exam_id)
             log.info("exam opened (%s breast)", exam.side)
@@ -727,6 +732,17 @@ class ExamService:
                 continue
             return
 
+    def _new_injector_session(self, given_ml: float) -> None:
+        """The driver's own per-exam cap follows the exam (a second line of defence behind the
+        exam's interlock, which counts the exam's volume from the journal)."""
+        injector = self._injector
+        if injector is None:
+            return
+        try:
+            injector.new_session(given_ml)
+        except DriverError as exc:
+            log.error("the injector's per-exam volume was not reset: %s", exc)
+
     def _sample_pressure(self) -> None:
         """Track the peak line pressure of the running injection (for its record)."""
         injector = self._injector
@@ -811,6 +827,41 @@ class ExamService:
             log.exception("injector event not journaled")
 
     # ------------------------------------------------------------------ faults, ending
+
+    def check_injector(self) -> None:
+        """An injector that went to ERROR between injections (link lost, a device alarm)
+        stops the exam in FAULT, so that the operator sees it and acknowledges it (which resets
+        the injector). Called by the controller's tick, never from the driver's own thread."""
+        with self._lock:
+            self._settle()
+            injector, state = self._injector, self._record.state
+            if injector is None or injector.state is not InjectorState.ERROR:
+                return
+            if state.is_injecting or (E.FAULT, state) not in TRANSITIONS:
+                return  # an injection's outcome is settled by its watcher; no exam: reset
+            reason = f"injector fault: {injector.reason or 'error'}"
+            self._transition_checked(E.FAULT, None, reason=reason)
+
+    def reset_injector(self, operator: str) -> None:
+        """With no exam in progress (idle, completed, discontinued): clear the injector's error
+        (reopening a lost link). During an exam the fault is acknowledged instead."""
+        with self._lock:
+            self._settle()
+            self._command("reset-injector", {}, operator)
+            reason = service_refusal("reset-injector", self._record.state)
+            injector = self._injector
+            if reason is None and (injector is None or injector.state is not InjectorState.ERROR):
+                reason = "the injector is not in error"
+            if reason is not None:
+                self._refuse(E.ACKNOWLEDGE_FAULT, reason, operator)
+            assert injector is not None
+            try:
+                injector.acknowledge()
+            except DriverError as exc:
+                self._refuse(
+                    E.ACKNOWLEDGE_FAULT, f"the injector could not be reset: {exc}", operator
+                )
+            self._append("injector-reset", {"state": injector.state.value}, operator)
 
     def acknowledge_fault(self, operator: str) -> None:
         """The operator has seen the fault: clear the injector's error, leave FAULT."""
@@ -1038,7 +1089,7 @@ class ExamService:
 
     def _injector_healthy(self) -> bool:
         injector = self._injector
-        return injector is not None and injector.state in _INJECTOR_IDLE
+        return injector is not None and injector.link_up and injector.state in _INJECTOR_IDLE
 
     def _refuse(self, event: ExamEvent, reason: str, operator: str | None) -> NoReturn:
         state = self._record.state

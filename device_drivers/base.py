@@ -199,6 +199,21 @@ class InjectorABC(abc.ABC):
     def events(self) -> list[RecordedEvent]:
         """Every event recorded since ``connect()``, oldest first (a copy)."""
 
+    @property
+    @abc.abstractmethod
+    def link_up(self) -> bool:
+        """The link is open and not lost (connected, and no port loss since)."""
+
+    @property
+    @abc.abstractmethod
+    def reason(self) -> str:
+        """Why the injector is in ERROR (empty otherwise)."""
+
+    @abc.abstractmethod
+    def new_session(self, given_ml: float = 0.0) -> None:
+        """A new exam: the per-exam volume cap counts from ``given_ml`` (0 for a new exam, the
+        exam's volume so far when an exam is resumed after a restart)."""
+
     @abc.abstractmethod
     def subscribe(self, callback: Callable[[RecordedEvent], None]) -> Callable[[], None]:
         """Call ``callback`` for each new event; returns the function that unsubscribes."""

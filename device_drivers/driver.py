@@ -374,12 +374,27 @@ class NewEraInjector(InjectorABC):
         return self._reason
 
     @property
+    def link_up(self) -> bool:
+        link = self._link
+        return link is not None and not link.lost
+
+    @property
     def session_delivered_ml(self) -> float:
         return self._session_delivered_ml
 
     @property
     def last_result(self) -> InjectionResult | None:
         return self._last_result
+
+    def new_session(self, given_ml: float = 0.0) -> None:
+        """A new exam: the per-exam cap counts from ``given_ml`` again. Refused while an
+        injection is armed or running (it belongs to the exam in progress)."""
+        if given_ml < 0:
+            raise LimitError("the volume already given cannot be negative")
+        with self._lock:
+            if self._state in (S.ARMED, S.INJECTING, S.HOLD):
+                raise StateError(f"an injection is {self._state.value}: the exam is not over")
+            self._session_delivered_ml = given_ml
 
     @property
     def events(self) -> list[RecordedEvent]:

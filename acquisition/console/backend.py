@@ -87,8 +87,6 @@ _EVENT_OF: dict[str, ExamEvent] = {
     "close": E.CLOSE,
 }
 
-#: Where the service accepts the confirmations (ExamService._confirm: before an injection).
-
 #: Every console command, in the order the page lists them.
 COMMANDS: tuple[str, ...] = (
     "select-order",
@@ -101,6 +99,7 @@ COMMANDS: tuple[str, ...] = (
     "start-injection",
     "stop-injection",
     "acknowledge-fault",
+    "reset-injector",
     "complete",
     "discontinue",
     "close",
@@ -152,6 +151,7 @@ class ConsoleBackend:
             "start-injection": self._start_injection,
             "stop-injection": self._no_args(exam.stop_injection),
             "acknowledge-fault": self._no_args(exam.acknowledge_fault),
+            "reset-injector": self._no_args(exam.reset_injector),
             "complete": self._no_args(exam.complete),
             "discontinue": self._discontinue,
             "close": self._no_args(exam.close_exam),
@@ -267,6 +267,12 @@ class ConsoleBackend:
         for command in ("answer-checklist", "confirm-cannulation", "confirm-air-purge"):
             actions[command] = verdict(service_refusal(command, state))
         actions["stop-injection"] = verdict(service_refusal("stop-injection", state))
+        not_reset = service_refusal("reset-injector", state)
+        if not_reset is None and (
+            self.injector is None or self.injector.state is not InjectorState.ERROR
+        ):
+            not_reset = "the injector is not in error"
+        actions["reset-injector"] = verdict(not_reset)
         if self.orders is None:
             actions["select-order"] = verdict("no RIS worklist is configured")
         actions["refresh-orders"] = verdict(

@@ -518,3 +518,63 @@ def test_a_journal_that_cannot_be_written_stops_the_injection_and_pauses_the_exa
     ]
     assert ("fault", "fault") in [(e, t) for e, t in transitions(room.journal)]
     assert room.journal.verify().ok
+
+
+def test_each_exam_gets_the_whole_per_exam_volume_again(room: Room) -> None:
+    """The driver's own per-exam cap (a second line behind the exam's interlock) counts from
+    zero for each exam, and from the journaled volume when an exam resumes after a restart."""
+    room.driver.limits = dataclasses.replace(room.driver.limits, max_volume_per_session_ml=0.15)
+    service = room.service()
+    to_cannulation(room, service)
+    inject(service, 0.1, S.POST_INJECTION_1)
+    expose(room, service, S.POST_INJECTION_1, seed=5)
+    service.complete("tech1")
+    service.close_exam("tech1")
+    assert room.driver.session_delivered_ml == pytest.approx(0.1, abs=0.005)
+    service.register_unscheduled(Patient("ROE^ANN", "P7"), "L", "tech1")
+    assert room.driver.session_delivered_ml == 0.0
+    room.driver.check_limits("1ml", 0.3, 0.1)  # the next exam's 0.1 mL is allowed again
+    service.close()
+    resumed = room.service()  # a restart in the second exam: its own volume (none yet)
+    assert room.driver.session_delivered_ml == 0.0
+    assert resumed.state is S.CHECKLIST
+
+
+def test_an_injector_fault_between_injections_stops_the_exam_until_acknowledged(
+    room: Room,
+) -> None:
+    service = room.service()
+    to_cannulation(room, service)
+    room.sim.add_fault("syringe_detached")
+    deadline = time.monotonic() + WAIT_S
+    while room.driver.state is not InjectorState.ERROR:
+        assert time.monotonic() < deadline, "the driver never noticed the fault"
+        time.sleep(0.01)
+    assert not service.facts().injector_healthy
+    service.check_injector()  # the controller's tick
+    assert service.state is S.FAULT
+    (fault,) = [e for e in kinds(room.journal, "transition") if e.payload["to"] == "fault"]
+    assert fault.payload["reason"].startswith("injector fault")
+    with pytest.raises(Refused):
+        service.reset_injector("tech1")  # during an exam the fault is acknowledged
+    service.acknowledge_fault("tech1")  # the alarm is acknowledged, the link re-established
+    assert service.state is S.CANNULATION
+    assert room.driver.state is not InjectorState.ERROR
+    assert service.facts().injector_healthy
+
+
+def test_with_no_exam_open_the_injector_is_reset_by_its_own_command(room: Room) -> None:
+    service = room.service()
+    room.sim.add_fault("syringe_detached")
+    deadline = time.monotonic() + WAIT_S
+    while room.driver.state is not InjectorState.ERROR:
+        assert time.monotonic() < deadline, "the driver never noticed the fault"
+        time.sleep(0.01)
+    service.check_injector()
+    assert service.state is S.IDLE  # no exam to stop
+    service.reset_injector("tech1")
+    assert room.driver.state is not InjectorState.ERROR
+    (reset,) = [e for e in room.journal.entries() if e.kind == "injector-reset"]
+    assert reset.operator == "tech1"
+    with pytest.raises(Refused):
+        service.reset_injector("tech1")  # nothing to reset any more
