@@ -5,9 +5,11 @@ entry. Each entry's ``hash`` covers its own content and the previous entry's has
 deleting or reordering any row breaks the chain at that row; ``verify()`` names the first bad
 entry. With a site key (``journal_key``, kept outside the database) the chain is an HMAC-SHA256:
 whoever can write the database file but does not hold the key cannot forge a consistent chain.
-A head row (entry count and last hash, written in the same transaction) makes truncation of the
-tail visible too. Triggers refuse UPDATE and DELETE, so an honest program cannot rewrite history
-by mistake.
+A head row (entry count and last hash, written in the same transaction) makes a cut-off tail
+visible too; with the key the head is sealed by an HMAC, so a forger who cuts the tail and
+rewrites the head to match needs the key as well (without a key, a forger who recomputes the
+head is not detected: keep the key set). Triggers refuse UPDATE and DELETE, so an honest program
+cannot rewrite history by mistake.
 """
 
 from __future__ import annotations
@@ -70,6 +72,13 @@ def index_kind(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX journal_kind ON journal (kind, seq)")
 
 
+@MIGRATIONS()
+def seal_head(db: sqlite_utils.Database) -> None:
+    """With a site key the head carries an HMAC of (entries, last hash): cutting entries off the
+    end and rewriting the head to match needs the key too."""
+    db.execute("ALTER TABLE journal_head ADD COLUMN head_mac TEXT")
+
+
 class JournalError(RuntimeError):
     """The journal could not be written: the exam must stop, never carry on unrecorded."""
 
@@ -92,6 +101,12 @@ class VerifyResult:
     entries: int
     first_bad_seq: int | None = None
     reason: str = ""
+
+
+def _head_mac(key: bytes | None, entries: int, head_hash: str) -> str | None:
+    if not key:
+        return None
+    return hmac.new(key, f"head\x1f{entries}\x1f{head_hash}".encode(), hashlib.sha256).hexdigest()
 
 
 def _canonical(payload: Mapping[str, Any]) -> str:
@@ -159,8 +174,8 @@ class Journal:
                     (seq, recorded, kind, exam_id, operator, payload_json, head, digest),
                 )
                 self._conn.execute(
-                    "UPDATE journal_head SET entries = ?, head_hash = ? WHERE id = 1",
-                    (seq, digest),
+                    "UPDATE journal_head SET entries = ?, head_hash = ?, head_mac = ? WHERE id = 1",
+                    (seq, digest, _head_mac(self._key, seq, digest)),
                 )
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -232,7 +247,17 @@ def verify_connection(conn: sqlite3.Connection, key: bytes | None = None) -> Ver
             return VerifyResult(False, count, seq, f"entry {seq} was altered")
         expected_prev = digest
         expected_seq += 1
-    entries, head = conn.execute("SELECT entries, head_hash FROM journal_head").fetchone()
+    entries, head, seal = conn.execute(
+        "SELECT entries, head_hash, head_mac FROM journal_head"
+    ).fetchone()
+    if key and count and not hmac.compare_digest(seal or "", _head_mac(key, entries, head) or ""):
+        return VerifyResult(
+            False,
+            count,
+            None,
+            "the head's seal does not match the site key "
+            "(entries removed from the end and the head rewritten)",
+        )
     if entries != count or head != expected_prev:
         first_missing = count + 1 if entries > count else None
         return VerifyResult(

@@ -82,6 +82,22 @@ def test_truncated_tail_is_detected(tmp_path: Path) -> None:
     assert "removed from the end" in reason
 
 
+def test_truncated_tail_with_a_rewritten_head_is_detected_with_the_key(tmp_path: Path) -> None:
+    """Cut the tail and rewrite the head to agree: the chain that is left is consistent, but
+    the head's seal needs the key."""
+    db = tmp_path / "j.db"
+    filled(db, key=b"site-key")
+    conn = raw(db)
+    last_kept = conn.execute("SELECT hash FROM journal WHERE seq = 4").fetchone()[0]
+    conn.execute("DELETE FROM journal WHERE seq > 4")
+    conn.execute("UPDATE journal_head SET entries = 4, head_hash = ?", (last_kept,))
+    conn.close()
+    ok, _, reason = verify(db, key=b"site-key")
+    assert not ok
+    assert "seal" in reason
+    assert verify(db)[0] is False  # without the key the chain is not even readable as SHA-256
+
+
 def test_reordered_rows_are_named(tmp_path: Path) -> None:
     db = tmp_path / "j.db"
     filled(db)
