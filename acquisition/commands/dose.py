@@ -3,9 +3,9 @@
 ``list`` prints the logged exposures (one exam with ``--exam ACCESSION``) and, for one exam,
 the accumulated reported AGD per breast. ``export`` writes every exposure as CSV or JSON with
 the log's own column names (units in the names, TID 10003 traceable). Exports are pseudonymised
-by default (dose.md §6): the accession and the Study Instance UID become HMAC-SHA256
-pseudonyms under ``site.pseudonym_secret``, or are left out when no secret is set;
-``--identified`` keeps them. The log holds no patient name or birth date.
+by default (dose.md §6): the accession, the SPS ID (it carries the accession) and every UID
+become HMAC-SHA256 pseudonyms under ``site.pseudonym_secret``, or are left out when no secret
+is set; ``--identified`` keeps them. The log holds no patient name or birth date.
 """
 
 from __future__ import annotations
@@ -23,7 +23,17 @@ from typing import Any
 from acquisition.cli import EXIT_OK, EXIT_USAGE, load_config
 from acquisition.dose_log import DoseLog
 
-IDENTIFYING_COLUMNS = ("accession", "study_instance_uid")
+#: Columns that identify the patient or link to their records (PS3.15 Basic Profile replaces
+#: UIDs too): the SPS ID carries the accession, and a UID finds the images in any PACS.
+IDENTIFYING_COLUMNS = (
+    "accession",
+    "study_instance_uid",
+    "series_instance_uid",
+    "sop_instance_uid",
+    "irradiation_event_uid",
+    "mpps_instance_uid",
+    "sps_id",
+)
 
 #: Columns of `dose list` (the export has them all).
 LIST_COLUMNS = (
@@ -55,7 +65,7 @@ def register(subparsers: Any) -> None:
     export.add_argument("--format", choices=("csv", "json"), required=True)
     export.add_argument("--output", metavar="FILE", help="write here instead of stdout")
     export.add_argument(
-        "--identified", action="store_true", help="keep accession and study UID as they are"
+        "--identified", action="store_true", help="keep the accession, SPS ID and UIDs as they are"
     )
     export.set_defaults(func=run_export)
 

@@ -84,6 +84,13 @@ def test_export_csv_is_pseudonymised_with_the_site_secret(
     assert sorted(float(r["agd_reported_mgy"]) for r in rows) == pytest.approx(sorted(agd))
     assert not accessions & {r["accession"] for r in rows}
     assert all(len(r["accession"]) == 32 for r in rows)
+    with DoseLog(db) as log:
+        originals = log.list_exposures()
+    identifying = ("sps_id", "study_instance_uid", "sop_instance_uid", "irradiation_event_uid")
+    for column in identifying:  # the SPS ID carries the accession; a UID finds the images
+        clear = {str(row[column]) for row in originals if row[column]}
+        assert clear, column
+        assert not clear & {r[column] for r in rows}, column
 
 
 def test_export_json_identified_and_without_secret(dose_db: tuple[Path, list[float]]) -> None:
