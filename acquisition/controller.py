@@ -283,7 +283,8 @@ class Controller:
             self.dose_log,
             self.outbox,
             ReportingSettings(
-                station_ae=config.ris.station_ae_title,
+                station_ae=config.dicom.ae_title,
+                retrieve_ae=config.pacs.ae_title if config.pacs.host else "",
                 uid_root=config.site.uid_root,
                 storage_dir=self.storage_dir,
                 station_name=config.site.name,

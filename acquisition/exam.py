@@ -162,6 +162,8 @@ class ExamOrder:
     #: The RIS's step being performed (reported back in the MPPS Scheduled Step Attributes).
     ris_sps_id: str = ""
     ris_sps_description: str = ""
+    #: The RIS step's Scheduled Protocol Code Sequence, as (value, scheme, meaning).
+    ris_protocol_codes: tuple[tuple[str, str, str], ...] = ()
     #: The exam's one MPPS toward the RIS, chosen when the exam is opened (never re-created).
     mpps_instance_uid: str = ""
     opened_at: str = ""  # UTC ISO 8601
@@ -289,7 +291,9 @@ class ExamRecord:
         p = entry.payload
         if entry.kind == "exam-opened":
             self._reset()
-            self.order = ExamOrder(**p["order"])
+            order = dict(p["order"])  # JSON gave lists where the record has tuples
+            order["ris_protocol_codes"] = tuple(map(tuple, order.get("ris_protocol_codes", ())))
+            self.order = ExamOrder(**order)
         elif entry.kind == "transition":
             self.state = S(p["to"])
             if self.state is S.IDLE:  # the exam was closed: nothing of it carries over
@@ -539,6 +543,7 @@ class ExamService:
             ),
             ris_sps_id=order.sps_id,
             ris_sps_description=order.sps_description,
+            ris_protocol_codes=tuple((c.value, c.scheme, c.meaning) for c in order.protocol_codes),
         )
         return self._open(E.SELECT_ORDER, exam, operator)
 

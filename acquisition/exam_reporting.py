@@ -73,9 +73,10 @@ _FINAL_STATUSES = (mpps_builders.COMPLETED, mpps_builders.DISCONTINUED)
 class ReportingSettings:
     """Who the controller is toward the hospital."""
 
-    station_ae: str
+    station_ae: str  #: Performed Station AE Title: the controller's own AE toward the RIS
     uid_root: str
     storage_dir: Path
+    retrieve_ae: str = ""  #: where the images can be retrieved: the PACS they are sent to
     station_name: str = ""
     institution: str = ""
     ris: bool = True  #: report the MPPS (a RIS is configured)
@@ -147,6 +148,7 @@ class ExamReporting:
                     requested_procedure_description=order.requested_procedure_description,
                     sps_id=order.ris_sps_id,
                     sps_description=order.ris_sps_description,
+                    protocol_codes=tuple(codes.Code(*c) for c in order.ris_protocol_codes),
                 ),
             )
         return MppsExam(
@@ -184,21 +186,24 @@ class ExamReporting:
                 series_instance_uid=uid,
                 protocol_name=f"Galactography {phase_of[uid]}",
                 description=f"Galactography {phase_of[uid]}",
-                retrieve_ae_title=self.settings.station_ae,
+                retrieve_ae_title=self.settings.retrieve_ae,
                 images=tuple(images),
             )
             for uid, images in by_series.items()
         ]
-        unit_reports = self._received_dose_reports(order)
-        if unit_reports:
-            series.append(
-                PerformedSeries(
-                    series_instance_uid=unit_reports[0][0],
-                    protocol_name="Dose reports",
-                    description="X-Ray Radiation Dose SR of the unit",
-                    non_images=tuple((XRAY_RADIATION_DOSE_SR, uid) for _, uid in unit_reports),
-                )
+        reports: dict[str, list[str]] = {}
+        for series_uid, sop_uid in self._received_dose_reports(order):
+            reports.setdefault(series_uid, []).append(sop_uid)
+        series += [
+            PerformedSeries(
+                series_instance_uid=series_uid,
+                protocol_name="Dose report",
+                description="X-Ray Radiation Dose SR of the unit",
+                retrieve_ae_title=self.settings.retrieve_ae,
+                non_images=tuple((XRAY_RADIATION_DOSE_SR, uid) for uid in uids),
             )
+            for series_uid, uids in reports.items()
+        ]
         return series
 
     def _received_dose_reports(self, order: ExamOrder) -> list[tuple[str, str]]:
@@ -212,7 +217,8 @@ class ExamReporting:
     def radiation_dose(self, order: ExamOrder) -> RadiationDose:
         """The MPPS Radiation Dose module (PS3.3 C.4.16): one item per complete exposure."""
         items = []
-        for row in self._dose_log.list_exposures(order.accession):
+        rows = self._dose_log.list_exposures(order.accession)
+        for row in rows:
             kvp, ma, ms = row.get("kvp"), row.get("tube_current_ma"), row.get("exposure_time_ms")
             if kvp is None or ma is None or ms is None:
                 continue
@@ -225,7 +231,13 @@ class ExamReporting:
                     filter_material=str(row.get("filter_material") or ""),
                 )
             )
-        return RadiationDose(exposures=tuple(items))
+        missing = len(rows) - len(items)
+        comments = (
+            f"{missing} exposure(s) without readable kV, mA or time are counted, not itemised"
+            if missing
+            else ""
+        )
+        return RadiationDose(exposures=tuple(items), total_exposures=len(rows), comments=comments)
 
     # ------------------------------------------------------------------ the dose report
 

@@ -106,6 +106,8 @@ class RadiationDose:
     distance_source_to_detector_mm: float | None = None
     distance_source_to_entrance_mm: float | None = None
     comments: str = ""
+    #: Total Number of Exposures when it differs from the items (some could not be itemised).
+    total_exposures: int | None = None
 
 
 @dataclass(frozen=True)
@@ -270,7 +272,9 @@ def build_mpps_update(
     ds.PerformedSeriesSequence = DicomSequence([performed_series_item(s) for s in series])
     ds.PerformedProtocolCodeSequence = _code_sequence(exam.performed_protocol_codes)
     if dose is not None:
-        ds.TotalNumberOfExposures = len(dose.exposures)
+        ds.TotalNumberOfExposures = (
+            len(dose.exposures) if dose.total_exposures is None else dose.total_exposures
+        )
         ds.ExposureDoseSequence = DicomSequence([exposure_dose_item(e) for e in dose.exposures])
         ds.EntranceDoseInmGy = dose.entrance_dose_mgy
         ds.DistanceSourceToDetector = dose.distance_source_to_detector_mm
