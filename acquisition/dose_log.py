@@ -322,12 +322,17 @@ class DoseLog:
             rows = self._conn.execute(sql + " ORDER BY id", params).fetchall()
         return [dict(row) for row in rows]
 
-    def unannotated_exposures(self, exclude_accession: str | None = None) -> list[dict[str, Any]]:
-        """Rows no exam has annotated yet (``phase`` empty), oldest first, except those of
-        ``exclude_accession`` (the open exam reads its own)."""
+    def unannotated_exposures(
+        self, *, accession: str | None = None, exclude_accession: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Rows no exam has annotated yet (``phase`` empty), oldest first: of ``accession``
+        only, or all but those of ``exclude_accession`` (the open exam reads its own)."""
         sql = "SELECT * FROM exposure WHERE phase IS NULL"
         params: tuple[Any, ...] = ()
-        if exclude_accession is not None:
+        if accession is not None:
+            sql += " AND accession = ?"
+            params = (accession,)
+        elif exclude_accession is not None:
             sql += " AND accession IS NOT ?"
             params = (exclude_accession,)
         with self._lock:

@@ -194,6 +194,7 @@ class ExamView:
     state: ExamState
     discontinuation_reason: str | None
     contrast: tuple[ContrastRecord, ...]
+    exposure_ids: frozenset[int] = frozenset()  #: the dose-log rows this exam noted
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,16 @@ class ExamSnapshot:
     facts: ExamFacts
     journal_fault: str | None
     contrast: tuple[ContrastRecord, ...] = ()
+
+
+def exam_exposures(dose_log: DoseLog, view: ExamView) -> list[dict[str, Any]]:
+    """The dose-log rows of one exam: those it noted. A repeat exam of the same order shares
+    the accession, not the rows."""
+    return [
+        row
+        for row in dose_log.list_exposures(view.order.accession)
+        if int(row["id"]) in view.exposure_ids
+    ]
 
 
 class ExamReporter(Protocol):
@@ -276,7 +287,7 @@ class ExamRecord:
     state: ExamState = S.IDLE
     checklist_passed: bool = False
     exposures_by_phase: dict[str, int] = field(default_factory=dict)
-    noted_exposure_ids: set[int] = field(default_factory=set)
+    noted_exposures: dict[int, str] = field(default_factory=dict)  # exposure id -> phase
     cannulation_confirmed: bool = False
     air_purge_confirmed: bool = False
     injections_started: int = 0
@@ -307,7 +318,7 @@ class ExamRecord:
         elif entry.kind == "confirmation":
             setattr(self, f"{p['what'].replace('-', '_')}_confirmed", True)
         elif entry.kind == "exposure":
-            self.noted_exposure_ids.add(int(p["exposure_id"]))
+            self.noted_exposures[int(p["exposure_id"])] = str(p["phase"])
             if p["counted"]:
                 phase = p["phase"]
                 self.exposures_by_phase[phase] = self.exposures_by_phase.get(phase, 0) + 1
@@ -465,7 +476,11 @@ class ExamService:
         if record.order is None:
             return None
         return ExamView(
-            record.order, record.state, record.discontinuation_reason, tuple(record.contrast)
+            record.order,
+            record.state,
+            record.discontinuation_reason,
+            tuple(record.contrast),
+            frozenset(record.noted_exposures),
         )
 
     def contrast_administrations(self) -> tuple[ContrastRecord, ...]:
@@ -570,6 +585,7 @@ class ExamService:
     def _open(self, event: ExamEvent, exam: ExamOrder, operator: str) -> ExamOrder:
         with self._lock:
             self._settle()
+            exam = dataclasses.replace(exam, exam_id=self._unused_exam_id(exam.exam_id))
             self._command(event.value, {"exam_id": exam.exam_id, "side": exam.side}, operator)
             if exam.side not in SIDES:
                 self._refuse(event, f"the side must be one of {', '.join(SIDES)}", operator)
@@ -586,6 +602,16 @@ class ExamService:
             log.debug("exam %s opened", exam.exam_id)
             log.info("exam opened (%s breast)", exam.side)
             return exam
+
+    def _unused_exam_id(self, wanted: str) -> str:
+        """``wanted`` (the accession), or ``wanted-2``, ``-3``… when an earlier exam of the
+        same order is in the journal (an exam repeated after a discontinuation): each exam
+        keeps its own journal entries, worklist steps and MPPS."""
+        candidate, number = wanted, 1
+        while any(e.kind == "exam-opened" for e in self._journal.entries(exam_id=candidate)):
+            number += 1
+            candidate = f"{wanted}-{number}"
+        return candidate
 
     # ------------------------------------------------------------------ checklist, confirmations
 
@@ -916,11 +942,12 @@ class ExamService:
     def note_exposures(self) -> int:
         """Read the exam's exposures from the dose log; annotate and journal the new ones.
 
-        Each new row gets the phase its SPS ID names; a row whose SPS ID is not one of this
-        exam's steps, or which belongs to a phase the exam is not in, is annotated
-        ``phase="unexpected"`` (kept, flagged for review, not counted). Returns how many rows
-        were new. The annotation is durable before the journal entry, so a crash in between
-        annotates the row again on restart and journals it once.
+        Each new row (of the exam's accession, not yet annotated: a row an earlier exam of the
+        same order annotated is that exam's) gets the phase its SPS ID names; a row whose SPS ID
+        is not one of this exam's steps, or which belongs to a phase the exam is not in, is
+        annotated ``phase="unexpected"`` (kept, flagged for review, not counted). Returns how
+        many rows were new. The journal entry comes first and the annotation after it, so a
+        crash in between leaves a row the journal knows: it is annotated on the next call.
         """
         with self._lock:
             self._settle()
@@ -930,15 +957,16 @@ class ExamService:
             new = self._note_strays(None if order is None else order.accession)
             if order is None:
                 return new
-            for row in self._dose_log.list_exposures(order.accession):
+            for row in self._dose_log.unannotated_exposures(accession=order.accession):
                 exposure_id = int(row["id"])
-                if exposure_id in self._record.noted_exposure_ids:
+                noted = self._record.noted_exposures.get(exposure_id)
+                if noted is not None:  # journaled just before a crash: finish the annotation
+                    self._dose_log.annotate(exposure_id, phase=noted)
                     continue
                 sps_id = row.get("sps_id")
                 step_phase = self._phase_of_sps(sps_id)
                 counted = step_phase is not None and step_phase is self._record.state
                 phase = step_phase.value if counted and step_phase else UNEXPECTED
-                self._dose_log.annotate(exposure_id, phase=phase)
                 payload = {
                     "exposure_id": exposure_id,
                     "sps_id": sps_id,
@@ -946,6 +974,7 @@ class ExamService:
                     "counted": counted,
                 }
                 self._append("exposure", payload, None)
+                self._dose_log.annotate(exposure_id, phase=phase)
                 new += 1
             if new:
                 self._report()
@@ -958,7 +987,6 @@ class ExamService:
         strays = self._dose_log.unannotated_exposures(exclude_accession=open_accession)
         for row in strays:
             exposure_id = int(row["id"])
-            self._dose_log.annotate(exposure_id, phase=UNEXPECTED)
             payload = {
                 "exposure_id": exposure_id,
                 "sps_id": row.get("sps_id"),
@@ -966,7 +994,12 @@ class ExamService:
                 "counted": False,
                 "why": "no open exam" if open_accession is None else "not the open exam",
             }
-            self._journal.append("exposure", payload, exam_id=None, now=self._clock())
+            try:
+                self._journal.append("exposure", payload, exam_id=None, now=self._clock())
+            except JournalError as exc:
+                self._journal_failed(exc)
+                raise JournalUnavailable(f"the journal cannot be written ({exc})") from exc
+            self._dose_log.annotate(exposure_id, phase=UNEXPECTED)
         if strays:
             log.warning("%d exposure(s) of no open exam: kept and flagged", len(strays))
         return len(strays)

@@ -36,7 +36,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from acquisition.dose_log import DoseLog
-from acquisition.exam import PHASE_STEPS, ExamOrder, ExamView, phase_sps_id
+from acquisition.exam import PHASE_STEPS, ExamOrder, ExamView, exam_exposures, phase_sps_id
 from acquisition.exam_machine import ExamState
 from acquisition.journal import Journal
 from dicom_nodes import codes, mpps_builders
@@ -120,9 +120,9 @@ class ExamReporting:
         last_set = _last_set(messages)
         if last_set is not None and _status(last_set) in _FINAL_STATUSES:
             return  # a final state is final
-        series = self.performed_series(order)
+        series = self.performed_series(view)
         if view.state.is_final:
-            report = self.dose_report(order)
+            report = self.dose_report(view)
             if report is not None:
                 series.append(report)
             if ris:
@@ -130,7 +130,7 @@ class ExamReporting:
             return
         if ris and _referenced(series) != _referenced_in(last_set):
             dataset = mpps_builders.build_mpps_update(
-                self.mpps_exam(order), series, dose=self.radiation_dose(order)
+                self.mpps_exam(order), series, dose=self.radiation_dose(view)
             )
             self._enqueue_mpps(order, Kind.MPPS_SET, dataset)
 
@@ -167,12 +167,13 @@ class ExamReporting:
             performed_protocol_codes=(codes.MAMMARY_DUCTOGRAM,),
         )
 
-    def performed_series(self, order: ExamOrder) -> list[PerformedSeries]:
+    def performed_series(self, view: ExamView) -> list[PerformedSeries]:
         """One Performed Series item per series of the exam's images (one per phase), plus
         the unit's own dose reports, in the order they arrived."""
+        order = view.order
         by_series: dict[str, list[tuple[str, str]]] = {}
         phase_of: dict[str, str] = {}
-        for row in self._dose_log.list_exposures(order.accession):
+        for row in exam_exposures(self._dose_log, view):
             series_uid, sop_class = row.get("series_instance_uid"), row.get("sop_class_uid")
             if not series_uid or not sop_class or not row.get("sop_instance_uid"):
                 continue
@@ -214,10 +215,10 @@ class ExamReporting:
                 found.append((str(p.get("series_instance_uid", "")), str(p["sop_instance_uid"])))
         return found
 
-    def radiation_dose(self, order: ExamOrder) -> RadiationDose:
+    def radiation_dose(self, view: ExamView) -> RadiationDose:
         """The MPPS Radiation Dose module (PS3.3 C.4.16): one item per complete exposure."""
         items = []
-        rows = self._dose_log.list_exposures(order.accession)
+        rows = exam_exposures(self._dose_log, view)
         for row in rows:
             kvp, ma, ms = row.get("kvp"), row.get("tube_current_ma"), row.get("exposure_time_ms")
             if kvp is None or ma is None or ms is None:
@@ -248,13 +249,14 @@ class ExamReporting:
         uid = self.dose_report_uid(order)
         return self.settings.storage_dir / CREATED_DIR / order.study_instance_uid / f"{uid}.dcm"
 
-    def dose_report(self, order: ExamOrder) -> PerformedSeries | None:
+    def dose_report(self, view: ExamView) -> PerformedSeries | None:
         """Write (once) and queue the exam's RDSR; its series item, or None without events."""
+        order = view.order
         path = self.dose_report_path(order)
         uid = self.dose_report_uid(order)
         series_uid = derived_uid(self.settings.uid_root, order.mpps_instance_uid, "rdsr-series")
         if not path.exists():
-            events, skipped = self.irradiation_events(order)
+            events, skipped = self.irradiation_events(view)
             if not events:
                 return None
             try:
@@ -284,11 +286,11 @@ class ExamReporting:
             non_images=((XRAY_RADIATION_DOSE_SR, uid),),
         )
 
-    def irradiation_events(self, order: ExamOrder) -> tuple[list[IrradiationEvent], int]:
+    def irradiation_events(self, view: ExamView) -> tuple[list[IrradiationEvent], int]:
         """The exam's exposures as RDSR events, and how many were left out (a value missing:
         the report says nothing it does not know; the dose log flags those rows)."""
         events, skipped = [], 0
-        for row in self._dose_log.list_exposures(order.accession):
+        for row in exam_exposures(self._dose_log, view):
             event = _event_from_row(row, self.settings.uid_root)
             if event is None:
                 skipped += 1
@@ -328,7 +330,7 @@ class ExamReporting:
         exam = self.mpps_exam(order)
         ended = self._clock().astimezone().replace(tzinfo=None)
         ended = max(ended, exam.started_at)
-        dose = self.radiation_dose(order)
+        dose = self.radiation_dose(view)
         given = sum(c.delivered_ml for c in view.contrast)
         contrast = ContrastUse(round(given, 3)) if given > 0 else None
         if view.state is ExamState.COMPLETED:

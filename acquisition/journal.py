@@ -222,7 +222,22 @@ def _entry(row: sqlite3.Row) -> Entry:
 
 
 def verify_connection(conn: sqlite3.Connection, key: bytes | None = None) -> VerifyResult:
-    """Walk the chain in row order; name the first entry that does not follow from the last."""
+    """Walk the chain in row order; name the first entry that does not follow from the last.
+
+    The rows and the head are read in one read transaction: a writer appending meanwhile (the
+    running service) is not mistaken for a cut-off tail.
+    """
+    started = not conn.in_transaction
+    if started:
+        conn.execute("BEGIN")
+    try:
+        return _verify(conn, key)
+    finally:
+        if started:
+            conn.execute("ROLLBACK")
+
+
+def _verify(conn: sqlite3.Connection, key: bytes | None) -> VerifyResult:
     expected_prev = GENESIS
     expected_seq = 1
     count = 0

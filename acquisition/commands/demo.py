@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import signal
 import sys
 import tempfile
@@ -31,8 +32,8 @@ from typing import Any
 from acquisition import wiring
 from acquisition.cli import EXIT_OK, EXIT_USAGE, configure_logging, load_config
 from acquisition.controller import Controller
-from acquisition.exam import ExamService
-from acquisition.exam_machine import ExamState
+from acquisition.exam import ExamError, ExamService, exam_exposures
+from acquisition.exam_machine import ExamState, Refused
 from dicom_nodes import codes
 
 DEFAULT_TIME_SCALE = 20.0
@@ -75,6 +76,12 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--json", action="store_true", help="one final JSON object (with --auto)")
     parser.add_argument("--data-dir", metavar="DIR", help="database and objects (default: temp)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="seed of the simulated equipment (default: a new one per run, so that a run over "
+        "an earlier --data-dir never reuses the unit's UIDs)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -86,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="galacto-demo-")).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     room_module = wiring.simulator("room")
-    with room_module.SimulatedRoom(time_scale=args.time_scale) as room:
+    seed = args.seed if args.seed is not None else secrets.randbelow(1_000_000)
+    with room_module.SimulatedRoom(time_scale=args.time_scale, seed=seed) as room:
         config = load_config(
             args,
             **room.controller_settings(),
@@ -160,7 +168,18 @@ class ScriptedExam:
         self.exam: ExamService = controller.exam
 
     def run(self, accession: str) -> dict[str, Any]:
+        try:
+            return self._run(accession)
+        except (Refused, ExamError) as exc:
+            raise DemoError(f"the exam refused a step of the script: {exc}") from exc
+
+    def _run(self, accession: str) -> dict[str, Any]:
         exam = self.exam
+        if exam.state is not ExamState.IDLE:
+            raise DemoError(
+                f"an exam is still open in this --data-dir ({exam.state.value}): finish it in "
+                "the console (galacto demo without --auto), or use another --data-dir"
+            )
         exam.select_order(self._ris_order(accession), "L", OPERATOR)
         if not exam.answer_checklist(ALL_CLEAR, OPERATOR):
             raise DemoError("the checklist did not pass")
@@ -180,7 +199,9 @@ class ScriptedExam:
         order = exam.order
         assert order is not None
         self._wait_for_delivery(order.mpps_instance_uid)
-        return self._result(order.accession)
+        result = self._result(order.accession)
+        exam.close_exam(OPERATOR)  # the room is free for the next patient
+        return result
 
     def _ris_order(self, accession: str) -> Any:
         orders = self.controller.orders
@@ -240,13 +261,23 @@ class ScriptedExam:
         wait_until(delivered, STEP_TIMEOUT_S, "the RIS and the PACS to hold everything")
 
     def _result(self, accession: str) -> dict[str, Any]:
-        dose_log = self.controller.dose_log
-        rows = dose_log.list_exposures(accession)
-        totals = dose_log.agd_totals_by_breast(accession)
+        """This exam's exposures (an earlier exam of the same order in the same --data-dir
+        has its own) and their reported AGD per breast."""
+        view = self.exam.view()
+        assert view is not None
+        rows = exam_exposures(self.controller.dose_log, view)
+        totals = {side: 0.0 for side in ("L", "R")}
+        for row in rows:
+            if row.get("laterality") in totals and row.get("agd_reported_mgy") is not None:
+                totals[row["laterality"]] += float(row["agd_reported_mgy"])
         exposures = [_exposure(row) for row in rows]
-        contrast_ml = sum(c.delivered_ml for c in self.exam.contrast_administrations())
+        contrast_ml = sum(c.delivered_ml for c in view.contrast)
         return {
-            "exam": {"accession": accession, "status": self.exam.state.value},
+            "exam": {
+                "accession": accession,
+                "exam_id": view.order.exam_id,
+                "status": view.state.value,
+            },
             "exposures": exposures,
             "agd_total_mgy": {side: round(totals.get(side, 0.0), 3) for side in ("L", "R")},
             "objects_at_pacs": len(self.room.pacs.received()),

@@ -578,3 +578,27 @@ def test_with_no_exam_open_the_injector_is_reset_by_its_own_command(room: Room) 
     assert reset.operator == "tech1"
     with pytest.raises(Refused):
         service.reset_injector("tech1")  # nothing to reset any more
+
+
+def test_an_order_done_again_is_a_new_exam_with_its_own_exposures(room: Room) -> None:
+    """Discontinued (equipment failure), then done again from the same RIS order: the second
+    exam has its own ID, steps and exposures; the first one's rows stay the first one's."""
+    first = room.service()
+    first.select_order(ORDER, "L", "tech1")
+    assert first.answer_checklist(ALL_CLEAR, "tech1")
+    first.pass_checklist("tech1")
+    expose(room, first, S.PRE_CONTRAST, seed=1)
+    first.discontinue(DISCONTINUED_EQUIPMENT_FAILURE.value, "tech1")
+    first.close_exam("tech1")
+
+    again = first.select_order(ORDER, "L", "tech1")
+    assert again.exam_id == f"{ACC}-2" and again.accession == ACC
+    assert first.facts().pre_contrast_exposures == 0
+    assert first.note_exposures() == 0  # the first exam's row is not this exam's
+    first.answer_checklist(ALL_CLEAR, "tech1")
+    first.pass_checklist("tech1")
+    assert first.sps_id(S.PRE_CONTRAST) != f"{ACC}-PRE"
+    expose(room, first, S.PRE_CONTRAST, seed=2)
+    assert first.facts().pre_contrast_exposures == 1
+    assert [row["phase"] for row in room.dose_log.list_exposures(ACC)] == ["pre-contrast"] * 2
+    assert len([e for e in room.journal.entries(exam_id=f"{ACC}-2") if e.kind == "exposure"]) == 1

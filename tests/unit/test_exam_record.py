@@ -68,7 +68,7 @@ def test_replay_rebuilds_the_facts() -> None:
     )
     assert record.order == ORDER
     assert record.state is S.FAULT
-    assert record.noted_exposure_ids == {1, 2}
+    assert set(record.noted_exposures) == {1, 2}
     assert record.injection_running is None
     facts = record.facts(Limits(), injector_healthy=True)
     assert facts.checklist_passed and facts.cannulation_confirmed
