@@ -339,8 +339,11 @@ class Controller:
             on_stored=self._on_stored,
             on_mpps=self._on_unit_mpps,
         )
-        if self.outbox is not None and config.pacs.storage_commitment:
-            # The archive's N-EVENT-REPORT association comes to the main port (PS3.4 J.3.3).
+        commitment = self.outbox is not None and config.pacs.storage_commitment
+        if commitment and not config.pacs.commitment_port:
+            # The archive's N-EVENT-REPORT association comes to the main port (PS3.4 J.3.3);
+            # with pacs.commitment_port, to its own listener, started with the outbox.
+            assert self.outbox is not None
             receiver = self.outbox.receiver
             self.server.add_service(receiver.contexts(), receiver.handlers())
         self.server.start()
@@ -355,6 +358,7 @@ class Controller:
                 injector=self.injector,
                 outbox_counts=self.outbox.counts if self.outbox is not None else None,
                 refresh_orders=self.refresher.wake if self.refresher is not None else None,
+                site_name=config.site.name,
             )
             self.console = ConsoleServer(backend, config.console.host, config.console.port)
             self.console.start()
@@ -408,7 +412,7 @@ class Controller:
             "calling_ae": calling_ae,
             "status": f"{status:04X}",
         }
-        self.journal.append("dicom-in", payload, exam_id=self._open_exam_id())
+        self.journal.append("dicom-in", payload, exam_id=self._exam_of_unit_mpps(uid))
         self._wake.set()
 
     def _on_delivery(self, message: OutboxMessage, outcome: str, status: int | None) -> None:
@@ -422,9 +426,16 @@ class Controller:
         }
         self.journal.append("dicom-delivered", payload, exam_id=self._exam_of(message))
 
-    def _open_exam_id(self) -> str | None:
+    def _exam_of_unit_mpps(self, uid: str) -> str | None:
+        """The open exam, when the unit's MPPS names its study."""
         exam = self.exam
-        return exam.exam_id if exam is not None else None
+        order = exam.order if exam is not None else None
+        instance = self.mpps_store.get(uid)
+        if order is None or instance is None:
+            return None
+        steps = instance.dataset.get("ScheduledStepAttributesSequence") or [Dataset()]
+        study = str(steps[0].get("StudyInstanceUID", "") or "")
+        return order.exam_id if study == order.study_instance_uid else None
 
     def _exam_of(self, message: OutboxMessage) -> str | None:
         exam = self.exam

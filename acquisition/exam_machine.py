@@ -45,7 +45,7 @@ class ExamEvent(enum.Enum):
     START_INJECTION = "start-injection"  # operator's explicit start; the injector was started
     INJECTION_COMPLETED = "injection-completed"  # injector reached the programmed volume
     INJECTION_STOPPED = "injection-stopped"  # operator stopped early (fullness, pain, reflux)
-    FAULT = "fault"  # injector fault, link loss or a failed journal/dose-log write
+    FAULT = "fault"  # injector fault or link loss, or a journal that cannot be written
     ACKNOWLEDGE_FAULT = "acknowledge-fault"  # operator acknowledges the fault
     COMPLETE = "complete"  # operator closes the exam as complete
     DISCONTINUE = "discontinue"  # operator discontinues with a CID 9301 reason

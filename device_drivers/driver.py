@@ -61,6 +61,8 @@ E = InjectorEvent
 
 #: Inner diameter of the syringes the injector may carry (injector-protocol.md §9).
 SYRINGE_DIAMETERS_MM: dict[str, float] = {"1ml": 4.699, "3ml": 8.585}
+#: What each syringe holds: one injection can never be more.
+SYRINGE_CAPACITY_ML: dict[str, float] = {"1ml": 1.0, "3ml": 3.0}
 
 #: Hard limits (procedure.md, injector-protocol.md §9): settings may lower them, never raise.
 HARD_MAX_RATE_ML_MIN = 1.0
@@ -561,6 +563,8 @@ class NewEraInjector(InjectorABC):
                 f"volume {volume_ml} mL outside (0, {lim.max_volume_per_injection_ml}] mL "
                 "per injection"
             )
+        if volume_ml > SYRINGE_CAPACITY_ML[syringe]:
+            raise LimitError(f"volume {volume_ml} mL is more than a {syringe} syringe holds")
         remaining = lim.max_volume_per_session_ml - self._session_delivered_ml
         if volume_ml > remaining + 1e-9:
             raise LimitError(

@@ -130,3 +130,15 @@ def client_tls_context(
 def require_calling_aes(ae: AE, allowed: Sequence[str]) -> None:
     """Reject associations from calling AE titles not in ``allowed`` (empty: allow any)."""
     ae.require_calling_aet = list(allowed)
+
+
+def close_unestablished(assoc: Any) -> None:
+    """Close the socket of an association that was not established.
+
+    pynetdicom 3.0.4 may leave the requestor's socket open when the peer drops the connection
+    during association negotiation; an exception that keeps the association alive (a log
+    record, a traceback) would then keep the descriptor open too.
+    """
+    dul_socket = assoc.dul.socket
+    if dul_socket is not None:
+        dul_socket.close()

@@ -2,8 +2,8 @@
 
 Built with pydicom from a clean input: a list of :class:`IrradiationEvent` (one per exposure,
 repeats and rejects included) and a :class:`DoseReportContext` (patient, study, device). The
-simulated unit uses it for its own report; the controller will use it for the exam's report
-(IHE REM "Store Dose Information", dose.md §5).
+simulated unit uses it for its own report; the controller uses it for the exam's report
+(:mod:`acquisition.exam_reporting`; IHE REM "Store Dose Information", dose.md §5).
 
 Content tree written::
 

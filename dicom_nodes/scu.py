@@ -22,7 +22,7 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.status import code_to_category
 
-from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, make_ae
+from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, close_unestablished, make_ae
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ def associate(
     except (OSError, ssl.SSLError) as exc:
         raise AssociationError(f"cannot reach {peer.describe()}: {exc}") from exc
     if not assoc.is_established:
+        close_unestablished(assoc)
         raise AssociationError(_why_not_established(peer, assoc))
     keep_responses_from_reactor(assoc)
     try:

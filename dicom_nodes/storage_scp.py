@@ -9,8 +9,10 @@ exposure(s) and hands them to the sink, which commits them before the C-STORE re
 
 Statuses (PS3.4 Table B.2-1): 0000H stored and recorded; A900H the dataset does not match the
 SOP class (SOP Class/Instance UIDs differ from the request, SR without content, unusable UIDs);
-C000H cannot understand (header unreadable, dose values unparseable); A700H out of resources
-(file or database write failed) — nothing is acknowledged that was not committed.
+C000H cannot understand (header unreadable); B007H stored and recorded, but a dose value could
+not be read (left empty and flagged for review: the exposure happened and is never dropped);
+A700H out of resources (file or database write failed) — nothing is acknowledged that was not
+committed. ``on_stored`` runs once the object and its exposures are durable.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.pdu import P_DATA_TF
 
-from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, make_ae
+from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, close_unestablished, make_ae
 from dicom_nodes.rdsr import CodedConcept, build_rdsr
 from simulators.unit_images import (
     MG_FOR_PRESENTATION,
@@ -286,10 +286,7 @@ class SimulatedUnit:
             tls_args=(self.tls, self.address[0]) if self.tls is not None else None,
         )
         if not assoc.is_established:
-            # pynetdicom 3.0.4 may leave the requestor's socket open when the peer drops the
-            # connection during association negotiation: close it ourselves.
-            if assoc.dul.socket is not None:
-                assoc.dul.socket.close()
+            close_unestablished(assoc)
             raise UnitError(
                 f"no association with {self.controller_ae} at {self.address[0]}:{self.address[1]}"
                 + (" (rejected)" if assoc.is_rejected else "")

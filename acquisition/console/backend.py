@@ -129,7 +129,9 @@ class ConsoleBackend:
         injector: InjectorABC | None = None,
         outbox_counts: Callable[[], dict[str, int]] | None = None,
         refresh_orders: Callable[[], None] | None = None,
+        site_name: str = "",
     ) -> None:
+        self.site_name = site_name
         self.exam = exam
         self.dose_log = dose_log
         self.orders = orders
@@ -174,6 +176,7 @@ class ConsoleBackend:
         accession = order.accession if order is not None else None
         snapshot: dict[str, Any] = {
             "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+            "site": self.site_name,
             "exam": {
                 "state": state.value,
                 "injecting": state.is_injecting,

@@ -191,6 +191,8 @@ def test_limits_are_refused_before_anything_is_sent(
             driver.configure(syringe, rate, volume)
     with pytest.raises(ValueError):  # LimitError is a ValueError
         driver.configure("1ml", 0.0, 0.5)
+    with pytest.raises(LimitError, match="syringe holds"):  # within the limits, not the syringe
+        driver.configure("1ml", 0.3, 2.0)
     assert driver.state is S.NOT_READY
     # only heartbeats (status queries) went out meanwhile
     assert set(requests()[sent:]) <= {b"0"}
