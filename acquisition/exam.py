@@ -103,6 +103,8 @@ INTERRUPTED_BY_RESTART = "injection interrupted by a restart"
 UNEXPECTED = "unexpected"
 #: The contrast agent the controller records (procedure.md: iohexol 300 mg I/mL).
 CONTRAST_AGENT = "Iohexol 300"
+#: A read-back volume must exceed the recorded one by more than this to be a correction.
+VOLUME_CORRECTION_MIN_ML = 0.001
 #: How often a finished injection's outcome is journaled again while the journal fails.
 JOURNAL_RETRY_S = 1.0
 #: How long a stop may take to be reported before the exam goes to FAULT.
@@ -328,6 +330,11 @@ class ExamRecord:
             # Each injection needs its own air-purge confirmation: the syringe may be refilled
             # and the line re-primed before a second one (bubbles mimic filling defects).
             self.air_purge_confirmed = False
+        elif entry.kind == "injection-corrected" and self.contrast:
+            last = self.contrast[-1]
+            delivered = float(p["delivered_ml"])
+            self.volume_given_ml += delivered - last.delivered_ml
+            self.contrast[-1] = dataclasses.replace(last, delivered_ml=delivered)
         elif entry.kind == "injection-ended":
             started, self.injection_running = self.injection_running, None
             if p.get("not_started"):  # refused by the injector before RUN: not an injection
@@ -873,6 +880,29 @@ class ExamService:
             reason = f"injector fault: {injector.reason or 'error'}"
             self._transition_checked(E.FAULT, None, reason=reason)
 
+    def _correct_last_injection(self, injector: InjectorABC, operator: str) -> None:
+        """A link lost during the last injection is back: the pump's counter may say more was
+        given than was last polled. The record follows it upward (never down)."""
+        result, given = injector.last_result, self._record.contrast
+        if result is None or not given or self._record.injection_running is not None:
+            return
+        last = given[-1]
+        if result.delivered_ml <= last.delivered_ml + VOLUME_CORRECTION_MIN_ML:
+            return
+        payload = {
+            "number": last.number,
+            "delivered_ml": result.delivered_ml,
+            "previous_ml": last.delivered_ml,
+            "reason": "read back from the pump after the link came back",
+        }
+        self._append("injection-corrected", payload, operator)
+        log.warning(
+            "injection %d: %.3f mL given (%.3f mL recorded before the link loss)",
+            last.number,
+            result.delivered_ml,
+            last.delivered_ml,
+        )
+
     def reset_injector(self, operator: str) -> None:
         """With no exam in progress (idle, completed, discontinued): clear the injector's error
         (reopening a lost link). During an exam the fault is acknowledged instead."""
@@ -908,6 +938,7 @@ class ExamService:
                     self._refuse(
                         E.ACKNOWLEDGE_FAULT, f"the injector could not be reset: {exc}", operator
                     )
+                self._correct_last_injection(injector, operator)
             self._transition(E.ACKNOWLEDGE_FAULT, target, operator)
 
     def complete(self, operator: str) -> None:

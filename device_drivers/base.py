@@ -201,6 +201,12 @@ class InjectorABC(abc.ABC):
 
     @property
     @abc.abstractmethod
+    def last_result(self) -> InjectionResult | None:
+        """How the last injection ended; its volume is corrected upward when a link lost
+        during it comes back (``acknowledge``) and the pump says more was given."""
+
+    @property
+    @abc.abstractmethod
     def link_up(self) -> bool:
         """The link is open and not lost (connected, and no port loss since)."""
 

@@ -29,7 +29,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from device_drivers.base import (
@@ -61,6 +61,8 @@ E = InjectorEvent
 
 #: Inner diameter of the syringes the injector may carry (injector-protocol.md §9).
 SYRINGE_DIAMETERS_MM: dict[str, float] = {"1ml": 4.699, "3ml": 8.585}
+#: The pump's volume display resolution: differences below it are not corrections.
+VOLUME_RESOLUTION_ML = 0.001
 #: What each syringe holds: one injection can never be more.
 SYRINGE_CAPACITY_ML: dict[str, float] = {"1ml": 1.0, "3ml": 3.0}
 
@@ -347,6 +349,7 @@ class NewEraInjector(InjectorABC):
         self._config: _Configuration | None = None
         self._injection: _Injection | None = None
         self._last_result: InjectionResult | None = None
+        self._unconfirmed: _Injection | None = None  # aborted with the link dead
         self._session_delivered_ml = 0.0
         self._armed_until_s = 0.0
         self._announced: set[Alarm] = set()
@@ -797,6 +800,7 @@ class NewEraInjector(InjectorABC):
             link.safe = False
             self._handshake()
             self._check_same_device()
+            self._read_back_unconfirmed()
             if self._config is not None:
                 self._apply(self._config)  # the device may have lost it (reset, new port)
                 self._go(T.ACKNOWLEDGE, next_state(T.ACKNOWLEDGE, self._state))
@@ -804,6 +808,31 @@ class NewEraInjector(InjectorABC):
                 trigger = T.ACKNOWLEDGE_UNCONFIGURED
                 self._go(trigger, next_state(trigger, self._state))
             self._reason = ""
+
+    def _read_back_unconfirmed(self) -> None:
+        """An injection aborted while the link was dead reported the last polled volume; the
+        pump ran on until its watchdog stopped it. Now that the link is back, its counter
+        (``DIS``, kept across the watchdog stop) says what was really given: the result and the
+        per-exam total are corrected upward, never down."""
+        inj, self._unconfirmed = self._unconfirmed, None
+        result = self._last_result
+        if inj is None or result is None:
+            return
+        try:
+            given = self._read_infused() - inj.offset_ml
+        except DriverError as exc:
+            log.error("delivered volume after the link loss not read back: %s", exc)
+            return
+        extra = given - result.delivered_ml
+        if extra <= VOLUME_RESOLUTION_ML:
+            return
+        self._session_delivered_ml += extra
+        self._last_result = replace(result, delivered_ml=given)
+        log.warning(
+            "injector: %.3f mL were given, not the %.3f mL last polled before the link was lost",
+            given,
+            result.delivered_ml,
+        )
 
     # ---------------------------------------------------------------- helpers (under _lock)
 
@@ -926,6 +955,8 @@ class NewEraInjector(InjectorABC):
                     inj.delivered_ml = delivered
                 except DriverError as exc:
                     log.warning("delivered volume after the stop not read: %s", exc)
+            else:
+                self._unconfirmed = inj  # read back when the link returns (acknowledge)
             self._session_delivered_ml += delivered
         if inj is None or termination not in inj.recorded:
             self._record(termination, "driver", reason)

@@ -103,7 +103,14 @@ def room(tmp_path: Path) -> Iterator[Room]:
         Journal(tmp_path / "journal.db", busy_timeout_s=0.2) as journal,
         DoseLog(tmp_path / "dose.db") as dose_log,
         InjectorSimulator(seed=0, time_scale=TIME_SCALE) as sim,
-        closing(NewEraInjector(sim.serve_pty(), limits=FAST_LIMITS, timing=FAST_TIMING)) as driver,
+        closing(
+            # through a stable symlink: a pty that vanishes comes back under the same name
+            NewEraInjector(
+                sim.serve_pty(link=str(tmp_path / "injector")),
+                limits=FAST_LIMITS,
+                timing=FAST_TIMING,
+            )
+        ) as driver,
     ):
         driver.connect()
         worklist = WorklistStore(tmp_path / "worklist.db")
@@ -602,3 +609,38 @@ def test_an_order_done_again_is_a_new_exam_with_its_own_exposures(room: Room) ->
     assert first.facts().pre_contrast_exposures == 1
     assert [row["phase"] for row in room.dose_log.list_exposures(ACC)] == ["pre-contrast"] * 2
     assert len([e for e in room.journal.entries(exam_id=f"{ACC}-2") if e.kind == "exposure"]) == 1
+
+
+def test_a_link_lost_during_an_injection_is_corrected_from_the_pump_when_it_is_back(
+    room: Room,
+) -> None:
+    service = room.service()
+    to_cannulation(room, service)
+    service.start_injection(0.8, 0.1, "tech1")  # 4 s at x120: the pump's watchdog stops it
+    deadline = time.monotonic() + WAIT_S
+    while room.sim.snapshot().infused_ml < 0.05:
+        assert time.monotonic() < deadline, "the injection never started"
+        time.sleep(0.01)
+    room.sim.add_fault("port_vanish")
+    assert service.wait_for_state(S.FAULT, WAIT_S)
+    recorded = service.facts().volume_given_ml
+    deadline = time.monotonic() + WAIT_S
+    while room.sim.snapshot().prompt.name == "INFUSING":
+        assert time.monotonic() < deadline, "the pump was never stopped"
+        time.sleep(0.01)
+    given = room.sim.snapshot().infused_ml
+    assert given > recorded + 0.005
+    deadline = time.monotonic() + WAIT_S
+    while True:  # the port comes back after port_vanish_s
+        try:
+            service.acknowledge_fault("tech1")
+            break
+        except Refused:
+            assert time.monotonic() < deadline, "the link never came back"
+            time.sleep(0.1)
+    assert service.facts().volume_given_ml == pytest.approx(given, abs=0.002)
+    (corrected,) = kinds(room.journal, "injection-corrected")
+    assert corrected.payload["previous_ml"] == pytest.approx(recorded)
+    assert service.contrast_administrations()[-1].delivered_ml == pytest.approx(given, abs=0.002)
+    replayed = room.service()  # the correction survives a restart
+    assert replayed.facts().volume_given_ml == pytest.approx(given, abs=0.002)

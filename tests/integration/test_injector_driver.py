@@ -10,13 +10,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from device_drivers.base import InjectorState
 from device_drivers.codec import Decoder, Prompt, Role
 from device_drivers.driver import InjectorLimits, NewEraInjector
-from device_drivers.errors import CapabilityError, LimitError, StateError
+from device_drivers.errors import CapabilityError, DriverError, LimitError, StateError
 from device_drivers.events import InjectorEvent
 from device_drivers.link import LinkTiming
 from simulators.injector import InjectorSimulator, SimState
@@ -325,3 +326,41 @@ def test_a_pump_found_moving_at_connect_is_stopped_first(
     driver.connect()
     assert sim.snapshot().prompt is Prompt.STOPPED
     assert sim.snapshot().infused_ml < 1.0
+
+
+def test_after_a_link_lost_mid_injection_the_volume_given_is_read_back(
+    sim: InjectorSimulator, make_driver: Callable[..., NewEraInjector], tmp_path: Path
+) -> None:
+    """The port vanishes during an injection: STP cannot be sent, the pump runs on until its
+    watchdog, and the driver reports the last polled volume. When the link is back, the
+    acknowledgement reads the pump's counter and corrects the result upward."""
+    url = sim.serve_pty(link=str(tmp_path / "injector"))  # a stable path across the loss
+    driver = make_driver(url)
+    driver.connect()
+    driver.configure("1ml", 0.1, 0.8)  # 480 s of pump time, 4 s at x120: the watchdog wins
+    driver.arm()
+    status = driver.start()
+    deadline = time.monotonic() + 30
+    while sim.snapshot().infused_ml < 0.05:
+        assert time.monotonic() < deadline, "the injection never started"
+        time.sleep(0.01)
+    sim.add_fault("port_vanish")
+    result = status.wait(timeout_s=30)
+    assert not result.completed
+    deadline = time.monotonic() + 30
+    while sim.snapshot().prompt is Prompt.INFUSING:  # the Safe-mode watchdog stops it
+        assert time.monotonic() < deadline, "the pump was never stopped"
+        time.sleep(0.01)
+    given = sim.snapshot().infused_ml
+    assert given > result.delivered_ml + 0.005, "the pump ran on after the last poll"
+    deadline = time.monotonic() + 30
+    while True:  # the port comes back after port_vanish_s
+        try:
+            driver.acknowledge()
+            break
+        except DriverError:
+            assert time.monotonic() < deadline, "the link never came back"
+            time.sleep(0.1)
+    assert driver.last_result is not None
+    assert driver.last_result.delivered_ml == pytest.approx(given, abs=0.002)
+    assert driver.session_delivered_ml == pytest.approx(given, abs=0.002)
