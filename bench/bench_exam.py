@@ -22,11 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from acquisition.commands.demo import ALL_CLEAR, INJECTIONS_ML, SCRIPT_VIEWS
 from acquisition.exam import ExamOrder
 from acquisition.exam_machine import ExamState
 from acquisition.journal import Journal
 from simulators.room import SimulatedRoom
-from tests.integration.test_crash_restart import ALL_CLEAR, Bench
+from tests.integration.test_crash_restart import Bench
 from tests.serve_process import ServeProcess, write_config
 
 RUNS = 3
@@ -58,19 +59,6 @@ def _memory_kb(pid: int) -> dict[str, int]:
     return values
 
 
-def _settings(room: SimulatedRoom, data: Path) -> dict[str, Any]:
-    return {
-        **room.controller_settings(),
-        "database.path": str(data / "galacto.db"),
-        "dicom.storage_dir": str(data / "objects"),
-        "dicom.port": 0,
-        "console.port": 0,
-        "pacs.retry_initial_s": 0.05,
-        "pacs.retry_max_s": 0.5,
-        "ris.refresh_interval_s": 1.0,
-    }
-
-
 def _fill_journal(database: Path, exams: int) -> None:
     """A journal holding ``exams`` closed exams of ~60 entries each."""
     with Journal(database) as journal:
@@ -84,36 +72,52 @@ def _fill_journal(database: Path, exams: int) -> None:
             journal.append("transition", payload, exam_id=exam_id)
 
 
+def _median_start_s(serve: ServeProcess) -> float:
+    """Process start to the endpoints line, median of RUNS starts and clean stops."""
+    starts = []
+    for _ in range(RUNS):
+        serve.start()
+        starts.append(serve.started_in_s)
+        serve.stop()
+    return statistics.median(starts)
+
+
+def _scripted_exam_over_the_console(bench: Bench) -> None:
+    """The scripted exam of the demo, driven through the console as a technologist would."""
+    bench.open_order()
+    bench.command("answer-checklist", answers=ALL_CLEAR, override=None)
+    for phase, views in SCRIPT_VIEWS.items():
+        if phase is not ExamState.PRE_CONTRAST:
+            volume = INJECTIONS_ML[0 if phase is ExamState.POST_INJECTION_1 else 1]
+            bench.inject(volume, phase)
+        bench.image(phase, views)
+        key = "pre" if phase is ExamState.PRE_CONTRAST else "post"
+        wanted = len(views)
+        bench.wait_for(lambda s, k=key, n=wanted: _taken(s, k) == n, f"{phase.value} exposures")
+        if phase is ExamState.PRE_CONTRAST:
+            bench.command("finish-pre-contrast")
+            bench.command("confirm-cannulation")
+    bench.command("complete")
+
+
+def _taken(state: dict[str, Any], key: str) -> int:
+    facts = state["facts"]
+    return int(facts["pre_contrast_exposures" if key == "pre" else "post_injection_exposures"])
+
+
 def _serve_figures() -> dict[str, float]:
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="galacto-bench-") as tmp:
         data = Path(tmp)
         with SimulatedRoom(time_scale=TIME_SCALE) as room:
-            config = write_config(data / "galacto.toml", _settings(room, data))
+            config = write_config(data / "galacto.toml", room.controller_settings(data))
             order = room.schedule_order("L")
-            starts = []
             with ServeProcess(config, data / "serve.log") as serve:
-                for _ in range(RUNS):
-                    serve.start()
-                    starts.append(serve.started_in_s)
-                    serve.stop()
-                figures["start_empty_s"] = statistics.median(starts)
+                figures["start_empty_s"] = _median_start_s(serve)
                 bench = Bench(room, serve, data / "galacto.db", order.accession_number)
                 bench.start()
                 figures["rss_ready_mb"] = _memory_kb(serve.pid)["VmRSS"] / 1024
-                bench.open_order()
-                bench.command("answer-checklist", answers=ALL_CLEAR, override=None)
-                bench.image(ExamState.PRE_CONTRAST, ("L-CC", "L-ML"))
-                bench.wait_for(lambda s: s["facts"]["pre_contrast_exposures"] == 2, "exposures")
-                bench.command("finish-pre-contrast")
-                bench.command("confirm-cannulation")
-                bench.inject(0.5, ExamState.POST_INJECTION_1)
-                bench.image(ExamState.POST_INJECTION_1, ("L-CC-MAG", "L-ML-MAG"))
-                bench.wait_for(lambda s: s["facts"]["post_injection_exposures"] == 2, "exposures")
-                bench.inject(0.3, ExamState.POST_INJECTION_2)
-                bench.image(ExamState.POST_INJECTION_2, ("L-ML-MAG",))
-                bench.wait_for(lambda s: s["facts"]["post_injection_exposures"] == 1, "exposures")
-                bench.command("complete")
+                _scripted_exam_over_the_console(bench)
                 memory = _memory_kb(serve.pid)
                 figures["rss_after_exam_mb"] = memory["VmRSS"] / 1024
                 figures["peak_rss_mb"] = memory["VmHWM"] / 1024
@@ -121,15 +125,10 @@ def _serve_figures() -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="galacto-bench-") as tmp:
         data = Path(tmp)
         with SimulatedRoom(time_scale=TIME_SCALE) as room:
-            config = write_config(data / "galacto.toml", _settings(room, data))
+            config = write_config(data / "galacto.toml", room.controller_settings(data))
             _fill_journal(data / "galacto.db", 200)
-            starts = []
             with ServeProcess(config, data / "serve.log") as serve:
-                for _ in range(RUNS):
-                    serve.start()
-                    starts.append(serve.started_in_s)
-                    serve.stop()
-            figures["start_200_exams_s"] = statistics.median(starts)
+                figures["start_200_exams_s"] = _median_start_s(serve)
     return figures
 
 

@@ -15,6 +15,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dicom_nodes.contrast import ContrastAdministration
@@ -95,10 +96,23 @@ class SimulatedRoom:
             raise RuntimeError("the room is not started")
         return self._endpoints
 
-    def controller_settings(self) -> dict[str, Any]:
-        """The ``--set`` overrides that point a controller at this room."""
+    def controller_settings(self, data_dir: Path | None = None) -> dict[str, Any]:
+        """The settings that point a controller at this room; with ``data_dir``, also its
+        files there, free ports for its listeners and retries and refreshes at loopback pace."""
         e = self.endpoints
+        files: dict[str, Any] = {}
+        if data_dir is not None:
+            files = {
+                "database.path": str(data_dir / "galacto.db"),
+                "dicom.storage_dir": str(data_dir / "objects"),
+                "dicom.port": 0,
+                "console.port": 0,
+                "pacs.retry_initial_s": 0.1,
+                "pacs.retry_max_s": 1.0,
+                "ris.refresh_interval_s": 2.0,
+            }
         return {
+            **files,
             "injector.url": e.injector_url,
             "ris.host": e.ris.host,
             "ris.port": e.ris.port,

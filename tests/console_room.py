@@ -20,27 +20,19 @@ from acquisition.dose_log import DoseLog
 from acquisition.exam import ExamService
 from acquisition.exam_machine import ExamState, Limits
 from acquisition.journal import Journal
-from device_drivers.driver import InjectorLimits, NewEraInjector
-from device_drivers.link import LinkTiming
+from device_drivers.driver import NewEraInjector
 from dicom_nodes.dose_extract import from_image_header
 from dicom_nodes.mwl_scu import WorklistItem, WorklistQuery, WorklistResult
 from dicom_nodes.ris_orders import RisOrderStore
 from dicom_nodes.worklist_store import WorklistStore
 from simulators.injector import InjectorSimulator
 from simulators.unit_images import StudyContext, sample_mg_image
+from tests.integration.test_injector_driver import FAST_LIMITS, FAST_TIMING
 
 TIME_SCALE = 120.0  # 0.1 mL at 0.3 mL/min (20 s) takes ~0.2 s
-FAST_LIMITS = InjectorLimits(baseline_window_s=0.1, poll_interval_s=0.05)
-FAST_TIMING = LinkTiming(reply_timeout_s=0.5, drain_quiet_s=0.1)
 HTTP_TIMEOUT_S = 20.0
 ACC = "ACC0077"
 STUDY_UID = "1.2.826.0.1.3680043.8.498.77"
-ALL_CLEAR = {
-    "pregnancy_possible": False,
-    "contrast_allergy": False,
-    "active_mastitis": False,
-    "no_discharge": False,
-}
 ORDER = WorklistItem(
     patient_name="ROE^MARY",
     patient_id="P0077",

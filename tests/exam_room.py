@@ -236,17 +236,7 @@ def eventually(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 
 
 def controller_overrides(sim_room: SimulatedRoom, data_dir: Path) -> dict[str, Any]:
     """The settings of a controller in ``sim_room``, with its files under ``data_dir``."""
-    return {
-        **sim_room.controller_settings(),
-        "database.path": str(data_dir / "galacto.db"),
-        "dicom.storage_dir": str(data_dir / "objects"),
-        "dicom.port": 0,
-        "console.port": 0,
-        "pacs.retry_initial_s": 0.05,
-        "pacs.retry_max_s": 0.5,
-        "ris.refresh_interval_s": 1,
-        **FAST_INJECTOR,
-    }
+    return {**sim_room.controller_settings(data_dir), **FAST_INJECTOR}
 
 
 @contextlib.contextmanager

@@ -95,18 +95,7 @@ def run(args: argparse.Namespace) -> int:
     room_module = wiring.simulator("room")
     seed = args.seed if args.seed is not None else secrets.randbelow(1_000_000)
     with room_module.SimulatedRoom(time_scale=args.time_scale, seed=seed) as room:
-        config = load_config(
-            args,
-            **room.controller_settings(),
-            **{
-                "database.path": str(data_dir / "galacto.db"),
-                "dicom.storage_dir": str(data_dir / "objects"),
-                "dicom.port": 0,
-                "console.port": 0,
-                "pacs.retry_initial_s": 0.2,
-                "pacs.retry_max_s": 2.0,
-            },
-        )
+        config = load_config(args, **room.controller_settings(data_dir))
         order = room.schedule_order("L")
         with Controller(config) as controller:
             endpoints = controller.endpoints()

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from acquisition.commands.demo import ALL_CLEAR
 from acquisition.console.client import ConsoleClient
 from acquisition.exam import INTERRUPTED_BY_RESTART, phase_sps_id
 from acquisition.exam_machine import ExamState
@@ -33,12 +34,6 @@ OPERATOR = "T. Technologist"
 JOURNAL_KEY = "crash-test-journal-key"
 TIME_SCALE = 60.0
 WAIT_S = 60.0
-ALL_CLEAR = {
-    "pregnancy_possible": False,
-    "contrast_allergy": False,
-    "active_mastitis": False,
-    "no_discharge": False,
-}
 S = ExamState
 
 
@@ -135,20 +130,8 @@ class Bench:
 def bench(tmp_path: Path) -> Iterator[Bench]:
     with SimulatedRoom(time_scale=TIME_SCALE) as room:
         database = tmp_path / "galacto.db"
-        config = write_config(
-            tmp_path / "galacto.toml",
-            {
-                **room.controller_settings(),
-                "site.journal_key": JOURNAL_KEY,
-                "database.path": str(database),
-                "dicom.storage_dir": str(tmp_path / "objects"),
-                "dicom.port": 0,
-                "console.port": 0,
-                "pacs.retry_initial_s": 0.05,
-                "pacs.retry_max_s": 0.5,
-                "ris.refresh_interval_s": 1.0,
-            },
-        )
+        settings = {**room.controller_settings(tmp_path), "site.journal_key": JOURNAL_KEY}
+        config = write_config(tmp_path / "galacto.toml", settings)
         order = room.schedule_order("L")
         with ServeProcess(config, tmp_path / "serve.log") as serve:
             bench = Bench(room, serve, database, order.accession_number)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from acquisition.commands.demo import ALL_CLEAR
 from acquisition.dose_log import DoseLog
 from acquisition.exam import (
     INTERRUPTED_BY_RESTART,
@@ -28,8 +29,7 @@ from acquisition.exam import (
 from acquisition.exam_machine import ExamState, Limits, Refused
 from acquisition.journal import Entry, Journal
 from device_drivers.base import InjectorState
-from device_drivers.driver import InjectorLimits, NewEraInjector
-from device_drivers.link import LinkTiming
+from device_drivers.driver import NewEraInjector
 from dicom_nodes.codes import (
     DISCONTINUED_EQUIPMENT_FAILURE,
     DISCONTINUED_EXTRAVASATION,
@@ -45,22 +45,15 @@ from dicom_nodes.worklist_store import WorklistStore
 from simulators.injector import InjectorSimulator
 from simulators.unit import SimulatedUnit
 from simulators.unit_images import StudyContext, sample_mg_image
+from tests.integration.test_injector_driver import FAST_LIMITS, FAST_TIMING
 
 pytestmark = pytest.mark.timeout(60)
 
 S = ExamState
 TIME_SCALE = 120.0  # 0.1 mL at 0.3 mL/min (20 s) takes ~0.2 s
-FAST_LIMITS = InjectorLimits(baseline_window_s=0.1, poll_interval_s=0.05)
-FAST_TIMING = LinkTiming(reply_timeout_s=0.5, drain_quiet_s=0.1)
 WAIT_S = 20.0
 ACC = "ACC0042"
 STUDY_UID = "1.2.826.0.1.3680043.8.498.42"
-ALL_CLEAR = {
-    "pregnancy_possible": False,
-    "contrast_allergy": False,
-    "active_mastitis": False,
-    "no_discharge": False,
-}
 ORDER = WorklistItem(
     patient_name="DOE^JANE",
     patient_id="P0042",
