@@ -121,7 +121,7 @@ class Room:
     def open_order(self, side: str = "L") -> ExamOrder:
         """Schedule an order at the RIS, wait until the controller lists it, open its exam."""
         accession = self.sim_room.schedule_order(side).accession_number
-        item = self.script()._ris_order(accession)
+        item = self.script().ris_order(accession)
         return self.exam.select_order(item, side, OPERATOR)
 
     def pass_checklist(self) -> None:

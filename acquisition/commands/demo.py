@@ -169,7 +169,7 @@ class ScriptedExam:
                 f"an exam is still open in this --data-dir ({exam.state.value}): finish it in "
                 "the console (galacto demo without --auto), or use another --data-dir"
             )
-        exam.select_order(self._ris_order(accession), "L", OPERATOR)
+        exam.select_order(self.ris_order(accession), "L", OPERATOR)
         if not exam.answer_checklist(ALL_CLEAR, OPERATOR):
             raise DemoError("the checklist did not pass")
         exam.pass_checklist(OPERATOR)
@@ -192,7 +192,8 @@ class ScriptedExam:
         exam.close_exam(OPERATOR)  # the room is free for the next patient
         return result
 
-    def _ris_order(self, accession: str) -> Any:
+    def ris_order(self, accession: str) -> Any:
+        """The RIS order ``accession`` once the controller's worklist refresh has brought it."""
         orders = self.controller.orders
         refresher = self.controller.refresher
         if orders is None or refresher is None:

@@ -302,7 +302,7 @@ def test_discontinued_at_each_phase_reports_its_reason_to_the_ris(room: Room, st
 @pytest.mark.parametrize("outage", ["before-n-create", "after-n-create"])
 def test_ris_and_pacs_down_never_block_the_exam_and_lose_nothing(room: Room, outage: str) -> None:
     accession = room.sim_room.schedule_order("L").accession_number
-    item = room.script()._ris_order(accession)
+    item = room.script().ris_order(accession)
     if outage == "before-n-create":
         room.ris.down()
         room.pacs.down()
