@@ -32,7 +32,7 @@ import datetime as dt
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
 
@@ -208,16 +208,25 @@ class ExamSnapshot:
     facts: ExamFacts
     journal_fault: str | None
     contrast: tuple[ContrastRecord, ...] = ()
+    exposure_ids: frozenset[int] = frozenset()  #: the dose-log rows this exam noted
 
 
-def exam_exposures(dose_log: DoseLog, view: ExamView) -> list[dict[str, Any]]:
-    """The dose-log rows of one exam: those it noted. A repeat exam of the same order shares
-    the accession, not the rows."""
-    return [
-        row
-        for row in dose_log.list_exposures(view.order.accession)
-        if int(row["id"]) in view.exposure_ids
-    ]
+def exam_exposures(
+    dose_log: DoseLog, accession: str, exposure_ids: Collection[int]
+) -> list[dict[str, Any]]:
+    """The dose-log rows of one exam: those it noted (``exposure_ids``). A repeat exam of the
+    same order shares the accession, not the rows."""
+    return [row for row in dose_log.list_exposures(accession) if int(row["id"]) in exposure_ids]
+
+
+def agd_totals(rows: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """Reported AGD (mGy) accumulated per breast over ``rows`` (L and R always present)."""
+    totals = {"L": 0.0, "R": 0.0}
+    for row in rows:
+        side, agd = row.get("laterality"), row.get("agd_reported_mgy")
+        if side in totals and agd is not None:
+            totals[side] += float(agd)
+    return totals
 
 
 class ExamReporter(Protocol):
@@ -470,6 +479,7 @@ class ExamService:
             record.facts(self.limits, False),
             self._journal_fault,
             tuple(record.contrast),
+            frozenset(record.noted_exposures),
         )
 
     def view(self) -> ExamView | None:
@@ -1226,6 +1236,7 @@ class ExamService:
             )
             if self._record.state is not S.FAULT:
                 self._transition_checked(E.FAULT, None, reason=INTERRUPTED_BY_RESTART)
+            self._new_injector_session(self._record.volume_given_ml)
 
     def report(self) -> None:
         """Bring the outward reporting up to date (idempotent; the controller's tick)."""

@@ -27,7 +27,7 @@ from pydicom.dataset import Dataset
 from acquisition.exam import ContrastRecord
 from dicom_nodes.contrast import ContrastAdministration, Injection, set_contrast_bolus
 from dicom_nodes.files import write_dataset_durably
-from dicom_nodes.outbox import Kind, Outbox, OutboxError
+from dicom_nodes.outbox import Kind, Outbox, OutboxError, State
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,9 @@ class Forwarder:
         for path in sorted(self.storage_dir.rglob("*.dcm")):
             if path.parent.parent == self.storage_dir / FORWARD_DIR:
                 continue  # completed copies: queued with (or instead of) their originals
-            if any(m.kind == Kind.C_STORE for m in self.outbox.messages(path.stem)):
-                continue
+            queued_before = [m for m in self.outbox.messages(path.stem) if m.kind == Kind.C_STORE]
+            if any(m.state != State.FAILED for m in queued_before):
+                continue  # pending, sent or committed; a failed one is queued again
             try:
                 self.forward(path, dcmread(path, stop_before_pixels=True))
             except (OSError, ValueError, OutboxError) as exc:

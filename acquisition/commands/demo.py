@@ -32,7 +32,7 @@ from typing import Any
 from acquisition import wiring
 from acquisition.cli import EXIT_OK, EXIT_USAGE, configure_logging, load_config
 from acquisition.controller import Controller
-from acquisition.exam import ExamError, ExamService, exam_exposures
+from acquisition.exam import ExamError, ExamService, agd_totals, exam_exposures
 from acquisition.exam_machine import ExamState, Refused
 from dicom_nodes import codes
 
@@ -255,11 +255,8 @@ class ScriptedExam:
         has its own) and their reported AGD per breast."""
         view = self.exam.view()
         assert view is not None
-        rows = exam_exposures(self.controller.dose_log, view)
-        totals = {side: 0.0 for side in ("L", "R")}
-        for row in rows:
-            if row.get("laterality") in totals and row.get("agd_reported_mgy") is not None:
-                totals[row["laterality"]] += float(row["agd_reported_mgy"])
+        rows = exam_exposures(self.controller.dose_log, accession, view.exposure_ids)
+        totals = agd_totals(rows)
         exposures = [_exposure(row) for row in rows]
         contrast_ml = sum(c.delivered_ml for c in view.contrast)
         return {
@@ -323,7 +320,7 @@ def _print_result(result: dict[str, Any], *, as_json: bool) -> None:
     exam = result["exam"]
     print(
         f"\nAGD per breast: L {totals['L']:.3f} mGy, R {totals['R']:.3f} mGy · exam "
-        f"{exam['accession']} {exam['status']} · {result['contrast_ml']} mL contrast · "
+        f"{exam['exam_id']} {exam['status']} · {result['contrast_ml']} mL contrast · "
         f"{result['objects_at_pacs']} objects at the PACS · {result['wall_time_s']} s",
         flush=True,
     )

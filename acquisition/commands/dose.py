@@ -151,7 +151,7 @@ def run_export(args: argparse.Namespace) -> int:
         rows = pseudonymise(rows, secret)
         if not secret:
             print(
-                "galacto dose: no site.pseudonym_secret: accession and study UID left out",
+                "galacto dose: no site.pseudonym_secret: accession, SPS ID and UIDs left out",
                 file=sys.stderr,
             )
     stream = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115

@@ -32,6 +32,7 @@ from acquisition.exam import (
     ExamService,
     Patient,
     PhysicianOverride,
+    agd_totals,
     checklist_blockers,
     service_refusal,
 )
@@ -207,9 +208,15 @@ class ConsoleBackend:
         }
         if accession is not None:
             try:
-                rows = self.dose_log.list_exposures(accession)
+                # This exam's rows, and those just logged that no exam has read yet (an
+                # earlier exam of the same order keeps its own).
+                rows = [
+                    row
+                    for row in self.dose_log.list_exposures(accession)
+                    if int(row["id"]) in exam.exposure_ids or row.get("phase") is None
+                ]
                 snapshot["exposures"] = [self._exposure_view(row) for row in rows]
-                snapshot["agd_totals_mgy"] = self.dose_log.agd_totals_by_breast(accession)
+                snapshot["agd_totals_mgy"] = agd_totals(rows)
             except Exception as exc:
                 errors.append(f"dose log not readable: {exc}")
                 log.warning("console: dose log not readable: %s", type(exc).__name__)

@@ -163,7 +163,7 @@ def test_exposures_and_per_breast_totals_follow_the_dose_log(room: Room) -> None
     assert row["kvp"] == logged["kvp"]
     assert row["mas"] == pytest.approx(logged["exposure_uas"] / 1000)
     assert row["agd_reported_mgy"] == logged["agd_reported_mgy"]
-    assert doc["agd_totals_mgy"] == {"R": pytest.approx(logged["agd_reported_mgy"])}
+    assert doc["agd_totals_mgy"] == {"L": 0.0, "R": pytest.approx(logged["agd_reported_mgy"])}
     assert doc["facts"]["pre_contrast_exposures"] == 1
     assert doc["actions"]["finish-pre-contrast"]["allowed"]
 

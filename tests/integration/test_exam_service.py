@@ -367,6 +367,7 @@ def test_restart_during_an_injection_is_a_fault_and_never_reinjects(room: Room) 
     (ended,) = kinds(room.journal, "injection-ended")
     assert INTERRUPTED_BY_RESTART in ended.payload["reason"]
     assert second.facts().volume_given_ml == pytest.approx(0.5)  # counted as given
+    assert room.driver.session_delivered_ml == pytest.approx(0.5)  # the driver's cap agrees
     assert second.facts().injections_started == 1
     second.acknowledge_fault("tech1")
     assert second.state is S.POST_INJECTION_1
