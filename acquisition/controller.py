@@ -10,7 +10,8 @@ Start-up order is the crash-recovery order (issue 4 §3):
 2. the injector link is re-established and its state read back (``connect()``) **before** the
    exam service is built, so the exam resumes against a known injector (a link that does not
    come up leaves the injector unhealthy: injections are refused, imaging goes on, and the
-   controller keeps trying to reconnect);
+   controller keeps trying to connect; an injector that fails later stops the exam in FAULT,
+   and the acknowledgement re-establishes it);
 3. the exam service replays the journal (state, facts, an interrupted injection → FAULT) and
    its reporting enqueues what a crash may have kept from the outbox;
 4. every object kept under ``dicom.storage_dir`` is queued for the PACS again (idempotent by
@@ -214,6 +215,7 @@ class Controller:
                 storage_commitment=config.pacs.storage_commitment and PACS in destinations,
                 retry=RetryPolicy(config.pacs.retry_initial_s, config.pacs.retry_max_s),
                 on_delivery=self._on_delivery,
+                busy_timeout_s=busy,
             )
             if destinations
             else None
@@ -378,10 +380,10 @@ class Controller:
             "study_instance_uid": study,
             "file": path.name,
         }
-        self.journal.append("dicom-in", payload, exam_id=exam_id)
-        if self.forwarder is not None:
-            self.forwarder.forward(path, header)
         self._wake.set()
+        if self.forwarder is not None:  # first: a failure of the journal must not hold it back
+            self.forwarder.forward(path, header)
+        self.journal.append("dicom-in", payload, exam_id=exam_id)
 
     def _contrast_for(self, header: Dataset) -> ContrastAdministration | None:
         """The contrast given before a post-contrast image of the open exam (its SPS ID names

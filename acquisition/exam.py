@@ -969,8 +969,24 @@ class ExamService:
             self._transition(E.DISCONTINUE, target, operator, reason_code=reason_code)
 
     def close_exam(self, operator: str) -> None:
-        """Leave the finished exam (COMPLETED or DISCONTINUED): the room is free."""
-        self._simple(E.CLOSE, operator)
+        """Leave the finished exam (COMPLETED or DISCONTINUED): the room is free.
+
+        Refused while the exam's final report (MPPS, dose report) is not in the outbox: once
+        closed, the exam is no longer the open one and nothing would queue it any more.
+        """
+        with self._lock:
+            self._settle()
+            self._command(E.CLOSE.value, {}, operator)
+            target = self._check(E.CLOSE, self._facts(), operator)
+            view = self._view()
+            if self._reporter is not None and view is not None:
+                try:
+                    self._reporter.sync(view)
+                except Exception as exc:
+                    log.exception("the exam's report could not be queued")
+                    reason = f"the exam's report could not be queued ({exc}); try again"
+                    self._refuse(E.CLOSE, reason, operator)
+            self._transition(E.CLOSE, target, operator)
 
     def _simple(self, event: ExamEvent, operator: str) -> None:
         with self._lock:

@@ -347,8 +347,10 @@ class Outbox:
         batch_size: int = 50,
         poll_s: float = 1.0,
         on_delivery: Callable[[Message, str, int | None], None] | None = None,
+        busy_timeout_s: float = 5.0,
     ) -> None:
         self.db_path = Path(db_path)
+        self.busy_timeout_s = busy_timeout_s
         #: Called with (message, "done" | "terminal", status) once a delivery outcome is durable;
         #: retries are not reported (an outage would report every attempt).
         self.on_delivery = on_delivery
@@ -826,7 +828,7 @@ class Outbox:
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = database.connect(self.db_path)
+        conn = database.connect(self.db_path, busy_timeout_s=self.busy_timeout_s)
         try:
             yield conn
         finally:

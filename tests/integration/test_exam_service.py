@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pydicom.dataset import Dataset
 
 from acquisition.commands.demo import ALL_CLEAR
 from acquisition.dose_log import DoseLog
@@ -27,6 +28,7 @@ from acquisition.exam import (
     PhysicianOverride,
 )
 from acquisition.exam_machine import ExamState, Limits, Refused
+from acquisition.exam_reporting import ExamReporting, ReportingSettings
 from acquisition.journal import Entry, Journal
 from device_drivers.base import InjectorState
 from device_drivers.driver import NewEraInjector
@@ -40,6 +42,8 @@ from dicom_nodes.codes import (
 from dicom_nodes.dose_extract import from_image_header
 from dicom_nodes.mpps_store import SqliteMppsStore
 from dicom_nodes.mwl_scu import WorklistItem
+from dicom_nodes.outbox import RIS, Outbox
+from dicom_nodes.scu import Peer
 from dicom_nodes.server import UnitFacingServer
 from dicom_nodes.worklist_store import WorklistStore
 from simulators.injector import InjectorSimulator
@@ -638,3 +642,39 @@ def test_a_link_lost_during_an_injection_is_corrected_from_the_pump_when_it_is_b
     assert service.contrast_administrations()[-1].delivered_ml == pytest.approx(given, abs=0.002)
     replayed = room.service()  # the correction survives a restart
     assert replayed.facts().volume_given_ml == pytest.approx(given, abs=0.002)
+
+
+def test_an_exam_is_closed_only_once_its_final_report_is_queued(room: Room, tmp_path: Path) -> None:
+    """Once closed, the exam is no longer the open one and nothing would queue its final MPPS:
+    the close is refused while the outbox cannot take it."""
+    outbox_db = tmp_path / "outbox.db"
+    unreachable = Peer("127.0.0.1", 9, "RIS")  # never contacted: the sender is not started
+    outbox = Outbox(outbox_db, {RIS: unreachable}, busy_timeout_s=0.2)
+    reporting = ExamReporting(
+        room.journal,
+        room.dose_log,
+        outbox,
+        ReportingSettings(
+            station_ae="GALACTO",
+            uid_root="1.2.826.0.1.3680043.10.1466",
+            storage_dir=tmp_path,
+            pacs=False,
+        ),
+    )
+    service = room.service(reporter=reporting)
+    service.select_order(ORDER, "L", "tech1")
+    assert service.answer_checklist(ALL_CLEAR, "tech1")
+    service.pass_checklist("tech1")
+    expose(room, service, S.PRE_CONTRAST, seed=1)
+    with closing(sqlite3.connect(outbox_db, isolation_level=None)) as other:
+        other.execute("BEGIN EXCLUSIVE")  # the outbox cannot be written
+        service.discontinue(DISCONTINUED_PATIENT_REFUSED.value, "tech1")  # the exam goes on
+        with pytest.raises(Refused, match="report could not be queued"):
+            service.close_exam("tech1")
+        other.execute("ROLLBACK")
+    service.close_exam("tech1")
+    order_mpps = [m for m in outbox.messages() if m.kind == "mpps_set"]
+    assert order_mpps, "the final N-SET is queued"
+    final = Dataset.from_json(order_mpps[-1].payload_json)
+    assert final.PerformedProcedureStepStatus == "DISCONTINUED"
+    assert service.state is S.IDLE
