@@ -261,7 +261,7 @@ class ExamReporting:
                 return None
             try:
                 ds = build_rdsr(
-                    self._report_context(order, skipped),
+                    self._report_context(order),
                     events,
                     sop_instance_uid=uid,
                     series_instance_uid=series_uid,
@@ -270,6 +270,8 @@ class ExamReporting:
                 log.exception("the exam's dose report could not be built")
                 return None
             write_dataset_durably(ds, path)
+            if skipped:  # their values are flagged in the dose log for the physicist
+                log.warning("exam dose report: %d exposure(s) lacking values left out", skipped)
             self._journal.append(
                 "dose-report",
                 {"sop_instance_uid": uid, "events": len(events), "skipped": skipped},
@@ -299,7 +301,7 @@ class ExamReporting:
                 events.append(event)
         return events, skipped
 
-    def _report_context(self, order: ExamOrder, skipped: int) -> DoseReportContext:
+    def _report_context(self, order: ExamOrder) -> DoseReportContext:
         opened = _local(order.opened_at)
         return DoseReportContext(
             study_instance_uid=order.study_instance_uid,
