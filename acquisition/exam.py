@@ -711,7 +711,11 @@ class ExamService:
             number = self._record.injections_started + 1
             started = {"number": number, **args, "agent": CONTRAST_AGENT}
             started["started_at"] = self._clock().isoformat()
-            self._append("injection-started", started, operator)
+            try:
+                self._append("injection-started", started, operator)
+            except JournalUnavailable:
+                self._disarm_quietly(injector)  # nothing may start unrecorded
+                raise
             self._stop_requested = False
             self._peak_pressure_kpa = None
             self._injection_events = []
@@ -726,13 +730,22 @@ class ExamService:
                 self._transition(E.START_INJECTION, target, operator)
                 self._end_injection(volume_ml, False, f"start unconfirmed: {exc}", None, operator)
                 return
-            self._transition(E.START_INJECTION, target, operator)
+            # Watched before anything else is journaled: a journal failure from here on finds
+            # the injection running and stops it first (_journal_failed).
             self._status = status
             watcher = threading.Thread(
                 target=self._watch, args=(status,), name=f"exam-injection-{number}", daemon=True
             )
             self._watchers.append(watcher)
             watcher.start()
+            self._transition(E.START_INJECTION, target, operator)
+
+    @staticmethod
+    def _disarm_quietly(injector: InjectorABC) -> None:
+        try:
+            injector.disarm()
+        except DriverError as exc:
+            log.error("injector not disarmed (its arming times out by itself): %s", exc)
 
     def stop_injection(self, operator: str) -> None:
         """Operator stop (fullness, pain, resistance, reflux): STP, then INJECTION_STOPPED."""
