@@ -48,7 +48,7 @@ from dicom_nodes.contrast import ContrastAdministration
 from dicom_nodes.exposures import ExposureRecord
 from dicom_nodes.mpps_scp import MODALITY_PERFORMED_PROCEDURE_STEP
 from dicom_nodes.mpps_store import SqliteMppsStore
-from dicom_nodes.network import client_tls_context
+from dicom_nodes.network import client_tls_context, server_tls_context
 from dicom_nodes.outbox import PACS, RIS, RetryPolicy
 from dicom_nodes.outbox import Message as OutboxMessage
 from dicom_nodes.outbox import Outbox as DicomOutbox
@@ -315,11 +315,19 @@ class Controller:
         config = self.config
         if self.outbox is not None:
             if config.pacs.storage_commitment and config.pacs.commitment_port:
+                d = config.dicom
                 self.outbox.listen_for_commitment(
-                    config.dicom.ae_title,
-                    config.dicom.host,
+                    d.ae_title,
+                    d.host,
                     config.pacs.commitment_port,
                     timeouts=wiring.dicom_timeouts(config),
+                    # the same policy as the main port: allow-list and TLS
+                    allowed_calling_aes=d.allowed_calling_aes,
+                    ssl_context=(
+                        server_tls_context(d.tls_certificate, d.tls_private_key, d.tls_ca)
+                        if d.tls_certificate
+                        else None
+                    ),
                 )
             self.outbox.start()
         if self.orders is not None and RIS in (self.outbox.destinations if self.outbox else {}):

@@ -36,6 +36,7 @@ import contextlib
 import logging
 import random
 import sqlite3
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -423,6 +424,7 @@ class Outbox:
         *,
         timeouts: Timeouts | None = None,
         allowed_calling_aes: Sequence[str] = (),
+        ssl_context: ssl.SSLContext | None = None,
     ) -> tuple[str, int]:
         """A dedicated listener for the archive's N-EVENT-REPORT association
         (``pacs.commitment_port``); returns the bound address. Stopped by :meth:`stop`."""
@@ -435,6 +437,7 @@ class Outbox:
             (host, port),
             block=False,
             evt_handlers=[*self.receiver.handlers(), *NODELAY_HANDLERS],
+            ssl_context=ssl_context,
         )
         self._listener_ae = ae
         assert server is not None

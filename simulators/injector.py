@@ -452,6 +452,15 @@ class InjectorSimulator:
             self._cond.notify_all()
         self._wake()
 
+    def load_new_syringe(self) -> None:
+        """A full syringe of the configured size is loaded (the technologist prepares one for
+        each exam); refused while the motor runs."""
+        with self._lock:
+            if self._state.moving:
+                raise InjectorSimError("the syringe is not changed while the motor runs")
+            self._state.syringe_remaining_ml = self.params.syringe_spec.capacity_ml
+            self._cond.notify_all()
+
     def snapshot(self) -> SimState:
         """A copy of the current state (the clock is brought up to date first)."""
         with self._lock:

@@ -21,6 +21,7 @@ from typing import Any
 from dicom_nodes.contrast import ContrastAdministration
 from dicom_nodes.network import Timeouts
 from simulators.injector import InjectorSimulator
+from simulators.injector_faults import InjectorSimError
 from simulators.pacs import SimulatedPacs
 from simulators.ris import SimulatedRis
 from simulators.ris_orders import DemoOrder
@@ -162,16 +163,20 @@ def perform(
 
 class UnitAutopilot:
     """Performs every new step the controller offers, with its planned views (interactive
-    demo). Polls the worklist every ``interval_s``; a failure is logged and tried again."""
+    demo). Polls the worklist every ``interval_s``; a failure is logged and tried again. With
+    ``injector``, a new syringe is loaded when an exam's pre-contrast step appears, as the
+    technologist prepares one for each patient."""
 
     def __init__(
         self,
         unit: SimulatedUnit,
         *,
+        injector: InjectorSimulator | None = None,
         interval_s: float = 1.0,
         on_performed: Callable[[PerformedStep], None] | None = None,
     ) -> None:
         self.unit = unit
+        self.injector = injector
         self.interval_s = interval_s
         self.on_performed = on_performed
         self._done: set[str] = set()
@@ -197,6 +202,11 @@ class UnitAutopilot:
                 if step.sps_id in self._done:
                     continue
                 self._done.add(step.sps_id)
+                if self.injector is not None and step.sps_id.endswith("-PRE"):
+                    try:
+                        self.injector.load_new_syringe()
+                    except InjectorSimError as exc:
+                        log.warning("unit autopilot: syringe not changed: %s", exc)
                 try:
                     performed = self.unit.perform_step(step)
                 except UnitError as exc:

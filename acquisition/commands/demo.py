@@ -102,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(endpoints.as_json()), flush=True)
             unit = room.unit(endpoints.host, endpoints.port, endpoints.ae_title)
             if not args.auto:
-                return _serve(controller, room_module.UnitAutopilot(unit), endpoints.console)
+                autopilot = room_module.UnitAutopilot(unit, injector=room.injector)
+                return _serve(controller, autopilot, endpoints.console)
             started = time.monotonic()
             try:
                 result = ScriptedExam(controller, room, room_module, unit, args.time_scale).run(

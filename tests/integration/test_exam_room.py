@@ -45,6 +45,7 @@ from tests.exam_room import (
     eventually,
     exam_room,
 )
+from tests.peers import free_port
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -744,3 +745,32 @@ def test_journal_verify_names_the_first_bad_entry(
 
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"first bad entry {first_bad}:" in result.stdout
+
+
+@pytest.mark.parametrize("own_port", [False, True], ids=["main-port", "own-port"])
+def test_storage_commitment_of_every_object_sent_during_the_exam(
+    tmp_path: Path, own_port: bool
+) -> None:
+    """With Storage Commitment, the archive's N-EVENT-REPORT reaches the controller on its
+    main port (pacs.commitment_port = 0) or on a listener of its own, on an association the
+    archive opens; every object the exam sent ends committed."""
+    listener = free_port() if own_port else 0
+    overrides = {"pacs.storage_commitment": True, "pacs.commitment_port": listener}
+    with exam_room(tmp_path, overrides=overrides) as room:
+        endpoints = room.controller.endpoints()
+        target = listener or endpoints.port
+        room.sim_room.pacs.commitment_target = ("127.0.0.1", target, endpoints.ae_title)
+        accession = room.sim_room.schedule_order("L").accession_number
+        room.script().run(accession)
+        outbox = room.controller.outbox
+        assert outbox is not None
+        stores = [m for m in outbox.messages() if m.kind == Kind.C_STORE]
+        assert len(stores) == 9  # five images, three unit dose reports, the exam's own
+        assert outbox.wait_for(
+            lambda: (
+                {m.state for m in outbox.messages() if m.kind == Kind.C_STORE} == {State.COMMITTED}
+            ),
+            WAIT_S,
+        ), outbox.counts()
+        committed = room.sim_room.pacs.committed()
+        assert {m.sop_instance_uid for m in stores} <= committed

@@ -364,3 +364,14 @@ def test_after_a_link_lost_mid_injection_the_volume_given_is_read_back(
     assert driver.last_result is not None
     assert driver.last_result.delivered_ml == pytest.approx(given, abs=0.002)
     assert driver.session_delivered_ml == pytest.approx(given, abs=0.002)
+
+
+def test_a_new_syringe_is_full(sim: InjectorSimulator, driver: NewEraInjector) -> None:
+    """The simulated technologist loads a new syringe for each exam (interactive demo)."""
+    full = sim.snapshot().syringe_remaining_ml
+    driver.configure("1ml", 0.8, 0.2)
+    driver.arm()
+    assert driver.start().wait(timeout_s=30).completed
+    assert sim.snapshot().syringe_remaining_ml == pytest.approx(full - 0.2, abs=0.005)
+    sim.load_new_syringe()
+    assert sim.snapshot().syringe_remaining_ml == full
