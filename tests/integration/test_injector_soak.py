@@ -77,8 +77,8 @@ def evidence(stats: LinkStats, dropped_bytes: int, alarms: int) -> dict[str, int
         "garbage": dropped_bytes,
         "bitflip_request": stats.retries,
         "duplicate_reply": stats.strays,
-        "wrong_address": stats.mismatches,
-        # A wrong-shaped reply to a request already given up (a loaded machine) is a stray.
+        # A wrong reply to a request already given up (a loaded machine) is dropped as a stray.
+        "wrong_address": stats.mismatches + stats.strays,
         "wrong_shape": stats.mismatches + stats.strays,
         "echo": stats.echoes,
         "auto_alarm_interleaved": alarms,
