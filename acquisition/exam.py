@@ -748,25 +748,54 @@ class ExamService:
             log.error("injector not disarmed (its arming times out by itself): %s", exc)
 
     def stop_injection(self, operator: str) -> None:
-        """Operator stop (fullness, pain, resistance, reflux): STP, then INJECTION_STOPPED."""
+        """Operator stop (fullness, pain, resistance, reflux): STP, then INJECTION_STOPPED.
+
+        ``STP`` goes out first, before the service's lock and the journal: a command in
+        progress or a slow journal never delays it. The command is journaled after.
+        """
+        sent = self._stop_now("operator stop", by_operator=True)
         with self._lock:
             self._settle()
             self._command("stop-injection", {}, operator)
+            if sent and self._status is None:
+                return  # stopped; its end was already recorded (by the watcher, or just now)
             reason = service_refusal("stop-injection", self._record.state)
             if reason is None and self._status is None:
                 reason = "no injection is running"
             if reason is not None:
                 self._refuse(E.INJECTION_STOPPED, reason, operator)
-            self._stop_injector(operator)
+            self._stop_injector(operator, already_sent=True)
 
-    def _stop_injector(self, operator: str, reason: str = "operator stop") -> None:
+    def _stop_now(self, reason: str, *, by_operator: bool = False) -> bool:
+        """Send STP at once, without the lock, when an injection is running or the injector
+        says it is delivering (whatever the exam believes). ``by_operator``: the injection
+        ends as stopped by the operator; otherwise (a logging fault) as a fault. Whether STP
+        was sent."""
         injector, status = self._injector, self._status
-        assert injector is not None and status is not None
-        self._stop_requested = True
+        if injector is None:
+            return False
+        running = status is not None and not status.done
+        if not running and injector.state not in (InjectorState.INJECTING, InjectorState.HOLD):
+            return False
+        if running and by_operator:
+            self._stop_requested = True
         try:
             injector.stop(reason)
         except DriverError as exc:
             log.error("injector stop not confirmed: %s", exc)
+        return True
+
+    def _stop_injector(
+        self, operator: str, reason: str = "operator stop", *, already_sent: bool = False
+    ) -> None:
+        injector, status = self._injector, self._status
+        assert injector is not None and status is not None
+        self._stop_requested = True
+        if not already_sent:
+            try:
+                injector.stop(reason)
+            except DriverError as exc:
+                log.error("injector stop not confirmed: %s", exc)
         try:
             status.wait(STOP_CONFIRM_TIMEOUT_S)
         except DriverTimeoutError:
@@ -883,7 +912,7 @@ class ExamService:
                 now=self._clock(),
             )
         except JournalError as exc:
-            self._journal_failed(exc)
+            self._journal_failed(exc, on_driver_thread=True)
         except Exception:
             log.exception("injector event not journaled")
 
@@ -968,7 +997,9 @@ class ExamService:
         self._simple(E.COMPLETE, operator)
 
     def discontinue(self, reason_code: str, operator: str) -> None:
-        """Discontinue with a CID 9301 reason; a running injection is stopped first."""
+        """Discontinue with a CID 9301 reason; a running injection is stopped first (STP before
+        the lock and the journal, as for an operator stop)."""
+        self._stop_now(f"exam discontinued ({reason_code})", by_operator=True)
         with self._lock:
             self._settle()
             self._command(E.DISCONTINUE.value, {"reason_code": reason_code}, operator)
@@ -976,7 +1007,7 @@ class ExamService:
             if reason_code not in known:
                 self._refuse(E.DISCONTINUE, f"{reason_code!r} is not a CID 9301 code", operator)
             if self._record.state.is_injecting and self._status is not None:
-                self._stop_injector(operator, f"exam discontinued ({reason_code})")
+                self._stop_injector(operator, already_sent=True)
             facts = dataclasses.replace(self._facts(), discontinuation_reason=reason_code)
             target = self._check(E.DISCONTINUE, facts, operator)
             self._transition(E.DISCONTINUE, target, operator, reason_code=reason_code)
@@ -1159,18 +1190,22 @@ class ExamService:
         self._publish()
         return entry
 
-    def _journal_failed(self, exc: Exception) -> None:
+    def _journal_failed(self, exc: Exception, *, on_driver_thread: bool = False) -> None:
         """A logging fault: a running injection is stopped first; commands are refused until
-        the journal can be written again (then the exam stops in FAULT)."""
+        the journal can be written again (then the exam stops in FAULT).
+
+        On the driver's own thread (an event being journaled, maybe in the middle of the
+        driver's abort) the stop is handed to a thread of its own: never re-entered there.
+        """
         if self._journal_fault is None:
             log.critical("journal write failed: %s; commands refused until it recovers", exc)
         self._journal_fault = str(exc)
-        status, injector = self._status, self._injector
-        if status is not None and not status.done and injector is not None:
-            try:
-                injector.stop("journal write failed")
-            except DriverError as stop_error:
-                log.error("injector stop after a journal failure not confirmed: %s", stop_error)
+        if on_driver_thread:
+            threading.Thread(
+                target=self._stop_now, args=("journal write failed",), daemon=True
+            ).start()
+        else:
+            self._stop_now("journal write failed")
 
     def _command(self, command: str, args: Mapping[str, Any], operator: str) -> None:
         self._resume_after_journal_fault(operator)

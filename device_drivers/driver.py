@@ -760,7 +760,9 @@ class NewEraInjector(InjectorABC):
         except DriverError as exc:
             stop_error = exc
         with self._lock:
-            if self._state in (S.INJECTING, S.HOLD):
+            if self._aborting:
+                pass  # called back from inside an abort (an event subscriber): it is ending
+            elif self._state in (S.INJECTING, S.HOLD):
                 self._abort(T.OPERATOR_STOP, E.TERMINATED_OPERATOR, reason, stopped=True)
             elif self._state is S.ARMED:
                 self._go(T.DISARM, next_state(T.DISARM, self._state))

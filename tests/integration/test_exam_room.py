@@ -772,5 +772,6 @@ def test_storage_commitment_of_every_object_sent_during_the_exam(
             ),
             WAIT_S,
         ), outbox.counts()
-        committed = room.sim_room.pacs.committed()
-        assert {m.sop_instance_uid for m in stores} <= committed
+        pacs = room.sim_room.pacs  # marks a report delivered once its send has returned
+        sent = {m.sop_instance_uid for m in stores}
+        assert pacs.wait_for(lambda: sent <= pacs.committed(), WAIT_S), pacs.committed()

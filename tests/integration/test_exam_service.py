@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -678,3 +679,37 @@ def test_an_exam_is_closed_only_once_its_final_report_is_queued(room: Room, tmp_
     final = Dataset.from_json(order_mpps[-1].payload_json)
     assert final.PerformedProcedureStepStatus == "DISCONTINUED"
     assert service.state is S.IDLE
+
+
+def test_stop_reaches_the_pump_before_the_journal_and_the_lock(room: Room, tmp_path: Path) -> None:
+    """STOP is sent first: while the journal waits for a database another program holds, the
+    pump is already stopped (the command is journaled once the database is free)."""
+    slow = tmp_path / "slow-journal.db"
+    with Journal(slow, busy_timeout_s=60.0) as journal:
+        service = ExamService(
+            journal, room.worklist, station_ae="UNIT", dose_log=room.dose_log, injector=room.driver
+        )
+        try:
+            to_cannulation(room, service)
+            service.start_injection(0.5, 0.01, "tech1")  # 3000 s of pump time, 25 s at x120
+            deadline = time.monotonic() + WAIT_S
+            while room.sim.snapshot().infused_ml < 0.001:
+                assert time.monotonic() < deadline, "the injection never started"
+                time.sleep(0.01)
+            with closing(sqlite3.connect(slow, isolation_level=None)) as other:
+                other.execute("BEGIN EXCLUSIVE")
+                stopper = threading.Thread(target=service.stop_injection, args=("tech1",))
+                stopper.start()
+                deadline = time.monotonic() + WAIT_S
+                while room.sim.snapshot().prompt.name == "INFUSING":
+                    assert time.monotonic() < deadline, "the pump was not stopped"
+                    time.sleep(0.01)
+                assert stopper.is_alive(), "the stop waited for the journal"
+                other.execute("ROLLBACK")
+            stopper.join(timeout=WAIT_S)
+            assert not stopper.is_alive()
+            assert service.state is S.POST_INJECTION_1
+            commands = [e.payload["command"] for e in journal.entries() if e.kind == "command"]
+            assert commands[-1] == "stop-injection"
+        finally:
+            service.close()
