@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from acquisition import wiring
@@ -126,6 +127,7 @@ class Controller:
         self.exam: ExamService | None = None
         self.outbox: DicomOutbox | None = None
         self.forwarder: Forwarder | None = None
+        self._unforwarded: set[Path] = set()  # stored, but their queueing failed
         self._opened: list[Any] = []
 
     # ------------------------------------------------------------------ life cycle
@@ -289,7 +291,7 @@ class Controller:
                 retrieve_ae=config.pacs.ae_title if config.pacs.host else "",
                 uid_root=config.site.uid_root,
                 storage_dir=self.storage_dir,
-                station_name=config.site.name,
+                station_name=config.dicom.station_name,
                 ris=bool(config.ris.host),
                 pacs=bool(config.pacs.host),
             ),
@@ -389,9 +391,27 @@ class Controller:
             "file": path.name,
         }
         self._wake.set()
-        if self.forwarder is not None:  # first: a failure of the journal must not hold it back
-            self.forwarder.forward(path, header)
-        self.journal.append("dicom-in", payload, exam_id=exam_id)
+        try:
+            if self.forwarder is not None:
+                self.forwarder.forward(path, header)
+        except Exception:
+            log.exception("object not queued for the PACS yet; retried by the tick")
+            self._unforwarded.add(path)
+        finally:  # the journal entry does not depend on the forward, nor the forward on it
+            self.journal.append("dicom-in", payload, exam_id=exam_id)
+
+    def _retry_forwards(self) -> None:
+        """Objects whose queueing failed on arrival (the outbox busy, a disk error)."""
+        forwarder = self.forwarder
+        for path in sorted(self._unforwarded):
+            if forwarder is None:
+                return
+            try:
+                forwarder.forward(path, dcmread(path, stop_before_pixels=True))
+            except Exception as exc:
+                log.warning("object still not queued for the PACS: %s", exc)
+                return
+            self._unforwarded.discard(path)
 
     def _contrast_for(self, header: Dataset) -> ContrastAdministration | None:
         """The contrast given before a post-contrast image of the open exam (its SPS ID names
@@ -473,6 +493,7 @@ class Controller:
                 exam.check_injector()
                 if ticks % REPORT_EVERY_TICKS == 0:
                     exam.report()  # catches up a reporting that failed (disk full, locked)
+                    self._retry_forwards()
             except JournalUnavailable:
                 pass  # the exam service reported it (once) and refuses commands until it heals
             except Exception:

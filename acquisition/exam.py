@@ -721,7 +721,8 @@ class ExamService:
             self._injection_events = []
             try:
                 status = injector.start()
-            except StateError as exc:  # RUN was not executed (arming lapsed, ?NA)
+            except StateError as exc:  # RUN not executed (arming lapsed, ?NA, a check before it)
+                self._disarm_quietly(injector)
                 ended = {"delivered_ml": 0.0, "completed": False, "reason": str(exc)}
                 self._append("injection-ended", {**ended, "not_started": True}, operator)
                 self._refuse(E.START_INJECTION, f"the injector did not start: {exc}", operator)
@@ -742,6 +743,8 @@ class ExamService:
 
     @staticmethod
     def _disarm_quietly(injector: InjectorABC) -> None:
+        if injector.state is not InjectorState.ARMED:
+            return
         try:
             injector.disarm()
         except DriverError as exc:
@@ -817,7 +820,11 @@ class ExamService:
             try:
                 with self._lock:
                     self._settle()
-            except JournalUnavailable:  # the outcome stays pending: retried
+            except JournalUnavailable:  # reported once; the outcome stays pending: retried
+                self._closing.wait(JOURNAL_RETRY_S)
+                continue
+            except Exception:  # e.g. a worklist write after the transition: retried too
+                log.exception("injection outcome not fully recorded yet; retrying")
                 self._closing.wait(JOURNAL_RETRY_S)
                 continue
             return
@@ -994,7 +1001,13 @@ class ExamService:
             self._transition(E.ACKNOWLEDGE_FAULT, target, operator)
 
     def complete(self, operator: str) -> None:
-        self._simple(E.COMPLETE, operator)
+        """Complete the exam; every exposure already stored is read in first (its final MPPS
+        and dose report are built from them)."""
+        with self._lock:
+            self._settle()
+            self._command(E.COMPLETE.value, {}, operator)
+            self._note_exposures()
+            self._transition_checked(E.COMPLETE, operator)
 
     def discontinue(self, reason_code: str, operator: str) -> None:
         """Discontinue with a CID 9301 reason; a running injection is stopped first (STP before
@@ -1008,6 +1021,7 @@ class ExamService:
                 self._refuse(E.DISCONTINUE, f"{reason_code!r} is not a CID 9301 code", operator)
             if self._record.state.is_injecting and self._status is not None:
                 self._stop_injector(operator, already_sent=True)
+            self._note_exposures()  # the final report holds every exposure already stored
             facts = dataclasses.replace(self._facts(), discontinuation_reason=reason_code)
             target = self._check(E.DISCONTINUE, facts, operator)
             self._transition(E.DISCONTINUE, target, operator, reason_code=reason_code)
@@ -1052,34 +1066,39 @@ class ExamService:
         """
         with self._lock:
             self._settle()
-            if self._dose_log is None:
-                return 0
-            order = self._record.order
-            new = self._note_strays(None if order is None else order.accession)
-            if order is None:
-                return new
-            for row in self._dose_log.unannotated_exposures(accession=order.accession):
-                exposure_id = int(row["id"])
-                noted = self._record.noted_exposures.get(exposure_id)
-                if noted is not None:  # journaled just before a crash: finish the annotation
-                    self._dose_log.annotate(exposure_id, phase=noted)
-                    continue
-                sps_id = row.get("sps_id")
-                step_phase = self._phase_of_sps(sps_id)
-                counted = step_phase is not None and step_phase is self._record.state
-                phase = step_phase.value if counted and step_phase else UNEXPECTED
-                payload = {
-                    "exposure_id": exposure_id,
-                    "sps_id": sps_id,
-                    "phase": phase,
-                    "counted": counted,
-                }
-                self._append("exposure", payload, None)
-                self._dose_log.annotate(exposure_id, phase=phase)
-                new += 1
-            if new:
-                self._report()
+            return self._note_exposures()
+
+    def _note_exposures(self) -> int:
+        """:meth:`note_exposures` under the lock (also run before the exam ends, so that its
+        final report holds every exposure already stored)."""
+        if self._dose_log is None:
+            return 0
+        order = self._record.order
+        new = self._note_strays(None if order is None else order.accession)
+        if order is None:
             return new
+        for row in self._dose_log.unannotated_exposures(accession=order.accession):
+            exposure_id = int(row["id"])
+            noted = self._record.noted_exposures.get(exposure_id)
+            if noted is not None:  # journaled just before a crash: finish the annotation
+                self._dose_log.annotate(exposure_id, phase=noted)
+                continue
+            sps_id = row.get("sps_id")
+            step_phase = self._phase_of_sps(sps_id)
+            counted = step_phase is not None and step_phase is self._record.state
+            phase = step_phase.value if counted and step_phase else UNEXPECTED
+            payload = {
+                "exposure_id": exposure_id,
+                "sps_id": sps_id,
+                "phase": phase,
+                "counted": counted,
+            }
+            self._append("exposure", payload, None)
+            self._dose_log.annotate(exposure_id, phase=phase)
+            new += 1
+        if new:
+            self._report()
+        return new
 
     def _note_strays(self, open_accession: str | None) -> int:
         """Exposures of no open exam (before any exam, after one was closed, another patient's):
@@ -1303,9 +1322,12 @@ class ExamService:
             self._new_injector_session(self._record.volume_given_ml)
 
     def report(self) -> None:
-        """Bring the outward reporting up to date (idempotent; the controller's tick)."""
+        """Bring the worklist and the outward reporting up to date (idempotent; the
+        controller's tick repairs what a failed write left behind)."""
         with self._lock:
             self._settle()
+            if self._record.order is not None:
+                self._restore_worklist()
             self._report()
 
     def _report(self) -> None:
@@ -1320,10 +1342,13 @@ class ExamService:
             log.exception("exam reporting failed; retried at the next sync")
 
     def _restore_worklist(self) -> None:
-        """A crash may have come between a transition and its worklist change: offer only the
-        current phase's step."""
+        """A crash, or a failed worklist write, may have come between a transition and its
+        worklist change: offer only the current phase's step (idempotent: a step already
+        offered is left as it is)."""
         for phase in PHASE_STEPS:
+            sps_id = self.sps_id(phase)
             if phase is self._record.state:
-                self._worklist.publish(self.phase_step(phase))
+                if self._worklist.get(sps_id) is None:
+                    self._worklist.publish(self.phase_step(phase))
             else:
-                self._worklist.withdraw(self.sps_id(phase))
+                self._worklist.withdraw(sps_id)

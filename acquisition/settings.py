@@ -49,6 +49,11 @@ def setting(
     return field(default=default, metadata=meta)
 
 
+#: Longest AE title and short string (DICOM VRs AE and SH, PS3.5 6.2).
+AE_MAX = 16
+SH_MAX = 16
+
+
 @dataclass(frozen=True)
 class SiteSettings:
     name: str = setting(
@@ -158,7 +163,15 @@ class InjectorSettings:
 
 @dataclass(frozen=True)
 class DicomSettings:
-    ae_title: str = setting("GALACTO", "AE title of the controller's SCPs toward the unit.")
+    ae_title: str = setting(
+        "GALACTO", "AE title of the controller's SCPs toward the unit.", maximum=AE_MAX
+    )
+    station_name: str = setting(
+        "GALACTO",
+        "Station Name (0008,1010) and Performed Station Name (0040,0242) in what the controller "
+        "sends the RIS and the PACS (VR SH).",
+        maximum=SH_MAX,
+    )
     host: str = setting("127.0.0.1", "Address the SCPs listen on.")
     port: int = setting(
         11112,
@@ -173,6 +186,7 @@ class DicomSettings:
         "MG_SIM",
         "Scheduled Station AE Title of the worklist steps offered to the unit: the AE title "
         "the mammography unit queries the worklist with.",
+        maximum=AE_MAX,
     )
     max_pdu: int = setting(
         262144, "Maximum PDU length advertised (bytes); 0 means unlimited.", minimum=0
@@ -199,10 +213,14 @@ class DicomSettings:
 class RisSettings:
     host: str = setting("", "RIS worklist/MPPS host; empty disables the RIS (unscheduled exams).")
     port: int = setting(104, "RIS port.", minimum=1, maximum=65535)
-    ae_title: str = setting("RIS", "Called AE title of the RIS.")
-    mpps_ae_title: str = setting("", "Called AE of the RIS MPPS SCP (empty: same as ae_title).")
+    ae_title: str = setting("RIS", "Called AE title of the RIS.", maximum=AE_MAX)
+    mpps_ae_title: str = setting(
+        "", "Called AE of the RIS MPPS SCP (empty: same as ae_title).", maximum=AE_MAX
+    )
     station_ae_title: str = setting(
-        "GALACTO", "Scheduled Station AE Title the controller asks the RIS worklist for."
+        "GALACTO",
+        "Scheduled Station AE Title the controller asks the RIS worklist for.",
+        maximum=AE_MAX,
     )
     refresh_interval_s: float = setting(
         60.0, "How often the RIS worklist is polled into the local database.", minimum=1
@@ -213,7 +231,7 @@ class RisSettings:
 class PacsSettings:
     host: str = setting("", "PACS host; empty disables forwarding.")
     port: int = setting(104, "PACS port.", minimum=1, maximum=65535)
-    ae_title: str = setting("PACS", "Called AE title of the PACS.")
+    ae_title: str = setting("PACS", "Called AE title of the PACS.", maximum=AE_MAX)
     storage_commitment: bool = setting(False, "Request Storage Commitment for sent objects.")
     commitment_port: int = setting(
         0,
@@ -401,6 +419,10 @@ def _coerce(info: SettingInfo, value: Any, origin: str) -> Any:
         raise fail(f"expected {_type_name(kind)}") from exc
     if info.choices is not None and result not in info.choices:
         raise fail(f"expected one of {', '.join(map(str, info.choices))}")
+    if isinstance(result, str):  # for text, the maximum is a length (a DICOM VR's)
+        if info.maximum is not None and len(result) > info.maximum:
+            raise fail(f"must be at most {info.maximum:g} characters")
+        return result
     if info.minimum is not None and result < info.minimum:
         raise fail(f"must be at least {info.minimum}")
     if info.maximum is not None and result > info.maximum:

@@ -41,7 +41,9 @@ def _bounds(info: SettingInfo) -> str:
         parts.append("one of " + ", ".join(f"`{c}`" for c in info.choices))
     if info.minimum is not None:
         parts.append(f"≥ {info.minimum:g}")
-    if info.maximum is not None:
+    if info.maximum is not None and info.type is str:
+        parts.append(f"at most {info.maximum:g} characters")
+    elif info.maximum is not None:
         parts.append(f"≤ {info.maximum:g}")
     return "; ".join(parts)
 

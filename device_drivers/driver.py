@@ -49,6 +49,7 @@ from device_drivers.errors import (
     DriverTimeoutError,
     LimitError,
     LinkLostError,
+    NotStartedError,
     StateError,
 )
 from device_drivers.events import InjectorEvent
@@ -680,14 +681,19 @@ class NewEraInjector(InjectorABC):
         """``RUN`` the armed injection. ``RUN`` is never re-sent without a status check."""
         with self._lock:
             target = next_state(T.START, self._state)
-            self._require_injector_capabilities()
             assert self._config is not None
             cfg = self._config
-            self.check_limits(cfg.syringe, cfg.rate_ml_min, cfg.volume_ml)
-            if time.monotonic() > self._armed_until_s:
-                self._go(T.ARM_TIMEOUT, next_state(T.ARM_TIMEOUT, self._state))
-                raise StateError("arming lapsed before start; arm again")
-            offset = self._read_infused()
+            try:  # everything before RUN: a failure here means nothing began
+                self._require_injector_capabilities()
+                self.check_limits(cfg.syringe, cfg.rate_ml_min, cfg.volume_ml)
+                if time.monotonic() > self._armed_until_s:
+                    self._go(T.ARM_TIMEOUT, next_state(T.ARM_TIMEOUT, self._state))
+                    raise NotStartedError("arming lapsed before start; arm again")
+                offset = self._read_infused()
+            except NotStartedError:
+                raise
+            except DriverError as exc:
+                raise NotStartedError(f"not started (RUN never sent): {exc}") from exc
             self._stop_requested = False
             try:
                 reply = self.link.execute("RUN", done=self._run_happened)
@@ -700,7 +706,7 @@ class NewEraInjector(InjectorABC):
                 raise
             if reply is not None and reply.error is ReplyError.NOT_APPLICABLE:
                 self._go(T.ARM_TIMEOUT, next_state(T.ARM_TIMEOUT, self._state))
-                raise StateError("the injector refused RUN (?NA): it is not armed any more")
+                raise NotStartedError("the injector refused RUN (?NA): it is not armed any more")
             if reply is not None:
                 self._checked(reply, "RUN")
             status = InjectionStatus()
@@ -816,15 +822,15 @@ class NewEraInjector(InjectorABC):
         pump ran on until its watchdog stopped it. Now that the link is back, its counter
         (``DIS``, kept across the watchdog stop) says what was really given: the result and the
         per-exam total are corrected upward, never down."""
-        inj, self._unconfirmed = self._unconfirmed, None
-        result = self._last_result
+        inj, result = self._unconfirmed, self._last_result
         if inj is None or result is None:
             return
         try:
             given = self._read_infused() - inj.offset_ml
-        except DriverError as exc:
+        except DriverError as exc:  # kept for the next acknowledgement
             log.error("delivered volume after the link loss not read back: %s", exc)
             return
+        self._unconfirmed = None
         extra = given - result.delivered_ml
         if extra <= VOLUME_RESOLUTION_ML:
             return

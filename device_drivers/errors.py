@@ -23,6 +23,11 @@ class StateError(DriverError):
     """The call is not allowed in the injector's current state; the state is unchanged."""
 
 
+class NotStartedError(StateError):
+    """``start()`` failed before ``RUN`` was sent (or the device refused it): nothing was
+    delivered, the injection never began."""
+
+
 class LimitError(DriverError, ValueError):
     """A value is outside the safety limits (rate, volume, syringe, pressure)."""
 

@@ -163,7 +163,8 @@ def perform(
 
 class UnitAutopilot:
     """Performs every new step the controller offers, with its planned views (interactive
-    demo). Polls the worklist every ``interval_s``; a failure is logged and tried again. With
+    demo). Polls the worklist every ``interval_s``; a failed query is tried again at the next
+    poll, a step that fails is not repeated (a unit never exposes again by itself). With
     ``injector``, a new syringe is loaded when an exam's pre-contrast step appears, as the
     technologist prepares one for each patient."""
 

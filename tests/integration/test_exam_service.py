@@ -713,3 +713,25 @@ def test_stop_reaches_the_pump_before_the_journal_and_the_lock(room: Room, tmp_p
             assert commands[-1] == "stop-injection"
         finally:
             service.close()
+
+
+def test_completing_reads_in_every_exposure_already_stored(room: Room) -> None:
+    """An image stored a moment before Complete (not yet read by the controller's tick) is the
+    exam's: it is counted in its phase and in the final report, never left "unexpected"."""
+    service = room.service()
+    to_cannulation(room, service)
+    inject(service, 0.1, S.POST_INJECTION_1)
+    expose(room, service, S.POST_INJECTION_1, seed=5)
+    study = StudyContext(
+        study_instance_uid=STUDY_UID,
+        accession_number=ACC,
+        scheduled_procedure_step_id=service.sps_id(S.POST_INJECTION_1),
+    )
+    late = sample_mg_image(seed=6, laterality="L", view="ML", study=study)
+    room.dose_log.record([from_image_header(late, station_ae="UNIT")])  # not yet noted
+    service.complete("tech1")
+    service.note_exposures()
+    phases = [row["phase"] for row in room.dose_log.list_exposures(ACC)]
+    assert phases == ["pre-contrast"] * 2 + ["post-injection-1"] * 2
+    view = service.view()
+    assert view is not None and len(view.exposure_ids) == 4

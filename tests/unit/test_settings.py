@@ -36,6 +36,11 @@ def test_precedence_cli_over_env_over_file_over_default(tmp_path: Path) -> None:
         ({"env": {"GALACTO_INJECTOR_ADDRESS": "x"}}, "injector.address: expected an integer"),
         ({"file": "[injector]\nrate_ml_min = 5.0\n"}, "injector.rate_ml_min: must be at most"),
         ({"file": "[injector]\nnope = 1\n"}, "injector.nope: unknown setting"),
+        (
+            {"file": '[dicom]\nstation_name = "Radiology room 4, east wing"\n'},
+            "dicom.station_name: must be at most 16 characters",
+        ),
+        ({"env": {"GALACTO_RIS_AE_TITLE": "A" * 17}}, "ris.ae_title: must be at most 16"),
         ({"file": "[injector\n"}, "not valid TOML"),
         ({"overrides": {"pacs.storage_commitment": "maybe"}}, "pacs.storage_commitment"),
         (
