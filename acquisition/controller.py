@@ -42,7 +42,7 @@ from acquisition.exam_machine import ExamState, Limits
 from acquisition.exam_reporting import ExamReporting, ReportingSettings
 from acquisition.forwarding import Forwarder, contrast_administration
 from acquisition.journal import Journal
-from acquisition.settings import Config
+from acquisition.settings import Config, ConfigError
 from device_drivers.base import InjectorABC
 from device_drivers.errors import DriverError
 from dicom_nodes.contrast import ContrastAdministration
@@ -372,7 +372,10 @@ class Controller:
                 refresh_orders=self.refresher.wake if self.refresher is not None else None,
                 site_name=config.site.name,
             )
-            self.console = ConsoleServer(backend, config.console.host, config.console.port)
+            try:
+                self.console = ConsoleServer(backend, config.console.host, config.console.port)
+            except ValueError as exc:  # e.g. every interface without an origin allow-list
+                raise ConfigError(f"console.host: {exc}") from exc
             self.console.start()
 
     # ------------------------------------------------------------------ what arrives

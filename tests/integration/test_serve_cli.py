@@ -61,3 +61,27 @@ def test_serves_without_ris_pacs_or_injector_and_stops_cleanly_on_sigterm(
         check=False,
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_console_on_every_interface_without_an_allow_list_is_a_configuration_error(
+    tmp_path: Path,
+) -> None:
+    config = write_config(
+        tmp_path / "galacto.toml",
+        {
+            "database.path": str(tmp_path / "galacto.db"),
+            "dicom.storage_dir": str(tmp_path / "objects"),
+            "dicom.port": 0,
+            "console.host": "0.0.0.0",
+            "console.port": 0,
+        },
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "acquisition", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "console.host" in done.stderr
