@@ -5,6 +5,7 @@ Also the home of the fixtures the fault, soak and CLI tests share.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -17,7 +18,13 @@ import pytest
 from device_drivers.base import InjectorState
 from device_drivers.codec import Decoder, Prompt, Role
 from device_drivers.driver import InjectorLimits, NewEraInjector
-from device_drivers.errors import CapabilityError, DriverError, LimitError, StateError
+from device_drivers.errors import (
+    CapabilityError,
+    DriverError,
+    LimitError,
+    NotStartedError,
+    StateError,
+)
 from device_drivers.events import InjectorEvent
 from device_drivers.link import LinkTiming
 from simulators.injector import InjectorSimulator, SimState
@@ -375,3 +382,17 @@ def test_a_new_syringe_is_full(sim: InjectorSimulator, driver: NewEraInjector) -
     assert sim.snapshot().syringe_remaining_ml == pytest.approx(full - 0.2, abs=0.005)
     sim.load_new_syringe()
     assert sim.snapshot().syringe_remaining_ml == full
+
+
+def test_a_failure_before_run_says_the_injection_never_began(
+    sim: InjectorSimulator, driver: NewEraInjector
+) -> None:
+    """Whatever fails between arming and RUN (here a limit lowered meanwhile) is a
+    NotStartedError: the exam then records no injection and gives no volume."""
+    driver.configure("1ml", 0.3, 0.5)
+    driver.arm()
+    driver.limits = dataclasses.replace(FAST_LIMITS, max_volume_per_injection_ml=0.1)
+    with pytest.raises(NotStartedError, match="RUN never sent"):
+        driver.start()
+    assert sim.run_count == 0
+    assert sim.snapshot().infused_ml == 0.0
