@@ -311,30 +311,37 @@ class DoseLog:
             _write_batch(self._conn, [work])
 
     # ------------------------------------------------------------------ reading
-    def list_exposures(self, accession: str | None = None) -> list[dict[str, Any]]:
-        """Every logged exposure (of one accession), oldest first, as column → value dicts."""
+    def list_exposures(
+        self, accession: str | None = None, *, study: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every logged exposure (of one accession, or one Study Instance UID), oldest first,
+        as column → value dicts."""
         sql = "SELECT * FROM exposure"
         params: tuple[Any, ...] = ()
         if accession is not None:
             sql += " WHERE accession = ?"
             params = (accession,)
+        elif study is not None:
+            sql += " WHERE study_instance_uid = ?"
+            params = (study,)
         with self._lock:
             rows = self._conn.execute(sql + " ORDER BY id", params).fetchall()
         return [dict(row) for row in rows]
 
     def unannotated_exposures(
-        self, *, accession: str | None = None, exclude_accession: str | None = None
+        self, *, study: str | None = None, exclude_study: str | None = None
     ) -> list[dict[str, Any]]:
-        """Rows no exam has annotated yet (``phase`` empty), oldest first: of ``accession``
-        only, or all but those of ``exclude_accession`` (the open exam reads its own)."""
+        """Rows no exam has annotated yet (``phase`` empty), oldest first: of one Study
+        Instance UID only, or all but those of ``exclude_study`` (the open exam reads its own).
+        """
         sql = "SELECT * FROM exposure WHERE phase IS NULL"
         params: tuple[Any, ...] = ()
-        if accession is not None:
-            sql += " AND accession = ?"
-            params = (accession,)
-        elif exclude_accession is not None:
-            sql += " AND accession IS NOT ?"
-            params = (exclude_accession,)
+        if study is not None:
+            sql += " AND study_instance_uid = ?"
+            params = (study,)
+        elif exclude_study is not None:
+            sql += " AND study_instance_uid IS NOT ?"
+            params = (exclude_study,)
         with self._lock:
             rows = self._conn.execute(sql + " ORDER BY id", params).fetchall()
         return [dict(row) for row in rows]

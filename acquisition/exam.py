@@ -212,11 +212,11 @@ class ExamSnapshot:
 
 
 def exam_exposures(
-    dose_log: DoseLog, accession: str, exposure_ids: Collection[int]
+    dose_log: DoseLog, study: str, exposure_ids: Collection[int]
 ) -> list[dict[str, Any]]:
-    """The dose-log rows of one exam: those it noted (``exposure_ids``). A repeat exam of the
-    same order shares the accession, not the rows."""
-    return [row for row in dose_log.list_exposures(accession) if int(row["id"]) in exposure_ids]
+    """The dose-log rows of one exam (its Study Instance UID): those it noted
+    (``exposure_ids``). A repeat exam of the same order shares the study, not the rows."""
+    return [row for row in dose_log.list_exposures(study=study) if int(row["id"]) in exposure_ids]
 
 
 def agd_totals(rows: Iterable[Mapping[str, Any]]) -> dict[str, float]:
@@ -582,13 +582,14 @@ class ExamService:
     def register_unscheduled(self, patient: Patient, side: str, operator: str) -> ExamOrder:
         """Open an exam for a patient registered at the console (no RIS order).
 
-        The exam ID (and the accession used for its worklist steps and dose rows) is made up
-        locally from the clock: ``U`` + UTC date and time.
+        The exam ID is made up locally from the clock: ``U`` + UTC date and time. The exam has
+        no accession number (IHE's unscheduled case: none is invented for the images); its
+        worklist steps, images and dose rows are tied to it by its own Study Instance UID.
         """
         exam_id = "U" + self._clock().strftime("%Y%m%d%H%M%S")
         exam = ExamOrder(
             exam_id=exam_id,
-            accession=exam_id,
+            accession="",
             study_instance_uid=str(generate_uid()),
             patient_name=patient.name,
             patient_id=patient.patient_id,
@@ -1057,7 +1058,7 @@ class ExamService:
     def note_exposures(self) -> int:
         """Read the exam's exposures from the dose log; annotate and journal the new ones.
 
-        Each new row (of the exam's accession, not yet annotated: a row an earlier exam of the
+        Each new row (of the exam's study, not yet annotated: a row an earlier exam of the
         same order annotated is that exam's) gets the phase its SPS ID names; a row whose SPS ID
         is not one of this exam's steps, or which belongs to a phase the exam is not in, is
         annotated ``phase="unexpected"`` (kept, flagged for review, not counted). Returns how
@@ -1074,10 +1075,10 @@ class ExamService:
         if self._dose_log is None:
             return 0
         order = self._record.order
-        new = self._note_strays(None if order is None else order.accession)
+        new = self._note_strays(None if order is None else order.study_instance_uid)
         if order is None:
             return new
-        for row in self._dose_log.unannotated_exposures(accession=order.accession):
+        for row in self._dose_log.unannotated_exposures(study=order.study_instance_uid):
             exposure_id = int(row["id"])
             noted = self._record.noted_exposures.get(exposure_id)
             if noted is not None:  # journaled just before a crash: finish the annotation
@@ -1100,11 +1101,11 @@ class ExamService:
             self._report()
         return new
 
-    def _note_strays(self, open_accession: str | None) -> int:
+    def _note_strays(self, open_study: str | None) -> int:
         """Exposures of no open exam (before any exam, after one was closed, another patient's):
         kept, annotated ``unexpected``, journaled without an exam — flagged for review."""
         assert self._dose_log is not None
-        strays = self._dose_log.unannotated_exposures(exclude_accession=open_accession)
+        strays = self._dose_log.unannotated_exposures(exclude_study=open_study)
         for row in strays:
             exposure_id = int(row["id"])
             payload = {
@@ -1112,7 +1113,7 @@ class ExamService:
                 "sps_id": row.get("sps_id"),
                 "phase": UNEXPECTED,
                 "counted": False,
-                "why": "no open exam" if open_accession is None else "not the open exam",
+                "why": "no open exam" if open_study is None else "not the open exam",
             }
             try:
                 self._journal.append("exposure", payload, exam_id=None, now=self._clock())

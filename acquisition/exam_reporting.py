@@ -173,7 +173,7 @@ class ExamReporting:
         order = view.order
         by_series: dict[str, list[tuple[str, str]]] = {}
         phase_of: dict[str, str] = {}
-        for row in exam_exposures(self._dose_log, view.order.accession, view.exposure_ids):
+        for row in exam_exposures(self._dose_log, view.order.study_instance_uid, view.exposure_ids):
             series_uid, sop_class = row.get("series_instance_uid"), row.get("sop_class_uid")
             if not series_uid or not sop_class or not row.get("sop_instance_uid"):
                 continue
@@ -218,7 +218,7 @@ class ExamReporting:
     def radiation_dose(self, view: ExamView) -> RadiationDose:
         """The MPPS Radiation Dose module (PS3.3 C.4.16): one item per complete exposure."""
         items = []
-        rows = exam_exposures(self._dose_log, view.order.accession, view.exposure_ids)
+        rows = exam_exposures(self._dose_log, view.order.study_instance_uid, view.exposure_ids)
         for row in rows:
             kvp, ma, ms = row.get("kvp"), row.get("tube_current_ma"), row.get("exposure_time_ms")
             if kvp is None or ma is None or ms is None:
@@ -293,7 +293,7 @@ class ExamReporting:
         """The exam's exposures as RDSR events, and how many were left out (a value missing:
         the report says nothing it does not know; the dose log flags those rows)."""
         events, skipped = [], 0
-        for row in exam_exposures(self._dose_log, view.order.accession, view.exposure_ids):
+        for row in exam_exposures(self._dose_log, view.order.study_instance_uid, view.exposure_ids):
             event = _event_from_row(row, self.settings.uid_root)
             if event is None:
                 skipped += 1

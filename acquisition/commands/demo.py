@@ -256,7 +256,9 @@ class ScriptedExam:
         has its own) and their reported AGD per breast."""
         view = self.exam.view()
         assert view is not None
-        rows = exam_exposures(self.controller.dose_log, accession, view.exposure_ids)
+        rows = exam_exposures(
+            self.controller.dose_log, view.order.study_instance_uid, view.exposure_ids
+        )
         totals = agd_totals(rows)
         exposures = [_exposure(row) for row in rows]
         contrast_ml = sum(c.delivered_ml for c in view.contrast)

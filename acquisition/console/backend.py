@@ -174,7 +174,7 @@ class ConsoleBackend:
                 f"The journal cannot be written ({exam.journal_fault}): the injector was "
                 "stopped and commands are refused until it can be written again."
             )
-        accession = order.accession if order is not None else None
+        study = order.study_instance_uid if order is not None else None
         snapshot: dict[str, Any] = {
             "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
             "site": self.site_name,
@@ -206,13 +206,13 @@ class ConsoleBackend:
             "orders": [],
             "errors": errors,
         }
-        if accession is not None:
+        if study is not None:
             try:
                 # This exam's rows, and those just logged that no exam has read yet (an
                 # earlier exam of the same order keeps its own).
                 rows = [
                     row
-                    for row in self.dose_log.list_exposures(accession)
+                    for row in self.dose_log.list_exposures(study=study)
                     if int(row["id"]) in exam.exposure_ids or row.get("phase") is None
                 ]
                 snapshot["exposures"] = [self._exposure_view(row) for row in rows]

@@ -392,7 +392,23 @@ def test_unscheduled_patient_and_closing(room: Room) -> None:
     service = room.service()
     order = service.register_unscheduled(Patient("ROE^ANN", "P7"), "R", "tech2")
     assert not order.scheduled and service.exam_id == order.exam_id
+    assert order.accession == ""  # IHE unscheduled case: no accession is invented
     assert service.state is S.CHECKLIST
+    assert service.answer_checklist(ALL_CLEAR, "tech2")
+    service.pass_checklist("tech2")
+    step = room.worklist.get(service.sps_id(S.PRE_CONTRAST))
+    assert step is not None and step.accession_number == ""
+    assert step.study_instance_uid == order.study_instance_uid
+    # the unit's image carries the step's study and no accession: it is the exam's all the same
+    study = StudyContext(
+        study_instance_uid=order.study_instance_uid,
+        accession_number="",
+        scheduled_procedure_step_id=service.sps_id(S.PRE_CONTRAST),
+    )
+    image = sample_mg_image(seed=8, laterality="R", view="CC", study=study)
+    room.dose_log.record([from_image_header(image, station_ae="UNIT")])
+    assert service.note_exposures() == 1
+    assert service.facts().pre_contrast_exposures == 1
     service.discontinue(DISCONTINUED_PATIENT_REFUSED.value, "tech2")
     service.close_exam("tech2")
     assert room.service().state is S.IDLE  # a closed exam is not resumed
