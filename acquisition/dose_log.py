@@ -187,11 +187,26 @@ class _WriterThread:
     def __init__(self, path: str | Path, busy_timeout_s: float, timeout_s: float) -> None:
         self._path, self._busy_timeout_s, self._timeout_s = path, busy_timeout_s, timeout_s
         self._queue: queue.Queue[tuple[Work, Future[None]] | None] = queue.Queue()
+        self._ready = threading.Event()
+        self._open_error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="dose-log-writer", daemon=True)
         self._thread.start()
+        # The writer's connection (and its WAL file) is open before the first exposure comes:
+        # an unusable database fails here, at start-up, not at the first C-STORE.
+        if not self._ready.wait(timeout_s):
+            raise SinkWriteError("the dose log's writer did not open its database in time")
+        if self._open_error is not None:
+            raise SinkWriteError(f"the dose log cannot be written: {self._open_error}")
 
     def _run(self) -> None:
-        conn = connect(self._path, busy_timeout_s=self._busy_timeout_s, check_same_thread=False)
+        try:
+            conn = connect(self._path, busy_timeout_s=self._busy_timeout_s, check_same_thread=False)
+            conn.execute("SELECT COUNT(*) FROM exposure").fetchone()  # opens the WAL too
+        except BaseException as exc:
+            self._open_error = exc
+            return
+        finally:
+            self._ready.set()
         try:
             while (first := self._queue.get()) is not None:
                 pending = [first]

@@ -14,7 +14,7 @@ import pytest
 from device_drivers.base import InjectorState
 from device_drivers.codec import Decoder, Role, parse_reply
 from device_drivers.driver import InjectorLimits, NewEraInjector
-from device_drivers.errors import DriverError
+from device_drivers.errors import DriverError, NotStartedError
 from device_drivers.link import Exchange, LinkStats
 from simulators.injector import InjectorSimulator, SimParams
 from simulators.injector_faults import LINK_FAULTS
@@ -95,7 +95,7 @@ def test_soak_with_random_link_faults() -> None:
             driver.connect()
             # faults at seeded simulated times over the first ~2/3 of the run
             sim.add_random_faults(40, within_s=BUDGET_S * TIME_SCALE * 0.6, names=SOAK_FAULTS)
-            starts, completed, aborted, refused = 0, 0, 0, 0
+            starts, completed, aborted, refused, unconfirmed = 0, 0, 0, 0, 0
             delivered_ml = 0.0
             deadline = time.monotonic() + BUDGET_S
             while time.monotonic() < deadline and driver.link.stats.requests < COMMANDS:
@@ -106,9 +106,16 @@ def test_soak_with_random_link_faults() -> None:
                         driver.acknowledge()
                     driver.configure("3ml", RATE_ML_MIN, VOLUME_ML)
                     driver.arm()
-                    status = driver.start()
                 except DriverError:
                     refused += 1
+                    continue
+                try:
+                    status = driver.start()
+                except NotStartedError:  # RUN never sent, or refused by the device
+                    refused += 1
+                    continue
+                except DriverError:  # RUN sent, its reply lost: it may have run (then STP)
+                    unconfirmed += 1
                     continue
                 starts += 1
                 result = status.wait(timeout_s=15)
@@ -128,10 +135,16 @@ def test_soak_with_random_link_faults() -> None:
     )
     assert stats.requests >= 300, "the soak did too little to mean anything"
     assert completed >= 0.6 * starts
-    # no double start: every RUN the device executed was one start() the driver reported,
-    # and the device infused no more than the driver accounted for
-    assert run_count == starts
-    assert dispensed_ml == pytest.approx(delivered_ml, abs=0.005 * max(starts, 1))
+    # no double start: every RUN the device executed was one start() the driver reported, or
+    # one whose reply was lost (the driver then sent STP and reported a fault); the device
+    # infused no more than the driver accounted for
+    assert starts <= run_count <= starts + unconfirmed
+    tolerance_ml = 0.005 * max(starts, 1)
+    if unconfirmed == 0:
+        assert dispensed_ml == pytest.approx(delivered_ml, abs=tolerance_ml)
+    else:  # an unconfirmed RUN may have given up to its volume before STP (the exam counts it)
+        assert delivered_ml - tolerance_ml <= dispensed_ml
+        assert dispensed_ml <= delivered_ml + unconfirmed * VOLUME_ML + tolerance_ml
     sent = replies_sent(sim)
     for exchange in exchanges:
         check_exchange(exchange, sent)
