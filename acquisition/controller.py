@@ -382,10 +382,8 @@ class Controller:
 
     def _on_stored(self, path: Path, header: Dataset) -> None:
         """An object from the unit is durable: journal it, forward it, wake the exam."""
-        exam = self.exam
-        order = exam.order if exam is not None else None
         study = str(header.get("StudyInstanceUID", ""))
-        exam_id = order.exam_id if order is not None and order.study_instance_uid == study else None
+        exam_id = self._exam_of_study(study)
         payload = {
             "sop_class_uid": str(header.get("SOPClassUID", "")),
             "sop_instance_uid": str(header.get("SOPInstanceUID", "")),
@@ -459,26 +457,28 @@ class Controller:
         }
         self.journal.append("dicom-delivered", payload, exam_id=self._exam_of(message))
 
+    def _exam_of_study(self, study: str) -> str | None:
+        """The open exam's ID when ``study`` is its Study Instance UID (else no exam)."""
+        exam = self.exam
+        order = exam.order if exam is not None else None
+        return order.exam_id if order is not None and study == order.study_instance_uid else None
+
     def _exam_of_unit_mpps(self, uid: str) -> str | None:
         """The open exam, when the unit's MPPS names its study."""
-        exam = self.exam
-        order = exam.order if exam is not None else None
         instance = self.mpps_store.get(uid)
-        if order is None or instance is None:
+        if instance is None:
             return None
         steps = instance.dataset.get("ScheduledStepAttributesSequence") or [Dataset()]
-        study = str(steps[0].get("StudyInstanceUID", "") or "")
-        return order.exam_id if study == order.study_instance_uid else None
+        return self._exam_of_study(str(steps[0].get("StudyInstanceUID", "") or ""))
 
     def _exam_of(self, message: OutboxMessage) -> str | None:
+        """The open exam an outbound message belongs to: its MPPS, or a file of its study
+        (kept under ``<storage_dir>/[forward|created/]<study>/``)."""
         exam = self.exam
         order = exam.order if exam is not None else None
-        if order is None:
-            return None
-        if message.sop_instance_uid == order.mpps_instance_uid:
+        if order is not None and message.sop_instance_uid == order.mpps_instance_uid:
             return order.exam_id
-        path = Path(message.file_path or "")
-        return order.exam_id if path.parent.name == order.study_instance_uid else None
+        return self._exam_of_study(Path(message.file_path or "").parent.name)
 
     def _tick(self) -> None:
         ticks = 0

@@ -18,7 +18,7 @@ only the phase being acquired). Exposures are read back from the dose log
 
 Outward reporting (MPPS toward the RIS, the dose report and forwarding toward the PACS) is the
 :class:`ExamReporter`'s job (:mod:`acquisition.exam_reporting`): the service hands it an
-:class:`ExamView` after every transition and new exposure, and at start-up; the reporter
+:class:`ExamSnapshot` after every transition and new exposure, and at start-up; the reporter
 enqueues into the durable outbox whatever is missing. Each injection's contrast administration
 (agent, programmed and delivered volume, rate, start and stop, peak line pressure, CID 71
 events) is folded from its ``injection-started`` / ``injection-ended`` entries into a
@@ -189,19 +189,9 @@ class ContrastRecord:
 
 
 @dataclass(frozen=True)
-class ExamView:
-    """What the reporting toward the RIS and the PACS needs of the exam, at one moment."""
-
-    order: ExamOrder
-    state: ExamState
-    discontinuation_reason: str | None
-    contrast: tuple[ContrastRecord, ...]
-    exposure_ids: frozenset[int] = frozenset()  #: the dose-log rows this exam noted
-
-
-@dataclass(frozen=True)
 class ExamSnapshot:
-    """The exam as last journaled: read without waiting for a command in progress."""
+    """The exam as last journaled, published after every entry: what the console reads
+    without waiting for a command in progress, and what the reporting works from."""
 
     state: ExamState
     order: ExamOrder | None
@@ -209,6 +199,7 @@ class ExamSnapshot:
     journal_fault: str | None
     contrast: tuple[ContrastRecord, ...] = ()
     exposure_ids: frozenset[int] = frozenset()  #: the dose-log rows this exam noted
+    discontinuation_reason: str | None = None  #: a CID 9301 code value
 
 
 def exam_exposures(
@@ -234,7 +225,7 @@ class ExamReporter(Protocol):
     called after every transition, after new exposures and at start-up, and enqueues only
     what the outbox does not hold yet."""
 
-    def sync(self, view: ExamView) -> None: ...
+    def sync(self, exam: ExamSnapshot) -> None: ...
 
 
 #: Scheduled Procedure Step ID is SH: at most 16 characters.
@@ -480,25 +471,19 @@ class ExamService:
             self._journal_fault,
             tuple(record.contrast),
             frozenset(record.noted_exposures),
+            record.discontinuation_reason,
         )
 
-    def view(self) -> ExamView | None:
-        """The open exam as the reporting sees it (None when no exam is open)."""
+    def view(self) -> ExamSnapshot | None:
+        """The open exam, settled (None when no exam is open)."""
         with self._lock:
             self._settle()
             return self._view()
 
-    def _view(self) -> ExamView | None:
-        record = self._record
-        if record.order is None:
-            return None
-        return ExamView(
-            record.order,
-            record.state,
-            record.discontinuation_reason,
-            tuple(record.contrast),
-            frozenset(record.noted_exposures),
-        )
+    def _view(self) -> ExamSnapshot | None:
+        """The published snapshot of the open exam (current under the lock)."""
+        published = self._published
+        return published if published is not None and published.order is not None else None
 
     def contrast_administrations(self) -> tuple[ContrastRecord, ...]:
         """The injections given so far in the open exam, oldest first."""
@@ -1351,5 +1336,5 @@ class ExamService:
             if phase is self._record.state:
                 if self._worklist.get(sps_id) is None:
                     self._worklist.publish(self.phase_step(phase))
-            else:
+            elif self._worklist.get(sps_id) is not None:  # no write when nothing to withdraw
                 self._worklist.withdraw(sps_id)

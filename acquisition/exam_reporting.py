@@ -36,7 +36,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from acquisition.dose_log import DoseLog
-from acquisition.exam import PHASE_STEPS, ExamOrder, ExamView, exam_exposures, phase_sps_id
+from acquisition.exam import PHASE_STEPS, ExamOrder, ExamSnapshot, exam_exposures, phase_sps_id
 from acquisition.exam_machine import ExamState
 from acquisition.journal import Journal
 from dicom_nodes import codes, mpps_builders
@@ -108,9 +108,9 @@ class ExamReporting:
 
     # ------------------------------------------------------------------ the one entry point
 
-    def sync(self, view: ExamView) -> None:
+    def sync(self, view: ExamSnapshot) -> None:
         order = view.order
-        if not order.mpps_instance_uid:
+        if order is None or not order.mpps_instance_uid:
             return  # an exam journaled before the controller reported MPPS
         ris = self._outbox is not None and self.settings.ris
         messages = self._outbox.messages(order.mpps_instance_uid) if ris and self._outbox else []
@@ -167,13 +167,17 @@ class ExamReporting:
             performed_protocol_codes=(codes.MAMMARY_DUCTOGRAM,),
         )
 
-    def performed_series(self, view: ExamView) -> list[PerformedSeries]:
+    def _rows(self, view: ExamSnapshot) -> list[dict[str, Any]]:
+        """The dose-log rows this exam noted."""
+        return exam_exposures(self._dose_log, _order_of(view).study_instance_uid, view.exposure_ids)
+
+    def performed_series(self, view: ExamSnapshot) -> list[PerformedSeries]:
         """One Performed Series item per series of the exam's images (one per phase), plus
         the unit's own dose reports, in the order they arrived."""
-        order = view.order
+        order = _order_of(view)
         by_series: dict[str, list[tuple[str, str]]] = {}
         phase_of: dict[str, str] = {}
-        for row in exam_exposures(self._dose_log, view.order.study_instance_uid, view.exposure_ids):
+        for row in self._rows(view):
             series_uid, sop_class = row.get("series_instance_uid"), row.get("sop_class_uid")
             if not series_uid or not sop_class or not row.get("sop_instance_uid"):
                 continue
@@ -215,10 +219,10 @@ class ExamReporting:
                 found.append((str(p.get("series_instance_uid", "")), str(p["sop_instance_uid"])))
         return found
 
-    def radiation_dose(self, view: ExamView) -> RadiationDose:
+    def radiation_dose(self, view: ExamSnapshot) -> RadiationDose:
         """The MPPS Radiation Dose module (PS3.3 C.4.16): one item per complete exposure."""
         items = []
-        rows = exam_exposures(self._dose_log, view.order.study_instance_uid, view.exposure_ids)
+        rows = self._rows(view)
         for row in rows:
             kvp, ma, ms = row.get("kvp"), row.get("tube_current_ma"), row.get("exposure_time_ms")
             if kvp is None or ma is None or ms is None:
@@ -249,9 +253,9 @@ class ExamReporting:
         uid = self.dose_report_uid(order)
         return self.settings.storage_dir / CREATED_DIR / order.study_instance_uid / f"{uid}.dcm"
 
-    def dose_report(self, view: ExamView) -> PerformedSeries | None:
+    def dose_report(self, view: ExamSnapshot) -> PerformedSeries | None:
         """Write (once) and queue the exam's RDSR; its series item, or None without events."""
-        order = view.order
+        order = _order_of(view)
         path = self.dose_report_path(order)
         uid = self.dose_report_uid(order)
         series_uid = derived_uid(self.settings.uid_root, order.mpps_instance_uid, "rdsr-series")
@@ -289,11 +293,11 @@ class ExamReporting:
             non_images=((XRAY_RADIATION_DOSE_SR, uid),),
         )
 
-    def irradiation_events(self, view: ExamView) -> tuple[list[IrradiationEvent], int]:
+    def irradiation_events(self, view: ExamSnapshot) -> tuple[list[IrradiationEvent], int]:
         """The exam's exposures as RDSR events, and how many were left out (a value missing:
         the report says nothing it does not know; the dose log flags those rows)."""
         events, skipped = [], 0
-        for row in exam_exposures(self._dose_log, view.order.study_instance_uid, view.exposure_ids):
+        for row in self._rows(view):
             event = _event_from_row(row, self.settings.uid_root)
             if event is None:
                 skipped += 1
@@ -328,8 +332,8 @@ class ExamReporting:
 
     # ------------------------------------------------------------------ enqueueing
 
-    def _enqueue_final(self, view: ExamView, series: list[PerformedSeries]) -> None:
-        order = view.order
+    def _enqueue_final(self, view: ExamSnapshot, series: list[PerformedSeries]) -> None:
+        order = _order_of(view)
         exam = self.mpps_exam(order)
         ended = self._clock().astimezone().replace(tzinfo=None)
         ended = max(ended, exam.started_at)
@@ -363,6 +367,12 @@ class ExamReporting:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _order_of(view: ExamSnapshot) -> ExamOrder:
+    if view.order is None:
+        raise ValueError("no exam is open")
+    return view.order
 
 
 def _local(iso: str) -> dt.datetime:

@@ -255,17 +255,16 @@ class ScriptedExam:
         """This exam's exposures (an earlier exam of the same order in the same --data-dir
         has its own) and their reported AGD per breast."""
         view = self.exam.view()
-        assert view is not None
-        rows = exam_exposures(
-            self.controller.dose_log, view.order.study_instance_uid, view.exposure_ids
-        )
+        assert view is not None and view.order is not None
+        order = view.order
+        rows = exam_exposures(self.controller.dose_log, order.study_instance_uid, view.exposure_ids)
         totals = agd_totals(rows)
         exposures = [_exposure(row) for row in rows]
         contrast_ml = sum(c.delivered_ml for c in view.contrast)
         return {
             "exam": {
                 "accession": accession,
-                "exam_id": view.order.exam_id,
+                "exam_id": order.exam_id,
                 "status": view.state.value,
             },
             "exposures": exposures,
