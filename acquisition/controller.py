@@ -46,7 +46,6 @@ from acquisition.settings import Config, ConfigError
 from device_drivers.base import InjectorABC
 from device_drivers.errors import DriverError
 from dicom_nodes.contrast import ContrastAdministration
-from dicom_nodes.exposures import ExposureRecord
 from dicom_nodes.mpps_scp import MODALITY_PERFORMED_PROCEDURE_STEP
 from dicom_nodes.mpps_store import SqliteMppsStore
 from dicom_nodes.network import client_tls_context, server_tls_context
@@ -57,6 +56,7 @@ from dicom_nodes.ris_orders import RisOrderStore, WorklistRefresher, todays_quer
 from dicom_nodes.scu import Peer
 from dicom_nodes.server import UnitFacingServer
 from dicom_nodes.worklist_store import WorklistStore
+from dose.record import ExposureRecord
 
 log = logging.getLogger(__name__)
 

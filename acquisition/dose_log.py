@@ -38,7 +38,7 @@ from typing import Any
 import sqlite_utils
 
 from dicom_nodes.database import connect
-from dicom_nodes.exposures import MEASURED_FIELDS, ExposureRecord, SinkWriteError
+from dose.record import MEASURED_FIELDS, ExposureRecord, SinkWriteError
 
 log = logging.getLogger(__name__)
 

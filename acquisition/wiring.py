@@ -16,11 +16,11 @@ from pydicom.dataset import Dataset
 from acquisition.settings import Config, InjectorSettings
 from device_drivers.driver import InjectorLimits, NewEraInjector
 from device_drivers.link import LinkTiming
-from dicom_nodes.exposures import ExposureSink
 from dicom_nodes.mpps_store import SqliteMppsStore
 from dicom_nodes.network import Timeouts
 from dicom_nodes.server import UnitFacingServer
 from dicom_nodes.worklist_store import WorklistStore
+from dose.record import ExposureSink
 
 # Sub-commands of `galacto`, each a module exposing register(subparsers).
 COMMAND_MODULES: tuple[str, ...] = (

@@ -45,9 +45,9 @@ STORESCP_MAX_PDU = 131072  # DCMTK's largest; ours advertises 256 KiB (dicom.md 
 def serve(directory: str, fsync: str) -> None:
     """Run our unit-facing server; print the port; on stdin EOF print latencies and exit."""
     from acquisition.dose_log import DoseLog
-    from dicom_nodes.exposures import ExposureRecord
     from dicom_nodes.mpps_store import SqliteMppsStore
     from dicom_nodes.server import UnitFacingServer
+    from dose.record import ExposureRecord
 
     entered = threading.local()
     latencies_ms: list[float] = []

@@ -22,10 +22,16 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from dose.record import DoseError, ExposureRecord, Source
+
 from . import codes
-from .exposures import DoseDataError, ExposureRecord, Source
 
 log = logging.getLogger(__name__)
+
+
+class DoseDataError(DoseError, ValueError):
+    """A dataset whose dose content cannot be understood."""
+
 
 SCT = "SCT"
 

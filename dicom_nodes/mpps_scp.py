@@ -36,8 +36,9 @@ from pydicom.uid import generate_uid
 from pynetdicom import evt
 from pynetdicom.dimse_primitives import N_CREATE, N_SET
 
-from .dose_extract import from_mpps, step_totals
-from .exposures import DoseDataError, ExposureRecord, ExposureSink
+from dose.record import ExposureRecord, ExposureSink
+
+from .dose_extract import DoseDataError, from_mpps, step_totals
 from .mpps_store import AtomicMppsStore, MppsInstance, MppsStore, ReceivedMessage
 from .status import MppsStatus, final_state_status, status_dataset
 

@@ -20,7 +20,8 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.transport import ThreadedAssociationServer
 
-from .exposures import ExposureRecord, ExposureSink
+from dose.record import ExposureRecord, ExposureSink
+
 from .mpps_scp import MppsSCP, StepResolver, has_scheduled_step
 from .mpps_store import MppsStore
 from .mwl_scp import MWL_FIND_UID, WorklistSCP

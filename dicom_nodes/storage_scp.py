@@ -33,8 +33,9 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.dimse_primitives import C_STORE
 
-from .dose_extract import UNREADABLE, from_image_header, from_rdsr
-from .exposures import DoseDataError, ExposureRecord, ExposureSink
+from dose.record import ExposureRecord, ExposureSink
+
+from .dose_extract import UNREADABLE, DoseDataError, from_image_header, from_rdsr
 from .files import fsync_path
 from .status import StoreStatus
 

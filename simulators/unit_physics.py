@@ -17,7 +17,7 @@ a magnified view). What it models:
 - **Entrance air kerma at the reference point** of the vendor: (113865) 4.2 cm above the
   support or (113964) at the breast surface.
 - **HVL** from the typical measured fits of dose.md §3 (reported as the unit's HVL).
-- **AGD** by the Dance model (:mod:`dicom_nodes.dosimetry`), c = 1 corrected only through
+- **AGD** by the Dance model (:mod:`dose.dance`), c = 1 corrected only through
   the glandularity of the AEC choice.
 
 It does not model spectra, heel effect, scatter, detector response, tube loading limits, or
@@ -31,7 +31,7 @@ import math
 import random
 from dataclasses import dataclass, replace
 
-from dicom_nodes import dosimetry
+from dose import dance as dosimetry
 
 
 class PhysicsError(ValueError):

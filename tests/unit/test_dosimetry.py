@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dicom_nodes import dosimetry as d
+from dose import dance as d
 
 
 def test_dgy_to_mgy_and_back() -> None:

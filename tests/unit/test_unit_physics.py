@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from dicom_nodes import dosimetry
+from dose import dance
 from simulators import unit_physics as p
 from simulators.unit_images import sample_mg_image
 
@@ -90,16 +90,16 @@ def test_exposure_time_from_mas_and_current() -> None:
 def test_reported_esak_corrects_back_to_the_surface_kerma(vendor: str, view: str) -> None:
     # The controller's cross-check path: ESAK at the vendor's RP → K at the surface → Dance.
     e = shot(vendor, view)
-    k = dosimetry.kerma_at_breast_surface_mgy(
+    k = dance.kerma_at_breast_surface_mgy(
         e.esak_mgy,
         reference_point=e.reference_point,
         focus_to_support_mm=e.source_to_support_mm,
         thickness_mm=e.compressed_thickness_mm,
     )
     assert k == pytest.approx(e.k_surface_mgy)
-    again = dosimetry.mean_glandular_dose(
+    again = dance.mean_glandular_dose(
         k_surface_mgy=k,
-        hvl=dosimetry.Hvl(e.hvl_mm_al, dosimetry.HVL_SOURCE_REPORTED),
+        hvl=dance.Hvl(e.hvl_mm_al, dance.HVL_SOURCE_REPORTED),
         thickness_mm=e.compressed_thickness_mm,
         anode=e.anode,
         filter_material=e.filter_material,
@@ -110,7 +110,7 @@ def test_reported_esak_corrects_back_to_the_surface_kerma(vendor: str, view: str
 def test_rp_above_support_is_below_the_surface_of_a_thick_breast() -> None:
     # 60 mm breast, RP 42 mm above the support: the surface is nearer the focus → K > ESAK
     e = shot("w-rh", thickness_mm=60)
-    assert e.reference_point == dosimetry.RP_4_2_CM_ABOVE_SUPPORT
+    assert e.reference_point == dance.RP_4_2_CM_ABOVE_SUPPORT
     assert e.k_surface_mgy / e.esak_mgy == pytest.approx((658 / 640) ** 2)
 
 
@@ -138,7 +138,7 @@ def test_view_parse() -> None:
 @pytest.mark.parametrize(("factor", "aec"), [(1.4, "W/Rh"), (2.0, "W/Rh"), (1.8, "Cu/Zn")])
 def test_vendor_profile_is_checked(factor: float, aec: str) -> None:
     with pytest.raises(p.PhysicsError):
-        p.VendorProfile("M", "X", aec, dosimetry.RP_AT_SURFACE_OF_PATIENT, 650, factor)
+        p.VendorProfile("M", "X", aec, dance.RP_AT_SURFACE_OF_PATIENT, 650, factor)
 
 
 @pytest.mark.parametrize(
@@ -148,7 +148,7 @@ def test_vendor_profile_is_checked(factor: float, aec: str) -> None:
 def test_image_dose_header_is_self_consistent(vendor: str, view: str, magnified: bool) -> None:
     # What the controller's cross-check will do: recompute the AGD from the header alone.
     ds = sample_mg_image(vendor=vendor, view=view, magnified=magnified)
-    result = dosimetry.independent_mgd(
+    result = dance.independent_mgd(
         esak_mgy=float(ds.EntranceDoseInmGy),
         reference_point=p.VENDORS[vendor].reference_point,
         sid_mm=float(ds.DistanceSourceToDetector),
@@ -158,7 +158,7 @@ def test_image_dose_header_is_self_consistent(vendor: str, view: str, magnified:
         filter_material=ds.FilterMaterial,
         hvl_reported_mm_al=float(ds.HalfValueLayer),
     )
-    assert result.mgd_mgy == pytest.approx(dosimetry.dgy_to_mgy(float(ds.OrganDose)), rel=1e-3)
+    assert result.mgd_mgy == pytest.approx(dance.dgy_to_mgy(float(ds.OrganDose)), rel=1e-3)
     assert float(ds.EstimatedRadiographicMagnificationFactor) == (
         p.VENDORS[vendor].magnification_factor if magnified else 1.0
     )

@@ -16,11 +16,7 @@ from typing import Protocol
 
 
 class DoseError(Exception):
-    """Base of the dose-record errors raised by ``dicom_nodes`` (extraction and sinks)."""
-
-
-class DoseDataError(DoseError, ValueError):
-    """A dataset whose dose content cannot be understood."""
+    """Base of the errors of the ``dose`` package."""
 
 
 class SinkWriteError(DoseError, OSError):

@@ -1,7 +1,8 @@
 """Breast dosimetry: unit conversions and the Dance mean glandular dose model (dose.md §1, §3).
 
 Pure functions and tables, no I/O. Shared by the simulated mammography unit (which uses them to
-report an AGD) and the controller's independent cross-check of the unit's own figure.
+report an AGD), the controller's independent cross-check of the unit's own figure
+(:mod:`dose.check`) and the physicists' calculator (``galacto dose mgd``).
 
 - Units (dose.md §1): Organ Dose (0040,0316) and Entrance Dose (0040,0302) are in dGy, Entrance
   Dose in mGy (0040,8302) and the RDSR's AGD (111631) / Entrance Exposure at RP (111636) in mGy.
