@@ -13,6 +13,7 @@ from types import ModuleType
 
 from pydicom.dataset import Dataset
 
+from acquisition.dose_policy import qa_patterns
 from acquisition.settings import Config, InjectorSettings
 from device_drivers.driver import InjectorLimits, NewEraInjector
 from device_drivers.link import LinkTiming
@@ -79,6 +80,7 @@ def unit_facing_server(
         uid_prefix=config.site.uid_root,
         on_stored=on_stored,
         on_mpps=on_mpps,
+        qa_patterns=qa_patterns(config),
     )
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 from pydicom.uid import generate_uid
 
 from dicom_nodes.dose_extract import from_image_header, from_mpps, from_rdsr, step_totals
+from dose.plausibility import findings
 from dose.record import Source
 from tests.dose_factories import Exposure, mg_image, mpps_create, mpps_set, rdsr
 
@@ -56,10 +59,10 @@ def test_entrance_dose_falls_back_to_integer_dgy_and_says_so() -> None:
     assert any("integer dGy" in reason for reason in record.review_reasons)
 
 
-def test_zero_dose_is_flagged_not_dropped() -> None:
+def test_zero_dose_is_kept_for_the_plausibility_check() -> None:
     record = from_image_header(mg_image(Exposure(agd_mgy=0.0), study_uid=STUDY))
     assert record.agd_reported_mgy == 0.0
-    assert "zero reported AGD" in record.review_reasons
+    assert "agd_reported_mgy 0 mGy outside [0.01, 50] mGy" in findings(asdict(record))
 
 
 def test_unparseable_dose_value_is_flagged_not_fatal() -> None:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from dataclasses import asdict
 
 import pytest
 
+from dicom_nodes.dose_extract import from_image_header
 from dose import dance
+from dose.check import DanceTables, check_exposure
+from dose.tables import load_hvl_table
 from simulators import unit_physics as p
+from simulators.room import UNIT_HVL_TABLE
 from simulators.unit_images import sample_mg_image
 
 WHEN = dt.datetime(2026, 1, 15, 10, 0, 0)
@@ -146,19 +151,15 @@ def test_vendor_profile_is_checked(factor: float, aec: str) -> None:
     [("w-rh", "CC", False), ("w-rh", "ML", True), ("mo-rh", "MLO", False), ("mo-rh", "CC", True)],
 )
 def test_image_dose_header_is_self_consistent(vendor: str, view: str, magnified: bool) -> None:
-    # What the controller's cross-check will do: recompute the AGD from the header alone.
+    # The controller's cross-check: the AGD recomputed from the header alone (the W/Rh unit
+    # reports no HVL: it comes from the unit's table, as in the demo).
     ds = sample_mg_image(vendor=vendor, view=view, magnified=magnified)
-    result = dance.independent_mgd(
-        esak_mgy=float(ds.EntranceDoseInmGy),
-        reference_point=p.VENDORS[vendor].reference_point,
-        sid_mm=float(ds.DistanceSourceToDetector),
-        focus_to_support_mm=float(ds.DistanceSourceToPatient),
-        thickness_mm=float(ds.BodyPartThickness),
-        anode=ds.AnodeTargetMaterial,
-        filter_material=ds.FilterMaterial,
-        hvl_reported_mm_al=float(ds.HalfValueLayer),
-    )
+    assert ("HalfValueLayer" in ds) is p.VENDORS[vendor].reports_hvl
+    record = from_image_header(ds)
+    tables = DanceTables(hvl=(load_hvl_table(UNIT_HVL_TABLE),))
+    result = check_exposure(asdict(record), tables)
     assert result.mgd_mgy == pytest.approx(dance.dgy_to_mgy(float(ds.OrganDose)), rel=1e-3)
+    assert result.verdict == "agrees"
     assert float(ds.EstimatedRadiographicMagnificationFactor) == (
         p.VENDORS[vendor].magnification_factor if magnified else 1.0
     )
