@@ -22,6 +22,7 @@ from acquisition.dose_log import DoseLog
 from dicom_nodes.mpps_store import SqliteMppsStore
 from dicom_nodes.network import NODELAY_HANDLERS
 from dicom_nodes.server import UnitFacingServer
+from dose.totals import per_breast_totals
 from tests.dose_factories import (
     MG_FOR_PRESENTATION,
     MG_FOR_PROCESSING,
