@@ -135,8 +135,8 @@ RANGES: tuple[Range, ...] = (
         "mm",
         "K-edge filters of 0.025–0.075 mm; aluminium filters of 0.5–0.7 mm",
     ),
-    Range("glandularity_pct", 0, 100, "%", "a fraction of the breast"),
-    Range("patient_age_years", 0, 130, "years", "a human age"),
+    Range("glandularity_pct", 0, 100, "%", "a fraction of the breast's fibroglandular tissue"),
+    Range("patient_age_years", 0, 130, "years", "a human age: the oldest recorded is 122 years"),
 )
 
 RANGE_BY_FIELD: Mapping[str, Range] = {r.field: r for r in RANGES}

@@ -310,11 +310,11 @@ class CTables:
             basis = f"c from {table.name!r} (typical breast, age {group}; {table.source})"
             return CChoice(Factor(value, flags=(basis, *flags)), typical)
         return self._by_gland(
-            hvl_mm_al, thickness_mm, typical, f"typical for age {group}, Dance 2000; "
+            hvl_mm_al, thickness_mm, typical, f"typical for age {group}, Dance 2000"
         )
 
     def _by_gland(self, hvl_mm_al: float, thickness_mm: float, pct: float, why: str) -> CChoice:
-        label = f"{why}{pct:g} % glandularity"
+        label = f"{pct:g} % glandularity" + (f", {why}" if why else "")
         if math.isclose(pct, 50.0):
             return CChoice(Factor(1.0, flags=(f"{C_AT_50_PCT_LABEL} ({label})",)), pct)
         tables = self._by_glandularity()
