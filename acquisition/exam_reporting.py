@@ -26,6 +26,7 @@ from here.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Iterable, Sequence
@@ -273,28 +274,23 @@ class ExamReporting:
             rows = self._rows(view)
             if not rows:
                 return None
-            events = [event_from_row(row, self.settings.uid_root) for row in rows]
-            totals = per_breast_totals(rows)
-            accumulated = {side: t.agd_mgy for side, t in totals.breasts.items() if t.events}
             try:
-                ds = build_rdsr(
-                    self._report_context(order, rows, events),
-                    events,
+                ds, left_out = exam_dose_report(
+                    rows,
+                    self._report_context(order),
+                    uid_root=self.settings.uid_root,
                     sop_instance_uid=uid,
                     series_instance_uid=series_uid,
-                    accumulated_agd_mgy=accumulated,
                 )
             except DoseReportError:
                 log.exception("the exam's dose report could not be built")
                 return None
             write_dataset_durably(ds, path)
-            left_out = sum(t.left_out_count for t in totals.breasts.values())
-            left_out += totals.without_laterality
             self._journal.append(
                 "dose-report",
                 {
                     "sop_instance_uid": uid,
-                    "events": len(events),
+                    "events": len(rows),
                     "left_out_of_accumulated_agd": left_out,
                 },
                 exam_id=order.exam_id,
@@ -311,9 +307,7 @@ class ExamReporting:
             non_images=((XRAY_RADIATION_DOSE_SR, uid),),
         )
 
-    def _report_context(
-        self, order: ExamOrder, rows: Sequence[dict[str, Any]], events: Sequence[IrradiationEvent]
-    ) -> DoseReportContext:
+    def _report_context(self, order: ExamOrder) -> DoseReportContext:
         opened = _local(order.opened_at)
         return DoseReportContext(
             study_instance_uid=order.study_instance_uid,
@@ -331,7 +325,7 @@ class ExamReporting:
             station_name=self.settings.station_name,
             institution_name=self.settings.institution,
             device_observer_uid=derived_uid(self.settings.uid_root, "device", "controller"),
-            dose_sources=dose_sources(rows, events),
+            dose_sources=(),  # exam_dose_report names them from the rows
             performed_procedure_step_uid=order.mpps_instance_uid,
             uid_prefix=self.settings.uid_root.rstrip(".") + ".",
             content_datetime=self._clock().astimezone().replace(tzinfo=None),
@@ -448,6 +442,31 @@ _SOURCE_NAMES = {
 }
 
 
+def exam_dose_report(
+    rows: Sequence[dict[str, Any]],
+    context: DoseReportContext,
+    *,
+    uid_root: str,
+    sop_instance_uid: str,
+    series_instance_uid: str,
+) -> tuple[Dataset, int]:
+    """The exam's X-Ray Radiation Dose SR from its dose-log rows, and how many events are left
+    out of its accumulated AGD (issue 9 §6): every row an event; the accumulated AGD per
+    breast is the one total of :mod:`dose.totals`; galacto the observer, the unit the
+    irradiating device of each event."""
+    events = [event_from_row(row, uid_root) for row in rows]
+    totals = per_breast_totals(rows)
+    ds = build_rdsr(
+        dataclasses.replace(context, dose_sources=dose_sources(rows, events)),
+        events,
+        sop_instance_uid=sop_instance_uid,
+        series_instance_uid=series_instance_uid,
+        accumulated_agd_mgy={s: t.agd_mgy for s, t in totals.breasts.items() if t.events},
+    )
+    left_out = sum(t.left_out_count for t in totals.breasts.values()) + totals.without_laterality
+    return ds, left_out
+
+
 def dose_sources(
     rows: Sequence[dict[str, Any]], events: Sequence[IrradiationEvent]
 ) -> tuple[str, ...]:
@@ -541,6 +560,7 @@ def event_from_row(row: dict[str, Any], uid_root: str) -> IrradiationEvent:
         filter_thickness_max_mm=_number(row, "filter_thickness_mm"),
         compressed_thickness_mm=_number(row, "compressed_thickness_mm"),
         compression_force_n=_number(row, "compression_force_n"),
+        distance_source_to_detector_mm=_number(row, "distance_source_to_detector_mm"),
         hvl_mm_al=_number(row, "hvl_mm_al"),
         esak_mgy=_number(row, "esak_mgy"),
         reference_point=point,

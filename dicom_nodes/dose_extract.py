@@ -522,6 +522,7 @@ RDSR_NUMBERS: dict[str, NumHandler] = {
     "111634": ("hvl_mm_al", LENGTH_TO_MM),
     "111633": ("compressed_thickness_mm", LENGTH_TO_MM),
     "111647": ("compression_force_n", FORCE_TO_N),
+    "113750": ("distance_source_to_detector_mm", LENGTH_TO_MM),  # TID 10003C
     "113766": ("focal_spot_mm", LENGTH_TO_MM),
     "113758": ("filter_thickness_mm", LENGTH_TO_MM),  # X-Ray Filter Thickness Maximum
     "113773": ("filter_thickness_mm", LENGTH_TO_MM),  # X-Ray Filter Thickness Minimum

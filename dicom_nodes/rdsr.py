@@ -28,6 +28,7 @@ Content tree written::
         CONTAINS NUM 111637 Accumulated AGD, one per breast             TID 10005
           HAS CONCEPT MOD 272741003 Laterality = Left | Right
       CONTAINS CONTAINER 113706 Irradiation Event X-Ray Data, per event TID 10003 (+A/B/C)
+        … CONTAINS CODE 113876 Device Role in Procedure = Irradiating Device  TID 1021
       CONTAINS 113854 Source of Dose Information (one per source)
 
 Dose values are in mGy here (dose.md §1); Exposure is in µA·s (UCUM ``uA.s``).
@@ -155,6 +156,7 @@ class IrradiationEvent:
     filter_thickness_max_mm: float | None = None
     compressed_thickness_mm: float | None = None
     compression_force_n: float | None = None
+    distance_source_to_detector_mm: float | None = None
     hvl_mm_al: float | None = None
     esak_mgy: float | None = None  # Entrance Exposure at RP
     reference_point: str | None = None  # "113865" or "113964"; None: not known
@@ -193,6 +195,7 @@ _NUMBERS = (
     "filter_thickness_max_mm",
     "compressed_thickness_mm",
     "compression_force_n",
+    "distance_source_to_detector_mm",
     "hvl_mm_al",
     "esak_mgy",
     "agd_mgy",
@@ -504,6 +507,9 @@ def irradiation_event(event: IrradiationEvent) -> Dataset:
     # TID 10003C mechanical data
     children += number(codes.DCM.CompressionThickness, event.compressed_thickness_mm, "mm")
     children += number(codes.DCM.CompressionForce, event.compression_force_n, "N")
+    children += number(
+        codes.DCM.DistanceSourceToDetector, event.distance_source_to_detector_mm, "mm"
+    )
     if event.device is not None:
         children.append(device_participant(event.device))
     comment = event.comment
