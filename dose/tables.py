@@ -316,7 +316,8 @@ class CTables:
     def _by_gland(self, hvl_mm_al: float, thickness_mm: float, pct: float, why: str) -> CChoice:
         label = f"{pct:g} % glandularity" + (f", {why}" if why else "")
         if math.isclose(pct, 50.0):
-            return CChoice(Factor(1.0, flags=(f"{C_AT_50_PCT_LABEL} ({label})",)), pct)
+            at_50 = C_AT_50_PCT_LABEL + (f" ({why})" if why else "")
+            return CChoice(Factor(1.0, flags=(at_50,)), pct)
         tables = self._by_glandularity()
         lower = [t for t in tables if (t.glandularity_pct or 0) <= pct + 1e-9]
         upper = [t for t in tables if (t.glandularity_pct or 0) >= pct - 1e-9]
