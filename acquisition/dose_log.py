@@ -1,6 +1,6 @@
 """The per-exposure dose log: one SQLite row per irradiation event (dose.md §2, style.md §5).
 
-Implements :class:`dicom_nodes.exposures.ExposureSink` for the SCPs. ``record()`` returns only
+Implements :class:`dose.record.ExposureSink` for the SCPs. ``record()`` returns only
 after COMMIT on a WAL database with ``synchronous=FULL``, so the SCP can acknowledge the DIMSE
 request knowing the row survives a power cut; any failure raises and nothing is acknowledged.
 
@@ -20,6 +20,11 @@ threads hand it their batch through a queue and wait for its COMMIT; batches que
 share the next transaction (group commit). Reads use a second, lock-guarded connection.
 ``writer_thread=False`` serialises writers on that lock-guarded connection instead;
 ``bench/bench_store.py`` measures both beside the bare commit floor.
+
+Checks: every record written is checked in the same transaction (:mod:`dose.policy`:
+plausibility, the independent Dance check, reference levels) and raises its alerts (table
+``dose_alert``); the checks never make a write fail — a failure of theirs is recorded as a
+finding of the exposure, which is committed all the same.
 """
 
 from __future__ import annotations
