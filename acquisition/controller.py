@@ -129,6 +129,7 @@ class Controller:
         self.outbox: DicomOutbox | None = None
         self.forwarder: Forwarder | None = None
         self._unforwarded: set[Path] = set()  # stored, but their queueing failed
+        self._alerts_unjournaled = False  # journaling dose alerts failed at the last tick
         self._opened: list[Any] = []
 
     # ------------------------------------------------------------------ life cycle
@@ -534,7 +535,11 @@ class Controller:
                 self.journal.append("dose-alert", payload, exam_id=exam_id)
                 self.dose_log.mark_alerts_journaled([alert["id"]])
         except Exception:
-            log.exception("dose alerts not journaled yet; retried at the next tick")
+            if not self._alerts_unjournaled:  # once per outage, not at every tick
+                log.exception("dose alerts not journaled yet; retried at every tick")
+            self._alerts_unjournaled = True
+        else:
+            self._alerts_unjournaled = False
 
     def _retry_injector(self) -> None:
         if self.injector is None or self._injector_connected:

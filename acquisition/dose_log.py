@@ -692,7 +692,8 @@ def _check_row(
 def _check_exam_breast(conn: sqlite3.Connection, row: dict[str, Any], policy: DosePolicy) -> None:
     """The exam levels per breast (scope: the study, as TID 10005 accumulates) after a write."""
     study, side = row.get("study_instance_uid"), row.get("laterality")
-    if not study or side not in ("L", "R") or not policy.levels.enabled("exam-breast"):
+    levels = [level for level in policy.levels.enabled("exam-breast") if level.mgy is not None]
+    if not study or side not in ("L", "R") or not levels:
         return
     rows = [
         dict(r)

@@ -124,7 +124,9 @@ class DosePolicy:
                 note = "not compared: no AGD (none reported, no Dance figure)"
             else:
                 comparisons = self.levels.compare_exposure(row, float(value))
-                if reported is None:
+                if not comparisons:
+                    note = "no reference level applies to this view and thickness"
+                elif reported is None:
                     note = "compared with the Dance figure: the unit reported no AGD"
                 alerts += [
                     AlertSpec(c.level.id, c.level.name, c.limit_mgy, c.value_mgy, c.describe())

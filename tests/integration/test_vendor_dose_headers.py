@@ -15,6 +15,7 @@ not produced by galacto's model.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,11 @@ from pydicom.uid import generate_uid
 
 from acquisition import settings
 from acquisition.controller import Controller
+from acquisition.dose_log import DoseLog
+from acquisition.dose_policy import DEFAULT_LEVELS
+from dicom_nodes.dose_extract import from_image_header
+from dose.levels import load_levels
+from dose.policy import DosePolicy
 from dose.totals import per_breast_totals
 from tests.dose_factories import (
     MG_FOR_PRESENTATION,
@@ -336,3 +342,28 @@ def test_the_patients_age_is_kept_and_never_the_birth_date(
     assert row["patient_age_years"] == 37
     assert not any("birth" in column for column in row)
     assert "19880301" not in repr(row)
+
+
+def test_an_alert_raised_before_a_crash_is_journaled_at_the_next_start(tmp_path: Path) -> None:
+    database = tmp_path / "galacto.db"
+    with DoseLog(database, policy=DosePolicy(levels=load_levels([DEFAULT_LEVELS]))) as log:
+        absurd = mg_image(Exposure(), study_uid=STUDY)
+        absurd.CompressionForce = -20
+        log.record([from_image_header(absurd)])  # the process dies before its tick
+        assert len(log.unjournaled_alerts()) == 1
+    config = settings.load(
+        None,
+        environ={},
+        overrides={
+            "database.path": str(database),
+            "dicom.storage_dir": str(tmp_path / "objects"),
+            "dicom.port": 0,
+        },
+    )
+    with Controller(config, console=False) as restarted:
+        wait_until(
+            lambda: any(e.kind == "dose-alert" for e in restarted.journal.entries()),
+            10,
+            "the alert in the journal",
+        )
+        assert restarted.dose_log.unjournaled_alerts() == []

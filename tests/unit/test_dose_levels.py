@@ -215,3 +215,9 @@ def test_policy_leaves_qa_exposures_out_of_the_levels(shipped: LevelSet) -> None
     assessed = DosePolicy(levels=shipped).assess(row)
     assert assessed.alerts == () and assessed.comparisons == ()
     assert "physics/QA" in assessed.level_comparison
+
+
+def test_policy_says_when_no_level_applies(shipped: LevelSet) -> None:
+    row = {**CLINICAL, "compressed_thickness_mm": 100.0, "agd_reported_mgy": 3.0}  # > 90 mm
+    assessed = DosePolicy(levels=shipped).assess(row)
+    assert assessed.level_comparison == "no reference level applies to this view and thickness"
