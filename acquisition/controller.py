@@ -37,6 +37,7 @@ from pydicom.dataset import Dataset
 
 from acquisition import wiring
 from acquisition.dose_log import DoseLog
+from acquisition.dose_policy import dose_policy
 from acquisition.exam import ExamService, JournalUnavailable, phase_sps_id
 from acquisition.exam_machine import ExamState, Limits
 from acquisition.exam_reporting import ExamReporting, ReportingSettings
@@ -46,7 +47,6 @@ from acquisition.settings import Config, ConfigError
 from device_drivers.base import InjectorABC
 from device_drivers.errors import DriverError
 from dicom_nodes.contrast import ContrastAdministration
-from dicom_nodes.exposures import ExposureRecord
 from dicom_nodes.mpps_scp import MODALITY_PERFORMED_PROCEDURE_STEP
 from dicom_nodes.mpps_store import SqliteMppsStore
 from dicom_nodes.network import client_tls_context, server_tls_context
@@ -57,6 +57,7 @@ from dicom_nodes.ris_orders import RisOrderStore, WorklistRefresher, todays_quer
 from dicom_nodes.scu import Peer
 from dicom_nodes.server import UnitFacingServer
 from dicom_nodes.worklist_store import WorklistStore
+from dose.record import ExposureRecord
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ class Controller:
         self.outbox: DicomOutbox | None = None
         self.forwarder: Forwarder | None = None
         self._unforwarded: set[Path] = set()  # stored, but their queueing failed
+        self._alerts_unjournaled = False  # journaling dose alerts failed at the last tick
         self._opened: list[Any] = []
 
     # ------------------------------------------------------------------ life cycle
@@ -205,7 +207,9 @@ class Controller:
         key = config.site.journal_key.encode() or None
         busy = config.database.busy_timeout_s
         self.journal = self._keep(Journal(self.database, key=key, busy_timeout_s=busy))
-        self.dose_log = self._keep(DoseLog(self.database, busy_timeout_s=busy))
+        self.dose_log = self._keep(
+            DoseLog(self.database, busy_timeout_s=busy, policy=dose_policy(config))
+        )
         self.mpps_store = self._keep(SqliteMppsStore(self.database, busy_timeout_s=busy))
         self.worklist = WorklistStore(self.database)
         self.orders = RisOrderStore(self.database) if config.ris.host else None
@@ -501,7 +505,41 @@ class Controller:
                 pass  # the exam service reported it (once) and refuses commands until it heals
             except Exception:
                 log.exception("exposures not read into the exam; retried at the next tick")
+            self._journal_alerts()
             self._retry_injector()
+
+    def _journal_alerts(self) -> None:
+        """Journal each dose alert the dose log raised, once (issue 9 §5): the alert row is
+        durable with its exposure; its journal entry follows within a tick, and a crash in
+        between is caught up at the next one."""
+        try:
+            for alert in self.dose_log.unjournaled_alerts():
+                payload = {
+                    "alert_id": alert["id"],
+                    **{
+                        key: alert[key]
+                        for key in (
+                            "scope",
+                            "exposure_id",
+                            "sop_instance_uid",
+                            "laterality",
+                            "level_id",
+                            "level_name",
+                            "limit_mgy",
+                            "value_mgy",
+                            "detail",
+                        )
+                    },
+                }
+                exam_id = self._exam_of_study(str(alert["study_instance_uid"] or ""))
+                self.journal.append("dose-alert", payload, exam_id=exam_id)
+                self.dose_log.mark_alerts_journaled([alert["id"]])
+        except Exception:
+            if not self._alerts_unjournaled:  # once per outage, not at every tick
+                log.exception("dose alerts not journaled yet; retried at every tick")
+            self._alerts_unjournaled = True
+        else:
+            self._alerts_unjournaled = False
 
     def _retry_injector(self) -> None:
         if self.injector is None or self._injector_connected:

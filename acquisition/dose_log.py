@@ -1,6 +1,6 @@
 """The per-exposure dose log: one SQLite row per irradiation event (dose.md §2, style.md §5).
 
-Implements :class:`dicom_nodes.exposures.ExposureSink` for the SCPs. ``record()`` returns only
+Implements :class:`dose.record.ExposureSink` for the SCPs. ``record()`` returns only
 after COMMIT on a WAL database with ``synchronous=FULL``, so the SCP can acknowledge the DIMSE
 request knowing the row survives a power cut; any failure raises and nothing is acknowledged.
 
@@ -20,6 +20,11 @@ threads hand it their batch through a queue and wait for its COMMIT; batches que
 share the next transaction (group commit). Reads use a second, lock-guarded connection.
 ``writer_thread=False`` serialises writers on that lock-guarded connection instead;
 ``bench/bench_store.py`` measures both beside the bare commit floor.
+
+Checks: every record written is checked in the same transaction (:mod:`dose.policy`:
+plausibility, the independent Dance check, reference levels) and raises its alerts (table
+``dose_alert``); the checks never make a write fail — a failure of theirs is recorded as a
+finding of the exposure, which is committed all the same.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import math
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -38,7 +43,10 @@ from typing import Any
 import sqlite_utils
 
 from dicom_nodes.database import connect
-from dicom_nodes.exposures import MEASURED_FIELDS, ExposureRecord, SinkWriteError
+from dose import plausibility
+from dose.policy import IMPLAUSIBLE_ALERT, IMPLAUSIBLE_ALERT_NAME, AlertSpec, DosePolicy
+from dose.record import MEASURED_FIELDS, ExposureRecord, SinkWriteError
+from dose.totals import per_breast_totals
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +56,26 @@ migrations = sqlite_utils.Migrations("dose_log")
 #: is every measured field of the record: a new field needs a new migration).
 RECORD_COLUMNS: tuple[str, ...] = (*MEASURED_FIELDS, "mpps_item_index")
 
-#: Columns written later by the exam and the dosimetry (``annotate``), not by the SCPs.
-ANNOTATION_COLUMNS: tuple[str, ...] = (
-    "phase",
-    "operator",
+#: Columns written later by the exam (``annotate``), not by the SCPs.
+ANNOTATION_COLUMNS: tuple[str, ...] = ("phase", "operator", "repeat_reason")
+
+#: Columns the dose checks write with every record (:meth:`dose.policy.Assessment.columns`).
+CHECK_COLUMNS: tuple[str, ...] = (
     "agd_computed_mgy",
+    "dance_k_mgy",
+    "dance_hvl_mm_al",
     "dance_g",
     "dance_c",
     "dance_s",
     "agd_computed_basis",
-    "repeat_reason",
+    "dance_check",
+    "plausibility",
+    "level_comparison",
     "alert_flags",
 )
+
+#: States of an alert (table ``dose_alert``).
+ALERT_OPEN, ALERT_ACKNOWLEDGED = "open", "acknowledged"
 
 
 @migrations()
@@ -148,6 +164,50 @@ def m002_unannotated(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX exposure_unannotated ON exposure(id) WHERE phase IS NULL")
 
 
+@migrations()
+def m003_dose_checks(db: sqlite_utils.Database) -> None:
+    """Issue 9: the record's new fields, what the dose checks write, and the alerts."""
+    # (meanings in docs/dose-log-schema.md)
+    for column, kind in (
+        ("device_uid", "TEXT"),
+        ("acquisition_protocol", "TEXT"),
+        ("patient_age_years", "INTEGER"),
+        ("glandularity_pct", "REAL"),
+        ("qa_reason", "TEXT"),
+        ("plausibility", "TEXT NOT NULL DEFAULT ''"),
+        ("dance_k_mgy", "REAL"),
+        ("dance_hvl_mm_al", "REAL"),
+        ("dance_check", "TEXT"),
+        ("level_comparison", "TEXT"),
+    ):
+        db.execute(f"ALTER TABLE exposure ADD COLUMN {column} {kind}")
+    db.execute(
+        """CREATE TABLE dose_alert (
+  id INTEGER PRIMARY KEY,
+  scope TEXT NOT NULL CHECK (scope IN ('exposure', 'exam-breast')),
+  exposure_id INTEGER NOT NULL,       -- the exposure that raised it (crossed the level)
+  sop_instance_uid TEXT,              -- that exposure's image
+  study_instance_uid TEXT,
+  laterality TEXT,
+  level_id TEXT NOT NULL,             -- 'implausible' or the reference level's id
+  level_name TEXT NOT NULL,
+  limit_mgy REAL,                     -- NULL for an implausible exposure
+  value_mgy REAL,
+  detail TEXT NOT NULL,
+  state TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'acknowledged')),
+  raised_at TEXT NOT NULL,
+  journaled INTEGER NOT NULL DEFAULT 0 CHECK (journaled IN (0, 1)),
+  acknowledged_at TEXT,
+  acknowledged_by TEXT,
+  acknowledgement_reason TEXT
+) STRICT"""
+    )
+    db.execute("CREATE INDEX dose_alert_exposure ON dose_alert(exposure_id)")
+    db.execute("CREATE INDEX dose_alert_state ON dose_alert(state, id)")
+    db.execute("CREATE INDEX dose_alert_study ON dose_alert(study_instance_uid, laterality)")
+    db.execute("CREATE INDEX dose_alert_unjournaled ON dose_alert(id) WHERE journaled = 0")
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
 
@@ -155,6 +215,8 @@ def _now() -> str:
 def _to_sql(name: str, value: Any) -> Any:
     if isinstance(value, tuple):
         return ",".join(value) if value else None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # SQLite keeps no NaN; the plausibility finding records what came
     return value
 
 
@@ -267,7 +329,7 @@ class _WriterThread:
 
 
 class DoseLog:
-    """SQLite per-exposure dose log; an :class:`~dicom_nodes.exposures.ExposureSink`."""
+    """SQLite per-exposure dose log; an :class:`~dose.record.ExposureSink`."""
 
     def __init__(
         self,
@@ -276,6 +338,7 @@ class DoseLog:
         busy_timeout_s: float = 5.0,
         writer_thread: bool = True,
         write_timeout_s: float = 10.0,
+        policy: DosePolicy | None = None,
     ) -> None:
         """Open (and migrate) the dose log at ``path``.
 
@@ -284,7 +347,12 @@ class DoseLog:
         ``bench_store`` compares both: with several SCP threads writing at once the writer
         thread keeps p99 near the commit floor, the lock does not (waiters are not served in
         order and each pays its own fsync).
+
+        ``policy`` is what every record is checked against as it is written (plausibility,
+        the independent Dance check, reference levels and alerts); the default has no
+        physicist's tables and no levels.
         """
+        self.policy = policy or DosePolicy()
         self._conn = connect(path, busy_timeout_s=busy_timeout_s, check_same_thread=False)
         self._lock = threading.Lock()
         self._closed = False
@@ -311,10 +379,10 @@ class DoseLog:
 
     # ------------------------------------------------------------------ writing
     def record(self, exposures: Sequence[ExposureRecord]) -> None:
-        """Reconcile and commit ``exposures`` in one transaction; durable on return."""
+        """Reconcile, check and commit ``exposures`` in one transaction; durable on return."""
         if not exposures:
             return
-        self._write(_reconcile(exposures))
+        self._write(_reconcile(exposures, self.policy))
 
     def _write(self, work: Work) -> None:
         if self._writer is not None:
@@ -324,6 +392,11 @@ class DoseLog:
             if self._closed:
                 raise SinkWriteError("dose log is closed")
             _write_batch(self._conn, [work])
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._conn.execute(sql, tuple(params)).fetchall()
+        return [dict(row) for row in rows]
 
     # ------------------------------------------------------------------ reading
     def list_exposures(
@@ -339,9 +412,7 @@ class DoseLog:
         elif study is not None:
             sql += " WHERE study_instance_uid = ?"
             params = (study,)
-        with self._lock:
-            rows = self._conn.execute(sql + " ORDER BY id", params).fetchall()
-        return [dict(row) for row in rows]
+        return self._read(sql + " ORDER BY id", params)
 
     def unannotated_exposures(
         self, *, study: str | None = None, exclude_study: str | None = None
@@ -357,32 +428,14 @@ class DoseLog:
         elif exclude_study is not None:
             sql += " AND study_instance_uid IS NOT ?"
             params = (exclude_study,)
-        with self._lock:
-            rows = self._conn.execute(sql + " ORDER BY id", params).fetchall()
-        return [dict(row) for row in rows]
+        return self._read(sql + " ORDER BY id", params)
 
     def columns(self) -> list[str]:
         """The exposure table's columns, in table order (the export's header)."""
-        with self._lock:
-            rows = self._conn.execute("PRAGMA table_info(exposure)").fetchall()
-        return [row["name"] for row in rows]
-
-    def agd_totals_by_breast(self, accession: str) -> dict[str, float]:
-        """Accumulated reported AGD (mGy) per Image Laterality for one exam (TID 10005 style).
-
-        Exposures without a reported AGD count as zero here; ``list_exposures`` shows them.
-        """
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT COALESCE(laterality, '') AS side, "
-                "TOTAL(agd_reported_mgy) AS agd_mgy FROM exposure "
-                "WHERE accession = ? GROUP BY side ORDER BY side",
-                (accession,),
-            ).fetchall()
-        return {row["side"]: float(row["agd_mgy"]) for row in rows}
+        return [row["name"] for row in self._read("PRAGMA table_info(exposure)")]
 
     def annotate(self, exposure_id: int, **values: Any) -> None:
-        """Write exam/dosimetry columns (``ANNOTATION_COLUMNS``) of one row; durable on return."""
+        """Write exam columns (``ANNOTATION_COLUMNS``) of one row; durable on return."""
         unknown = set(values) - set(ANNOTATION_COLUMNS)
         if unknown:
             raise ValueError(f"not annotation columns: {sorted(unknown)}")
@@ -402,24 +455,92 @@ class DoseLog:
 
     def image_uids(self, exposure_id: int) -> list[str]:
         """SOP Instance UIDs of the images that show one exposure."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT sop_instance_uid FROM exposure_image WHERE exposure_id = ? "
-                "ORDER BY sop_instance_uid",
-                (exposure_id,),
-            ).fetchall()
-        return [row[0] for row in rows]
+        rows = self._read(
+            "SELECT sop_instance_uid FROM exposure_image WHERE exposure_id = ? "
+            "ORDER BY sop_instance_uid",
+            (exposure_id,),
+        )
+        return [row["sop_instance_uid"] for row in rows]
+
+    # ------------------------------------------------------------------ alerts
+    def alerts(
+        self,
+        *,
+        open_only: bool = False,
+        exposure_ids: Sequence[int] | None = None,
+        study: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Alerts, oldest first: all, the open ones, those of some exposures or of a study."""
+        where: list[str] = []
+        params: list[Any] = []
+        if open_only:
+            where.append("state = ?")
+            params.append(ALERT_OPEN)
+        if exposure_ids is not None:
+            where.append(f"exposure_id IN ({', '.join('?' * len(exposure_ids))})")
+            params.extend(exposure_ids)
+        if study is not None:
+            where.append("study_instance_uid = ?")
+            params.append(study)
+        sql = "SELECT * FROM dose_alert" + (f" WHERE {' AND '.join(where)}" if where else "")
+        return self._read(sql + " ORDER BY id", params)
+
+    def alert(self, alert_id: int) -> dict[str, Any] | None:
+        rows = self._read("SELECT * FROM dose_alert WHERE id = ?", (alert_id,))
+        return rows[0] if rows else None
+
+    def acknowledge_alert(self, alert_id: int, *, user: str, reason: str) -> None:
+        """Mark an open alert acknowledged by ``user`` with ``reason``; durable on return.
+
+        :class:`KeyError` for an unknown alert, :class:`AlertStateError` for one already
+        acknowledged (the first acknowledgement stands).
+        """
+        if not user.strip() or not reason.strip():
+            raise ValueError("an acknowledgement needs the user and a reason")
+
+        def work(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT state FROM dose_alert WHERE id = ?", (alert_id,)).fetchone()
+            if row is None:
+                raise KeyError(f"no alert {alert_id}")
+            if row["state"] != ALERT_OPEN:
+                raise AlertStateError(f"alert {alert_id} is already {row['state']}")
+            conn.execute(
+                "UPDATE dose_alert SET state = ?, acknowledged_at = ?, acknowledged_by = ?, "
+                "acknowledgement_reason = ? WHERE id = ?",
+                (ALERT_ACKNOWLEDGED, _now(), user.strip(), reason.strip(), alert_id),
+            )
+
+        self._write(work)
+
+    def unjournaled_alerts(self) -> list[dict[str, Any]]:
+        """Alerts raised but not journaled yet (the controller journals them), oldest first."""
+        return self._read("SELECT * FROM dose_alert WHERE journaled = 0 ORDER BY id")
+
+    def mark_alerts_journaled(self, alert_ids: Sequence[int]) -> None:
+        if not alert_ids:
+            return
+        marks = ", ".join("?" * len(alert_ids))
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(f"UPDATE dose_alert SET journaled = 1 WHERE id IN ({marks})", alert_ids)
+
+        self._write(work)
+
+
+class AlertStateError(ValueError):
+    """The alert is not open (already acknowledged)."""
 
 
 Work = Callable[[sqlite3.Connection], None]
 
 
-def _reconcile(exposures: Sequence[ExposureRecord]) -> Work:
-    """The write that reconciles ``exposures`` into the table."""
+def _reconcile(exposures: Sequence[ExposureRecord], policy: DosePolicy) -> Work:
+    """The write that reconciles and checks ``exposures`` into the table."""
 
     def work(conn: sqlite3.Connection) -> None:
         for exposure in exposures:
-            _record_one(conn, exposure)
+            exposure_id = _record_one(conn, exposure)
+            _check_row(conn, exposure_id, plausibility.findings(_fields(exposure)), policy)
 
     return work
 
@@ -437,6 +558,10 @@ def _write_batch(conn: sqlite3.Connection, works: Sequence[Work]) -> None:
             raise
     except sqlite3.Error as exc:
         raise SinkWriteError(f"dose log write failed: {exc}") from exc
+
+
+def _fields(record: ExposureRecord) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in RECORD_COLUMNS}
 
 
 def _matching_ids(conn: sqlite3.Connection, record: ExposureRecord) -> list[int]:
@@ -468,9 +593,11 @@ def _matching_ids(conn: sqlite3.Connection, record: ExposureRecord) -> list[int]
     return sorted(ids)
 
 
-def _record_one(conn: sqlite3.Connection, record: ExposureRecord) -> None:
+def _record_one(conn: sqlite3.Connection, record: ExposureRecord) -> int:
+    """Insert or merge one record; returns the row id. A NaN or infinite value is stored as
+    NULL (SQLite cannot keep NaN): its plausibility finding keeps what was received."""
     ids = _matching_ids(conn, record)
-    incoming = {name: _to_sql(name, getattr(record, name)) for name in RECORD_COLUMNS}
+    incoming = {name: _to_sql(name, value) for name, value in _fields(record).items()}
     now = _now()
     if not ids:
         columns = [*RECORD_COLUMNS, "sources", "unknown_step", "review_reasons"]
@@ -494,6 +621,7 @@ def _record_one(conn: sqlite3.Connection, record: ExposureRecord) -> None:
         merged = rows[0]
         for other in rows[1:]:
             merged = _merge(merged, other, same_source=False, new_sources=other["sources"])
+            merged["plausibility"] = _union(merged["plausibility"], other["plausibility"])
         merged = _merge(
             merged,
             {
@@ -505,12 +633,12 @@ def _record_one(conn: sqlite3.Connection, record: ExposureRecord) -> None:
             new_sources=record.source.value,
         )
         for other_id in ids[1:]:
-            conn.execute(
-                "UPDATE exposure_image SET exposure_id = ? WHERE exposure_id = ?",
-                (target, other_id),
-            )
+            for table, column in (("exposure_image", "exposure_id"), ("dose_alert", "exposure_id")):
+                conn.execute(
+                    f"UPDATE {table} SET {column} = ? WHERE {column} = ?", (target, other_id)
+                )
             conn.execute("DELETE FROM exposure WHERE id = ?", (other_id,))
-        updates = [*RECORD_COLUMNS, "sources", "unknown_step", "review_reasons"]
+        updates = [*RECORD_COLUMNS, "sources", "unknown_step", "review_reasons", "plausibility"]
         conn.execute(
             f"UPDATE exposure SET {', '.join(f'{c} = ?' for c in updates)}, updated_at = ? "
             "WHERE id = ?",
@@ -521,21 +649,138 @@ def _record_one(conn: sqlite3.Connection, record: ExposureRecord) -> None:
             "INSERT OR REPLACE INTO exposure_image (sop_instance_uid, exposure_id) VALUES (?, ?)",
             (record.sop_instance_uid, target),
         )
+    return target
+
+
+def _union(stored: str | None, new: Sequence[str] | str | None) -> str:
+    """Findings of ``stored`` followed by those of ``new`` not already there."""
+    found = plausibility.split(stored)
+    for item in plausibility.split(new) if isinstance(new, str | None) else new:
+        if item not in found:
+            found.append(item)
+    return plausibility.SEPARATOR.join(found)
+
+
+def _check_row(
+    conn: sqlite3.Connection, exposure_id: int, received: Sequence[str], policy: DosePolicy
+) -> None:
+    """Apply the dose checks to one row just written (same transaction), raise its alerts.
+
+    A failure of the checks themselves never loses the exposure: the row is committed with
+    the failure as a finding (so it is flagged and raises an alert)."""
+    row = dict(conn.execute("SELECT * FROM exposure WHERE id = ?", (exposure_id,)).fetchone())
+    findings = tuple(plausibility.split(_union(row["plausibility"], received)))
+    try:
+        assessment = policy.assess(row, findings)
+        columns = assessment.columns()
+        alerts = list(assessment.alerts)
+    except Exception as exc:
+        log.exception("dose checks failed on exposure %d; the exposure is kept", exposure_id)
+        failure = f"dose checks failed ({type(exc).__name__}: {exc})"
+        columns = {"plausibility": _union(row["plausibility"], [*received, failure])}
+        alerts = [AlertSpec(IMPLAUSIBLE_ALERT, IMPLAUSIBLE_ALERT_NAME, None, None, failure)]
+    conn.execute(
+        f"UPDATE exposure SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?",
+        (*columns.values(), exposure_id),
+    )
+    row.update(columns)
+    for alert in alerts:
+        _raise_alert(conn, "exposure", row, alert)
+    _check_exam_breast(conn, row, policy)
+
+
+def _check_exam_breast(conn: sqlite3.Connection, row: dict[str, Any], policy: DosePolicy) -> None:
+    """The exam levels per breast (scope: the study, as TID 10005 accumulates) after a write."""
+    study, side = row.get("study_instance_uid"), row.get("laterality")
+    levels = [level for level in policy.levels.enabled("exam-breast") if level.mgy is not None]
+    if not study or side not in ("L", "R") or not levels:
+        return
+    rows = [
+        dict(r)
+        for r in conn.execute(
+            "SELECT laterality, agd_reported_mgy, plausibility, qa_reason FROM exposure "
+            "WHERE study_instance_uid = ? AND laterality = ?",
+            (study, side),
+        )
+    ]
+    total = per_breast_totals(rows).breasts[side]
+    for alert in policy.exam_breast_alerts(total):
+        _raise_alert(conn, "exam-breast", row, alert)
+
+
+def _raise_alert(
+    conn: sqlite3.Connection, scope: str, row: Mapping[str, Any], alert: AlertSpec
+) -> None:
+    """Insert an alert unless the same one was raised before (per exposure and level, or per
+    study, breast and level): an alert, once raised, stays until acknowledged."""
+    if scope == "exposure":
+        exists = conn.execute(
+            "SELECT 1 FROM dose_alert WHERE scope = 'exposure' AND exposure_id = ? "
+            "AND level_id = ?",
+            (row["id"], alert.level_id),
+        ).fetchone()
+    else:
+        exists = conn.execute(
+            "SELECT 1 FROM dose_alert WHERE scope = 'exam-breast' AND study_instance_uid = ? "
+            "AND laterality = ? AND level_id = ?",
+            (row["study_instance_uid"], row["laterality"], alert.level_id),
+        ).fetchone()
+    if exists:
+        return
+    conn.execute(
+        "INSERT INTO dose_alert (scope, exposure_id, sop_instance_uid, study_instance_uid, "
+        "laterality, level_id, level_name, limit_mgy, value_mgy, detail, raised_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            scope,
+            row["id"],
+            row.get("sop_instance_uid"),
+            row.get("study_instance_uid"),
+            row.get("laterality"),
+            alert.level_id,
+            alert.level_name,
+            alert.limit_mgy,
+            alert.value_mgy,
+            alert.detail,
+            _now(),
+        ),
+    )
+
+
+#: A value and the column that says where it was taken: taken together or not at all.
+_PAIRED = {"esak_reference_point": "esak_mgy", "hvl_source": "hvl_mm_al"}
 
 
 def _merge(
     stored: dict[str, Any], incoming: dict[str, Any], *, same_source: bool, new_sources: str
 ) -> dict[str, Any]:
-    """Fill missing fields of ``stored`` from ``incoming``; flag cross-source disagreements."""
+    """Fill missing fields of ``stored`` from ``incoming``; flag cross-source disagreements.
+
+    The Entrance Exposure at RP goes with its reference point: an image's Entrance Dose in mGy
+    (no reference point) and an RDSR's 111636 at 4.2 cm above the support are two quantities,
+    not a disagreement; the value that names its reference point is kept."""
     merged = dict(stored)
     reasons = _reasons(stored.get("review_reasons"))
     for name in RECORD_COLUMNS:
         new = incoming.get(name)
-        if new is None:
+        if new is None or name in _PAIRED:
             continue
         old = merged.get(name)
-        if old is None or (same_source and name != "sop_instance_uid"):
+        take = old is None or (same_source and name != "sop_instance_uid")
+        if name == "esak_mgy" and not take:
+            old_point, new_point = (
+                merged.get("esak_reference_point"),
+                incoming.get("esak_reference_point"),
+            )
+            if old_point != new_point:
+                take = old_point is None  # the one with a known reference point wins
+                if not take:
+                    continue  # two known points: keep the first, nothing disagrees
+        if take:
             merged[name] = new
+            for paired, value in _PAIRED.items():
+                if value == name:
+                    merged[paired] = incoming.get(paired)
         elif name != "sop_instance_uid" and _differs(old, new):
             reason = f"sources disagree on {name}"
             if reason not in reasons:

@@ -32,7 +32,7 @@ import datetime as dt
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
 
@@ -208,16 +208,6 @@ def exam_exposures(
     """The dose-log rows of one exam (its Study Instance UID): those it noted
     (``exposure_ids``). A repeat exam of the same order shares the study, not the rows."""
     return [row for row in dose_log.list_exposures(study=study) if int(row["id"]) in exposure_ids]
-
-
-def agd_totals(rows: Iterable[Mapping[str, Any]]) -> dict[str, float]:
-    """Reported AGD (mGy) accumulated per breast over ``rows`` (L and R always present)."""
-    totals = {"L": 0.0, "R": 0.0}
-    for row in rows:
-        side, agd = row.get("laterality"), row.get("agd_reported_mgy")
-        if side in totals and agd is not None:
-            totals[side] += float(agd)
-    return totals
 
 
 class ExamReporter(Protocol):

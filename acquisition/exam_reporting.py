@@ -12,8 +12,9 @@ call. What it enqueues:
 * an N-SET with the complete Performed Series Sequence (one series per phase) whenever the
   images the exam holds differ from those of the last N-SET enqueued;
 * when the exam is completed or discontinued: the exam's X-Ray Radiation Dose SR (every
-  exposure of the exam with complete values; its SOP Instance UID derived from the MPPS UID, so
-  that a second build after a crash is the same object), queued for the PACS, then the final
+  exposure of the exam, whatever it lacks; the accumulated AGD per breast is the one total of
+  :mod:`dose.totals`; its SOP Instance UID derived from the MPPS UID, so that a second build
+  after a crash is the same object), queued for the PACS, then the final
   N-SET COMPLETED or DISCONTINUED (CID 9301 reason) with the Radiation Dose module, the contrast
   given (Billing Supplies and Devices) and the dose report in the Referenced Non-Image Composite
   SOP Instance Sequence.
@@ -25,6 +26,7 @@ from here.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Iterable, Sequence
@@ -51,13 +53,22 @@ from dicom_nodes.mpps_builders import (
 )
 from dicom_nodes.outbox import Kind, Message, Outbox
 from dicom_nodes.rdsr import (
+    ANODE_CODES,
+    CALCULATED_AGD_COMMENT,
+    FILTER_MATERIAL_CODES,
+    LATERALITY_CODES,
+    REFERENCE_POINT_CODES,
     XRAY_RADIATION_DOSE_SR,
     CodedConcept,
     DoseReportContext,
     DoseReportError,
+    IrradiatingDevice,
     IrradiationEvent,
     build_rdsr,
 )
+from dose import plausibility
+from dose.record import Source
+from dose.totals import left_out_reason, per_breast_totals
 
 log = logging.getLogger(__name__)
 
@@ -260,13 +271,14 @@ class ExamReporting:
         uid = self.dose_report_uid(order)
         series_uid = derived_uid(self.settings.uid_root, order.mpps_instance_uid, "rdsr-series")
         if not path.exists():
-            events, skipped = self.irradiation_events(view)
-            if not events:
+            rows = self._rows(view)
+            if not rows:
                 return None
             try:
-                ds = build_rdsr(
+                ds, left_out = exam_dose_report(
+                    rows,
                     self._report_context(order),
-                    events,
+                    uid_root=self.settings.uid_root,
                     sop_instance_uid=uid,
                     series_instance_uid=series_uid,
                 )
@@ -274,11 +286,13 @@ class ExamReporting:
                 log.exception("the exam's dose report could not be built")
                 return None
             write_dataset_durably(ds, path)
-            if skipped:  # their values are flagged in the dose log for the physicist
-                log.warning("exam dose report: %d exposure(s) lacking values left out", skipped)
             self._journal.append(
                 "dose-report",
-                {"sop_instance_uid": uid, "events": len(events), "skipped": skipped},
+                {
+                    "sop_instance_uid": uid,
+                    "events": len(rows),
+                    "left_out_of_accumulated_agd": left_out,
+                },
                 exam_id=order.exam_id,
                 now=self._clock(),
             )
@@ -292,18 +306,6 @@ class ExamReporting:
             retrieve_ae_title=self.settings.retrieve_ae,
             non_images=((XRAY_RADIATION_DOSE_SR, uid),),
         )
-
-    def irradiation_events(self, view: ExamSnapshot) -> tuple[list[IrradiationEvent], int]:
-        """The exam's exposures as RDSR events, and how many were left out (a value missing:
-        the report says nothing it does not know; the dose log flags those rows)."""
-        events, skipped = [], 0
-        for row in self._rows(view):
-            event = _event_from_row(row, self.settings.uid_root)
-            if event is None:
-                skipped += 1
-            else:
-                events.append(event)
-        return events, skipped
 
     def _report_context(self, order: ExamOrder) -> DoseReportContext:
         opened = _local(order.opened_at)
@@ -323,7 +325,7 @@ class ExamReporting:
             station_name=self.settings.station_name,
             institution_name=self.settings.institution,
             device_observer_uid=derived_uid(self.settings.uid_root, "device", "controller"),
-            dose_sources=("automated",),
+            dose_sources=(),  # exam_dose_report names them from the rows
             performed_procedure_step_uid=order.mpps_instance_uid,
             uid_prefix=self.settings.uid_root.rstrip(".") + ".",
             content_datetime=self._clock().astimezone().replace(tzinfo=None),
@@ -427,62 +429,147 @@ def _referenced_in(dataset: Dataset | None) -> set[str]:
     return found
 
 
-_EVENT_FIELDS = (
-    "acquisition_datetime",
-    "laterality",
-    "view_code",
-    "kvp",
-    "exposure_uas",
-    "tube_current_ma",
-    "exposure_time_ms",
-    "focal_spot_mm",
-    "anode",
-    "filter_material",
-    "filter_thickness_mm",
-    "compressed_thickness_mm",
-    "compression_force_n",
-    "hvl_mm_al",
-    "esak_mgy",
-    "agd_reported_mgy",
-)
+#: Where a row's values came from → Source of Dose Information (CID 10021) of the report.
+_SOURCE_OF_DOSE = {
+    Source.IMAGE_HEADER.value: "image",  # 113866 Copied From Image Attributes
+    Source.RDSR.value: "automated",  # 113856 Automated Data Collection (the unit's RDSR)
+    Source.MPPS.value: "mpps",  # 113858 MPPS Content
+}
+_SOURCE_NAMES = {
+    Source.IMAGE_HEADER.value: "image header",
+    Source.RDSR.value: "the unit's RDSR",
+    Source.MPPS.value: "MPPS",
+}
 
 
-def _event_from_row(row: dict[str, Any], uid_root: str) -> IrradiationEvent | None:
-    """One dose-log row as an RDSR irradiation event; None when a value is missing."""
-    if any(row.get(name) in (None, "") for name in _EVENT_FIELDS):
+def exam_dose_report(
+    rows: Sequence[dict[str, Any]],
+    context: DoseReportContext,
+    *,
+    uid_root: str,
+    sop_instance_uid: str,
+    series_instance_uid: str,
+) -> tuple[Dataset, int]:
+    """The exam's X-Ray Radiation Dose SR from its dose-log rows, and how many events are left
+    out of its accumulated AGD (issue 9 §6): every row an event; the accumulated AGD per
+    breast is the one total of :mod:`dose.totals`; galacto the observer, the unit the
+    irradiating device of each event."""
+    events = [event_from_row(row, uid_root) for row in rows]
+    totals = per_breast_totals(rows)
+    ds = build_rdsr(
+        dataclasses.replace(context, dose_sources=dose_sources(rows, events)),
+        events,
+        sop_instance_uid=sop_instance_uid,
+        series_instance_uid=series_instance_uid,
+        accumulated_agd_mgy={s: t.agd_mgy for s, t in totals.breasts.items() if t.events},
+    )
+    left_out = sum(t.left_out_count for t in totals.breasts.values()) + totals.without_laterality
+    return ds, left_out
+
+
+def dose_sources(
+    rows: Sequence[dict[str, Any]], events: Sequence[IrradiationEvent]
+) -> tuple[str, ...]:
+    """The report's Sources of Dose Information: the unit's data by where it came from, and
+    "calculated" (113940) when an event carries galacto's Dance figure."""
+    found = {
+        _SOURCE_OF_DOSE[s]
+        for row in rows
+        for s in str(row.get("sources") or "").split(",")
+        if s in _SOURCE_OF_DOSE
+    }
+    if any(event.agd_calculated for event in events):
+        found.add("calculated")
+    order = ("automated", "image", "mpps", "calculated")
+    return tuple(source for source in order if source in found)
+
+
+def _number(row: dict[str, Any], name: str) -> float | None:
+    value = row.get(name)
+    return None if value is None else float(value)
+
+
+def _coded(row: dict[str, Any], name: str, known: Any, notes: list[str]) -> str | None:
+    value = row.get(name)
+    if value in (None, ""):
         return None
-    if row.get("laterality") not in ("L", "R"):
+    if value not in known:
+        notes.append(f"{name} {value!r} has no code in the report: left out")
         return None
-    try:
-        started = dt.datetime.fromisoformat(str(row["acquisition_datetime"]))
-    except ValueError:
-        return None
+    return str(value)
+
+
+def event_from_row(row: dict[str, Any], uid_root: str) -> IrradiationEvent:
+    """One dose-log row as an RDSR irradiation event (issue 9 §6): what the row lacks is left
+    out, never the event; an implausible value is written as received, with a comment; the
+    Dance figure appears as the AGD only when the unit reported none, marked calculated."""
+    sources = [s for s in str(row.get("sources") or "").split(",") if s]
+    notes = [f"values from {', '.join(_SOURCE_NAMES.get(s, s) for s in sources)}"]
+    started = None
+    if row.get("acquisition_datetime"):
+        try:
+            started = dt.datetime.fromisoformat(str(row["acquisition_datetime"]))
+        except ValueError:
+            notes.append(f"acquisition date/time {row['acquisition_datetime']!r} not readable")
     modifiers = [m for m in str(row.get("view_modifier_codes") or "").split(",") if m]
     event_uid = row.get("irradiation_event_uid") or derived_uid(
         uid_root, str(row.get("sop_instance_uid") or row["id"]), "event"
     )
+    agd, calculated = _number(row, "agd_reported_mgy"), False
+    if agd is None and row.get("agd_computed_mgy") is not None:
+        agd, calculated = float(row["agd_computed_mgy"]), True
+        notes.insert(
+            0,
+            f"{CALCULATED_AGD_COMMENT} by galacto (Dance, K·g·c·s; the unit reported none): "
+            f"{row.get('agd_computed_basis') or ''}",
+        )
+    findings = plausibility.split(row.get("plausibility"))
+    if findings:
+        notes.append(f"implausible as received: {'; '.join(findings)}")
+    why = left_out_reason(row)
+    if why is not None and not calculated:
+        notes.append(f"left out of the accumulated AGD ({why})")
+    elif calculated:
+        notes.append("left out of the accumulated AGD (the unit's AGD only)")
+    if row.get("qa_reason"):
+        notes.append(f"physics/QA exposure: {row['qa_reason']}")
+    laterality = _coded(row, "laterality", LATERALITY_CODES, notes)
+    anode = _coded(row, "anode", ANODE_CODES, notes)
+    filter_material = _coded(row, "filter_material", FILTER_MATERIAL_CODES, notes)
+    point = _coded(row, "esak_reference_point", REFERENCE_POINT_CODES, notes)
+    device = IrradiatingDevice(
+        manufacturer=str(row.get("manufacturer") or ""),
+        model_name=str(row.get("model") or ""),
+        serial_number=str(row.get("device_serial") or ""),
+        device_uid=str(row.get("device_uid") or ""),
+    )
     return IrradiationEvent(
         irradiation_event_uid=str(event_uid),
-        datetime_started=started.replace(tzinfo=None),
-        laterality=str(row["laterality"]),
-        view=_concept(str(row["view_code"])),
+        datetime_started=None if started is None else started.replace(tzinfo=None),
+        laterality=laterality,
+        view=_concept(str(row["view_code"])) if row.get("view_code") else None,
         view_modifiers=tuple(_concept(m) for m in modifiers),
-        kvp=float(row["kvp"]),
-        exposure_uas=float(row["exposure_uas"]),
-        tube_current_ma=float(row["tube_current_ma"]),
-        exposure_time_ms=float(row["exposure_time_ms"]),
-        focal_spot_mm=float(row["focal_spot_mm"]),
-        anode=str(row["anode"]),
-        filter_material=str(row["filter_material"]),
-        filter_thickness_min_mm=float(row["filter_thickness_mm"]),
-        filter_thickness_max_mm=float(row["filter_thickness_mm"]),
-        compressed_thickness_mm=float(row["compressed_thickness_mm"]),
-        compression_force_n=float(row["compression_force_n"]),
-        hvl_mm_al=float(row["hvl_mm_al"]),
-        esak_mgy=float(row["esak_mgy"]),
-        reference_point=str(row.get("esak_reference_point") or "113865"),
-        agd_mgy=float(row["agd_reported_mgy"]),
-        acquisition_protocol=f"Galactography {row.get('phase') or ''}".strip(),
+        kvp=_number(row, "kvp"),
+        exposure_uas=_number(row, "exposure_uas"),
+        tube_current_ma=_number(row, "tube_current_ma"),
+        exposure_time_ms=_number(row, "exposure_time_ms"),
+        focal_spot_mm=_number(row, "focal_spot_mm"),
+        anode=anode,
+        filter_material=filter_material,
+        filter_thickness_min_mm=_number(row, "filter_thickness_mm"),
+        filter_thickness_max_mm=_number(row, "filter_thickness_mm"),
+        compressed_thickness_mm=_number(row, "compressed_thickness_mm"),
+        compression_force_n=_number(row, "compression_force_n"),
+        distance_source_to_detector_mm=_number(row, "distance_source_to_detector_mm"),
+        hvl_mm_al=_number(row, "hvl_mm_al"),
+        esak_mgy=_number(row, "esak_mgy"),
+        reference_point=point,
+        agd_mgy=agd,
+        agd_calculated=calculated,
+        acquisition_protocol=str(row.get("acquisition_protocol") or "")
+        or f"Galactography {row.get('phase') or ''}".strip(),
+        comment="; ".join(notes),
+        device=device,
     )
 
 

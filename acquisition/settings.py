@@ -253,6 +253,44 @@ class ConsoleSettings:
 
 
 @dataclass(frozen=True)
+class DoseSettings:
+    cross_check_tolerance: float = setting(
+        25.0,
+        "Percent by which the unit's reported AGD may differ from galacto's independent Dance "
+        "figure before the exposure is flagged 'disagrees' (a factor of about 10 or 100 is "
+        "flagged 'unit suspected' whatever this is).",
+        minimum=1.0,
+        maximum=100.0,
+    )
+    hvl_tables: tuple[str, ...] = setting(
+        (),
+        "TOML files of the HVL each unit measured at its physics survey, by target/filter and "
+        "kV (docs/dose.md: loading a unit's HVL table). Used when a unit reports no HVL.",
+    )
+    c_tables: tuple[str, ...] = setting(
+        (),
+        "TOML files of the glandularity correction c (Dance 2000: per glandularity, or the "
+        "typical breast of ages 40-49 / 50-64). Without them c = 1 and the basis says so.",
+    )
+    reference_levels_file: str = setting(
+        "",
+        "TOML file of site reference levels, merged by id over the published defaults of "
+        "config/reference-levels.toml (e.g. a level for magnified views, or per exam and "
+        "breast). Empty: the defaults only.",
+    )
+    qa_patient_patterns: tuple[str, ...] = setting(
+        ("*PHANTOM*", "QA*", "QC*", "*PHYSICS*"),
+        "Patterns (* and ?, case-insensitive) of Patient ID or Patient's Name that mark a "
+        "physics/QA exposure: flagged, and left out of patient totals and levels.",
+    )
+    qa_protocol_patterns: tuple[str, ...] = setting(
+        ("*PHANTOM*", "*QC *", "QC", "*QUALITY CONTROL*", "*PHYSICS*", "*CALIBRATION*"),
+        "Patterns of Protocol Name, Series/Study/Procedure Step Description or the RDSR's "
+        "Acquisition Protocol that mark a physics/QA exposure.",
+    )
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: str = setting(
         "INFO", "Log level of the diagnostic log.", choices=("DEBUG", "INFO", "WARNING", "ERROR")
@@ -268,6 +306,7 @@ class Config:
     ris: RisSettings = field(default_factory=RisSettings)
     pacs: PacsSettings = field(default_factory=PacsSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    dose: DoseSettings = field(default_factory=DoseSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
 
 

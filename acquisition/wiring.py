@@ -13,14 +13,15 @@ from types import ModuleType
 
 from pydicom.dataset import Dataset
 
+from acquisition.dose_policy import qa_patterns
 from acquisition.settings import Config, InjectorSettings
 from device_drivers.driver import InjectorLimits, NewEraInjector
 from device_drivers.link import LinkTiming
-from dicom_nodes.exposures import ExposureSink
 from dicom_nodes.mpps_store import SqliteMppsStore
 from dicom_nodes.network import Timeouts
 from dicom_nodes.server import UnitFacingServer
 from dicom_nodes.worklist_store import WorklistStore
+from dose.record import ExposureSink
 
 # Sub-commands of `galacto`, each a module exposing register(subparsers).
 COMMAND_MODULES: tuple[str, ...] = (
@@ -79,6 +80,7 @@ def unit_facing_server(
         uid_prefix=config.site.uid_root,
         on_stored=on_stored,
         on_mpps=on_mpps,
+        qa_patterns=qa_patterns(config),
     )
 
 

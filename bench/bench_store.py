@@ -5,8 +5,9 @@
   without fsync, like storescp), DCMTK ``storescp`` with ``TCP_NODELAY=1`` (tuned) and as
   shipped. Ratio against tuned storescp.
 - Peak memory (VmHWM) of our server process, which runs in a subprocess, against one image.
-- Exposure-to-durable-record latency (C-STORE handler entered → row committed) over small
-  images, median and p99, beside the SQLite commit floor (one INSERT + COMMIT, WAL,
+- Exposure-to-durable-record latency (C-STORE handler entered → row committed, with the dose
+  checks of a default controller: plausibility, the Dance check, the published levels) over
+  small images, median and p99, beside the SQLite commit floor (one INSERT + COMMIT, WAL,
   synchronous=FULL) measured alone on the same disk.
 - MPPS N-CREATE + N-SET round trip: in one association, and one association per pair.
 
@@ -45,9 +46,9 @@ STORESCP_MAX_PDU = 131072  # DCMTK's largest; ours advertises 256 KiB (dicom.md 
 def serve(directory: str, fsync: str) -> None:
     """Run our unit-facing server; print the port; on stdin EOF print latencies and exit."""
     from acquisition.dose_log import DoseLog
-    from dicom_nodes.exposures import ExposureRecord
     from dicom_nodes.mpps_store import SqliteMppsStore
     from dicom_nodes.server import UnitFacingServer
+    from dose.record import ExposureRecord
 
     entered = threading.local()
     latencies_ms: list[float] = []
@@ -64,7 +65,11 @@ def serve(directory: str, fsync: str) -> None:
                 entered.t = None
 
     root = Path(directory)
-    with SqliteMppsStore(root / "galacto.sqlite") as store, DoseLog(root / "galacto.sqlite") as log:
+    policy = controller_policy()
+    with (
+        SqliteMppsStore(root / "galacto.sqlite") as store,
+        DoseLog(root / "galacto.sqlite", policy=policy) as log,
+    ):
         server = UnitFacingServer(
             None,
             store,
@@ -247,6 +252,15 @@ def commit_floor_ms(directory: Path, count: int = 300) -> list[float]:
     return timings
 
 
+def controller_policy() -> Any:
+    """The dose checks a controller with the default configuration applies to every record
+    (the published reference levels; no physicist's tables)."""
+    from acquisition.dose_policy import dose_policy
+    from acquisition.settings import load
+
+    return dose_policy(load(None, environ={}))
+
+
 def sink_latencies_ms(directory: Path, *, writer_thread: bool, writers: int) -> list[float]:
     """DoseLog.record() of one image-header record, from ``writers`` threads at once."""
     from acquisition.dose_log import DoseLog
@@ -261,7 +275,7 @@ def sink_latencies_ms(directory: Path, *, writer_thread: bool, writers: int) -> 
     ]
     timings: list[float] = []
     path = directory / f"sink-{writer_thread}-{writers}.sqlite"
-    with DoseLog(path, writer_thread=writer_thread) as dose_log:
+    with DoseLog(path, writer_thread=writer_thread, policy=controller_policy()) as dose_log:
 
         def run(batch: list[Any]) -> None:
             for record in batch:

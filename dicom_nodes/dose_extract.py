@@ -10,22 +10,39 @@
 
 The unit traps are handled here and only here: Organ Dose (0040,0316) is in dGy (×100 → mGy);
 Entrance Dose in mGy is (0040,8302) — (0040,0302) is integer dGy, used only when 8302 is
-absent; MPPS tube current (0018,8151) is in µA; RDSR Exposure (113736) is in µA·s. Legacy SRT
+absent; MPPS tube current (0018,8151) is in µA; RDSR Exposure (113736) is in µA·s, and the
+vendor spellings of a unit outside UCUM (Hologic writes ``uAs``) are read as the unit they mean,
+the mapping noted in the record's review reasons (:data:`VENDOR_UNIT_SPELLINGS`). Legacy SRT
 codes are accepted on input and translated to SNOMED CT (``dicom_nodes.codes``).
+
+The patient's age at the exam is kept (Patient's Age, else computed from the birth date and the
+exam's date), never the birth date; a physics/QA exposure is recognised by the site's
+:class:`~dose.plausibility.QaPatterns` (what matched is not kept). Plausibility is judged where
+the records are written (:mod:`dose.plausibility`, applied by the dose log), not here.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pydicom.dataset import Dataset
 
+from dose.plausibility import QaPatterns
+from dose.record import DoseError, ExposureRecord, Source
+
 from . import codes
-from .exposures import DoseDataError, ExposureRecord, Source
+from .rdsr import CALCULATED_AGD_COMMENT
 
 log = logging.getLogger(__name__)
+
+
+class DoseDataError(DoseError, ValueError):
+    """A dataset whose dose content cannot be understood."""
+
 
 SCT = "SCT"
 
@@ -63,6 +80,11 @@ LENGTH_TO_MM = {"mm": 1.0, "cm": 10.0, "m": 1000.0, "um": 0.001}
 VOLTAGE_TO_KV = {"kV": 1.0, "V": 0.001}
 FORCE_TO_N = {"N": 1.0, "daN": 10.0, "kN": 1000.0}
 
+#: Unit spellings outside UCUM that real units write, and the UCUM unit they mean (dose.md §1:
+#: Hologic Selenia Dimensions writes the Exposure (113736) unit as ``uAs``). Read, never
+#: dropped; the mapping is noted in the record's review reasons.
+VENDOR_UNIT_SPELLINGS = {"uAs": "uA.s", "mAs": "mA.s", "As": "A.s"}
+
 #: Image header: each record field and where it may come from, best first, with its factor.
 HEADER_NUMBERS: dict[str, tuple[tuple[str, float], ...]] = {
     "kvp": (("KVP", 1.0),),
@@ -90,6 +112,8 @@ HEADER_NUMBERS: dict[str, tuple[tuple[str, float], ...]] = {
 }
 
 HEADER_TEXTS: dict[str, str] = {
+    "device_uid": "DeviceUID",
+    "acquisition_protocol": "ProtocolName",
     "sop_instance_uid": "SOPInstanceUID",
     "sop_class_uid": "SOPClassUID",
     "irradiation_event_uid": "IrradiationEventUID",
@@ -206,17 +230,70 @@ def _dicom_dt_to_iso(raw: str) -> str:
     return iso
 
 
-def plausibility_reasons(record: ExposureRecord) -> tuple[str, ...]:
-    """Review reasons for zero-dose or implausible values (dose.md §1, real-world quirks)."""
-    reasons = []
-    if record.agd_reported_mgy is not None and record.agd_reported_mgy <= 0:
-        reasons.append("zero reported AGD")
-    thickness_mm = record.compressed_thickness_mm
-    if thickness_mm is not None and not 5 <= thickness_mm <= 120:
-        reasons.append("implausible compressed thickness")
-    if record.kvp is not None and not 15 <= record.kvp <= 50:
-        reasons.append("implausible kVp for mammography")
-    return tuple(reasons)
+#: "30 % glandularity", "glandularity 30 %": a glandularity in Comments on Radiation Dose.
+_GLANDULARITY = re.compile(
+    r"(\d+(?:\.\d+)?)\s*%\s*gland|gland\w*\W{0,3}(\d+(?:\.\d+)?)\s*%", re.IGNORECASE
+)
+
+
+def glandularity_in(comment: str | None) -> float | None:
+    """The glandularity a unit states in a comment, or None."""
+    match = _GLANDULARITY.search(comment or "")
+    if match is None:
+        return None
+    return float(match.group(1) or match.group(2))
+
+
+_AGE_UNITS_YEARS = {"Y": 1.0, "M": 1 / 12, "W": 7 / 365.25, "D": 1 / 365.25}
+
+
+def _date(text: str | None) -> dt.date | None:
+    if not text or len(text.strip()) < 8:
+        return None
+    try:
+        return dt.datetime.strptime(text.strip()[:8], "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+def patient_age_years(ds: Dataset, exam_date: str | None) -> tuple[int | None, list[str]]:
+    """The patient's age at the exam in whole years: Patient's Age (0010,1010, AS such as
+    ``045Y``), else from Patient's Birth Date and the exam's date. The birth date is read
+    here and nowhere kept."""
+    age = _text(ds, "PatientAge")
+    if age is not None:
+        match = re.fullmatch(r"(\d{3})([DWMY])", age)
+        if match is None:
+            return None, [f"{UNREADABLE} patient_age_years: Patient's Age {age!r} is not AS"]
+        return int(int(match.group(1)) * _AGE_UNITS_YEARS[match.group(2)]), []
+    born, on = _date(_text(ds, "PatientBirthDate")), _date(exam_date)
+    if born is None or on is None:
+        return None, []
+    years = on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+    return years, []
+
+
+def _qa_reason(
+    qa: QaPatterns | None, ds: Dataset, protocol_keywords: Sequence[str], *more: str | None
+) -> str | None:
+    if qa is None:
+        return None
+    return qa.reason(
+        patient_texts=(_text(ds, "PatientID"), _text(ds, "PatientName")),
+        protocol_texts=(*(_text(ds, k) for k in protocol_keywords), *more),
+    )
+
+
+#: Descriptions that may name a physics/QA protocol, per dataset kind.
+HEADER_PROTOCOL_TEXTS = (
+    "ProtocolName",
+    "SeriesDescription",
+    "StudyDescription",
+    "PerformedProcedureStepDescription",
+    "RequestedProcedureDescription",
+)
+MPPS_PROTOCOL_TEXTS = ("PerformedProcedureStepDescription", "PerformedProcedureTypeDescription")
+RDSR_PROTOCOL_TEXTS = ("StudyDescription", "SeriesDescription")
 
 
 # --------------------------------------------------------------------------- image header
@@ -242,7 +319,9 @@ def _readable_numbers(
     return values, reasons
 
 
-def from_image_header(ds: Dataset, *, station_ae: str | None = None) -> ExposureRecord:
+def from_image_header(
+    ds: Dataset, *, station_ae: str | None = None, qa: QaPatterns | None = None
+) -> ExposureRecord:
     """The exposure an MG image reports in its header (dose.md §1; PS3.3 C.8.7.8, C.8.11.7).
 
     The exposure happened whatever its header says: a value that is present but unreadable is
@@ -279,8 +358,20 @@ def from_image_header(ds: Dataset, *, station_ae: str | None = None) -> Exposure
     if request is not None:
         values["sps_id"] = _text(request, "ScheduledProcedureStepID")
         values["accession"] = values["accession"] or _text(request, "AccessionNumber")
+    exam_date = _text(ds, "AcquisitionDate") or (_text(ds, "AcquisitionDateTime") or "")[:8]
+    values["patient_age_years"], age_reasons = patient_age_years(
+        ds, exam_date or _text(ds, "ContentDate") or _text(ds, "StudyDate")
+    )
+    values["glandularity_pct"] = glandularity_in(values["comments"])
+    values["qa_reason"] = _qa_reason(
+        qa,
+        ds,
+        HEADER_PROTOCOL_TEXTS,
+        _text(request, "RequestedProcedureDescription") if request is not None else None,
+        _text(request, "ScheduledProcedureStepDescription") if request is not None else None,
+    )
     record = ExposureRecord(source=Source.IMAGE_HEADER, station_ae=station_ae, **values)
-    return record.with_values(review_reasons=(*reasons, *plausibility_reasons(record)))
+    return record.with_values(review_reasons=(*reasons, *age_reasons))
 
 
 # --------------------------------------------------------------------------- MPPS
@@ -298,7 +389,11 @@ def referenced_image_uids(mpps: Dataset) -> list[str]:
 
 
 def from_mpps(
-    mpps: Dataset, *, mpps_instance_uid: str, station_ae: str | None = None
+    mpps: Dataset,
+    *,
+    mpps_instance_uid: str,
+    station_ae: str | None = None,
+    qa: QaPatterns | None = None,
 ) -> list[ExposureRecord]:
     """Exposure records from an MPPS's Radiation Dose module (PS3.3 C.4.16).
 
@@ -310,7 +405,23 @@ def from_mpps(
     """
     step = _sequence_item(mpps, "ScheduledStepAttributesSequence")
     distances, step_reasons = _readable_numbers(mpps, MPPS_STEP_NUMBERS)
+    age, age_reasons = patient_age_years(mpps, _text(mpps, "PerformedProcedureStepStartDate"))
+    step_reasons += age_reasons
     common: dict[str, Any] = {
+        "patient_age_years": age,
+        "qa_reason": _qa_reason(
+            qa,
+            mpps,
+            MPPS_PROTOCOL_TEXTS,
+            *(
+                (
+                    _text(step, "RequestedProcedureDescription"),
+                    _text(step, "ScheduledProcedureStepDescription"),
+                )
+                if step is not None
+                else ()
+            ),
+        ),
         "mpps_instance_uid": mpps_instance_uid,
         "station_ae": _text(mpps, "PerformedStationAETitle") or station_ae,
         "study_instance_uid": _text(step, "StudyInstanceUID") if step else None,
@@ -364,19 +475,23 @@ def _concept(item: Dataset) -> str | None:
     return _code_of(name) if name is not None else None
 
 
-def _measured(item: Dataset, units: dict[str, float]) -> float | None:
-    """A NUM content item's value in the record's unit (PS3.3 C.18.1 Numeric Measurement)."""
+def _measured(item: Dataset, units: dict[str, float]) -> tuple[float | None, str | None]:
+    """A NUM content item's value in the record's unit (PS3.3 C.18.1 Numeric Measurement), and
+    the vendor spelling of its unit that was read as UCUM (:data:`VENDOR_UNIT_SPELLINGS`)."""
     measured = _sequence_item(item, "MeasuredValueSequence")
     if measured is None:
-        return None
+        return None, None
     value = _number(measured, (("NumericValue", 1.0),))
     unit_item = _sequence_item(measured, "MeasurementUnitsCodeSequence")
     unit = _text(unit_item, "CodeValue") if unit_item is not None else None
     if value is None:
-        return None
+        return None, None
+    spelling = None
+    if unit not in units and unit in VENDOR_UNIT_SPELLINGS:
+        spelling, unit = unit, VENDOR_UNIT_SPELLINGS[unit]
     if unit not in units:
         raise DoseDataError(f"unexpected unit {unit!r}")
-    return value * units[unit]
+    return value * units[unit], spelling
 
 
 def _concept_code(item: Dataset) -> str | None:
@@ -407,6 +522,7 @@ RDSR_NUMBERS: dict[str, NumHandler] = {
     "111634": ("hvl_mm_al", LENGTH_TO_MM),
     "111633": ("compressed_thickness_mm", LENGTH_TO_MM),
     "111647": ("compression_force_n", FORCE_TO_N),
+    "113750": ("distance_source_to_detector_mm", LENGTH_TO_MM),  # TID 10003C
     "113766": ("focal_spot_mm", LENGTH_TO_MM),
     "113758": ("filter_thickness_mm", LENGTH_TO_MM),  # X-Ray Filter Thickness Maximum
     "113773": ("filter_thickness_mm", LENGTH_TO_MM),  # X-Ray Filter Thickness Minimum
@@ -424,26 +540,56 @@ RDSR_CODES: dict[str, tuple[str, dict[str, str] | None]] = {
 
 MULTI_VALUE_FIELDS = ("kvp", "tube_current_ma")
 
+#: TID 1021 Device Participant rows (the Irradiating Device of an event): concept → field.
+DEVICE_PARTICIPANT_TEXTS: dict[str, str] = {
+    "113878": "manufacturer",
+    "113879": "model",
+    "113880": "device_serial",
+}
+DEVICE_ROLE_IN_PROCEDURE = "113876"
+DEVICE_OBSERVER_UID = "121012"
+OBSERVER_TYPE = "121005"
+OBSERVER_TYPE_DEVICE = "121007"
+ACQUISITION_PROTOCOL = "125203"
+COMMENT = "121106"
+
 
 def _event_record(
-    container: Dataset, common: dict[str, Any], station_ae: str | None
+    container: Dataset, common: dict[str, Any], station_ae: str | None, qa: QaPatterns | None
 ) -> ExposureRecord:
     values: dict[str, Any] = {}
     reasons: list[str] = []
     modifiers: list[str] = []
+    comments: list[str] = []
+    device: dict[str, Any] | None = None
     for item in _walk(_children(container)):
         concept = _concept(item)
         if concept is None:
             continue
-        if concept in RDSR_NUMBERS:
+        if concept == DEVICE_ROLE_IN_PROCEDURE:  # TID 1021: this event's irradiating device
+            device = dict.fromkeys((*DEVICE_PARTICIPANT_TEXTS.values(), "device_uid"))
+        elif device is not None and concept in DEVICE_PARTICIPANT_TEXTS:
+            device[DEVICE_PARTICIPANT_TEXTS[concept]] = _text(item, "TextValue")
+        elif device is not None and concept == DEVICE_OBSERVER_UID:
+            device["device_uid"] = _text(item, "UID")
+        elif concept == ACQUISITION_PROTOCOL:
+            values["acquisition_protocol"] = _text(item, "TextValue")
+        elif concept == COMMENT:
+            comments.append(_text(item, "TextValue") or "")
+        elif concept in RDSR_NUMBERS:
             field_name, units = RDSR_NUMBERS[concept]
             try:
-                value = _measured(item, units)
+                value, spelling = _measured(item, units)
             except DoseDataError as exc:  # the event happened: kept, the value flagged
                 reasons.append(f"{UNREADABLE} {field_name}: {exc}")
                 continue
             if value is None:
                 continue
+            if spelling is not None:
+                note = f"{field_name}: unit {spelling!r} read as UCUM "
+                note += f"{VENDOR_UNIT_SPELLINGS[spelling]!r} (vendor spelling)"
+                if note not in reasons:
+                    reasons.append(note)
             if field_name in values and field_name in MULTI_VALUE_FIELDS:
                 reasons.append(f"several {field_name} values (last kept)")
             if field_name == "filter_thickness_mm" and field_name in values:
@@ -472,17 +618,25 @@ def _event_record(
         values["view_code_scheme"] = SCT
     if "hvl_mm_al" in values:
         values["hvl_source"] = "reported"
+    if any(CALCULATED_AGD_COMMENT in comment for comment in comments):
+        values.pop("agd_reported_mgy", None)  # galacto's Dance figure: not the unit's dose
+    protocol = values.get("acquisition_protocol")
+    values["qa_reason"] = common["qa_reason"] or (
+        qa.reason(patient_texts=(), protocol_texts=(protocol,)) if qa is not None else None
+    )
+    fields = {**common, **(device or {}), **values}
     record = ExposureRecord(
         source=Source.RDSR,
         station_ae=station_ae,
         view_modifier_codes=tuple(modifiers),
-        **common,
-        **values,
+        **fields,
     )
-    return record.with_values(review_reasons=(*reasons, *plausibility_reasons(record)))
+    return record.with_values(review_reasons=tuple(reasons))
 
 
-def from_rdsr(ds: Dataset, *, station_ae: str | None = None) -> list[ExposureRecord]:
+def from_rdsr(
+    ds: Dataset, *, station_ae: str | None = None, qa: QaPatterns | None = None
+) -> list[ExposureRecord]:
     """One record per Irradiation Event X-Ray Data container (TID 10003, 113706) of an RDSR.
 
     A value that cannot be read (not a number, a unit we do not know) is left empty and named
@@ -493,17 +647,42 @@ def from_rdsr(ds: Dataset, *, station_ae: str | None = None) -> list[ExposureRec
         raise DoseDataError("SR without content")
     pps = _sequence_item(ds, "ReferencedPerformedProcedureStepSequence")
     request = _sequence_item(ds, "ReferencedRequestSequence")
+    age, age_reasons = patient_age_years(ds, _text(ds, "StudyDate") or _text(ds, "ContentDate"))
     common = {
         "study_instance_uid": _text(ds, "StudyInstanceUID"),
         "accession": _text(ds, "AccessionNumber")
         or (_text(request, "AccessionNumber") if request is not None else None),
         "mpps_instance_uid": _text(pps, "ReferencedSOPInstanceUID") if pps is not None else None,
+        # The document's equipment and device observer: the unit, in a unit's own report (an
+        # event's TID 1021 Device Participant names its irradiating device instead).
         "manufacturer": _text(ds, "Manufacturer"),
         "model": _text(ds, "ManufacturerModelName"),
         "device_serial": _text(ds, "DeviceSerialNumber"),
+        "device_uid": _observer_device_uid(ds),
+        "patient_age_years": age,
+        "qa_reason": _qa_reason(qa, ds, RDSR_PROTOCOL_TEXTS),
     }
-    return [
-        _event_record(item, common, station_ae)
+    records = [
+        _event_record(item, common, station_ae, qa)
         for item in _walk(_children(ds))
         if _concept(item) == CONCEPT_IRRADIATION_EVENT
     ]
+    if age_reasons:
+        records = [r.with_values(review_reasons=(*r.review_reasons, *age_reasons)) for r in records]
+    return records
+
+
+def _observer_device_uid(ds: Dataset) -> str | None:
+    """The Device Observer UID (121012) of the document's observer context, when the observer
+    is a device (TID 1002/1004 at the root)."""
+    items = _children(ds)
+    is_device = any(
+        _concept(item) == OBSERVER_TYPE and _concept_code(item) == OBSERVER_TYPE_DEVICE
+        for item in items
+    )
+    if not is_device:
+        return None
+    for item in items:
+        if _concept(item) == DEVICE_OBSERVER_UID:
+            return _text(item, "UID")
+    return None

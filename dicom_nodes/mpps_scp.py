@@ -36,8 +36,10 @@ from pydicom.uid import generate_uid
 from pynetdicom import evt
 from pynetdicom.dimse_primitives import N_CREATE, N_SET
 
-from .dose_extract import from_mpps, step_totals
-from .exposures import DoseDataError, ExposureRecord, ExposureSink
+from dose.plausibility import QaPatterns
+from dose.record import ExposureRecord, ExposureSink
+
+from .dose_extract import DoseDataError, from_mpps, step_totals
 from .mpps_store import AtomicMppsStore, MppsInstance, MppsStore, ReceivedMessage
 from .status import MppsStatus, final_state_status, status_dataset
 
@@ -237,8 +239,10 @@ class MppsSCP:
         step_resolver: StepResolver = has_scheduled_step,
         uid_prefix: str | None = None,
         on_message: Callable[[str, str, str, int], None] | None = None,
+        qa_patterns: QaPatterns | None = None,
     ) -> None:
         self._store = store
+        self._qa = qa_patterns  # marks physics/QA exposures (dose.plausibility)
         #: Called with (operation, SOP Instance UID, calling AE, status) after every N-CREATE
         #: and N-SET is answered-to-be (the journal); its failure never changes the answer.
         self._on_message = on_message
@@ -344,6 +348,7 @@ class MppsSCP:
                 instance.dataset,
                 mpps_instance_uid=instance.sop_instance_uid,
                 station_ae=instance.calling_ae,
+                qa=self._qa,
             )
         ]
         self._sink.record(records)

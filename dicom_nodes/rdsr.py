@@ -5,6 +5,14 @@ repeats and rejects included) and a :class:`DoseReportContext` (patient, study, 
 simulated unit uses it for its own report; the controller uses it for the exam's report
 (:mod:`acquisition.exam_reporting`; IHE REM "Store Dose Information", dose.md §5).
 
+An event holds only what is known: a value it lacks is left out of its TID 10003 container,
+never the event, and the reference point (113780) is written only with a known one. The
+observer (TID 1002/1004) is whoever records the report; when that is not the unit, each event
+names the mammography unit as its Irradiating Device (TID 1021, with only the identifiers the
+unit gave: no Device Observer UID is invented). An AGD the unit did not report and the
+recorder calculated is marked by :data:`CALCULATED_AGD_COMMENT` in the event's comment, and
+the report lists "System Calculated" among its sources of dose information.
+
 Content tree written::
 
     CONTAINER 113701 X-Ray Radiation Dose Report                       TID 10001
@@ -20,6 +28,7 @@ Content tree written::
         CONTAINS NUM 111637 Accumulated AGD, one per breast             TID 10005
           HAS CONCEPT MOD 272741003 Laterality = Left | Right
       CONTAINS CONTAINER 113706 Irradiation Event X-Ray Data, per event TID 10003 (+A/B/C)
+        … CONTAINS CODE 113876 Device Role in Procedure = Irradiating Device  TID 1021
       CONTAINS 113854 Source of Dose Information (one per source)
 
 Dose values are in mGy here (dose.md §1); Exposure is in µA·s (UCUM ``uA.s``).
@@ -28,7 +37,8 @@ Dose values are in mGy here (dose.md §1); Exposure is in µA·s (UCUM ``uA.s``)
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -69,6 +79,10 @@ REFERENCE_POINT_CODES: dict[str, Code] = {
     "113865": Code("113865", "DCM", "4.2cm above Breast Support Surface"),
     "113964": codes.DCM.AtSurfaceOfPatient,
 }
+
+#: Begins the comment of an event whose AGD (111631) the recorder calculated because the unit
+#: reported none (dose.md §5, 113940 System Calculated); ``dose_extract`` reads it back.
+CALCULATED_AGD_COMMENT = "AGD system calculated"
 
 #: Source of Dose Information (CID 10021), by the short names used in :class:`IrradiationEvent`.
 DOSE_SOURCE_CODES: dict[str, Code] = {
@@ -112,41 +126,80 @@ class CodedConcept:
 
 
 @dataclass(frozen=True)
+class IrradiatingDevice:
+    """The unit that made an exposure (TID 1021), with only what it said about itself."""
+
+    manufacturer: str = ""
+    model_name: str = ""
+    serial_number: str = ""
+    device_uid: str = ""  #: only one the unit sent (Device UID, its own observer UID)
+
+
+@dataclass(frozen=True)
 class IrradiationEvent:
-    """One exposure as TID 10003 reports it (units in the names; dose.md §2)."""
+    """One exposure as TID 10003 reports it (units in the names; dose.md §2). Only the event
+    UID is required: a value that is None is left out of the report."""
 
     irradiation_event_uid: str
-    datetime_started: dt.datetime
-    laterality: str  # "L" or "R"
-    view: CodedConcept  # CID 4014
-    view_modifiers: tuple[CodedConcept, ...]  # CID 4015
-    kvp: float
-    exposure_uas: float
-    tube_current_ma: float
-    exposure_time_ms: float
-    focal_spot_mm: float
-    anode: str  # Anode Target Material defined term
-    filter_material: str  # Filter Material defined term
-    filter_thickness_min_mm: float
-    filter_thickness_max_mm: float
-    compressed_thickness_mm: float
-    compression_force_n: float
-    hvl_mm_al: float
-    esak_mgy: float  # Entrance Exposure at RP
-    reference_point: str  # "113865" or "113964"
-    agd_mgy: float
+    datetime_started: dt.datetime | None = None
+    laterality: str | None = None  # "L" or "R"
+    view: CodedConcept | None = None  # CID 4014
+    view_modifiers: tuple[CodedConcept, ...] = ()  # CID 4015
+    kvp: float | None = None
+    exposure_uas: float | None = None
+    tube_current_ma: float | None = None
+    exposure_time_ms: float | None = None
+    focal_spot_mm: float | None = None
+    anode: str | None = None  # Anode Target Material defined term
+    filter_material: str | None = None  # Filter Material defined term
+    filter_thickness_min_mm: float | None = None
+    filter_thickness_max_mm: float | None = None
+    compressed_thickness_mm: float | None = None
+    compression_force_n: float | None = None
+    distance_source_to_detector_mm: float | None = None
+    hvl_mm_al: float | None = None
+    esak_mgy: float | None = None  # Entrance Exposure at RP
+    reference_point: str | None = None  # "113865" or "113964"; None: not known
+    agd_mgy: float | None = None
+    #: the AGD is the recorder's (Dance) figure: the unit reported none (113940)
+    agd_calculated: bool = False
     acquisition_protocol: str = ""
     comment: str = ""  # e.g. "rejected: motion" for a repeat
+    #: the unit, when it is not the recorder of the report (TID 1021 Irradiating Device)
+    device: IrradiatingDevice | None = None
 
     def __post_init__(self) -> None:
-        if self.laterality not in LATERALITY_CODES:
+        if self.laterality is not None and self.laterality not in LATERALITY_CODES:
             raise DoseReportError(f"laterality must be L or R, not {self.laterality!r}")
-        if self.anode not in ANODE_CODES:
+        if self.anode is not None and self.anode not in ANODE_CODES:
             raise DoseReportError(f"unknown anode target material {self.anode!r}")
-        if self.filter_material not in FILTER_MATERIAL_CODES:
+        if self.filter_material is not None and self.filter_material not in FILTER_MATERIAL_CODES:
             raise DoseReportError(f"unknown filter material {self.filter_material!r}")
-        if self.reference_point not in REFERENCE_POINT_CODES:
+        if self.reference_point is not None and self.reference_point not in REFERENCE_POINT_CODES:
             raise DoseReportError(f"unknown reference point definition {self.reference_point!r}")
+        if self.agd_calculated and self.agd_mgy is None:
+            raise DoseReportError("a calculated AGD needs its value")
+        for name in _NUMBERS:
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise DoseReportError(f"{name} must be a finite number (a DS), not {value!r}")
+
+
+_NUMBERS = (
+    "kvp",
+    "exposure_uas",
+    "tube_current_ma",
+    "exposure_time_ms",
+    "focal_spot_mm",
+    "filter_thickness_min_mm",
+    "filter_thickness_max_mm",
+    "compressed_thickness_mm",
+    "compression_force_n",
+    "distance_source_to_detector_mm",
+    "hvl_mm_al",
+    "esak_mgy",
+    "agd_mgy",
+)
 
 
 class PatientAndStudy(Protocol):
@@ -348,11 +401,17 @@ def observer_context(context: DoseReportContext) -> list[Dataset]:
     return items
 
 
-def accumulated_mammography_dose(events: Sequence[IrradiationEvent]) -> Dataset:
-    """TID 10002 with TID 10005: accumulated AGD per breast imaged, with its laterality."""
+def summed_agd_by_breast(events: Sequence[IrradiationEvent]) -> dict[str, float]:
+    """The plain sum of the events' AGD per breast (a unit's own report)."""
     per_side: dict[str, float] = {}
     for event in events:
-        per_side[event.laterality] = per_side.get(event.laterality, 0.0) + event.agd_mgy
+        if event.laterality is not None and event.agd_mgy is not None:
+            per_side[event.laterality] = per_side.get(event.laterality, 0.0) + event.agd_mgy
+    return per_side
+
+
+def accumulated_mammography_dose(per_side: Mapping[str, float]) -> Dataset:
+    """TID 10002 with TID 10005: accumulated AGD per breast imaged, with its laterality."""
     children = [code_item("HAS CONCEPT MOD", codes.DCM.AcquisitionPlane, codes.DCM.SinglePlane)]
     for side in sorted(per_side):
         laterality = code_item("HAS CONCEPT MOD", codes.SCT.Laterality, LATERALITY_CODES[side])
@@ -368,74 +427,125 @@ def accumulated_mammography_dose(events: Sequence[IrradiationEvent]) -> Dataset:
     return container("CONTAINS", codes.DCM.AccumulatedXRayDoseData, children, template="10002")
 
 
-def irradiation_event(event: IrradiationEvent) -> Dataset:
-    """TID 10003 (with 10003B source and 10003C mechanical data) for one exposure."""
-    rel = "CONTAINS"
-    breast_side = code_item(
-        "HAS CONCEPT MOD", codes.SCT.Laterality, LATERALITY_CODES[event.laterality]
-    )
-    modifiers = [
-        code_item("HAS CONCEPT MOD", codes.DCM.ImageViewModifier, m.code())
-        for m in event.view_modifiers
+def device_participant(device: IrradiatingDevice) -> Dataset:
+    """TID 1021 with $DeviceProcedureRole = Irradiating Device: only what the unit said."""
+    rel = "HAS PROPERTIES"
+    properties = [
+        text_item(rel, concept, value)
+        for concept, value in (
+            (codes.DCM.DeviceManufacturer, device.manufacturer),
+            (codes.DCM.DeviceModelName, device.model_name),
+            (codes.DCM.DeviceSerialNumber, device.serial_number),
+        )
+        if value
     ]
-    reference_point = code_item(
-        rel, codes.DCM.ReferencePointDefinition, REFERENCE_POINT_CODES[event.reference_point]
+    if device.device_uid:
+        properties.append(uidref_item(rel, codes.DCM.DeviceObserverUID, device.device_uid))
+    return code_item(
+        "CONTAINS", codes.DCM.DeviceRoleInProcedure, codes.DCM.IrradiatingDevice, properties
     )
-    filters = container(
-        rel,
-        codes.DCM.XRayFilters,
-        [
-            code_item(rel, codes.DCM.XRayFilterType, codes.DCM.FlatFilter),
-            code_item(
-                rel, codes.DCM.XRayFilterMaterial, FILTER_MATERIAL_CODES[event.filter_material]
-            ),
-            num_item(
-                rel, codes.DCM.XRayFilterThicknessMinimum, event.filter_thickness_min_mm, "mm"
-            ),
-            num_item(
-                rel, codes.DCM.XRayFilterThicknessMaximum, event.filter_thickness_max_mm, "mm"
-            ),
-        ],
-    )
+
+
+def irradiation_event(event: IrradiationEvent) -> Dataset:
+    """TID 10003 (with 10003A dose, 10003B source and 10003C mechanical data) for one
+    exposure; what the event does not know is left out."""
+    rel = "CONTAINS"
+
+    def number(concept: Code, value: float | None, unit: str) -> list[Dataset]:
+        return [] if value is None else [num_item(rel, concept, value, unit)]
+
     children = [
         code_item(rel, codes.DCM.AcquisitionPlane, codes.DCM.SinglePlane),
         uidref_item(rel, codes.DCM.IrradiationEventUID, event.irradiation_event_uid),
-        datetime_item(rel, codes.DCM.DatetimeStarted, event.datetime_started),
-        code_item(rel, codes.DCM.IrradiationEventType, codes.DCM.StationaryAcquisition),
     ]
+    if event.datetime_started is not None:
+        children.append(datetime_item(rel, codes.DCM.DatetimeStarted, event.datetime_started))
+    children.append(code_item(rel, codes.DCM.IrradiationEventType, codes.DCM.StationaryAcquisition))
     if event.acquisition_protocol:
         children.append(text_item(rel, codes.DCM.AcquisitionProtocol, event.acquisition_protocol))
-    children += [
-        code_item(rel, codes.DCM.TargetRegion, codes.SCT.Breast, [breast_side]),
-        code_item(rel, codes.DCM.ImageView, event.view.code(), modifiers),
-        num_item(rel, codes.DCM.HalfValueLayer, event.hvl_mm_al, "mm"),
-        num_item(rel, codes.DCM.EntranceExposureAtRP, event.esak_mgy, "mGy"),
-        reference_point,
-        num_item(rel, codes.DCM.AverageGlandularDose, event.agd_mgy, "mGy"),
-        # TID 10003B source data
-        num_item(rel, codes.DCM.KVP, event.kvp, "kV"),
-        num_item(rel, codes.DCM.XRayTubeCurrent, event.tube_current_ma, "mA"),
-        num_item(rel, codes.DCM.ExposureTime, event.exposure_time_ms, "ms"),
-        num_item(rel, codes.DCM.Exposure, event.exposure_uas, "uA.s"),
-        num_item(rel, codes.DCM.FocalSpotSize, event.focal_spot_mm, "mm"),
-        code_item(rel, codes.DCM.AnodeTargetMaterial, ANODE_CODES[event.anode]),
-        filters,
-        # TID 10003C mechanical data
-        num_item(rel, codes.DCM.CompressionThickness, event.compressed_thickness_mm, "mm"),
-        num_item(rel, codes.DCM.CompressionForce, event.compression_force_n, "N"),
+    breast_side = (
+        []
+        if event.laterality is None
+        else [
+            code_item("HAS CONCEPT MOD", codes.SCT.Laterality, LATERALITY_CODES[event.laterality])
+        ]
+    )
+    children.append(code_item(rel, codes.DCM.TargetRegion, codes.SCT.Breast, breast_side))
+    if event.view is not None:
+        modifiers = [
+            code_item("HAS CONCEPT MOD", codes.DCM.ImageViewModifier, m.code())
+            for m in event.view_modifiers
+        ]
+        children.append(code_item(rel, codes.DCM.ImageView, event.view.code(), modifiers))
+    children += number(codes.DCM.HalfValueLayer, event.hvl_mm_al, "mm")
+    if event.esak_mgy is not None:
+        children.append(num_item(rel, codes.DCM.EntranceExposureAtRP, event.esak_mgy, "mGy"))
+        if event.reference_point is not None:
+            point = REFERENCE_POINT_CODES[event.reference_point]
+            children.append(code_item(rel, codes.DCM.ReferencePointDefinition, point))
+    children += number(codes.DCM.AverageGlandularDose, event.agd_mgy, "mGy")
+    # TID 10003B source data
+    children += number(codes.DCM.KVP, event.kvp, "kV")
+    children += number(codes.DCM.XRayTubeCurrent, event.tube_current_ma, "mA")
+    children += number(codes.DCM.ExposureTime, event.exposure_time_ms, "ms")
+    children += number(codes.DCM.Exposure, event.exposure_uas, "uA.s")
+    children += number(codes.DCM.FocalSpotSize, event.focal_spot_mm, "mm")
+    if event.anode is not None:
+        children.append(code_item(rel, codes.DCM.AnodeTargetMaterial, ANODE_CODES[event.anode]))
+    filters = [
+        *number(codes.DCM.XRayFilterThicknessMinimum, event.filter_thickness_min_mm, "mm"),
+        *number(codes.DCM.XRayFilterThicknessMaximum, event.filter_thickness_max_mm, "mm"),
     ]
-    if event.comment:
-        children.append(text_item(rel, codes.DCM.Comment, event.comment))
+    if event.filter_material is not None:
+        material = FILTER_MATERIAL_CODES[event.filter_material]
+        filters[:0] = [
+            code_item(rel, codes.DCM.XRayFilterType, codes.DCM.FlatFilter),
+            code_item(rel, codes.DCM.XRayFilterMaterial, material),
+        ]
+    if filters:
+        children.append(container(rel, codes.DCM.XRayFilters, filters))
+    # TID 10003C mechanical data
+    children += number(codes.DCM.CompressionThickness, event.compressed_thickness_mm, "mm")
+    children += number(codes.DCM.CompressionForce, event.compression_force_n, "N")
+    children += number(
+        codes.DCM.DistanceSourceToDetector, event.distance_source_to_detector_mm, "mm"
+    )
+    if event.device is not None:
+        children.append(device_participant(event.device))
+    comment = event.comment
+    if event.agd_calculated and CALCULATED_AGD_COMMENT not in comment:
+        comment = "; ".join(c for c in (CALCULATED_AGD_COMMENT, comment) if c)
+    if comment:
+        children.append(text_item(rel, codes.DCM.Comment, comment))
     return container(rel, codes.DCM.IrradiationEventXRayData, children)
 
 
-def dose_report_content(context: DoseReportContext, events: Sequence[IrradiationEvent]) -> Dataset:
-    """The root CONTAINER of TID 10001 as a dataset holding the SR Document Content module."""
+def dose_report_content(
+    context: DoseReportContext,
+    events: Sequence[IrradiationEvent],
+    accumulated_agd_mgy: Mapping[str, float] | None = None,
+) -> Dataset:
+    """The root CONTAINER of TID 10001 as a dataset holding the SR Document Content module.
+
+    ``accumulated_agd_mgy`` (breast → mGy) is TID 10005's accumulated AGD; without it, the
+    plain sum of the events' AGD per breast (what a unit reports of itself)."""
     yes = codes.SCT.Yes
-    first_started = min(e.datetime_started for e in events)
-    last_ended = max(
-        e.datetime_started + dt.timedelta(milliseconds=e.exposure_time_ms) for e in events
-    )
+    if accumulated_agd_mgy is None:
+        accumulated_agd_mgy = summed_agd_by_breast(events)
+    started = [e.datetime_started for e in events if e.datetime_started is not None]
+    ended = [
+        e.datetime_started + dt.timedelta(milliseconds=e.exposure_time_ms or 0.0)
+        for e in events
+        if e.datetime_started is not None
+    ]
+    irradiation = [
+        datetime_item("CONTAINS", concept, when)
+        for concept, when in (
+            (codes.DCM.StartOfXRayIrradiation, min(started, default=None)),
+            (codes.DCM.EndOfXRayIrradiation, max(ended, default=None)),
+        )
+        if when is not None
+    ]
     intent = code_item("HAS CONCEPT MOD", HAS_INTENT, DIAGNOSTIC_INTENT)
     children = [
         code_item("HAS CONCEPT MOD", codes.DCM.ProcedureReported, codes.SCT.Mammography, [intent]),
@@ -446,12 +556,11 @@ def dose_report_content(context: DoseReportContext, events: Sequence[Irradiation
             codes.DCM.Study,
             [uidref_item("HAS PROPERTIES", codes.DCM.StudyInstanceUID, context.study_instance_uid)],
         ),
-        datetime_item("CONTAINS", codes.DCM.StartOfXRayIrradiation, first_started),
-        datetime_item("CONTAINS", codes.DCM.EndOfXRayIrradiation, last_ended),
+        *irradiation,
         code_item("CONTAINS", codes.DCM.XRayDetectorDataAvailable, codes.SCT.No),
         code_item("CONTAINS", codes.DCM.XRaySourceDataAvailable, yes),
         code_item("CONTAINS", codes.DCM.XRayMechanicalDataAvailable, yes),
-        accumulated_mammography_dose(events),
+        accumulated_mammography_dose(accumulated_agd_mgy),
         *(irradiation_event(e) for e in events),
     ]
     for source in context.dose_sources:
@@ -471,8 +580,10 @@ def build_rdsr(
     *,
     sop_instance_uid: str | None = None,
     series_instance_uid: str | None = None,
+    accumulated_agd_mgy: Mapping[str, float] | None = None,
 ) -> Dataset:
-    """An X-Ray Radiation Dose SR instance (PS3.3 A.35.8) for a mammography study."""
+    """An X-Ray Radiation Dose SR instance (PS3.3 A.35.8) for a mammography study
+    (``accumulated_agd_mgy``: see :func:`dose_report_content`)."""
     if not events:
         raise DoseReportError("a dose report needs at least one irradiation event")
     now = context.content_datetime or dt.datetime.now()
@@ -512,7 +623,7 @@ def build_rdsr(
     ds.ContentTime = now.strftime("%H%M%S")
     ds.PerformedProcedureCodeSequence = []
     # SR Document Content
-    ds.update(dose_report_content(context, events))
+    ds.update(dose_report_content(context, events, accumulated_agd_mgy))
     return ds
 
 

@@ -20,7 +20,9 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.transport import ThreadedAssociationServer
 
-from .exposures import ExposureRecord, ExposureSink
+from dose.plausibility import QaPatterns
+from dose.record import ExposureRecord, ExposureSink
+
 from .mpps_scp import MppsSCP, StepResolver, has_scheduled_step
 from .mpps_store import MppsStore
 from .mwl_scp import MWL_FIND_UID, WorklistSCP
@@ -72,6 +74,7 @@ class UnitFacingServer:
         uid_prefix: str | None = None,
         on_stored: Callable[[Path, Dataset], None] | None = None,
         on_mpps: Callable[[str, str, str, int], None] | None = None,
+        qa_patterns: QaPatterns | None = None,
     ) -> None:
         self._address = (host, port)
         self._ae: AE = make_ae(ae_title, timeouts or Timeouts(), max_pdu=max_pdu)
@@ -94,6 +97,7 @@ class UnitFacingServer:
             step_resolver=step_resolver,
             uid_prefix=uid_prefix,
             on_message=on_mpps,
+            qa_patterns=qa_patterns,
         )
         self.storage_scp = StorageSCP(
             dose_sink,
@@ -101,6 +105,7 @@ class UnitFacingServer:
             step_resolver=step_resolver,
             fsync_objects=fsync_objects,
             on_stored=on_stored,
+            qa_patterns=qa_patterns,
         )
         self._ae.add_supported_context(VERIFICATION)
         for uid in self.mpps_scp.contexts:

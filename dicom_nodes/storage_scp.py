@@ -33,8 +33,10 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.dimse_primitives import C_STORE
 
-from .dose_extract import UNREADABLE, from_image_header, from_rdsr
-from .exposures import DoseDataError, ExposureRecord, ExposureSink
+from dose.plausibility import QaPatterns
+from dose.record import ExposureRecord, ExposureSink
+
+from .dose_extract import UNREADABLE, DoseDataError, from_image_header, from_rdsr
 from .files import fsync_path
 from .status import StoreStatus
 
@@ -135,8 +137,10 @@ class StorageSCP:
         step_resolver: StepResolver = _default_resolver,
         fsync_objects: bool = True,
         on_stored: Callable[[Path, Dataset], None] | None = None,
+        qa_patterns: QaPatterns | None = None,
     ) -> None:
         self._sink = sink
+        self._qa = qa_patterns  # marks physics/QA exposures (dose.plausibility)
         self._on_stored = on_stored
         self._dir = Path(storage_dir)
         self._dir.mkdir(parents=True, exist_ok=True)
@@ -238,9 +242,9 @@ class StorageSCP:
         try:
             records: Sequence[ExposureRecord]
             if sop_class in IMAGE_CLASSES:
-                records = [from_image_header(header, station_ae=calling_ae)]
+                records = [from_image_header(header, station_ae=calling_ae, qa=self._qa)]
             elif sop_class == XRAY_RADIATION_DOSE_SR and _is_dose_report(header):
-                records = from_rdsr(header, station_ae=calling_ae)
+                records = from_rdsr(header, station_ae=calling_ae, qa=self._qa)
             else:
                 records = []
         except DoseDataError as exc:

@@ -31,6 +31,9 @@ from simulators.unit_physics import View
 log = logging.getLogger(__name__)
 
 UNIT_AE = "MG_SIM"
+#: The HVL table of the simulated unit (its profile reports no HVL): the controller's Dance
+#: check of every exposure the unit makes takes its HVL from it (docs/dose.md).
+UNIT_HVL_TABLE = Path(__file__).resolve().parent.parent / "config" / "units" / "sim-mg-w-rh.toml"
 RIS_AE = "RIS_SIM"
 PACS_AE = "PACS_SIM"
 #: The station the RIS schedules galactography for: the controller (dicom.md §1).
@@ -123,6 +126,7 @@ class SimulatedRoom:
             "pacs.port": e.pacs.port,
             "pacs.ae_title": e.pacs.ae_title,
             "dicom.unit_ae_title": e.unit_ae_title,
+            "dose.hvl_tables": [str(UNIT_HVL_TABLE)],
         }
 
     def schedule_order(self, side: str = "L") -> DemoOrder:

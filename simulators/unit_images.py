@@ -30,7 +30,6 @@ from pydicom.sr._snomed_dict import mapping as _snomed_mapping
 from pydicom.sr.codedict import codes
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
-from dicom_nodes import dosimetry
 from dicom_nodes.contrast import (
     ContrastAdministration,
     Injection,
@@ -44,6 +43,7 @@ from dicom_nodes.rdsr import (
     build_rdsr,
     set_patient_and_study,
 )
+from dose import dance
 from simulators.unit_physics import (
     MAGNIFICATION_CODE,
     VENDORS,
@@ -426,10 +426,13 @@ def _dose_and_generation(ds: Dataset, exposure: Exposure) -> None:
     ds.DistanceSourceToEntrance = _ds(exposure.source_to_entrance_mm, 1)
     ds.BodyPartThickness = _ds(exposure.compressed_thickness_mm, 1)
     ds.CompressionForce = _ds(exposure.compression_force_n, 1)
-    ds.EntranceDose = round(dosimetry.mgy_to_dgy(exposure.esak_mgy))  # dGy US: usually 0
-    ds.EntranceDoseInmGy = _ds(exposure.esak_mgy, 4)
-    ds.OrganDose = _ds(dosimetry.mgy_to_dgy(exposure.agd_mgy), 8)  # dGy (dose.md §1)
-    ds.HalfValueLayer = _ds(exposure.hvl_mm_al, 4)
+    # Entrance Dose (in mGy) is at the patient surface (PS3.3 C.8.7.8); the RDSR gives the
+    # kerma at the vendor's reference point instead.
+    ds.EntranceDose = round(dance.mgy_to_dgy(exposure.k_surface_mgy))  # dGy US: usually 0
+    ds.EntranceDoseInmGy = _ds(exposure.k_surface_mgy, 4)
+    ds.OrganDose = _ds(dance.mgy_to_dgy(exposure.agd_mgy), 8)  # dGy (dose.md §1)
+    if exposure.hvl_reported:
+        ds.HalfValueLayer = _ds(exposure.hvl_mm_al, 4)
     ds.CommentsOnRadiationDose = f"{exposure.glandularity_pct:.0f} % glandularity"
     # X-Ray Filtration
     ds.FilterMaterial = exposure.filter_material
@@ -555,7 +558,7 @@ def irradiation_event(
         filter_thickness_max_mm=exposure.filter_thickness_mm,
         compressed_thickness_mm=exposure.compressed_thickness_mm,
         compression_force_n=exposure.compression_force_n,
-        hvl_mm_al=exposure.hvl_mm_al,
+        hvl_mm_al=exposure.hvl_mm_al if exposure.hvl_reported else None,
         esak_mgy=exposure.esak_mgy,
         reference_point=exposure.reference_point,
         agd_mgy=exposure.agd_mgy,

@@ -15,9 +15,13 @@ a magnified view). What it models:
   ``M`` (1.5–1.8): focus→support = SID / M. Small focal spot 0.1 mm and no grid in
   magnification, large 0.3 mm with grid otherwise.
 - **Entrance air kerma at the reference point** of the vendor: (113865) 4.2 cm above the
-  support or (113964) at the breast surface.
-- **HVL** from the typical measured fits of dose.md §3 (reported as the unit's HVL).
-- **AGD** by the Dance model (:mod:`dicom_nodes.dosimetry`), c = 1 corrected only through
+  support or (113964) at the breast surface, in the RDSR; the image header's Entrance Dose in
+  mGy (0040,8302) is at the patient surface, as PS3.3 C.8.7.8 defines it.
+- **HVL** from the typical measured fits of dose.md §3, reported by the units whose profile
+  says so (``reports_hvl``); the W/Rh unit of the demo reports none, as many real units, and
+  the controller takes its HVL from that unit's table (``config/units/sim-mg-w-rh.toml``,
+  the same fits).
+- **AGD** by the Dance model (:mod:`dose.dance`), c = 1 corrected only through
   the glandularity of the AEC choice.
 
 It does not model spectra, heel effect, scatter, detector response, tube loading limits, or
@@ -31,7 +35,7 @@ import math
 import random
 from dataclasses import dataclass, replace
 
-from dicom_nodes import dosimetry
+from dose import dance as dosimetry
 
 
 class PhysicsError(ValueError):
@@ -101,6 +105,8 @@ class VendorProfile:
     tube_current_small_ma: float = 40.0
     detector_pixel_spacing_mm: float = 0.07
     software_versions: str = "sim-1.0"
+    #: whether the unit writes its HVL into its images and RDSR (0040,0314 / 111634)
+    reports_hvl: bool = True
 
     def __post_init__(self) -> None:
         if not 1.5 <= self.magnification_factor <= 1.8:
@@ -116,6 +122,7 @@ VENDORS: dict[str, VendorProfile] = {
         "W/Rh",
         dosimetry.RP_4_2_CM_ABOVE_SUPPORT,
         sid_mm=700.0,
+        reports_hvl=False,  # its HVL comes from config/units/sim-mg-w-rh.toml
     ),
     "mo-rh": VendorProfile(
         "Galacto Simulated Imaging",
@@ -208,6 +215,7 @@ class Exposure:
     agd_mgy: float
     dance: dosimetry.MgdResult
     exposure_control_mode: str = "AUTOMATIC"
+    hvl_reported: bool = True  #: the unit writes hvl_mm_al into its objects
 
 
 def aec_band(profile: VendorProfile, thickness_mm: float) -> AecBand:
@@ -315,4 +323,5 @@ def expose(
         reference_point=profile.reference_point,
         agd_mgy=dance.mgd_mgy,
         dance=dance,
+        hvl_reported=profile.reports_hvl,
     )

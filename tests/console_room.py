@@ -17,6 +17,7 @@ from typing import Any
 
 from acquisition.console import ConsoleBackend, ConsoleServer
 from acquisition.dose_log import DoseLog
+from acquisition.dose_policy import DEFAULT_LEVELS
 from acquisition.exam import ExamService
 from acquisition.exam_machine import ExamState, Limits
 from acquisition.journal import Journal
@@ -25,7 +26,12 @@ from dicom_nodes.dose_extract import from_image_header
 from dicom_nodes.mwl_scu import WorklistItem, WorklistQuery, WorklistResult
 from dicom_nodes.ris_orders import RisOrderStore
 from dicom_nodes.worklist_store import WorklistStore
+from dose.check import DanceTables
+from dose.levels import load_levels
+from dose.policy import DosePolicy
+from dose.tables import load_hvl_table
 from simulators.injector import InjectorSimulator
+from simulators.room import UNIT_HVL_TABLE
 from simulators.unit_images import StudyContext, sample_mg_image
 from tests.integration.test_injector_driver import FAST_LIMITS, FAST_TIMING
 
@@ -54,6 +60,14 @@ ORDER = WorklistItem(
 )
 
 
+#: The controller's checks as the demo configures them: the published levels, and the HVL
+#: table of the simulated unit (its images carry no HVL).
+POLICY = DosePolicy(
+    tables=DanceTables(hvl=(load_hvl_table(UNIT_HVL_TABLE),)),
+    levels=load_levels([DEFAULT_LEVELS]),
+)
+
+
 @dataclass
 class Room:
     journal: Journal
@@ -69,9 +83,12 @@ class Room:
     def url(self) -> str:
         return self.server.url
 
-    def expose(self, phase: ExamState, seed: int, view: str = "CC") -> None:
+    def expose(
+        self, phase: ExamState, seed: int, view: str = "CC", magnified: bool = False, **header: Any
+    ) -> None:
         """The unit's image for one exposure of ``phase`` reaches the dose log (as the storage
-        SCP would record it); the exam is not told: call ``exam.note_exposures()``."""
+        SCP would record it; ``header`` changes its attributes); the exam is not told: call
+        ``exam.note_exposures()``."""
         order = self.exam.order
         assert order is not None
         study = StudyContext(
@@ -79,7 +96,11 @@ class Room:
             accession_number=order.accession,
             scheduled_procedure_step_id=self.exam.sps_id(phase),
         )
-        image = sample_mg_image(seed=seed, laterality=order.side, view=view, study=study)
+        image = sample_mg_image(
+            seed=seed, laterality=order.side, view=view, magnified=magnified, study=study
+        )
+        for keyword, value in header.items():
+            setattr(image, keyword, value)
         self.dose_log.record([from_image_header(image, station_ae="UNIT")])
 
 
@@ -89,7 +110,7 @@ def console_room(
 ) -> Iterator[Room]:
     with (
         Journal(tmp_path / "journal.db") as journal,
-        DoseLog(tmp_path / "dose.db") as dose_log,
+        DoseLog(tmp_path / "dose.db", policy=POLICY) as dose_log,
         InjectorSimulator(seed=0, time_scale=time_scale) as sim,
         closing(NewEraInjector(sim.serve_pty(), limits=FAST_LIMITS, timing=FAST_TIMING)) as driver,
     ):

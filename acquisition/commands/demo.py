@@ -32,9 +32,10 @@ from typing import Any
 from acquisition import wiring
 from acquisition.cli import EXIT_OK, EXIT_USAGE, configure_logging, load_config
 from acquisition.controller import Controller
-from acquisition.exam import ExamError, ExamService, agd_totals, exam_exposures
+from acquisition.exam import ExamError, ExamService, exam_exposures
 from acquisition.exam_machine import ExamState, Refused
 from dicom_nodes import codes
+from dose.totals import per_breast_totals
 
 DEFAULT_TIME_SCALE = 20.0
 EXIT_FAILED = 1
@@ -258,7 +259,7 @@ class ScriptedExam:
         assert view is not None and view.order is not None
         order = view.order
         rows = exam_exposures(self.controller.dose_log, order.study_instance_uid, view.exposure_ids)
-        totals = agd_totals(rows)
+        totals = per_breast_totals(rows)
         exposures = [_exposure(row) for row in rows]
         contrast_ml = sum(c.delivered_ml for c in view.contrast)
         return {
@@ -268,7 +269,13 @@ class ScriptedExam:
                 "status": view.state.value,
             },
             "exposures": exposures,
-            "agd_total_mgy": {side: round(totals.get(side, 0.0), 3) for side in ("L", "R")},
+            "agd_total_mgy": {side: round(t.agd_mgy, 3) for side, t in totals.breasts.items()},
+            "agd_total": totals.as_json(),
+            "agd_total_text": totals.describe(),
+            "alerts": [
+                {k: a[k] for k in ("id", "sop_instance_uid", "level_name", "value_mgy", "state")}
+                for a in self.controller.dose_log.alerts(study=order.study_instance_uid)
+            ],
             "objects_at_pacs": len(self.room.pacs.received()),
             "contrast_ml": round(contrast_ml, 3),
         }
@@ -290,6 +297,9 @@ def _exposure(row: dict[str, Any]) -> dict[str, Any]:
         "filter": row.get("filter_material"),
         "thickness_mm": row.get("compressed_thickness_mm"),
         "agd_mgy": row.get("agd_reported_mgy"),
+        "agd_computed_mgy": row.get("agd_computed_mgy"),
+        "dance_check": row.get("dance_check"),
+        "plausibility": row.get("plausibility") or "",
         "sop_instance_uid": row.get("sop_instance_uid"),
         "review": row.get("review_reasons") or "",
     }
@@ -299,7 +309,18 @@ def _print_result(result: dict[str, Any], *, as_json: bool) -> None:
     if as_json:
         print(json.dumps(result), flush=True)
         return
-    header = ("phase", "view", "lat", "kV", "mAs", "target/filter", "thick mm", "AGD mGy")
+    header = (
+        "phase",
+        "view",
+        "lat",
+        "kV",
+        "mAs",
+        "target/filter",
+        "thick mm",
+        "AGD mGy",
+        "Dance mGy",
+        "check",
+    )
     lines = [header]
     for e in result["exposures"]:
         target = f"{_SYMBOLS.get(e['target'], '?')}/{_SYMBOLS.get(e['filter'], '?')}"
@@ -313,15 +334,16 @@ def _print_result(result: dict[str, Any], *, as_json: bool) -> None:
                 target,
                 _num(e["thickness_mm"], 0),
                 _num(e["agd_mgy"], 3),
+                _num(e["agd_computed_mgy"], 3),
+                str(e["dance_check"] or "—"),
             )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for line in lines:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
-    totals = result["agd_total_mgy"]
     exam = result["exam"]
     print(
-        f"\nAGD per breast: L {totals['L']:.3f} mGy, R {totals['R']:.3f} mGy · exam "
+        f"\nAGD per breast: {result['agd_total_text']} · {len(result['alerts'])} alert(s) · exam "
         f"{exam['exam_id']} {exam['status']} · {result['contrast_ml']} mL contrast · "
         f"{result['objects_at_pacs']} objects at the PACS · {result['wall_time_s']} s",
         flush=True,

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from acquisition.cli import EXIT_OK, EXIT_USAGE, load_config
+from acquisition.commands import dose_checks
 from acquisition.dose_log import DoseLog
+from dose.totals import per_breast_totals
 
 #: Columns that identify the patient or link to their records (PS3.15 Basic Profile replaces
 #: UIDs too): the SPS ID carries the accession, and a UID finds the images in any PACS.
@@ -47,13 +49,16 @@ LIST_COLUMNS = (
     ("target/filter", None, "{}"),
     ("thick mm", "compressed_thickness_mm", "{:.0f}"),
     ("AGD mGy", "agd_reported_mgy", "{:.3f}"),
+    ("Dance mGy", "agd_computed_mgy", "{:.3f}"),
     ("sources", "sources", "{}"),
     ("flags", None, "{}"),
 )
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("dose", help="list or export the per-exposure dose log")
+    parser = subparsers.add_parser(
+        "dose", help="the per-exposure dose log: list, export, alerts; the MGD calculator"
+    )
     sub = parser.add_subparsers(dest="dose_command", metavar="ACTION", required=True)
     listing = sub.add_parser("list", help="the logged exposures, one exam or all")
     listing.add_argument("--database", metavar="PATH", help="database (default: database.path)")
@@ -68,6 +73,7 @@ def register(subparsers: Any) -> None:
         "--identified", action="store_true", help="keep the accession, SPS ID and UIDs as they are"
     )
     export.set_defaults(func=run_export)
+    dose_checks.register(sub)
 
 
 def _open(args: argparse.Namespace) -> tuple[DoseLog | None, str]:
@@ -91,6 +97,14 @@ def _cell(row: dict[str, Any], header: str, column: str | None, fmt: str) -> str
         flags = ["unknown-step"] if row.get("unknown_step") else []
         if row.get("review_reasons"):
             flags.append("review")
+        if row.get("plausibility"):
+            flags.append("implausible")
+        if row.get("dance_check") in ("disagrees", "unit suspected"):
+            flags.append(str(row["dance_check"]).replace(" ", "-"))
+        if row.get("qa_reason"):
+            flags.append("qa")
+        if row.get("alert_flags"):
+            flags.append("alert")
         return ",".join(flags)
     value = _mas(row) if column == "exposure_uas" else row.get(column or "")
     if value is None or value == "":
@@ -104,11 +118,12 @@ def run_list(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     with log:
         rows = log.list_exposures(args.exam)
-        totals = log.agd_totals_by_breast(args.exam) if args.exam else {}
+    totals = per_breast_totals(rows) if args.exam else None
     if args.json:
         doc: dict[str, Any] = {"exposures": rows}
-        if args.exam:
-            doc["agd_total_mgy"] = totals
+        if totals is not None:
+            doc["agd_total_mgy"] = totals.agd_mgy
+            doc["agd_total"] = totals.as_json()
         print(json.dumps(doc, indent=1, default=str))
         return EXIT_OK
     table = [[h for h, _, _ in LIST_COLUMNS]]
@@ -117,8 +132,11 @@ def run_list(args: argparse.Namespace) -> int:
     for line in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
     print(f"{len(rows)} exposure(s)", file=sys.stderr)
-    for side, agd in totals.items():
-        print(f"accumulated reported AGD, {side or 'no laterality'}: {agd:.3f} mGy")
+    if totals is not None:
+        for side, total in totals.breasts.items():
+            print(f"accumulated reported AGD, {side}: {total.describe()}")
+        if totals.without_laterality:
+            print(f"{totals.without_laterality} exposure(s) without a breast laterality")
     return EXIT_OK
 
 

@@ -32,7 +32,6 @@ from acquisition.exam import (
     ExamService,
     Patient,
     PhysicianOverride,
-    agd_totals,
     checklist_blockers,
     service_refusal,
 )
@@ -42,6 +41,7 @@ from device_drivers.errors import DriverError
 from dicom_nodes.codes import DISCONTINUATION_REASONS, VIEW_MODIFIERS, VIEWS
 from dicom_nodes.mwl_scu import WorklistItem
 from dicom_nodes.ris_orders import RisOrderStore
+from dose.totals import per_breast_totals
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +203,7 @@ class ConsoleBackend:
             "outbox": None,
             "exposures": [],
             "agd_totals_mgy": {},
+            "agd_totals": None,
             "orders": [],
             "errors": errors,
         }
@@ -215,8 +216,16 @@ class ConsoleBackend:
                     for row in self.dose_log.list_exposures(study=study)
                     if int(row["id"]) in exam.exposure_ids or row.get("phase") is None
                 ]
-                snapshot["exposures"] = [self._exposure_view(row) for row in rows]
-                snapshot["agd_totals_mgy"] = agd_totals(rows)
+                alerts: dict[int, list[dict[str, Any]]] = {}
+                for alert in self.dose_log.alerts(exposure_ids=[int(r["id"]) for r in rows]):
+                    alerts.setdefault(int(alert["exposure_id"]), []).append(_alert_view(alert))
+                snapshot["exposures"] = [
+                    {**self._exposure_view(row), "alerts": alerts.get(int(row["id"]), [])}
+                    for row in rows
+                ]
+                totals = per_breast_totals(rows)
+                snapshot["agd_totals_mgy"] = totals.agd_mgy
+                snapshot["agd_totals"] = {**totals.as_json(), "text": totals.describe()}
             except Exception as exc:
                 errors.append(f"dose log not readable: {exc}")
                 log.warning("console: dose log not readable: %s", type(exc).__name__)
@@ -330,8 +339,13 @@ class ConsoleBackend:
         flags = [flag for flag in flags if flag]
         if row.get("unknown_step"):
             flags.insert(0, "not tied to a known worklist step")
-        if row.get("alert_flags"):
-            flags.append(str(row["alert_flags"]))
+        flags += [f"implausible: {f}" for f in (row.get("plausibility") or "").split("; ") if f]
+        if row.get("dance_check") == "disagrees":
+            flags.append(
+                f"Dance check disagrees: {row.get('agd_computed_mgy') or 0:.3f} mGy by the model"
+            )
+        if row.get("qa_reason"):
+            flags.append(f"physics/QA: {row['qa_reason']}")
         return {
             "id": row.get("id"),
             "acquired": row.get("acquisition_datetime"),
@@ -344,6 +358,10 @@ class ConsoleBackend:
             "filter": row.get("filter_material"),
             "thickness_mm": _optional_float(row.get("compressed_thickness_mm")),
             "agd_reported_mgy": _optional_float(row.get("agd_reported_mgy")),
+            "agd_computed_mgy": _optional_float(row.get("agd_computed_mgy")),
+            "dance_check": row.get("dance_check"),
+            "implausible": bool(row.get("plausibility")),
+            "levels": row.get("level_comparison") or "",
             "sources": row.get("sources"),
             "review": flags,
         }
@@ -476,6 +494,18 @@ class ConsoleBackend:
         if self._refresh_orders is None:
             raise ValueError("no RIS worklist is configured")
         self._refresh_orders()
+
+
+def _alert_view(alert: Mapping[str, Any]) -> dict[str, Any]:
+    """One alert beside its exposure: the level, the value, the limit, its state."""
+    return {
+        "id": alert["id"],
+        "level": alert["level_name"],
+        "value_mgy": _optional_float(alert["value_mgy"]),
+        "limit_mgy": _optional_float(alert["limit_mgy"]),
+        "detail": alert["detail"],
+        "state": alert["state"],
+    }
 
 
 # ---------------------------------------------------------------------- argument checks

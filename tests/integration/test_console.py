@@ -168,6 +168,33 @@ def test_exposures_and_per_breast_totals_follow_the_dose_log(room: Room) -> None
     assert doc["actions"]["finish-pre-contrast"]["allowed"]
 
 
+def test_an_alert_shows_beside_its_exposure_at_once(room: Room) -> None:
+    open_checklist(room)
+    command(room.url, "answer-checklist", {"answers": ALL_CLEAR})
+    room.expose(S.PRE_CONTRAST, seed=1)
+    room.expose(S.PRE_CONTRAST, seed=2, view="ML", CompressionForce=-20)  # no unit can do this
+    room.expose(S.PRE_CONTRAST, seed=3, view="ML", magnified=True)
+
+    doc = state(room.url)  # logged, not yet noted by the exam: already checked and shown
+    normal, absurd, magnified = doc["exposures"]
+    assert normal["alerts"] == [] and not normal["implausible"]
+    assert normal["dance_check"] == "agrees"
+    assert normal["agd_computed_mgy"] == pytest.approx(normal["agd_reported_mgy"], rel=1e-3)
+    assert "EUREF acceptable" in normal["levels"]
+    (alert,) = absurd["alerts"]
+    assert (alert["level"], alert["state"]) == ("plausibility", "open")
+    assert "compression_force_n -20 N outside [0, 300] N" in alert["detail"]
+    assert absurd["implausible"]
+    assert "implausible: compression_force_n -20 N outside [0, 300] N" in absurd["review"]
+    assert magnified["levels"] == "Local level, magnified views: no level set"
+    right = doc["agd_totals"]["R"]
+    assert right["left_out"] == 1 and right["left_out_reasons"] == {"implausible": 1}
+    assert doc["agd_totals_mgy"]["R"] == pytest.approx(
+        normal["agd_reported_mgy"] + magnified["agd_reported_mgy"]
+    )
+    assert "1 event left out: 1 implausible" in doc["agd_totals"]["text"]
+
+
 @pytest.mark.parametrize(
     ("name", "args", "operator", "message"),
     [

@@ -170,6 +170,8 @@ def test_a_whole_pass_through_the_console(room: Room, browser: WebDriver) -> Non
     (row,) = page.exposure_rows()
     assert row[3] == "R" and row[4] == "CC"
     assert row[9] == f"{logged['agd_reported_mgy']:.3f}"
+    assert row[10] == f"{logged['agd_computed_mgy']:.3f} (agrees)"  # the Dance check
+    assert "EUREF acceptable" in row[11] and row[12] == "—"  # levels, no alert
     assert f"{logged['agd_reported_mgy']:.3f} mGy" in page.text("#agd-R")
 
     page.click("#btn-finish-pre-contrast")
@@ -221,9 +223,13 @@ def test_a_whole_pass_through_the_console(room: Room, browser: WebDriver) -> Non
     # Images after the injection, then complete and close.
     assert not page.find("#btn-complete").is_enabled()
     assert "no post-injection exposure" in page.text("#why-complete")
-    room.expose(S.POST_INJECTION_1, seed=2, view="ML")
+    room.expose(S.POST_INJECTION_1, seed=2, view="ML", CompressionForce=-20)  # implausible
     room.exam.note_exposures()
     page.until(lambda: len(page.exposure_rows()) == 2, "the second exposure is not shown")
+    second = page.exposure_rows()[1]
+    assert second[12].startswith("⚠ plausibility: (open, alert ")  # beside the exposure
+    assert "compression_force_n -20 N outside [0, 300] N" in second[13]
+    assert "1 event(s) left out" in page.text("#agd-R")
     page.click("#btn-complete")
     page.until_state(S.COMPLETED)
     page.click("#btn-close")

@@ -22,6 +22,7 @@ from acquisition.dose_log import DoseLog
 from dicom_nodes.mpps_store import SqliteMppsStore
 from dicom_nodes.network import NODELAY_HANDLERS
 from dicom_nodes.server import UnitFacingServer
+from dose.totals import per_breast_totals
 from tests.dose_factories import (
     MG_FOR_PRESENTATION,
     MG_FOR_PROCESSING,
@@ -112,7 +113,7 @@ def test_images_then_rdsr_give_mgy_rows(peer: Peer, sender: Sender) -> None:
         assert dcmread(kept, stop_before_pixels=True).SOPInstanceUID == exposure.sop_instance_uid
     assert rows[2]["view_modifier_codes"] == "399163009"
     assert rows[2]["magnification_factor"] == pytest.approx(1.8)
-    assert peer.dose_log.agd_totals_by_breast("ACC1") == {
+    assert per_breast_totals(peer.dose_log.list_exposures("ACC1")).agd_mgy == {
         "L": pytest.approx(2.75),
         "R": pytest.approx(2.71),
     }

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 from pydicom.uid import generate_uid
 
 from dicom_nodes.dose_extract import from_image_header, from_mpps, from_rdsr, step_totals
-from dicom_nodes.exposures import Source
+from dose.plausibility import QaPatterns, findings
+from dose.record import Source
 from tests.dose_factories import Exposure, mg_image, mpps_create, mpps_set, rdsr
 
 STUDY = "1.2.3.4"
@@ -56,10 +59,10 @@ def test_entrance_dose_falls_back_to_integer_dgy_and_says_so() -> None:
     assert any("integer dGy" in reason for reason in record.review_reasons)
 
 
-def test_zero_dose_is_flagged_not_dropped() -> None:
+def test_zero_dose_is_kept_for_the_plausibility_check() -> None:
     record = from_image_header(mg_image(Exposure(agd_mgy=0.0), study_uid=STUDY))
     assert record.agd_reported_mgy == 0.0
-    assert "zero reported AGD" in record.review_reasons
+    assert "agd_reported_mgy 0 mGy outside [0.01, 50] mGy" in findings(asdict(record))
 
 
 def test_unparseable_dose_value_is_flagged_not_fatal() -> None:
@@ -179,3 +182,82 @@ def test_rdsr_value_in_an_unknown_unit_is_flagged_and_the_event_kept() -> None:
     assert first.agd_reported_mgy is not None  # the rest of the event is read
     assert any(r.startswith("unreadable kvp") for r in first.review_reasons)
     assert second.kvp is not None
+
+
+def test_a_vendor_spelling_of_a_unit_is_read_and_the_mapping_noted() -> None:
+    exposure = Exposure(exposure_uas=120000.0)
+    ds = rdsr([exposure], study_uid=STUDY)
+    for item in ds.ContentSequence[0].ContentSequence:
+        if item.ConceptNameCodeSequence[0].CodeValue == "113736":
+            item.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue = "uAs"
+    (record,) = from_rdsr(ds)
+    assert record.exposure_uas == pytest.approx(120000.0)  # Hologic's uAs: 120 mAs, kept
+    assert record.review_reasons == (
+        "exposure_uas: unit 'uAs' read as UCUM 'uA.s' (vendor spelling)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "age"),
+    [
+        ({"PatientAge": "038Y"}, 38),
+        ({"PatientAge": "030M"}, 2),
+        ({"PatientBirthDate": "19880301"}, 38),  # acquired 2026-11-25
+        ({"PatientBirthDate": "19881126"}, 37),  # a day before the birthday
+        ({"PatientBirthDate": ""}, None),
+    ],
+)
+def test_the_age_at_the_exam_never_the_birth_date(values: dict[str, str], age: int | None) -> None:
+    ds = mg_image(Exposure(), study_uid=STUDY)
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    record = from_image_header(ds)
+    assert record.patient_age_years == age
+    assert not any("birth" in name for name in asdict(record))
+
+
+def test_an_unreadable_age_is_noted() -> None:
+    ds = mg_image(Exposure(), study_uid=STUDY)
+    tag = Tag("PatientAge")  # as a unit sends it: not checked by pydicom on the way in
+    ds._dict[tag] = RawDataElement(tag, "AS", 2, b"38", 0, False, True)
+    record = from_image_header(ds)
+    assert record.patient_age_years is None
+    assert record.review_reasons == ("unreadable patient_age_years: Patient's Age '38' is not AS",)
+
+
+@pytest.mark.parametrize(
+    ("comment", "pct"),
+    [("glandularity 30 %", 30.0), ("27.5% glandular", 27.5), ("AEC mode STD", None)],
+)
+def test_a_glandularity_the_unit_states_is_read(comment: str, pct: float | None) -> None:
+    ds = mg_image(Exposure(), study_uid=STUDY)
+    ds.CommentsOnRadiationDose = comment
+    assert from_image_header(ds).glandularity_pct == pct
+
+
+def test_physics_exposures_are_recognised_from_every_source() -> None:
+    qa = QaPatterns(patient=("*PHANTOM*",), protocol=("*QC *",))
+    ds = mg_image(Exposure(), study_uid=STUDY)
+    ds.PatientID = "phantom-45mm"
+    assert from_image_header(ds, qa=qa).qa_reason == "patient ID or name matches '*PHANTOM*'"
+    ds = mg_image(Exposure(), study_uid=STUDY)
+    ds.ProtocolName = "Weekly QC flat field"
+    assert from_image_header(ds, qa=qa).qa_reason == "protocol matches '*QC *'"
+    assert from_image_header(ds).qa_reason is None  # no patterns, no QA
+    report = rdsr([Exposure()], study_uid=STUDY)
+    report.PatientName = "PHANTOM^CDMAM"
+    assert from_rdsr(report, qa=qa)[0].qa_reason == "patient ID or name matches '*PHANTOM*'"
+    mpps = mpps_create(study_uid=STUDY)
+    mpps.PatientID = "PHANTOM1"
+    for element in mpps_set([Exposure()]):
+        mpps[element.tag] = element
+    records = from_mpps(mpps, mpps_instance_uid=generate_uid(), qa=qa)
+    assert {r.qa_reason for r in records} == {"patient ID or name matches '*PHANTOM*'"}
+
+
+def test_the_units_device_uid_and_protocol_are_kept() -> None:
+    ds = mg_image(Exposure(), study_uid=STUDY)
+    ds.DeviceUID = "1.2.3.99"
+    ds.ProtocolName = "L CC"
+    record = from_image_header(ds)
+    assert (record.device_uid, record.acquisition_protocol) == ("1.2.3.99", "L CC")

@@ -202,3 +202,48 @@ def test_ds_values_fit_16_characters() -> None:
     for code in ("111631", "111636"):
         value = only(only(ds, "113706"), code).MeasuredValueSequence[0].NumericValue
         assert len(str(value)) <= 16
+
+
+def test_an_event_knowing_only_its_uid_is_written_without_the_rest() -> None:
+    ds = rdsr.build_rdsr(context(), [rdsr.IrradiationEvent(irradiation_event_uid="1.2.3.4.9")])
+    container = only(ds, "113706")
+    written = {concept(item) for item in container.ContentSequence}
+    assert written == {"113764", "113769", "113721", "123014"}  # plane, UID, type, breast
+    assert children(ds, "113809") == [] and children(ds, "113810") == []  # no time known
+    assert children(only(ds, "113702"), "111637") == []  # no AGD: no accumulated value
+
+
+def test_no_reference_point_without_a_known_one() -> None:
+    ds = rdsr.build_rdsr(context(), [event(1, reference_point=None)])
+    container = only(ds, "113706")
+    assert num(only(container, "111636")) == (4.19, "mGy")
+    assert children(container, "113780") == []
+
+
+def test_the_irradiating_device_names_only_what_the_unit_said() -> None:
+    device = rdsr.IrradiatingDevice(manufacturer="Acme", model_name="Mammo 3000")
+    ds = rdsr.build_rdsr(context(), [event(1, device=device)])
+    participant = only(only(ds, "113706"), "113876")
+    assert value_code(participant) == "113859"  # Irradiating Device (TID 1021)
+    properties = {concept(p): p.TextValue for p in participant.ContentSequence}
+    assert properties == {"113878": "Acme", "113879": "Mammo 3000"}  # no serial, no UID made up
+
+
+def test_a_calculated_agd_is_marked_in_its_event() -> None:
+    ds = rdsr.build_rdsr(context(), [event(1, agd_calculated=True, comment="values from MPPS")])
+    text = only(only(ds, "113706"), "121106").TextValue
+    assert text == f"{rdsr.CALCULATED_AGD_COMMENT}; values from MPPS"
+
+
+def test_the_accumulated_agd_given_is_written_per_breast() -> None:
+    ds = rdsr.build_rdsr(
+        context(), [event(1, "L", 1.0), event(2, "L", 9.0)], accumulated_agd_mgy={"L": 1.0}
+    )
+    (left,) = children(only(ds, "113702"), "111637")
+    assert num(left) == (1.0, "mGy")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_non_finite_number_is_refused(value: float) -> None:
+    with pytest.raises(rdsr.DoseReportError, match="finite"):
+        event(1, esak_mgy=value)

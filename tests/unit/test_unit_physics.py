@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from dataclasses import asdict
 
 import pytest
 
-from dicom_nodes import dosimetry
+from dicom_nodes.dose_extract import from_image_header
+from dose import dance
+from dose.check import DanceTables, check_exposure
+from dose.tables import load_hvl_table
 from simulators import unit_physics as p
+from simulators.room import UNIT_HVL_TABLE
 from simulators.unit_images import sample_mg_image
 
 WHEN = dt.datetime(2026, 1, 15, 10, 0, 0)
@@ -90,16 +95,16 @@ def test_exposure_time_from_mas_and_current() -> None:
 def test_reported_esak_corrects_back_to_the_surface_kerma(vendor: str, view: str) -> None:
     # The controller's cross-check path: ESAK at the vendor's RP → K at the surface → Dance.
     e = shot(vendor, view)
-    k = dosimetry.kerma_at_breast_surface_mgy(
+    k = dance.kerma_at_breast_surface_mgy(
         e.esak_mgy,
         reference_point=e.reference_point,
         focus_to_support_mm=e.source_to_support_mm,
         thickness_mm=e.compressed_thickness_mm,
     )
     assert k == pytest.approx(e.k_surface_mgy)
-    again = dosimetry.mean_glandular_dose(
+    again = dance.mean_glandular_dose(
         k_surface_mgy=k,
-        hvl=dosimetry.Hvl(e.hvl_mm_al, dosimetry.HVL_SOURCE_REPORTED),
+        hvl=dance.Hvl(e.hvl_mm_al, dance.HVL_SOURCE_REPORTED),
         thickness_mm=e.compressed_thickness_mm,
         anode=e.anode,
         filter_material=e.filter_material,
@@ -110,7 +115,7 @@ def test_reported_esak_corrects_back_to_the_surface_kerma(vendor: str, view: str
 def test_rp_above_support_is_below_the_surface_of_a_thick_breast() -> None:
     # 60 mm breast, RP 42 mm above the support: the surface is nearer the focus → K > ESAK
     e = shot("w-rh", thickness_mm=60)
-    assert e.reference_point == dosimetry.RP_4_2_CM_ABOVE_SUPPORT
+    assert e.reference_point == dance.RP_4_2_CM_ABOVE_SUPPORT
     assert e.k_surface_mgy / e.esak_mgy == pytest.approx((658 / 640) ** 2)
 
 
@@ -138,7 +143,7 @@ def test_view_parse() -> None:
 @pytest.mark.parametrize(("factor", "aec"), [(1.4, "W/Rh"), (2.0, "W/Rh"), (1.8, "Cu/Zn")])
 def test_vendor_profile_is_checked(factor: float, aec: str) -> None:
     with pytest.raises(p.PhysicsError):
-        p.VendorProfile("M", "X", aec, dosimetry.RP_AT_SURFACE_OF_PATIENT, 650, factor)
+        p.VendorProfile("M", "X", aec, dance.RP_AT_SURFACE_OF_PATIENT, 650, factor)
 
 
 @pytest.mark.parametrize(
@@ -146,19 +151,15 @@ def test_vendor_profile_is_checked(factor: float, aec: str) -> None:
     [("w-rh", "CC", False), ("w-rh", "ML", True), ("mo-rh", "MLO", False), ("mo-rh", "CC", True)],
 )
 def test_image_dose_header_is_self_consistent(vendor: str, view: str, magnified: bool) -> None:
-    # What the controller's cross-check will do: recompute the AGD from the header alone.
+    # The controller's cross-check: the AGD recomputed from the header alone (the W/Rh unit
+    # reports no HVL: it comes from the unit's table, as in the demo).
     ds = sample_mg_image(vendor=vendor, view=view, magnified=magnified)
-    result = dosimetry.independent_mgd(
-        esak_mgy=float(ds.EntranceDoseInmGy),
-        reference_point=p.VENDORS[vendor].reference_point,
-        sid_mm=float(ds.DistanceSourceToDetector),
-        focus_to_support_mm=float(ds.DistanceSourceToPatient),
-        thickness_mm=float(ds.BodyPartThickness),
-        anode=ds.AnodeTargetMaterial,
-        filter_material=ds.FilterMaterial,
-        hvl_reported_mm_al=float(ds.HalfValueLayer),
-    )
-    assert result.mgd_mgy == pytest.approx(dosimetry.dgy_to_mgy(float(ds.OrganDose)), rel=1e-3)
+    assert ("HalfValueLayer" in ds) is p.VENDORS[vendor].reports_hvl
+    record = from_image_header(ds)
+    tables = DanceTables(hvl=(load_hvl_table(UNIT_HVL_TABLE),))
+    result = check_exposure(asdict(record), tables)
+    assert result.mgd_mgy == pytest.approx(dance.dgy_to_mgy(float(ds.OrganDose)), rel=1e-3)
+    assert result.verdict == "agrees"
     assert float(ds.EstimatedRadiographicMagnificationFactor) == (
         p.VENDORS[vendor].magnification_factor if magnified else 1.0
     )

@@ -1,7 +1,8 @@
 """Breast dosimetry: unit conversions and the Dance mean glandular dose model (dose.md §1, §3).
 
 Pure functions and tables, no I/O. Shared by the simulated mammography unit (which uses them to
-report an AGD) and the controller's independent cross-check of the unit's own figure.
+report an AGD), the controller's independent cross-check of the unit's own figure
+(:mod:`dose.check`) and the physicists' calculator (``galacto dose mgd``).
 
 - Units (dose.md §1): Organ Dose (0040,0316) and Entrance Dose (0040,0302) are in dGy, Entrance
   Dose in mGy (0040,8302) and the RDSR's AGD (111631) / Entrance Exposure at RP (111636) in mGy.
@@ -14,11 +15,9 @@ is reported as *not computable* with the reason — the model never guesses.
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 
 class DosimetryError(ValueError):
@@ -26,7 +25,25 @@ class DosimetryError(ValueError):
 
 
 class OutsideTableError(DosimetryError):
-    """A lookup asked for a point outside a table: we refuse to extrapolate."""
+    """A lookup asked for a point outside a table: we refuse to extrapolate.
+
+    ``table`` names the table and ``axis`` the quantity (e.g. ``"HVL (mm Al)"``); ``value``,
+    ``low`` and ``high`` say where the point fell (None when the reason is not an axis).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        table: str = "",
+        axis: str = "",
+        value: float | None = None,
+        low: float | None = None,
+        high: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.table, self.axis = table, axis
+        self.value, self.low, self.high = value, low, high
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,8 +134,8 @@ class ConversionTable:
 
     def lookup(self, hvl_mm_al: float, thickness_cm: float) -> tuple[float, tuple[str, ...]]:
         """Bilinear interpolation; returns the value and the flags of the cells it used."""
-        i0, i1, u = _bracket(self.hvls_mm_al, hvl_mm_al, f"{self.name}: HVL (mm Al)")
-        j0, j1, v = _bracket(self.thicknesses_cm, thickness_cm, f"{self.name}: thickness (cm)")
+        i0, i1, u = _bracket(self.hvls_mm_al, hvl_mm_al, self.name, HVL_AXIS)
+        j0, j1, v = _bracket(self.thicknesses_cm, thickness_cm, self.name, THICKNESS_AXIS)
         corners = (
             (i0, j0, (1 - u) * (1 - v)),
             (i1, j0, u * (1 - v)),
@@ -134,12 +151,23 @@ class ConversionTable:
         return value, tuple(flags)
 
 
-def _bracket(axis: Sequence[float], x: float, what: str) -> tuple[int, int, float]:
+HVL_AXIS = "HVL (mm Al)"
+THICKNESS_AXIS = "thickness (cm)"
+
+
+def _bracket(axis: Sequence[float], x: float, table: str, what: str) -> tuple[int, int, float]:
     """Indices of the two axis points around ``x`` and the fraction between them."""
     lo, hi = axis[0], axis[-1]
     eps = 1e-9
     if not (lo - eps <= x <= hi + eps) or math.isnan(x):
-        raise OutsideTableError(f"{what} {x:g} is outside the table [{lo:g}, {hi:g}]")
+        raise OutsideTableError(
+            f"{table}: {what} {x:g} is outside the table [{lo:g}, {hi:g}]",
+            table=table,
+            axis=what,
+            value=x,
+            low=lo,
+            high=hi,
+        )
     for k in range(len(axis) - 1):
         if x <= axis[k + 1] + eps:
             span = axis[k + 1] - axis[k]
@@ -165,19 +193,6 @@ DANCE_2000_G = ConversionTable(
     ),
     doubtful={(0.60, 2): DOUBTFUL_G_CELL},
 )
-
-
-def load_table_csv(path: str | Path, name: str = "") -> ConversionTable:
-    """Read a physicist's table: header ``hvl_mm_al,<t1 cm>,<t2 cm>…``, one row per HVL."""
-    with Path(path).open(newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.reader(f) if r and not r[0].lstrip().startswith("#")]
-    try:
-        thicknesses = tuple(float(x) for x in rows[0][1:])
-        hvls = tuple(float(r[0]) for r in rows[1:])
-        values = tuple(tuple(float(x) for x in r[1:]) for r in rows[1:])
-    except (IndexError, ValueError) as exc:
-        raise DosimetryError(f"{path}: not a conversion table ({exc})") from exc
-    return ConversionTable(name or Path(path).stem, hvls, thicknesses, values)
 
 
 # Target/filter names are DICOM defined terms: Anode Target Material (0018,1191), Filter
@@ -250,14 +265,9 @@ def g_factor(hvl_mm_al: float, thickness_mm: float) -> Factor:
 
 
 C_UNITY_LABEL = "c = 1 (50 % glandular assumed; no physicist c table loaded)"
-
-
-def c_factor(hvl_mm_al: float, thickness_mm: float, table: ConversionTable | None) -> Factor:
-    """Glandularity correction c: 1 without a physicist table (c = 1.000 at 50 % by definition)."""
-    if table is None:
-        return Factor(1.0, flags=(C_UNITY_LABEL,))
-    value, flags = table.lookup(hvl_mm_al, thickness_mm / 10.0)
-    return Factor(value, flags=(f"c from table {table.name!r}", *flags))
+#: c = 1.000 at 50 % glandularity by construction of g (Dance 2000): no table is needed.
+C_AT_50_PCT_LABEL = "c = 1.000 at 50 % glandularity (by construction of g)"
+C_UNITY = Factor(1.0, flags=(C_UNITY_LABEL,))
 
 
 #: Typical glandularity (%) by compressed thickness (cm), Dance 2000 (dose.md §3).
@@ -265,6 +275,19 @@ TYPICAL_GLANDULARITY_PCT: Mapping[str, Mapping[float, float]] = {
     "50-64": {2: 100, 3: 72, 4: 50, 5: 33, 6: 21, 7: 12, 8: 7, 9: 4, 10: 3, 11: 3},
     "40-49": {2: 100, 3: 82, 4: 65, 5: 49, 6: 35, 7: 24, 8: 14, 9: 8, 10: 5, 11: 5},
 }
+
+
+#: The age bands of Dance 2000's typical-breast tables, ``[first, last]`` years inclusive.
+AGE_GROUPS: Mapping[str, tuple[int, int]] = {"40-49": (40, 49), "50-64": (50, 64)}
+
+
+def age_group(age_years: float) -> str | None:
+    """The Dance 2000 typical-breast band an age falls in, or None (galactography patients are
+    often younger than 40)."""
+    for name, (first, last) in AGE_GROUPS.items():
+        if first <= age_years < last + 1:
+            return name
+    return None
 
 
 def typical_glandularity_pct(thickness_mm: float, age_group: str = "50-64") -> float:
@@ -277,7 +300,9 @@ def typical_glandularity_pct(thickness_mm: float, age_group: str = "50-64") -> f
             f"(known: {', '.join(TYPICAL_GLANDULARITY_PCT)})"
         ) from None
     axis = sorted(table)
-    i0, i1, u = _bracket(axis, thickness_mm / 10.0, "typical glandularity: thickness (cm)")
+    i0, i1, u = _bracket(
+        axis, thickness_mm / 10.0, f"Dance 2000 typical glandularity {age_group}", THICKNESS_AXIS
+    )
     return table[axis[i0]] * (1 - u) + table[axis[i1]] * u
 
 
@@ -327,7 +352,6 @@ class MgdResult:
     s: float | None
     hvl: Hvl
     thickness_mm: float
-    c_table: str
     flags: tuple[str, ...] = ()
     not_computable_reason: str = ""
 
@@ -343,105 +367,41 @@ def mean_glandular_dose(
     thickness_mm: float,
     anode: str,
     filter_material: str,
-    c_table: ConversionTable | None = None,
+    c: Factor = C_UNITY,
 ) -> MgdResult:
     """``MGD = K · g · c · s`` (Dance; dose.md §3), K at the breast's upper surface.
 
-    Never raises for a clinical input: a missing factor gives a result that is not computable
-    with the reason (outside the g table, no s factor for the target/filter).
+    ``c`` is chosen by the caller (:class:`dose.tables.CTables`), with its basis in its flags;
+    by default c = 1 and the flags say so. Never raises for a clinical input: a missing factor
+    gives a result that is not computable with the reason (outside the g table, no s factor for
+    the target/filter, no c).
     """
     flags: list[str] = []
     if hvl.source == HVL_SOURCE_ESTIMATED:
         flags.append("HVL estimated from typical fits")
-    c_name = c_table.name if c_table is not None else "none (c = 1)"
     reasons: list[str] = []
-    factors: dict[str, float | None] = {}
     try:
         g = g_factor(hvl.mm_al, thickness_mm)
-        c = c_factor(hvl.mm_al, thickness_mm, c_table)
     except OutsideTableError as exc:
         reasons.append(str(exc))
-        factors.update(g=None, c=None)
-    else:
-        factors.update(g=g.value, c=c.value)
-        flags += [*g.flags, *c.flags]
+        g = Factor(None)
+    flags += [*g.flags, *c.flags]
+    if not c.computable:
+        reasons.append(c.reason)
     s = s_factor(anode, filter_material)
-    factors["s"] = s.value
     if not s.computable:
         reasons.append(s.reason)
     mgd = None
-    if not reasons:
-        mgd = k_surface_mgy * math.prod(v for v in factors.values() if v is not None)
+    if g.value is not None and c.value is not None and s.value is not None:
+        mgd = k_surface_mgy * g.value * c.value * s.value
     return MgdResult(
         mgd_mgy=mgd,
         k_surface_mgy=k_surface_mgy,
-        g=factors["g"],
-        c=factors["c"],
-        s=factors["s"],
+        g=g.value,
+        c=c.value,
+        s=s.value,
         hvl=hvl,
         thickness_mm=thickness_mm,
-        c_table=c_name,
         flags=tuple(flags),
         not_computable_reason="; ".join(reasons),
-    )
-
-
-def independent_mgd(
-    *,
-    esak_mgy: float,
-    reference_point: str,
-    sid_mm: float,
-    thickness_mm: float,
-    anode: str,
-    filter_material: str,
-    kvp: float | None = None,
-    hvl_reported_mm_al: float | None = None,
-    hvl_physicist_mm_al: float | None = None,
-    magnification_factor: float = 1.0,
-    focus_to_support_mm: float | None = None,
-    c_table: ConversionTable | None = None,
-) -> MgdResult:
-    """The controller's cross-check: MGD from what a unit reports, never from its own AGD.
-
-    K is the unit's Entrance Exposure at RP corrected to the breast surface (dose.md §1); the
-    support lies at ``focus_to_support_mm`` (Distance Source to Patient, 0018,1111), else at
-    SID / magnification factor. HVL: reported, else the physicist's, else estimated from the
-    typical fits (flagged) — dose.md §3. Inputs that make it impossible give a result that is
-    not computable, with the reason.
-    """
-    support_mm = focus_to_support_mm or sid_mm / magnification_factor
-    try:
-        k_surface = kerma_at_breast_surface_mgy(
-            esak_mgy,
-            reference_point=reference_point,
-            focus_to_support_mm=support_mm,
-            thickness_mm=thickness_mm,
-        )
-        if hvl_reported_mm_al is not None:
-            hvl = Hvl(hvl_reported_mm_al, HVL_SOURCE_REPORTED)
-        elif hvl_physicist_mm_al is not None:
-            hvl = Hvl(hvl_physicist_mm_al, HVL_SOURCE_PHYSICIST)
-        elif kvp is not None:
-            hvl = estimate_hvl(anode, filter_material, kvp)
-        else:
-            raise DosimetryError("no HVL: none reported, no physicist value, no kV to estimate")
-    except DosimetryError as exc:
-        return MgdResult(
-            mgd_mgy=None,
-            k_surface_mgy=esak_mgy,
-            g=None,
-            c=None,
-            s=None,
-            hvl=Hvl(math.nan, HVL_SOURCE_ESTIMATED),
-            thickness_mm=thickness_mm,
-            c_table=c_table.name if c_table is not None else "none (c = 1)",
-            not_computable_reason=str(exc),
-        )
-    return mean_glandular_dose(
-        k_surface_mgy=k_surface,
-        hvl=hvl,
-        thickness_mm=thickness_mm,
-        anode=anode,
-        filter_material=filter_material,
-        c_table=c_table,
     )

@@ -9,18 +9,14 @@ exposure into one row (by SOP Instance UID, Irradiation Event UID, or MPPS item)
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class DoseError(Exception):
-    """Base of the dose-record errors raised by ``dicom_nodes`` (extraction and sinks)."""
-
-
-class DoseDataError(DoseError, ValueError):
-    """A dataset whose dose content cannot be understood."""
+    """Base of the errors of the ``dose`` package."""
 
 
 class SinkWriteError(DoseError, OSError):
@@ -58,6 +54,8 @@ class ExposureRecord:
     manufacturer: str | None = None
     model: str | None = None
     device_serial: str | None = None
+    #: the unit's own Device UID (0018,1002) or its RDSR's Device Observer UID: never invented
+    device_uid: str | None = None
     acquisition_datetime: str | None = None
     laterality: str | None = None
     view_code: str | None = None
@@ -84,6 +82,15 @@ class ExposureRecord:
     distance_source_to_entrance_mm: float | None = None
     exposure_control_mode: str | None = None
     comments: str | None = None
+    #: Protocol Name (0018,1030) or the RDSR event's Acquisition Protocol (125203)
+    acquisition_protocol: str | None = None
+    #: the patient's age at the exam, from Patient's Age (0010,1010) or computed at ingest from
+    #: the birth date and the acquisition date (the birth date itself is never kept)
+    patient_age_years: int | None = None
+    #: a glandularity the unit states (e.g. "30 % glandularity" in Comments on Radiation Dose)
+    glandularity_pct: float | None = None
+    #: why this is a physics/QA exposure (phantom patient ID, QA protocol), None for a patient
+    qa_reason: str | None = None
     known_step: bool = True
     review_reasons: tuple[str, ...] = ()
 
@@ -98,6 +105,24 @@ MEASURED_FIELDS: tuple[str, ...] = tuple(
     for f in dataclasses.fields(ExposureRecord)
     if f.name not in {"source", "known_step", "review_reasons", "mpps_item_index"}
 )
+
+
+MAGNIFICATION_CODE = "399163009"  # CID 4015 Magnification (SCT)
+#: Above this Estimated Radiographic Magnification Factor a view without the modifier code is
+#: taken as magnified (contact views report 1.0–1.1: the breast sits just above the detector).
+MAGNIFIED_FROM_FACTOR = 1.3
+
+
+def magnified(values: Mapping[str, Any]) -> bool:
+    """Whether a record or dose-log row (field → value) is a magnification view: the CID 4015
+    modifier, or a magnification factor only magnification views have."""
+    modifiers = values.get("view_modifier_codes") or ()
+    if isinstance(modifiers, str):
+        modifiers = modifiers.split(",")
+    if MAGNIFICATION_CODE in modifiers:
+        return True
+    factor = values.get("magnification_factor")
+    return isinstance(factor, int | float) and factor >= MAGNIFIED_FROM_FACTOR
 
 
 class ExposureSink(Protocol):
