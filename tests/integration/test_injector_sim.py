@@ -360,6 +360,28 @@ def test_watchdog_stops_and_auto_alarms(sim_any: tuple[InjectorSimulator, RawHos
     assert host.ask(b"0") == b"00S"
 
 
+def test_a_vanished_port_stops_the_pump_after_saf_simulated_seconds() -> None:
+    """Under time_scale the physics run faster than the host's real-time heartbeats; once no
+    host can reach the pump, the watchdog counts simulated seconds (a cut cable must not
+    deliver the programmed volume)."""
+    with InjectorSimulator(time_scale=120.0) as simulator:
+        host = RawHost(simulator.serve_pty())
+        try:
+            host.configure_safe(seconds=2)
+            start_injection(host, rate=b"0.5MM", volume=b"1.0")  # 120 s, 1 s of real time
+            simulator.vanish_port()
+            assert simulator.wait_until(lambda s: s.prompt is Prompt.STOPPED, timeout_s=5.0)
+        finally:
+            host.close()
+        state = simulator.snapshot()
+        assert state.alarms_raised[-1] == "T"
+        # Stopped 2 simulated seconds after the RUN at the latest, or at the cut when that came
+        # later: within milliseconds of real time, not after the 1.0 mL that the 2 real
+        # seconds of the real-time watchdog would have let through.
+        assert state.actual_infused_ml < 0.5
+        assert "130159" in state.events_raised
+
+
 def test_no_auto_alarm_in_basic_mode(sim: tuple[InjectorSimulator, RawHost]) -> None:
     simulator, host = sim
     host.ack_power_up()
