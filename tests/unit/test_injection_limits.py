@@ -99,7 +99,10 @@ def test_the_duration_bound_is_the_same_for_the_exam_and_the_driver(
     volume_ml: float, rate_ml_min: float
 ) -> None:
     too_long = volume_ml / rate_ml_min * 60.0 > EXAM.max_injection_s * (1 + 1e-9)
-    machine, driver = machine_refusal(volume_ml, rate_ml_min), driver_refusal(volume_ml, rate_ml_min)
+    machine, driver = (
+        machine_refusal(volume_ml, rate_ml_min),
+        driver_refusal(volume_ml, rate_ml_min),
+    )
     assert (machine is not None) == (driver is not None) == too_long
 
 
