@@ -300,19 +300,15 @@ def test_a_stop_on_a_dead_link_is_unconfirmed_and_read_back_on_reconnection(
 
     assert not result.completed and not result.confirmed
     assert result.event is E.TERMINATED_COMM_LOSS
-    assert "not confirmed" in result.reason
+    # (on a loaded machine the monitor may see the loss first: the same outcome, its words)
+    assert "not confirmed" in result.reason or "link lost" in result.reason
     assert driver.state is S.ERROR
     assert sim.wait_until(motor_stopped, WAIT_S)  # the pump's watchdog
     given = sim.snapshot().infused_ml
     assert given > result.delivered_ml + 0.001
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        try:
-            driver.acknowledge()
-            break
-        except DriverError:
-            assert time.monotonic() < deadline, "the link never came back"
-            time.sleep(0.1)
+    # Back under the same link; not before (the old /dev/pts/N may be another simulator's).
+    assert sim.wait_until(lambda s: s.connected, WAIT_S), "the port never came back"
+    driver.acknowledge()
     assert driver.last_result is not None
     assert driver.last_result.delivered_ml == pytest.approx(given, abs=0.001)
     assert driver.last_result.confirmed
