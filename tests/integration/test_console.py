@@ -65,6 +65,7 @@ def test_state_shows_exam_injector_orders_and_the_reasons_buttons_are_disabled(
         "final": False,
         "journal_fault": None,
         "order": None,
+        "fault": None,
     }
     assert doc["injector"]["present"] and doc["injector"]["link"] == "ok"
     assert doc["injector"]["state"] == room.driver.state.value
@@ -233,7 +234,7 @@ def test_a_post_that_is_not_json_is_415(room: Room, content_type: str | None) ->
 
 
 def test_a_json_content_type_with_parameters_is_accepted(room: Room) -> None:
-    body = json.dumps({"operator": "tech1", "args": {"accession": ACC, "side": "L"}}).encode()
+    body = json.dumps({"operator": "tech1", "args": {"accession": ACC, "side": "R"}}).encode()
     headers = {"Content-Type": "application/json; charset=utf-8"}
     status, _, _ = request(
         room.url, "POST", "/api/command/select-order", body=body, headers=headers
@@ -242,7 +243,7 @@ def test_a_json_content_type_with_parameters_is_accepted(room: Room) -> None:
 
 
 def test_a_foreign_origin_is_403_and_the_consoles_own_origins_are_not(room: Room) -> None:
-    body = json.dumps({"operator": "tech1", "args": {"accession": ACC, "side": "L"}}).encode()
+    body = json.dumps({"operator": "tech1", "args": {"accession": ACC, "side": "R"}}).encode()
     path = "/api/command/select-order"
     for origin in ("http://evil.example", "null", f"http://127.0.0.1:{room.server.port + 1}"):
         headers = {**JSON, "Origin": origin}
@@ -374,6 +375,7 @@ def test_the_state_shows_the_syringe_aware_limit(room: Room) -> None:
         "max_injection_s": 600.0,
         "max_volume_ml_now": 0.4,
         "syringe_left_ml": 0.4,
+        "syringe_nominal_ml": 1.0,
     }
 
 

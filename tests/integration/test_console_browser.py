@@ -182,14 +182,15 @@ def test_a_whole_pass_through_the_console(room: Room, browser: WebDriver) -> Non
     page.click("#btn-confirm-air-purge")
     page.until(lambda: page.text("#fact-air-purge") == "confirmed", "air purge")
 
-    # A rate the injector refuses: the refusal is shown in the banner, nothing is injected.
+    # A rate the limits refuse: the page refuses it itself (the banner says why), nothing is
+    # sent, nothing is injected.
     page.type("#inj-volume", "1")
     page.type("#inj-rate", "5")
     page.click("#btn-start-injection")
-    page.click("#btn-confirm-injection")
     page.until(lambda: page.find("#banner").is_displayed(), "no banner for the refusal")
     assert "Start injection refused" in page.text("#banner-text")
-    assert "rate" in page.text("#banner-text")
+    assert "the rate 5 mL/min is above the maximum of 1 mL/min" in page.text("#banner-text")
+    assert not page.find("#inj-confirm").is_displayed()
     assert room.sim.run_count == 0 and room.exam.state is S.CANNULATION
 
     # Two steps: the first click only shows what would be injected.
