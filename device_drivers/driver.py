@@ -307,14 +307,6 @@ def parse_rate_ml_min(data: str) -> float:
     return parse_number(m["number"]) * _RATE_ML_MIN[m["unit"]]
 
 
-def parse_volume_ml(data: str) -> float:
-    """``"0.500ML"`` → 0.5; ``"500.0UL"`` → 0.5."""
-    m = _NUMBER_UNIT.fullmatch(data)
-    if m is None or m["unit"] not in _UNIT_ML:
-        raise DeviceRefusedError(f"not a volume: {data!r}")
-    return parse_number(m["number"]) * _UNIT_ML[m["unit"]]
-
-
 def parse_infused_ml(data: str) -> float:
     """``DIS`` reply ``"I0.020W0.000ML"`` → 0.02 (infused)."""
     m = _DIS.fullmatch(data)

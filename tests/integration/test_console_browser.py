@@ -26,8 +26,10 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 from acquisition.commands.demo import ALL_CLEAR
-from acquisition.exam_machine import ExamEvent, ExamFacts, ExamState, Limits, Refused, next_state
+from acquisition.exam_machine import ExamState
 from tests.console_room import ACC, ORDER, Room, console_room
+from tests.unit.test_injection_limits import EXAM as EXAM_LIMITS
+from tests.unit.test_injection_limits import machine_refusal
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -351,7 +353,7 @@ def test_the_pages_own_check_refuses_what_the_machine_refuses(
     every volume and rate: every value below a minimum is refused by both."""
     if browser.current_url != room.url:
         Page(browser, room).open()
-    limits = Limits()
+    limits = EXAM_LIMITS
     page_says = browser.execute_script(
         "return injectionRefusal(arguments[0], arguments[1], arguments[2]);",
         volume_ml,
@@ -364,21 +366,7 @@ def test_the_pages_own_check_refuses_what_the_machine_refuses(
             "max_volume_ml_now": limits.max_volume_per_injection_ml,
         },
     )
-    facts = ExamFacts(
-        checklist_passed=True,
-        pre_contrast_exposures=1,
-        cannulation_confirmed=True,
-        air_purge_confirmed=True,
-        injector_healthy=True,
-        requested_volume_ml=volume_ml,
-        requested_rate_ml_min=rate_ml_min,
-        limits=limits,
-    )
-    try:
-        next_state(S.CANNULATION, ExamEvent.START_INJECTION, facts)
-        machine_says = None
-    except Refused as refused:
-        machine_says = refused.reason
+    machine_says = machine_refusal(volume_ml, rate_ml_min)
     assert (page_says is None) == (machine_says is None), (page_says, machine_says)
     if volume_ml < limits.min_volume_ml or rate_ml_min < limits.min_rate_ml_min:
         assert page_says is not None and "below the minimum" in page_says

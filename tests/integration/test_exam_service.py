@@ -949,3 +949,23 @@ def test_a_journal_that_cannot_record_the_start_disarms_the_injector(
     assert service.facts().injections_started == 0
     inject(service, 0.1, S.POST_INJECTION_1)
     assert room.sim.run_count == 1
+
+
+def test_a_link_cut_exactly_at_run_is_a_fault_counted_as_given_never_run_again(room: Room) -> None:
+    """RUN executed, the link gone before its reply: whether it ran is unknown. The exam counts
+    the programmed volume as given and stops in FAULT; nothing ever sends RUN again."""
+    service = room.service()
+    to_cannulation(room, service)
+    room.sim.add_fault("port_vanish@on=RUN")
+    service.start_injection(0.3, 0.3, "tech1")
+
+    assert service.state is S.FAULT
+    (ended,) = kinds(room.journal, "injection-ended")
+    assert ended.payload["reason"].startswith("start unconfirmed")
+    assert service.facts().volume_given_ml == pytest.approx(0.3)
+    assert service.snapshot().fault_reason is not None
+    assert room.sim.wait_until(lambda s: s.prompt.name == "STOPPED", WAIT_S)  # its watchdog
+    port_back(room)
+    service.acknowledge_fault("tech1")
+    assert service.state is S.POST_INJECTION_1
+    assert room.sim.run_count == 1
