@@ -623,6 +623,21 @@ def test_pressure_limits_events_and_termination(sim: tuple[InjectorSimulator, Ra
     assert codes == ["130150", "130151", "130156"]
 
 
+def test_rat_answers_the_rate_in_force_under_adaptive_flow(
+    sim: tuple[InjectorSimulator, RawHost],
+) -> None:
+    simulator, host = sim
+    host.configure_safe()
+    start_injection(host, rate=b"0.3MM", volume=b"0.9")
+    simulator.advance(2.5)
+    simulator.add_fault("pressure_ramp")
+    simulator.advance(4.0)  # past the adjustment limit: the pump lowers its rate
+    in_force = parse_reply(host.ask(b"0RAT")).data
+    assert in_force.endswith("MM") and float(in_force[:-2]) < 0.3
+    host.ask(b"0STP")
+    assert host.ask(b"0RAT") == b"00S0.300MM"  # stopped: the rate set
+
+
 def test_wait_until_times_out_false(sim: tuple[InjectorSimulator, RawHost]) -> None:
     simulator, _ = sim
     assert simulator.wait_until(lambda s: s.run_count > 0, 0.05) is False
