@@ -309,12 +309,17 @@ class Controller:
                 max_volume_per_injection_ml=injector.max_volume_per_injection_ml,
                 max_volume_per_exam_ml=injector.max_volume_per_exam_ml,
                 max_injections=injector.max_injections_per_exam,
+                min_volume_ml=injector.min_volume_ml,
+                min_rate_ml_min=injector.min_rate_ml_min,
+                max_rate_ml_min=injector.max_rate_ml_min,
+                max_injection_s=injector.max_injection_s,
             ),
             dose_log=self.dose_log,
             injector=self.injector,
             syringe=injector.syringe,
             reporter=reporting,
             uid_root=config.site.uid_root,
+            laterality_terms=config.ris.laterality_terms,
         )
 
     def _start_network(self) -> None:

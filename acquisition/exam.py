@@ -31,8 +31,9 @@ import dataclasses
 import datetime as dt
 import hashlib
 import logging
+import math
 import threading
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
 
@@ -49,7 +50,14 @@ from acquisition.exam_machine import (
     next_state,
 )
 from acquisition.journal import Entry, Journal, JournalError
-from device_drivers.base import InjectionStatus, InjectorABC, InjectorState, RecordedEvent
+from acquisition.laterality import DEFAULT_TERMS, SIDE_NAMES, OrderSide, order_side, parse_terms
+from device_drivers.base import (
+    SYRINGE_CAPACITY_ML,
+    InjectionStatus,
+    InjectorABC,
+    InjectorState,
+    RecordedEvent,
+)
 from device_drivers.errors import DriverError, DriverTimeoutError, StateError
 from dicom_nodes.codes import (
     DISCONTINUATION_REASONS,
@@ -200,6 +208,7 @@ class ExamSnapshot:
     contrast: tuple[ContrastRecord, ...] = ()
     exposure_ids: frozenset[int] = frozenset()  #: the dose-log rows this exam noted
     discontinuation_reason: str | None = None  #: a CID 9301 code value
+    fault_reason: str | None = None  #: why the exam is in FAULT (None in any other state)
 
 
 def exam_exposures(
@@ -286,8 +295,13 @@ class ExamRecord:
     injection_running: dict[str, Any] | None = None  # started, not yet ended
     volume_given_ml: float = 0.0
     fault_phase: ExamState | None = None
+    fault_reason: str | None = None
     discontinuation_reason: str | None = None
     contrast: list[ContrastRecord] = field(default_factory=list)
+    #: The syringe: loaded at the last air purge (None before any, or in a journal older than
+    #: the loaded volume: its nominal size then), and given from it since.
+    syringe_loaded_ml: float | None = None
+    syringe_given_ml: float = 0.0
 
     def apply(self, entry: Entry) -> None:
         """Fold one journal entry into the record (live and on replay alike)."""
@@ -303,12 +317,16 @@ class ExamRecord:
                 self._reset()
             if self.state is S.FAULT:
                 self.fault_phase = S(p["from"])
+            self.fault_reason = p.get("reason") if self.state is S.FAULT else None
             if p["event"] == E.DISCONTINUE.value:
                 self.discontinuation_reason = p.get("reason_code")
         elif entry.kind == "checklist":
             self.checklist_passed = bool(p["passed"])
         elif entry.kind == "confirmation":
             setattr(self, f"{p['what'].replace('-', '_')}_confirmed", True)
+            if p["what"] == "air-purge":  # only a new purge raises what the syringe holds
+                self.syringe_loaded_ml = p.get("loaded_ml")
+                self.syringe_given_ml = 0.0
         elif entry.kind == "exposure":
             self.noted_exposures[int(p["exposure_id"])] = str(p["phase"])
             if p["counted"]:
@@ -324,6 +342,7 @@ class ExamRecord:
             last = self.contrast[-1]
             delivered = float(p["delivered_ml"])
             self.volume_given_ml += delivered - last.delivered_ml
+            self.syringe_given_ml += delivered - last.delivered_ml
             self.contrast[-1] = dataclasses.replace(last, delivered_ml=delivered)
         elif entry.kind == "injection-ended":
             started, self.injection_running = self.injection_running, None
@@ -333,12 +352,14 @@ class ExamRecord:
             elif started is not None:
                 self.contrast.append(_contrast_record(started, p, entry))
             self.volume_given_ml += float(p["delivered_ml"])
+            self.syringe_given_ml += float(p["delivered_ml"])
 
     def _reset(self) -> None:
         self.__dict__.update(vars(ExamRecord()))
 
-    def facts(self, limits: Limits, injector_healthy: bool) -> ExamFacts:
-        """What the machine's interlocks look at."""
+    def facts(self, limits: Limits, injector_healthy: bool, syringe_ml: float) -> ExamFacts:
+        """What the machine's interlocks look at (``syringe_ml``: the syringe's nominal size)."""
+        loaded = syringe_ml if self.syringe_loaded_ml is None else self.syringe_loaded_ml
         return ExamFacts(
             checklist_passed=self.checklist_passed,
             pre_contrast_exposures=self.exposures_by_phase.get(S.PRE_CONTRAST.value, 0),
@@ -354,6 +375,7 @@ class ExamRecord:
             volume_given_ml=self.volume_given_ml,
             discontinuation_reason=self.discontinuation_reason,
             fault_phase=self.fault_phase,
+            syringe_left_ml=loaded - self.syringe_given_ml,
             limits=limits,
         )
 
@@ -401,6 +423,7 @@ class ExamService:
         reporter: ExamReporter | None = None,
         uid_root: str | None = None,
         clock: Callable[[], dt.datetime] = _now_utc,
+        laterality_terms: Iterable[str] = DEFAULT_TERMS,
     ) -> None:
         self._journal = journal
         self._worklist = worklist
@@ -410,6 +433,7 @@ class ExamService:
         self.station_ae = station_ae
         self.limits = limits or Limits()
         self.syringe = syringe
+        self.laterality_terms = parse_terms(laterality_terms)
         self._reporter = reporter
         self._uid_prefix = None if uid_root is None else uid_root.rstrip(".") + "."
         self._clock = clock
@@ -444,6 +468,15 @@ class ExamService:
     def exam_id(self) -> str | None:
         return None if self._record.order is None else self._record.order.exam_id
 
+    @property
+    def syringe_ml(self) -> float:
+        """The nominal size of the syringe loaded in the injector (``injector.syringe``)."""
+        return SYRINGE_CAPACITY_ML[self.syringe]
+
+    def order_side(self, order: WorklistItem) -> OrderSide:
+        """The side an order's words name (``ris.laterality_terms``)."""
+        return order_side(order, self.laterality_terms)
+
     def snapshot(self) -> ExamSnapshot:
         """The exam as last journaled, without taking the service's lock (a stop may hold it
         for seconds; the console must not freeze meanwhile). Injector health is read live."""
@@ -457,11 +490,12 @@ class ExamService:
         self._published = ExamSnapshot(
             record.state,
             record.order,
-            record.facts(self.limits, False),
+            record.facts(self.limits, False, self.syringe_ml),
             self._journal_fault,
             tuple(record.contrast),
             frozenset(record.noted_exposures),
             record.discontinuation_reason,
+            record.fault_reason,
         )
 
     def view(self) -> ExamSnapshot | None:
@@ -484,7 +518,7 @@ class ExamService:
     def facts(self) -> ExamFacts:
         with self._lock:
             self._settle()
-            return self._record.facts(self.limits, self._injector_healthy())
+            return self._facts()
 
     @property
     def journal_fault(self) -> str | None:
@@ -533,8 +567,16 @@ class ExamService:
 
     # ------------------------------------------------------------------ opening an exam
 
-    def select_order(self, order: WorklistItem, side: str, operator: str) -> ExamOrder:
-        """Open the exam of a RIS worklist order, on the breast ``side`` (L or R)."""
+    def select_order(
+        self, order: WorklistItem, side: str, operator: str, side_override_reason: str = ""
+    ) -> ExamOrder:
+        """Open the exam of a RIS worklist order, on the breast ``side`` (L or R).
+
+        The order's own side (:func:`~acquisition.laterality.order_side`) must agree, unless
+        ``side_override_reason`` says why not (journaled); a side the order does not name is
+        taken as chosen explicitly (journaled too). A disagreement is refused with the details
+        ``{"code": "laterality-mismatch", "order_side": …, "chosen_side": …}``.
+        """
         exam = ExamOrder(
             exam_id=order.accession_number or order.sps_id,
             accession=order.accession_number,
@@ -552,7 +594,8 @@ class ExamService:
             ris_sps_description=order.sps_description,
             ris_protocol_codes=tuple((c.value, c.scheme, c.meaning) for c in order.protocol_codes),
         )
-        return self._open(E.SELECT_ORDER, exam, operator)
+        found = self.order_side(order)
+        return self._open(E.SELECT_ORDER, exam, operator, (found, side_override_reason.strip()))
 
     def register_unscheduled(self, patient: Patient, side: str, operator: str) -> ExamOrder:
         """Open an exam for a patient registered at the console (no RIS order).
@@ -575,26 +618,68 @@ class ExamService:
         )
         return self._open(E.REGISTER_UNSCHEDULED, exam, operator)
 
-    def _open(self, event: ExamEvent, exam: ExamOrder, operator: str) -> ExamOrder:
+    def _open(
+        self,
+        event: ExamEvent,
+        exam: ExamOrder,
+        operator: str,
+        laterality: tuple[OrderSide, str] | None = None,
+    ) -> ExamOrder:
+        """Open ``exam``; ``laterality``: for an order, what its words say and the operator's
+        reason to override them (empty when none)."""
         with self._lock:
             self._settle()
             exam = dataclasses.replace(exam, exam_id=self._unused_exam_id(exam.exam_id))
-            self._command(event.value, {"exam_id": exam.exam_id, "side": exam.side}, operator)
+            args = {"exam_id": exam.exam_id, "side": exam.side}
+            if laterality is not None and laterality[1]:
+                args["side_override_reason"] = laterality[1]
+            self._command(event.value, args, operator)
             if exam.side not in SIDES:
                 self._refuse(event, f"the side must be one of {', '.join(SIDES)}", operator)
             target = self._check(event, self._facts(), operator)
+            decision = None
+            if laterality is not None:
+                decision = self._laterality_decision(event, exam.side, *laterality, operator)
             exam = dataclasses.replace(
                 exam,
                 mpps_instance_uid=str(generate_uid(prefix=self._uid_prefix)),
                 opened_at=self._clock().isoformat(),
             )
             self._append("exam-opened", {"order": dataclasses.asdict(exam)}, operator, exam.exam_id)
+            if decision is not None:
+                self._append("laterality", decision, operator)
             self._transition(event, target, operator)
             self._new_injector_session(0.0)
             # The exam ID is an accession number: identifying, so never above DEBUG.
             log.debug("exam %s opened", exam.exam_id)
             log.info("exam opened (%s breast)", exam.side)
             return exam
+
+    def _laterality_decision(
+        self, event: ExamEvent, chosen: str, found: OrderSide, override: str, operator: str
+    ) -> dict[str, Any]:
+        """Wrong side is not silent: the payload of the ``laterality`` entry, or the refusal of
+        a side that disagrees with the order's without an override reason."""
+        payload: dict[str, Any] = {
+            "order_side": found.side,
+            "chosen_side": chosen,
+            "evidence": list(found.evidence),
+        }
+        if found.side is None:
+            named = "names both sides" if found.conflicting else "names no side"
+            return {**payload, "decision": f"the order {named}: the side was chosen explicitly"}
+        if found.side == chosen:
+            return {**payload, "decision": "the side chosen is the order's"}
+        if override:
+            decision = "the order's side was overridden"
+            return {**payload, "decision": decision, "override_reason": override}
+        reason = (
+            f"the order is for the {SIDE_NAMES[found.side]} breast ({found.side}), not the "
+            f"{SIDE_NAMES[chosen]} ({chosen}): choose {found.side}, or give the reason to "
+            "override the order's side"
+        )
+        details = {"code": "laterality-mismatch", "order_side": found.side, "chosen_side": chosen}
+        self._refuse(event, reason, operator, details)
 
     def _unused_exam_id(self, wanted: str) -> str:
         """``wanted`` (the accession), or ``wanted-2``, ``-3``… when an earlier exam of the
@@ -649,18 +734,37 @@ class ExamService:
     def confirm_cannulation(self, operator: str) -> None:
         self._confirm("cannulation", operator)
 
-    def confirm_air_purge(self, operator: str) -> None:
-        self._confirm("air-purge", operator)
+    def confirm_air_purge(self, operator: str, loaded_ml: float | None = None) -> None:
+        """The line is purged of air; the syringe holds ``loaded_ml`` now (default: full, the
+        nominal size of ``injector.syringe``). Every injection then subtracts what it delivered,
+        and only a new purge raises the figure again; it survives a restart (journaled)."""
+        capacity = self.syringe_ml
+        loaded = capacity if loaded_ml is None else loaded_ml
+        refusal = None
+        if not (math.isfinite(loaded) and 0 < loaded <= capacity + 1e-9):
+            refusal = (
+                f"the syringe loaded must hold more than 0 and at most {capacity:g} mL (a "
+                f"{self.syringe} syringe), not {loaded:g} mL"
+            )
+        args = {} if loaded_ml is None else {"loaded_ml": loaded_ml}
+        self._confirm("air-purge", operator, args, {"loaded_ml": loaded}, refusal)
 
-    def _confirm(self, what: str, operator: str) -> None:
+    def _confirm(
+        self,
+        what: str,
+        operator: str,
+        args: Mapping[str, Any] | None = None,
+        detail: Mapping[str, Any] | None = None,
+        refusal: str | None = None,
+    ) -> None:
         with self._lock:
             self._settle()
-            self._command(f"confirm-{what}", {}, operator)
-            reason = service_refusal(f"confirm-{what}", self._record.state)
+            self._command(f"confirm-{what}", args or {}, operator)
+            reason = service_refusal(f"confirm-{what}", self._record.state) or refusal
             if reason is not None:
                 # Part of the start-injection interlock: refused as that event would be.
                 self._refuse(E.START_INJECTION, reason, operator)
-            self._append("confirmation", {"what": what}, operator)
+            self._append("confirmation", {"what": what, **(detail or {})}, operator)
 
     # ------------------------------------------------------------------ injection
 
@@ -675,7 +779,9 @@ class ExamService:
             self._settle()
             args = {"volume_ml": volume_ml, "rate_ml_min": rate_ml_min}
             self._command(E.START_INJECTION.value, args, operator)
-            facts = dataclasses.replace(self._facts(), requested_volume_ml=volume_ml)
+            facts = dataclasses.replace(
+                self._facts(), requested_volume_ml=volume_ml, requested_rate_ml_min=rate_ml_min
+            )
             target = self._check(E.START_INJECTION, facts, operator)
             injector = self._injector
             assert injector is not None  # injector_healthy was checked
@@ -837,7 +943,12 @@ class ExamService:
         assert result is not None
         # Kept pending until journaled: a journal failure here is retried, never lost.
         self._end_injection(
-            result.delivered_ml, result.completed, result.reason, result.event.code, operator
+            result.delivered_ml,
+            result.completed,
+            result.reason,
+            result.event.code,
+            operator,
+            confirmed=result.confirmed,
         )
         self._status = None
 
@@ -848,8 +959,13 @@ class ExamService:
         reason: str,
         code: str | None,
         operator: str | None,
+        *,
+        confirmed: bool = True,
     ) -> None:
-        stopped = not completed and self._stop_requested
+        """Journal how the injection ended and feed the outcome to the machine. ``confirmed``
+        False: the pump could not confirm the stop (a STOP on a dead link is not a stop): a
+        fault, whoever asked for the stop; the volume is corrected when the link is back."""
+        stopped = not completed and self._stop_requested and confirmed
         self._sample_pressure()
         if self._record.injection_running is not None:  # not yet journaled (or a retry)
             ended = {
@@ -861,6 +977,7 @@ class ExamService:
                 "ended_at": self._clock().isoformat(),
                 "peak_pressure_kpa": self._peak_pressure_kpa,
                 "event_codes": list(self._injection_events),
+                "unconfirmed": not confirmed,
             }
             self._append("injection-ended", ended, operator)
         if not self._record.state.is_injecting:
@@ -1223,18 +1340,24 @@ class ExamService:
             raise
 
     def _facts(self) -> ExamFacts:
-        return self._record.facts(self.limits, self._injector_healthy())
+        return self._record.facts(self.limits, self._injector_healthy(), self.syringe_ml)
 
     def _injector_healthy(self) -> bool:
         injector = self._injector
         return injector is not None and injector.link_up and injector.state in _INJECTOR_IDLE
 
-    def _refuse(self, event: ExamEvent, reason: str, operator: str | None) -> NoReturn:
+    def _refuse(
+        self,
+        event: ExamEvent,
+        reason: str,
+        operator: str | None,
+        details: Mapping[str, str] | None = None,
+    ) -> NoReturn:
         state = self._record.state
-        payload = {"event": event.value, "state": state.value, "reason": reason}
+        payload = {"event": event.value, "state": state.value, "reason": reason, **(details or {})}
         self._append("refusal", payload, operator)
         log.info("%s refused in %s: %s", event.value, state.value, reason)
-        raise Refused(event, state, reason)
+        raise Refused(event, state, reason, details)
 
     def _check(self, event: ExamEvent, facts: ExamFacts, operator: str | None) -> ExamState:
         try:

@@ -11,8 +11,10 @@ left unchanged. ``docs/exam-states.md`` is rendered from this table.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+
+from device_drivers.quantities import duration_refusal, range_refusal
 
 
 class ExamState(enum.Enum):
@@ -54,11 +56,16 @@ class ExamEvent(enum.Enum):
 
 @dataclass(frozen=True)
 class Limits:
-    """Contrast limits (procedure.md; injector-protocol.md §9)."""
+    """Contrast limits (procedure.md; injector-protocol.md §9). The minimums and the longest
+    injection keep every value on the pump's wire exact to 1 % and never 0 (issue 8)."""
 
     max_volume_per_injection_ml: float = 3.0
     max_volume_per_exam_ml: float = 5.0
     max_injections: int = 2
+    min_volume_ml: float = 0.05
+    min_rate_ml_min: float = 0.05
+    max_rate_ml_min: float = 1.0
+    max_injection_s: float = 600.0  # inclusive
 
 
 @dataclass(frozen=True)
@@ -74,19 +81,32 @@ class ExamFacts:
     injections_started: int = 0
     volume_given_ml: float = 0.0
     requested_volume_ml: float = 0.0  # of the injection being started
+    requested_rate_ml_min: float = 0.0  # of the injection being started
+    #: What the syringe holds now: loaded at the last air purge, less what was given since
+    #: (None: not known, the syringe is not checked).
+    syringe_left_ml: float | None = None
     discontinuation_reason: str | None = None  # a CID 9301 code value
     fault_phase: ExamState | None = None  # the state the fault interrupted
     limits: Limits = Limits()
 
 
 class Refused(Exception):
-    """The event is not allowed now; ``reason`` says which rule refused it."""
+    """The event is not allowed now; ``reason`` says which rule refused it. ``details`` are
+    machine-readable facts of the refusal for the console (``{"code": "laterality-mismatch",
+    …}``); empty for most."""
 
-    def __init__(self, event: ExamEvent, state: ExamState, reason: str) -> None:
+    def __init__(
+        self,
+        event: ExamEvent,
+        state: ExamState,
+        reason: str,
+        details: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(f"{event.value} refused in {state.value}: {reason}")
         self.event = event
         self.state = state
         self.reason = reason
+        self.details: dict[str, str] = dict(details or {})
 
 
 Guard = Callable[[ExamFacts], str | None]  # None when allowed, else the reason
@@ -107,26 +127,33 @@ def _pre_contrast_taken(f: ExamFacts) -> str | None:
 
 
 def _ready_to_inject(f: ExamFacts) -> str | None:
-    """Cannulation and air purge confirmed, a healthy injector link, the volume within the
-    per-injection and per-exam limits, and the injection count within its limit."""
+    """Cannulation and air purge confirmed, a healthy injector link, the injection count within
+    its limit, the volume and the rate within their limits, the injection no longer than the
+    longest allowed, the volume within the per-exam limit and within what the syringe holds."""
     if not f.cannulation_confirmed:
         return "cannulation is not confirmed"
     if not f.air_purge_confirmed:
         return "the air purge of the line is not confirmed"
     if not f.injector_healthy:
         return "the injector link is not healthy"
-    if f.injections_started >= f.limits.max_injections:
-        return f"at most {f.limits.max_injections} injections per exam"
-    if not 0 < f.requested_volume_ml <= f.limits.max_volume_per_injection_ml:
+    lim = f.limits
+    if f.injections_started >= lim.max_injections:
+        return f"at most {lim.max_injections} injections per exam"
+    volume, rate = f.requested_volume_ml, f.requested_rate_ml_min
+    refusal = (
+        range_refusal("volume", volume, lim.min_volume_ml, lim.max_volume_per_injection_ml, "mL")
+        or range_refusal("rate", rate, lim.min_rate_ml_min, lim.max_rate_ml_min, "mL/min")
+        or duration_refusal(volume, rate, lim.max_injection_s)
+    )
+    if refusal is not None:
+        return refusal if refusal[0].isdigit() else f"the {refusal}"
+    if f.volume_given_ml + volume > lim.max_volume_per_exam_ml + 1e-9:
         return (
-            f"the volume {f.requested_volume_ml:g} mL is outside 0–"
-            f"{f.limits.max_volume_per_injection_ml:g} mL per injection"
+            f"{f.volume_given_ml:g} mL given + {volume:g} mL would exceed "
+            f"{lim.max_volume_per_exam_ml:g} mL per exam"
         )
-    if f.volume_given_ml + f.requested_volume_ml > f.limits.max_volume_per_exam_ml + 1e-9:
-        return (
-            f"{f.volume_given_ml:g} mL given + {f.requested_volume_ml:g} mL would exceed "
-            f"{f.limits.max_volume_per_exam_ml:g} mL per exam"
-        )
+    if f.syringe_left_ml is not None and volume > f.syringe_left_ml + 1e-9:
+        return f"the syringe holds {round(max(f.syringe_left_ml, 0.0), 3):g} mL"
     return None
 
 

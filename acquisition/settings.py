@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from acquisition.laterality import DEFAULT_TERMS as DEFAULT_LATERALITY_TERMS
+from acquisition.laterality import parse_terms
+
 ENV_PREFIX = "GALACTO_"
 
 
@@ -127,6 +130,29 @@ class InjectorSettings:
     max_injections_per_exam: int = setting(
         2, "Injections allowed in one exam.", minimum=1, maximum=2
     )
+    min_volume_ml: float = setting(
+        0.05,
+        "Smallest volume of one injection. A smaller one is refused, never rounded: the wire "
+        "carries 3 decimals of mL (0.0004 mL would go as VOL 0, which the pump takes as no "
+        "limit at all), and at 0.05 mL the rounding is at most 1 %. May be raised, not lowered.",
+        minimum=0.05,
+        maximum=3.0,
+    )
+    min_rate_ml_min: float = setting(
+        0.05,
+        "Slowest injection rate, for the same reason (RAT goes in mL/min with 3 decimals). "
+        "May be raised, not lowered.",
+        minimum=0.05,
+        maximum=1.0,
+    )
+    max_injection_s: float = setting(
+        600.0,
+        "Longest injection allowed (volume / rate, inclusive): 0.5 mL at the slowest rate. A "
+        "longer one is refused; the controller also stops a run that takes 1.5 times what its "
+        "volume needs (plus the baseline window, holds excluded).",
+        minimum=1.0,
+        maximum=3600.0,
+    )
     pressure_warning_kpa: float = setting(
         70.0, "Warning limit, above the baseline pressure measured at injection start.", minimum=1
     )
@@ -224,6 +250,14 @@ class RisSettings:
     )
     refresh_interval_s: float = setting(
         60.0, "How often the RIS worklist is polled into the local database.", minimum=1
+    )
+    laterality_terms: tuple[str, ...] = setting(
+        DEFAULT_LATERALITY_TERMS,
+        "Words that name the breast in an order (the worklist has no laterality key), each "
+        "word=L or word=R, matched case-insensitively as whole words in the Requested "
+        "Procedure Code meanings and Description, the Scheduled Protocol Code meanings and the "
+        "SPS Description; a single letter only as a whole token. A side chosen at the console "
+        "that disagrees with the order's is refused unless a reason to override is given.",
     )
 
 
@@ -496,16 +530,27 @@ def _check_cross_field(config: Config) -> None:
             f"{inj.pressure_warning_kpa} / {inj.pressure_adjustment_kpa} / "
             f"{inj.pressure_termination_kpa}"
         )
-    if inj.rate_ml_min > inj.max_rate_ml_min:
+    ordered = (
+        ("min_rate_ml_min", "rate_ml_min"),
+        ("rate_ml_min", "max_rate_ml_min"),
+        ("min_volume_ml", "volume_ml"),
+        ("volume_ml", "max_volume_per_injection_ml"),
+    )
+    for low, high in ordered:
+        if getattr(inj, low) > getattr(inj, high):
+            raise ConfigError(
+                f"injector.{low}: must not exceed injector.{high} ({getattr(inj, high)}), "
+                f"got {getattr(inj, low)}"
+            )
+    if inj.volume_ml / inj.rate_ml_min * 60.0 > inj.max_injection_s * (1 + 1e-9):
         raise ConfigError(
-            f"injector.rate_ml_min: must not exceed injector.max_rate_ml_min "
-            f"({inj.max_rate_ml_min}), got {inj.rate_ml_min}"
+            f"injector.volume_ml / injector.rate_ml_min: the default injection takes longer "
+            f"than injector.max_injection_s ({inj.max_injection_s} s)"
         )
-    if inj.volume_ml > inj.max_volume_per_injection_ml:
-        raise ConfigError(
-            f"injector.volume_ml: must not exceed injector.max_volume_per_injection_ml "
-            f"({inj.max_volume_per_injection_ml}), got {inj.volume_ml}"
-        )
+    try:
+        parse_terms(config.ris.laterality_terms)
+    except ValueError as exc:
+        raise ConfigError(f"ris.laterality_terms: {exc}") from exc
     if bool(config.dicom.tls_certificate) != bool(config.dicom.tls_private_key):
         raise ConfigError("dicom.tls_certificate and dicom.tls_private_key: set both or neither")
 

@@ -88,6 +88,9 @@ def limits_from(settings: InjectorSettings) -> InjectorLimits:
     """Map the validated settings onto the driver's plain values."""
     return InjectorLimits(
         max_rate_ml_min=settings.max_rate_ml_min,
+        min_rate_ml_min=settings.min_rate_ml_min,
+        min_volume_ml=settings.min_volume_ml,
+        max_injection_s=settings.max_injection_s,
         max_volume_per_injection_ml=settings.max_volume_per_injection_ml,
         max_volume_per_session_ml=settings.max_volume_per_exam_ml,
         pressure_warning_kpa=settings.pressure_warning_kpa,

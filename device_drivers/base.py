@@ -19,6 +19,9 @@ from types import TracebackType
 from device_drivers.errors import DriverTimeoutError
 from device_drivers.events import InjectorEvent
 
+#: What each syringe holds (injector-protocol.md §9): one injection, and one loading, is never more.
+SYRINGE_CAPACITY_ML: dict[str, float] = {"1ml": 1.0, "3ml": 3.0}
+
 
 class InjectorState(enum.Enum):
     """Controller-side injector states (injector-protocol.md §6)."""
@@ -95,16 +98,35 @@ class RecordedEvent:
 
 @dataclass(frozen=True)
 class InjectionResult:
-    """How an injection ended."""
+    """How an injection ended.
+
+    ``confirmed`` is False when the pump could not be reached to confirm the stop (the link was
+    lost, or the STP went unanswered): the motor was stopped by the pump's own watchdog at the
+    latest, ``delivered_ml`` is the last polled figure, and ``acknowledge()`` reads the pump's
+    counter back once the link returns (``last_result`` is then corrected and confirmed).
+    """
 
     completed: bool
     delivered_ml: float
     reason: str
     event: InjectorEvent
+    confirmed: bool = True
 
     @property
     def label(self) -> str:
         return "completed" if self.completed else "aborted"
+
+
+@dataclass(frozen=True)
+class InjectorFault:
+    """Why the injector is in ERROR: the CID 71 event that ended the injection (or the alarm
+    outside one), the reason in words, and the injection's last figures when one was running."""
+
+    event: InjectorEvent
+    reason: str
+    at: datetime
+    delivered_ml: float | None = None
+    pressure_kpa: float | None = None
 
 
 class InjectionStatus:
@@ -214,6 +236,11 @@ class InjectorABC(abc.ABC):
     @abc.abstractmethod
     def reason(self) -> str:
         """Why the injector is in ERROR (empty otherwise)."""
+
+    @property
+    @abc.abstractmethod
+    def fault(self) -> InjectorFault | None:
+        """Why the injector is in ERROR, with its CID 71 code and last figures (None otherwise)."""
 
     @abc.abstractmethod
     def new_session(self, given_ml: float = 0.0) -> None:

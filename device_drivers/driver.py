@@ -10,11 +10,18 @@ Implements injector-protocol.md §5 (driver rules) and §6 (the controller-side 
 4. every path out of INJECTING that is not "completed" sends ``STP`` first, then reports;
 5. every event is recorded with its DICOM CID 71 code and a timestamp.
 
-The limits of procedure.md (rate ≤ 1.0 mL/min, ≤ 3.0 mL per injection, ≤ 5.0 mL per session,
-1 mL/3 mL syringes, pressure ceiling 350 kPa) are checked before anything is sent
-(:class:`LimitError`). The driver also watches the line pressure itself against the limits
-relative to the baseline measured at the start of the injection, besides programming them into
-the device (``XPL``).
+The limits of procedure.md (rate 0.05–1.0 mL/min, 0.05–3.0 mL per injection, at most 600 s,
+≤ 5.0 mL per session, 1 mL/3 mL syringes, pressure ceiling 350 kPa) are checked before anything
+is sent (:class:`LimitError`), and so is the wire form of the rate and the volume: a value the
+pump cannot honour is refused, never rounded (:mod:`device_drivers.quantities`); every value set
+is read back as the very value sent. Before every ``RUN`` the delivered counter is cleared and
+the direction set to infuse, and both are read back.
+
+Besides programming its limits into the device (``XPL``), the driver watches each injection
+itself: the line pressure against the limits relative to the baseline measured at its start,
+holds against ``max_hold_s``, and the delivered volume and infusing time against the bounds of
+:mod:`device_drivers.supervision` (over-delivery, overtime), sending ``STP`` the moment a bound
+is crossed, ahead of the rest of that poll.
 """
 
 from __future__ import annotations
@@ -22,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
-import math
 import queue
 import re
 import statistics
@@ -33,10 +39,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from device_drivers.base import (
+    SYRINGE_CAPACITY_ML,
     DeviceInfo,
     InjectionResult,
     InjectionStatus,
     InjectorABC,
+    InjectorFault,
     InjectorState,
     Progress,
     RecordedEvent,
@@ -54,6 +62,15 @@ from device_drivers.errors import (
 )
 from device_drivers.events import InjectorEvent
 from device_drivers.link import Link, LinkEventKind, LinkTiming, Shape
+from device_drivers.quantities import (
+    RATE_UNIT,
+    VOLUME_UNIT,
+    duration_refusal,
+    range_refusal,
+    same_number,
+    wire_quantity,
+)
+from device_drivers.supervision import OVER_DELIVERY, OVERTIME, DeliverySupervisor
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +81,18 @@ E = InjectorEvent
 SYRINGE_DIAMETERS_MM: dict[str, float] = {"1ml": 4.699, "3ml": 8.585}
 #: The pump's volume display resolution: differences below it are not corrections.
 VOLUME_RESOLUTION_ML = 0.001
-#: What each syringe holds: one injection can never be more.
-SYRINGE_CAPACITY_ML: dict[str, float] = {"1ml": 1.0, "3ml": 3.0}
 
 #: Hard limits (procedure.md, injector-protocol.md §9): settings may lower them, never raise.
 HARD_MAX_RATE_ML_MIN = 1.0
 HARD_MAX_VOLUME_PER_INJECTION_ML = 3.0
 HARD_MAX_VOLUME_PER_SESSION_ML = 5.0
 HARD_PRESSURE_CEILING_KPA = 350.0
+HARD_MAX_INJECTION_S = 3600.0
+#: Hard floors: settings may raise them, never lower. A wire number carries 3 decimals (of mL,
+#: of mL/min): at 0.05 its rounding is at most 1 % (the most a wire value may be off), and the
+#: over-delivery tolerance (0.02 mL) is already 40 % of the smallest injection.
+HARD_MIN_VOLUME_ML = 0.05
+HARD_MIN_RATE_ML_MIN = 0.05
 
 
 @dataclass(frozen=True)
@@ -79,6 +100,10 @@ class InjectorLimits:
     """Safety limits and timings of the driver (``InjectorSettings`` maps onto it)."""
 
     max_rate_ml_min: float = HARD_MAX_RATE_ML_MIN
+    min_rate_ml_min: float = HARD_MIN_RATE_ML_MIN
+    min_volume_ml: float = HARD_MIN_VOLUME_ML
+    #: The longest injection (volume / rate), inclusive: 0.5 mL at the slowest rate.
+    max_injection_s: float = 600.0
     max_volume_per_injection_ml: float = HARD_MAX_VOLUME_PER_INJECTION_ML
     #: The driver tracks the total it delivered since connect() (the exam owns per-exam limits).
     max_volume_per_session_ml: float = HARD_MAX_VOLUME_PER_SESSION_ML
@@ -113,10 +138,23 @@ class InjectorLimits:
                 HARD_MAX_VOLUME_PER_SESSION_ML,
             ),
             ("pressure_ceiling_kpa", self.pressure_ceiling_kpa, HARD_PRESSURE_CEILING_KPA),
+            ("max_injection_s", self.max_injection_s, HARD_MAX_INJECTION_S),
         )
         for name, value, ceiling in hard:
             if not 0 < value <= ceiling:
                 raise LimitError(f"{name} must be in (0, {ceiling}], got {value}")
+        floors = (
+            (
+                "min_volume_ml",
+                self.min_volume_ml,
+                HARD_MIN_VOLUME_ML,
+                self.max_volume_per_injection_ml,
+            ),
+            ("min_rate_ml_min", self.min_rate_ml_min, HARD_MIN_RATE_ML_MIN, self.max_rate_ml_min),
+        )
+        for name, value, floor, maximum in floors:
+            if not floor <= value <= maximum:
+                raise LimitError(f"{name} must be in [{floor}, {maximum}], got {value}")
         if not (
             0
             < self.pressure_warning_kpa
@@ -269,14 +307,6 @@ def parse_rate_ml_min(data: str) -> float:
     return parse_number(m["number"]) * _RATE_ML_MIN[m["unit"]]
 
 
-def parse_volume_ml(data: str) -> float:
-    """``"0.500ML"`` → 0.5; ``"500.0UL"`` → 0.5."""
-    m = _NUMBER_UNIT.fullmatch(data)
-    if m is None or m["unit"] not in _UNIT_ML:
-        raise DeviceRefusedError(f"not a volume: {data!r}")
-    return parse_number(m["number"]) * _UNIT_ML[m["unit"]]
-
-
 def parse_infused_ml(data: str) -> float:
     """``DIS`` reply ``"I0.020W0.000ML"`` → 0.02 (infused)."""
     m = _DIS.fullmatch(data)
@@ -285,17 +315,14 @@ def parse_infused_ml(data: str) -> float:
     return parse_number(m["infused"]) * _UNIT_ML[m["unit"]]
 
 
-def _close_to(a: float, b: float, tolerance: float) -> bool:
-    return math.isclose(a, b, rel_tol=0.002, abs_tol=tolerance)
-
-
 @dataclass
 class _Injection:
     target_ml: float
     rate_ml_min: float
     started_s: float
     status: InjectionStatus
-    offset_ml: float = 0.0
+    supervisor: DeliverySupervisor
+    polled_s: float  # when the infusing time was last counted
     delivered_ml: float = 0.0
     pressure_kpa: float | None = None
     baseline_kpa: float | None = None
@@ -345,6 +372,7 @@ class NewEraInjector(InjectorABC):
         self._lock = threading.RLock()
         self._state = S.NOT_READY
         self._reason = ""
+        self._fault_report: InjectorFault | None = None
         self._events: list[RecordedEvent] = []
         self._subscribers: list[Callable[[RecordedEvent], None]] = []
         self._config: _Configuration | None = None
@@ -378,6 +406,11 @@ class NewEraInjector(InjectorABC):
     def reason(self) -> str:
         """Why the injector is in ERROR (empty otherwise)."""
         return self._reason
+
+    @property
+    def fault(self) -> InjectorFault | None:
+        """Why the injector is in ERROR, with the CID 71 event and the last figures."""
+        return self._fault_report
 
     @property
     def link_up(self) -> bool:
@@ -560,13 +593,17 @@ class NewEraInjector(InjectorABC):
         lim = self.limits
         if syringe not in SYRINGE_DIAMETERS_MM:
             raise LimitError(f"syringe must be one of {', '.join(SYRINGE_DIAMETERS_MM)}")
-        if not 0 < rate_ml_min <= lim.max_rate_ml_min:
-            raise LimitError(f"rate {rate_ml_min} mL/min outside (0, {lim.max_rate_ml_min}] mL/min")
-        if not 0 < volume_ml <= lim.max_volume_per_injection_ml:
-            raise LimitError(
-                f"volume {volume_ml} mL outside (0, {lim.max_volume_per_injection_ml}] mL "
-                "per injection"
+        refusal = (
+            range_refusal("rate", rate_ml_min, lim.min_rate_ml_min, lim.max_rate_ml_min, "mL/min")
+            or range_refusal(
+                "volume", volume_ml, lim.min_volume_ml, lim.max_volume_per_injection_ml, "mL"
             )
+            or duration_refusal(volume_ml, rate_ml_min, lim.max_injection_s)
+        )
+        if refusal is not None:
+            raise LimitError(refusal)
+        wire_quantity(rate_ml_min, RATE_UNIT, "rate")  # LimitError when it cannot be sent
+        wire_quantity(volume_ml, VOLUME_UNIT, "volume")
         if volume_ml > SYRINGE_CAPACITY_ML[syringe]:
             raise LimitError(f"volume {volume_ml} mL is more than a {syringe} syringe holds")
         remaining = lim.max_volume_per_session_ml - self._session_delivered_ml
@@ -593,35 +630,23 @@ class NewEraInjector(InjectorABC):
             )
 
     def _apply(self, config: _Configuration) -> None:
-        diameter = SYRINGE_DIAMETERS_MM[config.syringe]
-        rate, volume = config.rate_ml_min, config.volume_ml
+        """Syringe diameter, rate (``RAT x MM``) and volume (``VOL ML``, ``VOL x``), each read
+        back as the very value sent (the direction is set at each ``arm()``)."""
+        diameter = format_number(SYRINGE_DIAMETERS_MM[config.syringe])
+        rate = wire_quantity(config.rate_ml_min, RATE_UNIT, "rate")
+        volume = wire_quantity(config.volume_ml, VOLUME_UNIT, "volume")
+        self._set("DIA", diameter, "DIA", Shape.NUMBER, lambda r: same_number(diameter, r.data))
         self._set(
-            "DIA",
-            format_number(diameter),
-            "DIA",
-            Shape.NUMBER,
-            lambda r: _close_to(parse_number(r.data), diameter, 0.0005),
+            "RAT", rate.number + rate.unit, "RAT", Shape.NUMBER_UNIT, lambda r: rate.matches(r.data)
         )
-        self._set("DIR", "INF", "DIR", Shape.WORD, lambda r: r.data == "INF")
-        self._set(
-            "RAT",
-            f"{format_number(rate * 1000)}UM",
-            "RAT",
-            Shape.NUMBER_UNIT,
-            lambda r: _close_to(parse_rate_ml_min(r.data), rate, 0.0005),
-        )
-        self._set("VOL", "ML", "VOL", Shape.NUMBER_UNIT, lambda r: r.data.endswith("ML"))
-        self._set(
-            "VOL",
-            format_number(volume),
-            "VOL",
-            Shape.NUMBER_UNIT,
-            lambda r: _close_to(parse_volume_ml(r.data), volume, 0.0005),
-        )
+        unit = volume.unit
+        self._set("VOL", unit, "VOL", Shape.NUMBER_UNIT, lambda r: r.data.endswith(unit))
+        self._set("VOL", volume.number, "VOL", Shape.NUMBER_UNIT, lambda r: volume.matches(r.data))
 
     def arm(self) -> None:
-        """Check the device is idle with no alarm, zero its counter, program the pressure
-        limits and arm (``XAR``)."""
+        """Check the device is idle with no alarm, clear its delivered counter and set the
+        direction to infuse (both read back), program the pressure limits and arm (``XAR``).
+        The next ``RUN`` checks the counter and the direction again."""
         with self._lock:
             target = next_state(T.ARM, self._state)
             self._require_injector_capabilities()
@@ -632,6 +657,7 @@ class NewEraInjector(InjectorABC):
             )
             self._expect_idle()
             self._set("CLD", "INF", "DIS", Shape.DIS, lambda r: parse_infused_ml(r.data) == 0)
+            self._set("DIR", "INF", "DIR", Shape.WORD, lambda r: r.data == "INF")
             self._program_pressure_limits()
             reply = self.link.execute("XAR", done=lambda: False)
             if reply is not None:
@@ -670,8 +696,9 @@ class NewEraInjector(InjectorABC):
         args = " ".join(format_number(v) for v in values)
 
         def holds(reply: Reply) -> bool:
-            read = [parse_number(x) for x in re.split(r"[ ,]", reply.data)]
-            return all(_close_to(r, v, 0.05) for r, v in zip(read, values, strict=True))
+            read = re.split(r"[ ,]", reply.data)
+            sent = args.split(" ")
+            return len(read) == len(sent) and all(map(same_number, sent, read))
 
         self._set("XPL", args, "XPL", Shape.LIMITS, holds)
 
@@ -689,7 +716,7 @@ class NewEraInjector(InjectorABC):
                 if time.monotonic() > self._armed_until_s:
                     self._go(T.ARM_TIMEOUT, next_state(T.ARM_TIMEOUT, self._state))
                     raise NotStartedError("arming lapsed before start; arm again")
-                offset = self._read_infused()
+                self._check_ready_to_run()
             except NotStartedError:
                 raise
             except DriverError as exc:
@@ -702,7 +729,8 @@ class NewEraInjector(InjectorABC):
                 self._stop_requested = True
                 with contextlib.suppress(DriverError):
                     self._send_stop()
-                self._fault(E.TERMINATED_COMM_LOSS, f"RUN unconfirmed: {exc}", E.EQUIPMENT_FAILURE)
+                reason = f"RUN unconfirmed: {exc}"
+                self._fault(E.TERMINATED_COMM_LOSS, reason, E.TERMINATED_COMM_LOSS)
                 raise
             if reply is not None and reply.error is ReplyError.NOT_APPLICABLE:
                 self._go(T.ARM_TIMEOUT, next_state(T.ARM_TIMEOUT, self._state))
@@ -711,17 +739,32 @@ class NewEraInjector(InjectorABC):
                 self._checked(reply, "RUN")
             status = InjectionStatus()
             now = time.monotonic()
+            supervisor = DeliverySupervisor(
+                cfg.volume_ml, cfg.rate_ml_min, grace_s=self.limits.baseline_window_s
+            )
             self._injection = _Injection(
                 cfg.volume_ml,
                 cfg.rate_ml_min,
                 now,
                 status,
-                offset_ml=offset,
+                supervisor,
+                polled_s=now,
                 baseline_samples=[],
             )
             self._go(T.START, target)
             self._wakeup.set()
             return status
+
+    def _check_ready_to_run(self) -> None:
+        """Right before ``RUN``: the counter reads 0 infused and the direction is infuse (both
+        set at ``arm()``). A stale counter would blind the over-delivery and overtime bounds;
+        a withdraw left from a purge would aspirate from the duct."""
+        infused = self._read_infused()
+        if infused != 0:
+            raise NotStartedError(f"the delivered counter reads {infused:.3f} mL, not 0")
+        reply = self._checked(self.link.query("DIR", Shape.WORD), "DIR")
+        if reply.data != "INF":
+            raise NotStartedError(f"the direction is {reply.data}, not INF")
 
     def _run_happened(self) -> bool:
         """The status check before any second RUN: moving, held, or something delivered."""
@@ -768,6 +811,15 @@ class NewEraInjector(InjectorABC):
         with self._lock:
             if self._aborting:
                 pass  # called back from inside an abort (an event subscriber): it is ending
+            elif self._state in (S.INJECTING, S.HOLD) and stop_error is not None:
+                # A STOP that could not be sent is not a stop: unconfirmed, a fault; the pump's
+                # watchdog stops it, and its counter is read back when the link returns.
+                self._abort(
+                    T.FAULT,
+                    E.TERMINATED_COMM_LOSS,
+                    f"{reason} not confirmed: {stop_error}",
+                    stop_error=stop_error,
+                )
             elif self._state in (S.INJECTING, S.HOLD):
                 self._abort(T.OPERATOR_STOP, E.TERMINATED_OPERATOR, reason, stopped=True)
             elif self._state is S.ARMED:
@@ -816,26 +868,29 @@ class NewEraInjector(InjectorABC):
                 trigger = T.ACKNOWLEDGE_UNCONFIGURED
                 self._go(trigger, next_state(trigger, self._state))
             self._reason = ""
+            self._fault_report = None
 
     def _read_back_unconfirmed(self) -> None:
         """An injection aborted while the link was dead reported the last polled volume; the
         pump ran on until its watchdog stopped it. Now that the link is back, its counter
-        (``DIS``, kept across the watchdog stop) says what was really given: the result and the
-        per-exam total are corrected upward, never down."""
+        (``DIS``, cleared before the run and kept across the watchdog stop) says what was really
+        given: the result (now confirmed) and the per-exam total are corrected upward, never
+        down."""
         inj, result = self._unconfirmed, self._last_result
         if inj is None or result is None:
             return
         try:
-            given = self._read_infused() - inj.offset_ml
+            given = self._read_infused()
         except DriverError as exc:  # kept for the next acknowledgement
             log.error("delivered volume after the link loss not read back: %s", exc)
             return
         self._unconfirmed = None
         extra = given - result.delivered_ml
         if extra <= VOLUME_RESOLUTION_ML:
+            self._last_result = replace(result, confirmed=True)
             return
         self._session_delivered_ml += extra
-        self._last_result = replace(result, delivered_ml=given)
+        self._last_result = replace(result, delivered_ml=given, confirmed=True)
         log.warning(
             "injector: %.3f mL were given, not the %.3f mL last polled before the link was lost",
             given,
@@ -925,32 +980,52 @@ class NewEraInjector(InjectorABC):
         reason: str,
         *,
         stopped: bool = False,
+        stop_error: DriverError | None = None,
+        at_least_ml: float = 0.0,
     ) -> None:
-        """Rule 4: STP first (unless already sent), then ABORTED(reason), then ERROR."""
+        """Rule 4: STP first (unless already sent, or already failed: ``stop_error``), then
+        ABORTED(reason), then ERROR. ``at_least_ml``: a floor for the volume recorded when the
+        pump's counter is not to be trusted (overtime)."""
         self._aborting = True
         try:
-            self._abort_stopping(trigger, termination, reason, stopped=stopped)
+            self._abort_stopping(
+                trigger,
+                termination,
+                reason,
+                stopped=stopped,
+                stop_error=stop_error,
+                at_least_ml=at_least_ml,
+            )
         finally:
             self._aborting = False
 
     def _abort_stopping(
-        self, trigger: Trigger, termination: InjectorEvent, reason: str, *, stopped: bool
+        self,
+        trigger: Trigger,
+        termination: InjectorEvent,
+        reason: str,
+        *,
+        stopped: bool,
+        stop_error: DriverError | None,
+        at_least_ml: float,
     ) -> None:
         self._stop_requested = True
-        link_dead = False
-        if not stopped:
+        if not stopped and stop_error is None:
             try:
                 self._send_stop()
             except DriverError as exc:
-                link_dead = True
-                log.error(
-                    "injector: STP could not be confirmed (%s); the device watchdog "
-                    "stops it within %s s",
-                    exc,
-                    self.limits.safe_timeout_s,
-                )
+                stop_error = exc
+        link_dead = stop_error is not None
+        if link_dead:
+            log.error(
+                "injector: STP could not be confirmed (%s); the device watchdog stops it within "
+                "%s s",
+                stop_error,
+                self.limits.safe_timeout_s,
+            )
         inj = self._injection
         delivered = inj.delivered_ml if inj is not None else 0.0
+        confirmed = not link_dead
         if not link_dead and self.info is not None and self.info.has_event_queue:
             try:  # what the device recorded on its side (e.g. the limits it crossed)
                 self._pop_device_events()
@@ -959,18 +1034,27 @@ class NewEraInjector(InjectorABC):
         if inj is not None:
             if not link_dead:
                 try:
-                    delivered = max(delivered, self._read_infused() - inj.offset_ml)
-                    inj.delivered_ml = delivered
+                    delivered = max(delivered, self._read_infused())
                 except DriverError as exc:
                     log.warning("delivered volume after the stop not read: %s", exc)
-            else:
+                    confirmed = False
+            delivered = max(delivered, at_least_ml)
+            inj.delivered_ml = delivered
+            if not confirmed:
                 self._unconfirmed = inj  # read back when the link returns (acknowledge)
             self._session_delivered_ml += delivered
         if inj is None or termination not in inj.recorded:
             self._record(termination, "driver", reason)
         self._go(trigger, next_state(trigger, self._state))
         self._reason = reason
-        result = InjectionResult(False, delivered, reason, termination)
+        self._fault_report = InjectorFault(
+            termination,
+            reason,
+            datetime.now(UTC),
+            delivered_ml=delivered if inj is not None else None,
+            pressure_kpa=inj.pressure_kpa if inj is not None else None,
+        )
+        result = InjectionResult(False, delivered, reason, termination, confirmed=confirmed)
         self._last_result = result
         self._go(T.REPORTED, next_state(T.REPORTED, self._state))
         if inj is not None:
@@ -993,6 +1077,9 @@ class NewEraInjector(InjectorABC):
         if self._state is not S.ERROR or not self._reason:
             self._go(T.FAULT, next_state(T.FAULT, self._state))
             self._reason = reason
+            # The event just recorded for it (the alarm's, or idle_event), else the termination.
+            event = self._events[-1].event if self._events else termination
+            self._fault_report = InjectorFault(event, reason, datetime.now(UTC))
             log.warning("injector fault: %s", reason)
 
     def _drain_link_events(self) -> None:
@@ -1106,15 +1193,32 @@ class NewEraInjector(InjectorABC):
         return popped
 
     def _poll_injection(self, status: Reply) -> None:
+        """One poll of a running injection. The delivery bounds come first, each checked as
+        soon as its figure is known (the time after the status, the volume after ``DIS``): a
+        crossing puts ``STP`` on the wire ahead of the rest of the poll."""
         inj = self._injection
         assert inj is not None
         link = self.link
+        if self._supervise_time(inj, infusing=status.prompt is Prompt.INFUSING):
+            return
         dis = link.query("DIS", Shape.DIS)
         if dis.alarm is not None:
             self._drain_link_events()
             return
         if dis.error is None:
-            inj.delivered_ml = max(0.0, parse_infused_ml(dis.data) - inj.offset_ml)
+            inj.delivered_ml = parse_infused_ml(dis.data)
+            if inj.supervisor.over_delivered(inj.delivered_ml):
+                self._abort(T.FAULT, E.TERMINATED_INJECTOR_FAILURE, OVER_DELIVERY)
+                return
+        if inj.adjusted or E.PRESSURE_ADJUSTMENT in inj.recorded:
+            # Adaptive flow: the pump lowered its rate; the overtime bound counts with the
+            # rate in force.
+            rate = link.query("RAT", Shape.NUMBER_UNIT)
+            if rate.alarm is not None:
+                self._drain_link_events()
+                return
+            if rate.error is None:
+                inj.rate_ml_min = inj.supervisor.rate_ml_min = parse_rate_ml_min(rate.data)
         pressure = link.query("XPR", Shape.NUMBER)
         if pressure.alarm is not None:
             self._drain_link_events()
@@ -1147,6 +1251,21 @@ class NewEraInjector(InjectorABC):
             return
         if prompt is Prompt.STOPPED:
             self._finish_stopped(inj)
+
+    def _supervise_time(self, inj: _Injection, *, infusing: bool) -> bool:
+        """Count the time since the last poll as infusing time when it was (not held); stop an
+        injection past its overtime bound. True if it was aborted. The pump's counter is not
+        trusted then: the volume recorded is at least what the motor was commanded to give."""
+        now = time.monotonic()
+        elapsed_s, inj.polled_s = now - inj.polled_s, now
+        if self._state is not S.INJECTING or not infusing:
+            return False
+        inj.supervisor.infused_for(elapsed_s)
+        if not inj.supervisor.overtime:
+            return False
+        floor = inj.supervisor.expected_ml
+        self._abort(T.FAULT, E.TERMINATED_INJECTOR_FAILURE, OVERTIME, at_least_ml=floor)
+        return True
 
     def _finish_stopped(self, inj: _Injection) -> None:
         """The device stopped by itself: completed if the volume is in, else a failure."""

@@ -14,13 +14,16 @@ What it models (spec paragraph in brackets):
   ignored. A complete Safe packet with a bad CRC is answered ``00<prompt>?COM`` and not executed.
 * The Safe-mode watchdog (§4): no valid packet for ``SAF`` seconds of *real* time stops the motor,
   disarms and raises ``A?T``. By default it also runs while stopped, as on a real pump
-  (``SimParams.watchdog_when_idle``).
+  (``SimParams.watchdog_when_idle``). While no host can reach the pump (the port vanished, the
+  socket dropped) it also counts *simulated* seconds, at every physics step: under
+  ``time_scale`` a cut cable stops the pump ``SAF`` simulated seconds after the last packet.
 * Auto-Alarm (§4): in Safe mode every alarm is also sent at once as an unsolicited ``00A?x``
   Safe packet; it does not clear the alarm.
 * Core commands (§4): status, VER, SAF, DIA (only while stopped), RAT (may change while infusing;
   ``?OOR`` above the plunger speed limit), VOL and its units, DIR, RUN, STP, DIS, CLD, PUR.
   Deviation from a real NE-1000: ``STP`` always stops (never pauses); ``RUN`` while moving or
-  held is ``?NA``; ``VOL``/``DIR``/``XPL`` are ``?NA`` while moving.
+  held is ``?NA``; ``VOL``/``DIR``/``XPL`` are ``?NA`` while moving; a ``RAT`` query while the
+  motor runs answers the rate in force (adaptive flow included).
 * Extensions: ``XPR`` (line pressure, kPa), ``XPL w a t`` (warning / adjustment / termination
   limits in kPa **relative to the baseline**, separated by spaces or commas; the query answers
   ``w a t``; the absolute ceiling ``SimParams.pressure_ceiling_kpa`` always applies), ``XAR`` /
@@ -44,8 +47,9 @@ What it models (spec paragraph in brackets):
   ``time_scale`` + :meth:`advance`; the watchdog and the 0.5 s inter-byte discard run on
   ``time.monotonic()``. No artificial delay: a reply is written as soon as its command is decoded.
 
-Faults (``FAULT_NAMES``; each ``NAME``, ``NAME@t=S``, ``NAME@after=N``, ``NAME@volume=ML`` or a
-seeded random schedule). Device and physics:
+Faults (``FAULT_NAMES``; each ``NAME``, ``NAME@t=S``, ``NAME@after=N``, ``NAME@volume=ML``,
+``NAME@on=CMD`` — fired once the pump has executed ``CMD``, before its reply — or a seeded random
+schedule). Device and physics:
 
 * ``reset``: power interruption: motor stops, arming/hold/event queue lost, pending ``A?R`` (no
   Auto-Alarm: the pump was rebooting), the first command is swallowed. Settings and the
@@ -71,6 +75,21 @@ seeded random schedule). Device and physics:
 * ``hold_timeout`` / ``arm_timeout``: the maximum hold / arm timeout becomes
   ``shortened_timeout_s`` (a hold then aborts: motor stopped, prompt ``S``, 130269).
 * ``watchdog``: as if heartbeats had stopped: ``A?T`` now (+130159 if it was injecting).
+
+The pump's own safety layers, switched off one at a time for the rest of the session (so that
+the controller's layer behind each one is what acts; never in a random schedule unless named):
+
+* ``ignore_volume``: ``VOL`` is accepted and read back, but a run never stops at it: the pump
+  infuses until the syringe is empty (stall).
+* ``dis_under_report``: ``DIS`` counts only ``dis_under_report_factor`` (½) of what leaves the
+  syringe, and the pump stops when that counter shows the target: it gives twice the volume.
+* ``pressure_limits_off``: no baseline, warning, adaptive flow or termination, not even at the
+  absolute ceiling; ``XPR`` still reports the pressure.
+* ``self_hold``: the pump pauses the running injection by itself (prompt ``P``, 130266).
+* ``hold_timeout_off``: a hold is never aborted by the pump (no 130269).
+* ``end_stop_off``: no stall at the end of the syringe: an empty syringe gives nothing while
+  the motor runs on and ``DIS`` counts its travel.
+* ``arm_timeout_off``: arming never lapses with time.
 
 Link faults act on the next reply (once), except ``no_reply_forever``:
 
@@ -124,6 +143,7 @@ import tty
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from types import TracebackType
 from typing import NamedTuple
 
@@ -148,6 +168,7 @@ from device_drivers.codec import (
 from device_drivers.events import InjectorEvent
 from simulators.injector_faults import (
     FAULT_NAMES,
+    LAYER_OFF_FAULTS,
     FaultSpec,
     FaultSyntaxError,
     InjectorSimError,
@@ -221,9 +242,11 @@ class SimState:
     rate_units: str = "UM"
     volume_value: float = 0.5
     volume_units: str = "ML"
-    infused_ml: float = 0.0
+    infused_ml: float = 0.0  # the counter DIS reports (a fault may make it lie)
     withdrawn_ml: float = 0.0
-    run_ml: float = 0.0  # motor progress of the current run
+    #: What really left the syringe forward (infusions and purges), whatever the counter says.
+    actual_infused_ml: float = 0.0
+    run_ml: float = 0.0  # progress of the current run, as the pump measures it
     syringe_remaining_ml: float = 1.0
     duct_ml: float = 0.0
     line_kpa: float = 0.0  # cannula pressure, lagging the flow by the line compliance
@@ -260,6 +283,8 @@ class SimState:
     occlusion_s: float = 0.0
     extravasated: bool = False
     under_delivery: bool = False
+    #: The pump's own safety layers switched off (the ``LAYER_OFF_FAULTS`` fired so far).
+    layers_off: set[str] = field(default_factory=set)
     warned: bool = False
     adjusted: bool = False
 
@@ -371,6 +396,7 @@ class InjectorSimulator:
         self._advanced_s = 0.0
         self._serve_origin_s = 0.0  # simulated time when serving started
         self._last_valid_rx = time.monotonic()
+        self._last_valid_rx_sim_s = 0.0  # the same moment on the simulated clock
         self._last_rx = 0.0
         self._watchdog_tripped = False
         # I/O.
@@ -578,7 +604,7 @@ class InjectorSimulator:
         self._mono_origin = time.monotonic()
         self._advanced_s = self._state.sim_time_s
         self._serve_origin_s = self._state.sim_time_s
-        self._last_valid_rx = time.monotonic()
+        self._note_valid_rx()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -816,7 +842,7 @@ class InjectorSimulator:
 
     def _queue(self, data: bytes, delay_s: float = 0.0, gap_s: float = 0.0) -> None:
         """Write ``data`` after ``delay_s`` and at least ``gap_s`` after the previous write."""
-        if not data or self._silent_forever:
+        if not data or self._silent_forever or not self._host_attached():
             return
         due = time.monotonic() + delay_s
         if self._out:
@@ -906,7 +932,7 @@ class InjectorSimulator:
             return
         if command.address is not None and command.address != self.params.address:
             return  # another pump on the network
-        self._last_valid_rx = time.monotonic()
+        self._note_valid_rx()
         self._watchdog_tripped = False
         self._check_after_triggers()
         s.commands_received += 1
@@ -919,6 +945,7 @@ class InjectorSimulator:
             )
             return
         reply = self._execute(command.name, command.args)
+        self._check_command_triggers(command.name)
         if self._take_one_shot("auto_alarm_interleaved", safe_only=True):
             data = format_reply(
                 self.params.address, prompt=s.status_prompt, error=reply.error, data=reply.data
@@ -927,6 +954,15 @@ class InjectorSimulator:
             self._send_frame(data)
             return
         self._send_reply(reply)
+
+    def _check_command_triggers(self, name: str) -> None:
+        """``NAME@on=CMD``: the command was executed; the fault fires before its reply."""
+        due = [
+            f for f in self._pending_faults if f.trigger is Trigger.COMMAND and f.command == name
+        ]
+        for spec in due:
+            self._pending_faults.remove(spec)
+            self._fire(spec)
 
     def _check_after_triggers(self) -> None:
         received = self._state.commands_received
@@ -1060,7 +1096,7 @@ class InjectorSimulator:
         s.safe_timeout_s = int(args)
         s.safe_mode = s.safe_timeout_s > 0
         self._decoder.safe = s.safe_mode
-        self._last_valid_rx = time.monotonic()
+        self._note_valid_rx()
         self._watchdog_tripped = False
         self._configured()
         return _OK
@@ -1081,7 +1117,9 @@ class InjectorSimulator:
     def _cmd_rat(self, args: str) -> _Reply:
         s = self._state
         if not args:
-            return _Reply(f"{wire_value(s.rate_value)}{s.rate_units}")
+            # While the motor runs: the rate in force, adaptive flow included.
+            in_force = s.rate_value * (s.rate_multiplier if s.moving else 1.0)
+            return _Reply(f"{wire_value(in_force)}{s.rate_units}")
         m = _RATE_ARGS.fullmatch(args)
         value = self._number(m["value"]) if m else None
         if m is None or value is None:
@@ -1311,17 +1349,41 @@ class InjectorSimulator:
         s.power_up_s = s.sim_time_s
         self._decoder.reset()
         self._mirror.clear()
-        self._last_valid_rx = time.monotonic()
+        self._note_valid_rx()
         self._watchdog_tripped = False
 
-    def _watchdog(self) -> None:
+    def _note_valid_rx(self) -> None:
+        """A valid packet (or a power-up): the watchdog counts from now, on both clocks."""
+        self._last_valid_rx = time.monotonic()
+        self._last_valid_rx_sim_s = self._sim_now()
+
+    def _watchdog_armed(self) -> bool:
         s = self._state
         if not (s.safe_mode and s.safe_timeout_s) or self._watchdog_tripped:
+            return False
+        return self.params.watchdog_when_idle or s.moving or s.held or s.armed
+
+    def _watchdog(self) -> None:
+        """The Safe-mode watchdog on real time: the host's heartbeats come in real time."""
+        if not self._watchdog_armed():
             return
-        if not (self.params.watchdog_when_idle or s.moving or s.held or s.armed):
-            return
-        if time.monotonic() - self._last_valid_rx >= s.safe_timeout_s:
+        if time.monotonic() - self._last_valid_rx >= self._state.safe_timeout_s:
             self._watchdog_expired()
+
+    def _watchdog_unreachable(self) -> None:
+        """With no host attached (the port vanished, the socket dropped) the watchdog also runs
+        on the simulated clock, checked at every physics step: under ``time_scale`` the pump
+        stops ``SAF`` simulated seconds after the last valid packet, as it would in the room,
+        not after ``SAF`` real seconds in which the physics ran ``time_scale`` times faster
+        (a cut cable would otherwise deliver the whole programmed volume)."""
+        if self._host_attached() or not self._watchdog_armed():
+            return
+        if self._state.sim_time_s - self._last_valid_rx_sim_s >= self._state.safe_timeout_s:
+            self._watchdog_expired()
+
+    def _host_attached(self) -> bool:
+        """A port a host can reach the pump through: the pty, or a connected socket client."""
+        return self._pty_master is not None or self._client is not None
 
     def _watchdog_expired(self) -> None:
         self._watchdog_tripped = True
@@ -1376,7 +1438,21 @@ class InjectorSimulator:
             "hold_timeout": lambda: setattr(s, "max_hold_s", p.shortened_timeout_s),
             "arm_timeout": lambda: setattr(s, "arm_timeout_s", p.shortened_timeout_s),
             "watchdog": self._watchdog_expired,
+            "self_hold": self._self_hold,
+            **{
+                name: partial(s.layers_off.add, name)
+                for name in LAYER_OFF_FAULTS
+                if name != "self_hold"
+            },
         }
+
+    def _self_hold(self) -> None:
+        """The pump pauses the running injection by itself (a programmed pause: prompt ``P``)."""
+        s = self._state
+        if s.injecting and not s.held:
+            s.held = True
+            s.hold_started_s = s.sim_time_s
+            self._queue_event(InjectorEvent.PROGRAMMED_HOLD)
 
     def _stall(self) -> None:
         events = self._injecting_events(InjectorEvent.TERMINATED_INJECTOR_FAILURE)
@@ -1417,15 +1493,24 @@ class InjectorSimulator:
             dt = min(max(step_s, floor_s), now - s.sim_time_s)
             s.sim_time_s += dt
             self._step(dt)
+            self._watchdog_unreachable()
             self._check_triggers()
 
     def _step(self, dt: float) -> None:
         s = self._state
         p = self.params
-        if s.armed and s.sim_time_s - s.armed_at_s >= s.arm_timeout_s:
+        if (
+            s.armed
+            and "arm_timeout_off" not in s.layers_off
+            and s.sim_time_s - s.armed_at_s >= s.arm_timeout_s
+        ):
             s.armed = False
             log.info("injector simulator: arm timeout")
-        if s.held and s.sim_time_s - s.hold_started_s >= s.max_hold_s:
+        if (
+            s.held
+            and "hold_timeout_off" not in s.layers_off
+            and s.sim_time_s - s.hold_started_s >= s.max_hold_s
+        ):
             log.info("injector simulator: hold timeout")
             self._stop_motor()
             self._queue_event(InjectorEvent.TERMINATED_HOLD_TIMEOUT)
@@ -1446,7 +1531,7 @@ class InjectorSimulator:
         if p.pressure_noise_kpa:
             pressure += self._rng.gauss(0.0, p.pressure_noise_kpa)
         s.pressure_kpa = max(pressure, 0.0)
-        if infusing and not self.plain:
+        if infusing and not self.plain and "pressure_limits_off" not in s.layers_off:
             self._check_pressure(dt)
 
     def _move(self, dt: float) -> float:
@@ -1469,26 +1554,34 @@ class InjectorSimulator:
             if s.occlusion_s >= p.occlusion_detect_s:
                 self._raise_alarm(Alarm.OCCLUSION)
             return rate  # the sensor sits before the blockage: it keeps the working pressure
-        dv = rate / 60.0 * dt
-        if not purging and s.target_ml > 0:
-            dv = min(dv, s.target_ml - s.run_ml)
-        dv = max(min(dv, s.syringe_remaining_ml), 0.0)
-        s.run_ml += dv
+        # The pump measures its progress by its counter: under dis_under_report that counter
+        # sees only part of the travel, and the pump runs on until it shows the target.
+        measured = p.dis_under_report_factor if "dis_under_report" in s.layers_off else 1.0
+        travel = rate / 60.0 * dt
+        if not purging and s.target_ml > 0 and "ignore_volume" not in s.layers_off:
+            travel = min(travel, (s.target_ml - s.run_ml) / measured)
+        travel = max(travel, 0.0)
+        dv = min(travel, s.syringe_remaining_ml)  # what really leaves the syringe
+        if "end_stop_off" not in s.layers_off:
+            travel = dv  # the plunger stops at the end of the syringe
+        s.run_ml += travel * measured
         s.syringe_remaining_ml -= dv
-        s.infused_ml += dv * (p.under_delivery_factor if s.under_delivery else 1.0)
+        s.actual_infused_ml += dv
+        s.infused_ml += travel * measured * (p.under_delivery_factor if s.under_delivery else 1.0)
         if not purging:
             s.duct_ml += dv
         flow_ml_min = dv / dt * 60.0 if dt > 0 else 0.0
         if not purging and self._complete_if_done():
             return flow_ml_min
-        if s.syringe_remaining_ml <= 1e-12:
+        if s.syringe_remaining_ml <= 1e-12 and "end_stop_off" not in s.layers_off:
             log.info("injector simulator: plunger at the end of the syringe")
             self._raise_alarm(Alarm.STALLED)
         return flow_ml_min
 
     def _complete_if_done(self) -> bool:
         s = self._state
-        if s.target_ml > 0 and s.run_ml >= s.target_ml - 1e-9:
+        ignored = "ignore_volume" in s.layers_off and s.direction is Direction.INFUSE
+        if s.target_ml > 0 and not ignored and s.run_ml >= s.target_ml - 1e-9:
             self._stop_motor()
             if s.direction is Direction.INFUSE:
                 self._queue_event(InjectorEvent.COMPLETE)

@@ -1,8 +1,10 @@
 """Fault names, triggers and the seeded random schedule of the injector simulator.
 
 A fault is written ``NAME`` (fire now), ``NAME@t=S`` (S simulated seconds after serving starts),
-``NAME@after=N`` (once N commands have been received: it acts from command N+1 on) or
-``NAME@volume=ML`` (when the infused counter reaches ML). The semantics of each name are listed in
+``NAME@after=N`` (once N commands have been received: it acts from command N+1 on),
+``NAME@volume=ML`` (when the infused counter reaches ML) or ``NAME@on=CMD`` (when the pump has
+executed the command ``CMD``, e.g. ``RUN``, before its reply is written: ``port_vanish@on=RUN``
+cuts the link exactly at the start). The semantics of each name are listed in
 ``simulators/injector.py`` and ``docs/_parts/injector-simulator.md``
 (domain/injector-protocol.md §8).
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import random
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -30,6 +33,17 @@ DEVICE_FAULTS: tuple[str, ...] = (
     "hold_timeout",
     "arm_timeout",
     "watchdog",
+    # The pump's own safety layers switched off, one at a time, so that the controller's layer
+    # behind each is what acts (issue 8): a pump that runs past its volume, one whose counter
+    # under-reports (and that stops by it), no pressure supervision, a pause the pump makes by
+    # itself, no maximum-hold abort, no end-of-travel stall, no arm timeout.
+    "ignore_volume",
+    "dis_under_report",
+    "pressure_limits_off",
+    "self_hold",
+    "hold_timeout_off",
+    "end_stop_off",
+    "arm_timeout_off",
 )
 
 #: Link faults.
@@ -55,8 +69,16 @@ LINK_FAULTS: tuple[str, ...] = (
 
 FAULT_NAMES: tuple[str, ...] = DEVICE_FAULTS + LINK_FAULTS
 
-#: Faults a random schedule leaves out unless named: they end the session for good.
-NOT_RANDOM_BY_DEFAULT: frozenset[str] = frozenset({"no_reply_forever"})
+#: The faults that switch one of the pump's own safety layers off for the rest of the session.
+LAYER_OFF_FAULTS: tuple[str, ...] = DEVICE_FAULTS[DEVICE_FAULTS.index("ignore_volume") :]
+
+#: Faults a random schedule leaves out unless named: they end the session for good, or take
+#: away one of the pump's own safety layers (a test of the controller's layer, not a storm).
+NOT_RANDOM_BY_DEFAULT: frozenset[str] = frozenset({"no_reply_forever", *LAYER_OFF_FAULTS})
+
+
+#: A command name of the protocol (three capitals), for ``@on=CMD``.
+_COMMAND_NAME = re.compile(r"[A-Z]{3}")
 
 
 class InjectorSimError(Exception):
@@ -72,6 +94,7 @@ class Trigger(enum.Enum):
     TIME = "t"
     AFTER = "after"
     VOLUME = "volume"
+    COMMAND = "on"
 
 
 @dataclass(frozen=True)
@@ -81,6 +104,8 @@ class FaultSpec:
     name: str
     trigger: Trigger = Trigger.NOW
     value: float = 0.0
+    #: With ``Trigger.COMMAND``: the command name (``RUN``, ``STP``, ``XAR``…).
+    command: str = ""
 
     def __post_init__(self) -> None:
         if self.name not in FAULT_NAMES:
@@ -89,10 +114,16 @@ class FaultSpec:
             )
         if self.value < 0 or self.value != self.value:
             raise FaultSyntaxError(f"fault {self.name!r}: trigger value must be >= 0")
+        if (self.trigger is Trigger.COMMAND) != bool(self.command):
+            raise FaultSyntaxError(f"fault {self.name!r}: a command is given with @on=CMD only")
+        if self.command and not _COMMAND_NAME.fullmatch(self.command):
+            raise FaultSyntaxError(f"fault {self.name!r}: {self.command!r} is not a command name")
 
     def __str__(self) -> str:
         if self.trigger is Trigger.NOW:
             return self.name
+        if self.trigger is Trigger.COMMAND:
+            return f"{self.name}@on={self.command}"
         value = int(self.value) if self.trigger is Trigger.AFTER else self.value
         return f"{self.name}@{self.trigger.value}={value}"
 
@@ -110,8 +141,11 @@ def parse_fault(text: str) -> FaultSpec:
         eq = ""
     if not eq or trigger is Trigger.NOW:
         raise FaultSyntaxError(
-            f"bad fault trigger in {text!r}: use NAME, NAME@t=S, NAME@after=N or NAME@volume=ML"
+            f"bad fault trigger in {text!r}: use NAME, NAME@t=S, NAME@after=N, "
+            "NAME@volume=ML or NAME@on=CMD"
         )
+    if trigger is Trigger.COMMAND:
+        return FaultSpec(name, trigger, command=raw.strip().upper())
     try:
         value = int(raw) if trigger is Trigger.AFTER else float(raw)
     except ValueError as exc:

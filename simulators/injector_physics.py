@@ -90,6 +90,7 @@ class SimParams:
     extravasation_factor: float = 0.1  # duct stiffness multiplier after extravasation
     extravasation_drain_tau_s: float = 5.0  # simulated
     under_delivery_factor: float = 0.85
+    dis_under_report_factor: float = 0.5  # dis_under_report: the share of the travel DIS counts
     empty_fraction: float = 0.5  # syringe_empty: the syringe holds this share of what remains
     late_reply_s: float = 1.5  # real, beyond the host's 1 s reply deadline
     trickle_min_s: float = 0.1  # real

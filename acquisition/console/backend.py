@@ -30,6 +30,7 @@ from acquisition.dose_log import DoseLog
 from acquisition.exam import (
     CHECKLIST,
     ExamService,
+    ExamSnapshot,
     Patient,
     PhysicianOverride,
     checklist_blockers,
@@ -150,7 +151,7 @@ class ConsoleBackend:
             "pass-checklist": self._no_args(exam.pass_checklist),
             "finish-pre-contrast": self._no_args(exam.finish_pre_contrast),
             "confirm-cannulation": self._no_args(exam.confirm_cannulation),
-            "confirm-air-purge": self._no_args(exam.confirm_air_purge),
+            "confirm-air-purge": self._confirm_air_purge,
             "start-injection": self._start_injection,
             "stop-injection": self._no_args(exam.stop_injection),
             "acknowledge-fault": self._no_args(exam.acknowledge_fault),
@@ -184,9 +185,11 @@ class ConsoleBackend:
                 "final": state.is_final,
                 "journal_fault": exam.journal_fault,
                 "order": None if order is None else dataclasses.asdict(order),
+                "fault": self._fault_view(exam),
             },
             "facts": self._facts_view(facts),
             "max_volume_ml_now": self._max_volume_ml(facts),
+            "injection_limits": self._injection_limits(facts),
             "actions": self._actions(state, facts),
             "injector": self._injector_view(),
             "checklist": [
@@ -247,15 +250,68 @@ class ConsoleBackend:
     def _facts_view(facts: ExamFacts) -> dict[str, Any]:
         view = dataclasses.asdict(facts)
         view["fault_phase"] = facts.fault_phase.value if facts.fault_phase else None
-        del view["requested_volume_ml"]  # a property of one start, not of the exam
+        del view["requested_volume_ml"]  # properties of one start, not of the exam
+        del view["requested_rate_ml_min"]
+        if view["syringe_left_ml"] is not None:
+            view["syringe_left_ml"] = round(view["syringe_left_ml"], 6)
         return view
 
     @staticmethod
     def _max_volume_ml(facts: ExamFacts) -> float:
-        """The largest volume the limits allow for the next injection (0 when none)."""
+        """The largest volume the limits and the syringe allow for the next injection (0 when
+        none)."""
         limits = facts.limits
         left = limits.max_volume_per_exam_ml - facts.volume_given_ml
-        return round(max(0.0, min(limits.max_volume_per_injection_ml, left)), 6)
+        most = min(limits.max_volume_per_injection_ml, left)
+        if facts.syringe_left_ml is not None:
+            most = min(most, facts.syringe_left_ml)
+        return round(max(0.0, most), 6)
+
+    def _injection_limits(self, facts: ExamFacts) -> dict[str, Any]:
+        """What the page checks a volume and a rate against before it sends them (the machine
+        checks them again, and the driver once more)."""
+        limits = facts.limits
+        left = facts.syringe_left_ml
+        return {
+            "min_volume_ml": limits.min_volume_ml,
+            "min_rate_ml_min": limits.min_rate_ml_min,
+            "max_rate_ml_min": limits.max_rate_ml_min,
+            "max_injection_s": limits.max_injection_s,
+            "max_volume_ml_now": self._max_volume_ml(facts),
+            "syringe_left_ml": None if left is None else round(left, 6),
+            "syringe_nominal_ml": self.exam.syringe_ml,
+        }
+
+    def _fault_view(self, exam: ExamSnapshot) -> dict[str, Any] | None:
+        """Why the exam is in FAULT and what the technologist may do next: the CID 71 code and
+        its text, the reason, the pump's last pressure and the delivered volume."""
+        if exam.state is not S.FAULT:
+            return None
+        fault = None
+        if self.injector is not None:
+            try:
+                fault = self.injector.fault
+            except DriverError:
+                fault = None
+        interrupted = exam.facts.fault_phase is not None and exam.facts.fault_phase.is_injecting
+        last = exam.contrast[-1] if interrupted and exam.contrast else None
+        code = fault.event.code if fault is not None else None
+        meaning = fault.event.meaning if fault is not None else None
+        if fault is None and last is not None and last.event_codes:
+            code = last.event_codes[-1]
+        delivered = last.delivered_ml if last is not None else None
+        if delivered is None and fault is not None:
+            delivered = fault.delivered_ml
+        reason = exam.fault_reason or (fault.reason if fault is not None else "")
+        return {
+            "reason": reason,
+            "code": code,
+            "meaning": meaning,
+            "detail": fault.reason if fault is not None else None,
+            "pressure_kpa": _optional_float(fault.pressure_kpa) if fault is not None else None,
+            "delivered_ml": _optional_float(delivered),
+            "next_actions": fault_next_actions(exam, code, reason),
+        }
 
     def _actions(self, state: ExamState, facts: ExamFacts) -> dict[str, dict[str, Any]]:
         """Each command: allowed now, or the reason it would be refused."""
@@ -276,8 +332,11 @@ class ConsoleBackend:
             if event is E.START_INJECTION:
                 # Ask with the largest volume the limits leave, so that "allowed" means some
                 # volume can be given; the volume typed in is checked again on start.
-                volume = self._max_volume_ml(facts) or facts.limits.max_volume_per_injection_ml
+                volume = max(self._max_volume_ml(facts), facts.limits.min_volume_ml)
                 probe = dataclasses.replace(facts, requested_volume_ml=volume)
+                probe = dataclasses.replace(
+                    probe, requested_rate_ml_min=facts.limits.max_rate_ml_min
+                )
             elif event is E.DISCONTINUE:
                 # The reason is chosen with the command; ask whether one would be accepted.
                 probe = dataclasses.replace(facts, discontinuation_reason="reason")
@@ -366,12 +425,14 @@ class ConsoleBackend:
             "review": flags,
         }
 
-    @staticmethod
-    def _order_view(item: WorklistItem) -> dict[str, Any]:
+    def _order_view(self, item: WorklistItem) -> dict[str, Any]:
         start = item.sps_start
+        side = self.exam.order_side(item)
         return {
             "accession": item.accession_number,
             "sps_id": item.sps_id,
+            "side": side.side,
+            "side_evidence": list(side.evidence),
             "patient_name": item.patient_name,
             "patient_id": item.patient_id,
             "birth_date": item.patient_birth_date,
@@ -419,9 +480,10 @@ class ConsoleBackend:
         return handler
 
     def _select_order(self, args: Mapping[str, Any], operator: str) -> None:
-        _expect(args, ("accession", "side"), ("sps_id",))
+        _expect(args, ("accession", "side"), ("sps_id", "side_override_reason"))
         accession = _text(args, "accession")
         sps_id = _text(args, "sps_id", required=False)
+        override = _text(args, "side_override_reason", required=False)
         side = _side(args)
         if self.orders is None:
             raise ValueError("no RIS worklist is configured: register the patient instead")
@@ -435,7 +497,7 @@ class ConsoleBackend:
             raise ValueError("no current RIS order has that accession number")
         if len(matches) > 1:
             raise ValueError("several RIS orders have that accession number: give sps_id")
-        self.exam.select_order(matches[0], side, operator)
+        self.exam.select_order(matches[0], side, operator, side_override_reason=override)
 
     def _register_unscheduled(self, args: Mapping[str, Any], operator: str) -> None:
         _expect(args, ("name", "patient_id", "side"), ("birth_date", "sex"))
@@ -480,6 +542,11 @@ class ConsoleBackend:
         if passed:
             self.exam.pass_checklist(operator)
 
+    def _confirm_air_purge(self, args: Mapping[str, Any], operator: str) -> None:
+        _expect(args, (), ("loaded_ml",))
+        loaded_ml = None if args.get("loaded_ml") is None else _positive(args, "loaded_ml")
+        self.exam.confirm_air_purge(operator, loaded_ml=loaded_ml)
+
     def _start_injection(self, args: Mapping[str, Any], operator: str) -> None:
         _expect(args, ("volume_ml", "rate_ml_min"))
         volume_ml = _positive(args, "volume_ml")
@@ -506,6 +573,72 @@ def _alert_view(alert: Mapping[str, Any]) -> dict[str, Any]:
         "detail": alert["detail"],
         "state": alert["state"],
     }
+
+
+# ---------------------------------------------------------------------- what to do after a fault
+
+#: What the technologist may do about a fault, by the CID 71 code of its cause (procedure.md:
+#: extravasation stops the exam and it is rescheduled; air mimics filling defects).
+_FAULT_ADVICE: dict[str, str] = {
+    "130156": "The line pressure passed the termination limit: check the cannula's position "
+    "and the line for a kink or a clot before any further injection.",
+    "130157": "The flow passed its termination limit: check the injector before any further "
+    "injection.",
+    "130159": "The injector's link was lost: check its cable and power. Acknowledging reopens "
+    "the link and reads back what the pump really gave.",
+    "130175": "Air was detected: purge the line again (a new air-purge confirmation) before "
+    "any further injection; bubbles mimic filling defects.",
+    "130176": "Air was detected: purge the line again (a new air-purge confirmation) before "
+    "any further injection; bubbles mimic filling defects.",
+    "130164": "The syringe came off: reattach it and purge the line before any further injection.",
+    "130179": "The syringe came off: reattach it and purge the line before any further injection.",
+    "130269": "The injection was held too long and is over; start a new one only if filling "
+    "was incomplete.",
+    "130158": "The injection paused too long and is over; start a new one only if filling was "
+    "incomplete.",
+    "110501": "The injector reported an equipment failure: check it before any further injection.",
+}
+_EXTRAVASATION_ADVICE = (
+    "Suspected extravasation: do not inject again; take the images that are needed and "
+    "discontinue with Injection Site Extravasation (the exam is rescheduled in 7-14 days)."
+)
+_CONTROLLER_STOP_ADVICE = (
+    "The injector gave more, or ran longer, than programmed: do not inject again with it; "
+    "discontinue with Equipment failure and have the injector checked."
+)
+_INJECTOR_FAILURE_ADVICE = (
+    "The injector failed (motor stalled, syringe empty, occlusion…): check the syringe and the "
+    "line before any further injection."
+)
+
+
+def fault_next_actions(exam: ExamSnapshot, code: str | None, reason: str) -> list[str]:
+    """The steps open to the technologist in FAULT: acknowledge (and where it leads), the
+    advice for the cause, and what the exam allows after it."""
+    after = next_state(S.FAULT, E.ACKNOWLEDGE_FAULT, exam.facts)
+    steps = [
+        "Acknowledge the fault: the injector is reset (its link reopened if lost) and the exam "
+        f"returns to {after.value}."
+    ]
+    if code == "130160":
+        if "extravasation" in reason:
+            steps.append(_EXTRAVASATION_ADVICE)
+        elif "controller stop" in reason:
+            steps.append(_CONTROLLER_STOP_ADVICE)
+        else:
+            steps.append(_INJECTOR_FAILURE_ADVICE)
+    elif code in _FAULT_ADVICE:
+        steps.append(_FAULT_ADVICE[code])
+    elif "journal" in reason:
+        steps.append("Tell IT: the journal could not be written for a while.")
+    if after in (S.POST_INJECTION_1, S.POST_INJECTION_2):
+        steps.append(
+            "Then take the post-injection images, give the second injection if one is left "
+            "(with its own air-purge confirmation), complete, or discontinue with a reason."
+        )
+    else:
+        steps.append("Then carry on from there, or discontinue with a reason.")
+    return steps
 
 
 # ---------------------------------------------------------------------- argument checks

@@ -9,7 +9,9 @@ standard library's :class:`~http.server.ThreadingHTTPServer` on a daemon thread:
 - ``GET /api/state`` — :meth:`ConsoleBackend.snapshot` as JSON;
 - ``POST /api/command/<name>`` — body ``{"operator": ..., "args": {...}}`` as
   ``application/json``: 200 ``{"ok": true, "state": ...}``; 409 ``{"ok": false, "refused":
-  reason}`` when the exam refused it; 400 for bad input; 415 for another content type.
+  reason, …details}`` when the exam refused it (a wrong side adds ``"code":
+  "laterality-mismatch"``, ``"order_side"``, ``"chosen_side"``); 400 for bad input; 415 for
+  another content type.
 
 Every request whose ``Host`` is not one of the console's own names, or whose ``Origin`` (when
 present) is not one of its own origins, is answered 403: another web site open in the same
@@ -287,7 +289,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             backend.command(name, args, operator)
         except Refused as refused:
-            self._json(HTTPStatus.CONFLICT, {"ok": False, "refused": refused.reason})
+            refusal = {"ok": False, "refused": refused.reason, **refused.details}
+            self._json(HTTPStatus.CONFLICT, refusal)
             return
         except (ValueError, ExamError) as exc:  # ChecklistError is both
             self._json(HTTPStatus.BAD_REQUEST, _error(str(exc)))

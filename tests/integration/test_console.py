@@ -65,6 +65,7 @@ def test_state_shows_exam_injector_orders_and_the_reasons_buttons_are_disabled(
         "final": False,
         "journal_fault": None,
         "order": None,
+        "fault": None,
     }
     assert doc["injector"]["present"] and doc["injector"]["link"] == "ok"
     assert doc["injector"]["state"] == room.driver.state.value
@@ -260,7 +261,7 @@ def test_a_post_that_is_not_json_is_415(room: Room, content_type: str | None) ->
 
 
 def test_a_json_content_type_with_parameters_is_accepted(room: Room) -> None:
-    body = json.dumps({"operator": "tech1", "args": {"accession": ACC, "side": "L"}}).encode()
+    body = json.dumps({"operator": "tech1", "args": {"accession": ACC, "side": "R"}}).encode()
     headers = {"Content-Type": "application/json; charset=utf-8"}
     status, _, _ = request(
         room.url, "POST", "/api/command/select-order", body=body, headers=headers
@@ -269,7 +270,7 @@ def test_a_json_content_type_with_parameters_is_accepted(room: Room) -> None:
 
 
 def test_a_foreign_origin_is_403_and_the_consoles_own_origins_are_not(room: Room) -> None:
-    body = json.dumps({"operator": "tech1", "args": {"accession": ACC, "side": "L"}}).encode()
+    body = json.dumps({"operator": "tech1", "args": {"accession": ACC, "side": "R"}}).encode()
     path = "/api/command/select-order"
     for origin in ("http://evil.example", "null", f"http://127.0.0.1:{room.server.port + 1}"):
         headers = {**JSON, "Origin": origin}
@@ -349,3 +350,93 @@ def test_the_example_in_the_docs_runs(room: Room, capsys: pytest.CaptureFixture[
     assert backend.snapshot()["outbox"] == {"queued": 1}
     backend.command("refresh-orders", {}, "tech1")
     assert refreshed == [True]
+
+
+# ----------------------------------------------------------------------------------------------
+# Injection safety over HTTP (issue 8): the machine's refusals, 409, with its reason
+
+
+def to_cannulation(room: Room, loaded_ml: float | None = None) -> None:
+    open_checklist(room)
+    assert command(room.url, "answer-checklist", {"answers": ALL_CLEAR})[0] == 200
+    room.expose(S.PRE_CONTRAST, seed=1)
+    assert room.exam.note_exposures() == 1
+    for name in ("finish-pre-contrast", "confirm-cannulation"):
+        assert command(room.url, name)[0] == 200
+    args = {} if loaded_ml is None else {"loaded_ml": loaded_ml}
+    status, doc = command(room.url, "confirm-air-purge", args)
+    assert status == 200, doc
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        ({"volume_ml": 0.0004, "rate_ml_min": 0.3}, "below the minimum of 0.05 mL"),
+        ({"volume_ml": 0.5, "rate_ml_min": 0.0001}, "below the minimum of 0.05 mL/min"),
+        ({"volume_ml": 0.9, "rate_ml_min": 0.08}, "more than the 600 s allowed"),
+        ({"volume_ml": 0.5, "rate_ml_min": 0.3}, "the syringe holds 0.4 mL"),
+    ],
+    ids=["volume", "rate", "duration", "syringe"],
+)
+def test_an_injection_the_pump_cannot_honour_is_409_with_the_machines_reason(
+    room: Room, args: dict[str, float], reason: str
+) -> None:
+    to_cannulation(room, loaded_ml=0.4)
+    status, doc = command(room.url, "start-injection", args)
+
+    assert status == 409, doc
+    assert reason in doc["refused"]
+    assert room.sim.run_count == 0 and room.exam.state is S.CANNULATION
+    assert journal_kinds(room, "refusal")[-1]["reason"] == doc["refused"]
+
+
+def test_the_state_shows_the_syringe_aware_limit(room: Room) -> None:
+    to_cannulation(room, loaded_ml=0.4)
+    doc = state(room.url)
+    assert doc["max_volume_ml_now"] == 0.4
+    assert doc["facts"]["syringe_left_ml"] == 0.4
+    assert doc["injection_limits"] == {
+        "min_volume_ml": 0.05,
+        "min_rate_ml_min": 0.05,
+        "max_rate_ml_min": 1.0,
+        "max_injection_s": 600.0,
+        "max_volume_ml_now": 0.4,
+        "syringe_left_ml": 0.4,
+        "syringe_nominal_ml": 1.0,
+    }
+
+
+def test_a_side_that_disagrees_with_the_order_is_409_laterality_mismatch(room: Room) -> None:
+    status, doc = command(room.url, "select-order", {"accession": ACC, "side": "L"})
+    assert status == 409
+    assert {k: doc[k] for k in ("code", "order_side", "chosen_side")} == {
+        "code": "laterality-mismatch",
+        "order_side": "R",
+        "chosen_side": "L",
+    }
+    assert doc["ok"] is False and "right" in doc["refused"]
+    assert room.exam.state is S.IDLE
+    (order,) = state(room.url)["orders"]
+    assert order["side"] == "R"
+
+    args = {"accession": ACC, "side": "L", "side_override_reason": "the referral says left"}
+    status, doc = command(room.url, "select-order", args)
+    assert status == 200
+    assert doc["state"]["exam"]["order"]["side"] == "L"
+
+
+def test_in_fault_the_state_says_why_the_pump_stopped_and_what_to_do(room: Room) -> None:
+    to_cannulation(room)
+    room.sim.add_fault("ignore_volume")
+    status, doc = command(room.url, "start-injection", {"volume_ml": 0.2, "rate_ml_min": 0.3})
+    assert status == 200, doc
+    assert room.exam.wait_for_state(S.FAULT, 20.0)
+
+    fault = state(room.url)["exam"]["fault"]
+    assert fault["code"] == "130160"
+    assert fault["meaning"] == "Terminated: unspecified injector failure"
+    assert fault["reason"] == "controller stop: over-delivery"
+    assert fault["delivered_ml"] > 0.2
+    assert fault["pressure_kpa"] is not None and fault["pressure_kpa"] > 0
+    assert any("Acknowledge the fault" in step for step in fault["next_actions"])
+    assert state(room.url)["actions"]["acknowledge-fault"]["allowed"]

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from selenium import webdriver
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
@@ -23,8 +25,11 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
+from acquisition.commands.demo import ALL_CLEAR
 from acquisition.exam_machine import ExamState
-from tests.console_room import ACC, Room, console_room
+from tests.console_room import ACC, ORDER, Room, console_room
+from tests.unit.test_injection_limits import EXAM as EXAM_LIMITS
+from tests.unit.test_injection_limits import machine_refusal
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -181,14 +186,15 @@ def test_a_whole_pass_through_the_console(room: Room, browser: WebDriver) -> Non
     page.click("#btn-confirm-air-purge")
     page.until(lambda: page.text("#fact-air-purge") == "confirmed", "air purge")
 
-    # A rate the injector refuses: the refusal is shown in the banner, nothing is injected.
+    # A rate the limits refuse: the page refuses it itself (the banner says why), nothing is
+    # sent, nothing is injected.
     page.type("#inj-volume", "1")
     page.type("#inj-rate", "5")
     page.click("#btn-start-injection")
-    page.click("#btn-confirm-injection")
     page.until(lambda: page.find("#banner").is_displayed(), "no banner for the refusal")
     assert "Start injection refused" in page.text("#banner-text")
-    assert "rate" in page.text("#banner-text")
+    assert "the rate 5 mL/min is above the maximum of 1 mL/min" in page.text("#banner-text")
+    assert not page.find("#inj-confirm").is_displayed()
     assert room.sim.run_count == 0 and room.exam.state is S.CANNULATION
 
     # Two steps: the first click only shows what would be injected.
@@ -285,3 +291,88 @@ def test_an_unscheduled_patient_and_a_checklist_that_does_not_pass(
     assert room.exam.state is S.CHECKLIST
     page.click("#btn-confirm-discontinue")
     page.until_state(S.DISCONTINUED)
+
+
+def to_cannulation(room: Room) -> None:
+    """The steps before an injection, through the service (the page follows by its poll)."""
+    room.exam.select_order(ORDER, "R", "tech1")
+    assert room.exam.answer_checklist(ALL_CLEAR, "tech1")
+    room.exam.pass_checklist("tech1")
+    room.expose(S.PRE_CONTRAST, seed=1)
+    room.exam.note_exposures()
+    room.exam.finish_pre_contrast("tech1")
+    room.exam.confirm_cannulation("tech1")
+
+
+def test_a_volume_the_pump_cannot_honour_is_refused_and_a_fault_says_why(
+    room: Room, browser: WebDriver
+) -> None:
+    page = Page(browser, room)
+    page.open()
+    page.type("#operator", "tech1")
+    to_cannulation(room)
+    page.until_state(S.CANNULATION)
+    page.type("#purge-loaded-ml", "0.6")
+    page.click("#btn-confirm-air-purge")
+    page.until(lambda: page.text("#fact-air-purge") == "confirmed", "air purge")
+    page.until(lambda: "at most 0.60 mL now" in page.text("#inj-max"), "the syringe-aware limit")
+
+    # 0.0004 mL: the page refuses it itself, nothing is sent, nothing starts.
+    page.type("#inj-volume", "0.0004")
+    page.type("#inj-rate", "0.3")
+    page.click("#btn-start-injection")
+    page.until(lambda: page.find("#banner").is_displayed(), "no banner for the refusal")
+    assert "0.0004 mL is below the minimum of 0.05 mL" in page.text("#banner-text")
+    assert not page.find("#inj-confirm").is_displayed()
+    assert room.sim.run_count == 0 and room.exam.state is S.CANNULATION
+    commands = [e.payload["command"] for e in room.journal.entries() if e.kind == "command"]
+    assert "start-injection" not in commands
+
+    # A pump that ignores its volume: the controller stops it; the page says why and what next.
+    room.sim.add_fault("ignore_volume")
+    page.type("#inj-volume", "0.2")
+    page.click("#btn-start-injection")
+    page.click("#btn-confirm-injection")
+    page.until_state(S.FAULT)
+    page.until(lambda: page.find("#fault-panel").is_displayed(), "no fault panel")
+    page.until(lambda: "130160" in page.text("#fault-code"), "no CID 71 code")
+    assert "Terminated: unspecified injector failure" in page.text("#fault-code")
+    assert page.text("#fault-reason") == "controller stop: over-delivery"
+    assert page.text("#fault-pressure").endswith("kPa")
+    assert float(page.text("#fault-delivered").split()[0]) > 0.2
+    assert "Acknowledge the fault" in page.text("#fault-next")
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    volume_ml=st.floats(min_value=1e-6, max_value=3.0, allow_nan=False),
+    rate_ml_min=st.floats(min_value=1e-6, max_value=1.0, allow_nan=False),
+)
+def test_the_pages_own_check_refuses_what_the_machine_refuses(
+    room: Room, browser: WebDriver, volume_ml: float, rate_ml_min: float
+) -> None:
+    """The page's validation (before anything is sent) and the machine's interlock agree on
+    every volume and rate: every value below a minimum is refused by both."""
+    if browser.current_url != room.url:
+        Page(browser, room).open()
+    limits = EXAM_LIMITS
+    page_says = browser.execute_script(
+        "return injectionRefusal(arguments[0], arguments[1], arguments[2]);",
+        volume_ml,
+        rate_ml_min,
+        {
+            "min_volume_ml": limits.min_volume_ml,
+            "min_rate_ml_min": limits.min_rate_ml_min,
+            "max_rate_ml_min": limits.max_rate_ml_min,
+            "max_injection_s": limits.max_injection_s,
+            "max_volume_ml_now": limits.max_volume_per_injection_ml,
+        },
+    )
+    machine_says = machine_refusal(volume_ml, rate_ml_min)
+    assert (page_says is None) == (machine_says is None), (page_says, machine_says)
+    if volume_ml < limits.min_volume_ml or rate_ml_min < limits.min_rate_ml_min:
+        assert page_says is not None and "below the minimum" in page_says

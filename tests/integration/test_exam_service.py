@@ -165,6 +165,12 @@ def kinds(journal: Journal, kind: str) -> list[Entry]:
     return [entry for entry in journal.entries(exam_id=ACC) if entry.kind == kind]
 
 
+def port_back(room: Room) -> None:
+    """Wait until the vanished port is back and the stable link names the new pty (until then
+    the old /dev/pts/N may already belong to another simulator on this machine)."""
+    assert room.sim.wait_until(lambda s: s.connected, WAIT_S), "the port never came back"
+
+
 def transitions(journal: Journal) -> list[tuple[str, str]]:
     return [(e.payload["event"], e.payload["to"]) for e in kinds(journal, "transition")]
 
@@ -258,7 +264,7 @@ def test_every_interlock_refusal_is_journaled(room: Room) -> None:
     service.confirm_cannulation("tech1")
     assert_refused(room, start, "air purge")
     service.confirm_air_purge("tech1")
-    assert_refused(room, lambda: start(3.5), "per injection")
+    assert_refused(room, lambda: start(3.5), "above the maximum of 3 mL")
     assert_refused(room, lambda: service.complete("tech1"), "not allowed in cannulation")
     assert_refused(room, lambda: service.discontinue("999", "tech1"), "not a CID 9301 code")
 
@@ -631,7 +637,7 @@ def test_a_link_lost_during_an_injection_is_corrected_from_the_pump_when_it_is_b
 ) -> None:
     service = room.service()
     to_cannulation(room, service)
-    service.start_injection(0.8, 0.1, "tech1")  # 4 s at x120: the pump's watchdog stops it
+    service.start_injection(0.9, 0.6, "tech1")  # the link goes long before the end
     deadline = time.monotonic() + WAIT_S
     while room.sim.snapshot().infused_ml < 0.05:
         assert time.monotonic() < deadline, "the injection never started"
@@ -644,15 +650,9 @@ def test_a_link_lost_during_an_injection_is_corrected_from_the_pump_when_it_is_b
         assert time.monotonic() < deadline, "the pump was never stopped"
         time.sleep(0.01)
     given = room.sim.snapshot().infused_ml
-    assert given > recorded + 0.005
-    deadline = time.monotonic() + WAIT_S
-    while True:  # the port comes back after port_vanish_s
-        try:
-            service.acknowledge_fault("tech1")
-            break
-        except Refused:
-            assert time.monotonic() < deadline, "the link never came back"
-            time.sleep(0.1)
+    assert given > recorded + 0.015  # 2 simulated s at 0.6 mL/min, at least
+    port_back(room)
+    service.acknowledge_fault("tech1")
     assert service.facts().volume_given_ml == pytest.approx(given, abs=0.002)
     (corrected,) = kinds(room.journal, "injection-corrected")
     assert corrected.payload["previous_ml"] == pytest.approx(recorded)
@@ -707,7 +707,7 @@ def test_stop_reaches_the_pump_before_the_journal_and_the_lock(room: Room, tmp_p
         )
         try:
             to_cannulation(room, service)
-            service.start_injection(0.5, 0.01, "tech1")  # 3000 s of pump time, 25 s at x120
+            service.start_injection(0.5, 0.05, "tech1")  # 600 s of pump time, 5 s at x120
             deadline = time.monotonic() + WAIT_S
             while room.sim.snapshot().infused_ml < 0.001:
                 assert time.monotonic() < deadline, "the injection never started"
@@ -751,3 +751,221 @@ def test_completing_reads_in_every_exposure_already_stored(room: Room) -> None:
     assert phases == ["pre-contrast"] * 2 + ["post-injection-1"] * 2
     view = service.view()
     assert view is not None and len(view.exposure_ids) == 4
+
+
+# ----------------------------------------------------------------------------------------------
+# Injection safety (issue 8): each layer of the exam, with the pump's own layer off where it has
+# one.
+
+
+@pytest.mark.parametrize(
+    ("volume_ml", "rate_ml_min", "reason"),
+    [
+        (0.0004, 0.3, "the volume 0.0004 mL is below the minimum of 0.05 mL"),
+        (0.5, 0.0001, "the rate 0.0001 mL/min is below the minimum of 0.05 mL/min"),
+        (0.5, 1.5, "the rate 1.5 mL/min is above the maximum of 1 mL/min"),
+        (0.9, 0.08, "0.9 mL at 0.08 mL/min takes 675 s, more than the 600 s allowed"),
+    ],
+)
+def test_values_the_pump_cannot_honour_are_refused_by_the_exam(
+    room: Room, volume_ml: float, rate_ml_min: float, reason: str
+) -> None:
+    service = room.service()
+    to_cannulation(room, service)
+    assert_refused(room, lambda: service.start_injection(volume_ml, rate_ml_min, "tech1"), reason)
+    assert room.sim.run_count == 0
+    assert service.facts().injections_started == 0
+
+
+def test_the_longest_injection_allowed_is_600_s_inclusive(room: Room) -> None:
+    service = room.service()
+    to_cannulation(room, service)
+    service.start_injection(0.5, 0.05, "tech1")  # 600 s exactly
+    assert room.sim.wait_until(lambda s: s.infused_ml > 0.005, WAIT_S)
+    service.stop_injection("tech1")
+    assert service.state is S.POST_INJECTION_1
+
+
+def test_an_over_delivery_is_stopped_journaled_and_recorded_as_delivered(room: Room) -> None:
+    """The pump ignores its volume (its layer off): the controller stops it at target +
+    tolerance, journals 130160 "controller stop: over-delivery", and records everywhere what
+    was delivered, not what was programmed."""
+    room.sim.add_fault("ignore_volume")
+    service = room.service()
+    to_cannulation(room, service)
+    service.start_injection(0.3, 0.3, "tech1")
+    assert service.wait_for_state(S.FAULT, WAIT_S), service.state
+
+    assert room.sim.wait_until(lambda s: s.prompt.name == "STOPPED", WAIT_S)
+    given = room.sim.snapshot().infused_ml
+    assert 0.32 < given < 0.4  # not the whole 1 mL syringe
+    stops = [
+        e.payload for e in kinds(room.journal, "injector-event") if e.payload["code"] == "130160"
+    ]
+    assert stops[-1]["detail"] == "controller stop: over-delivery"
+    (ended,) = kinds(room.journal, "injection-ended")
+    assert ended.payload["delivered_ml"] == pytest.approx(given, abs=0.002)
+    assert ended.payload["reason"] == "controller stop: over-delivery"
+    (record,) = service.contrast_administrations()
+    assert (record.programmed_ml, record.delivered_ml) == (0.3, ended.payload["delivered_ml"])
+    assert service.facts().volume_given_ml == pytest.approx(given, abs=0.002)
+    snapshot = service.snapshot()
+    assert snapshot.fault_reason == "controller stop: over-delivery"
+
+
+def test_the_syringe_is_tracked_across_a_restart_and_a_larger_injection_is_refused(
+    room: Room,
+) -> None:
+    """The pump's end-of-travel stall is off: only the exam's own account of the syringe
+    stands between an injection and an empty syringe."""
+    room.sim.add_fault("end_stop_off")
+    service = room.service()
+    service.select_order(ORDER, "L", "tech1")
+    assert service.answer_checklist(ALL_CLEAR, "tech1")
+    service.pass_checklist("tech1")
+    expose(room, service, S.PRE_CONTRAST, seed=1)
+    service.finish_pre_contrast("tech1")
+    service.confirm_cannulation("tech1")
+    assert_refused(room, lambda: service.confirm_air_purge("tech1", loaded_ml=1.5), "at most 1 mL")
+    assert_refused(room, lambda: service.confirm_air_purge("tech1", loaded_ml=0.0), "loaded")
+    service.confirm_air_purge("tech1", loaded_ml=0.8)
+    assert_refused(room, lambda: service.start_injection(0.9, 0.3, "tech1"), "holds 0.8 mL")
+    inject(service, 0.5, S.POST_INJECTION_1)
+    given = service.facts().volume_given_ml
+    expose(room, service, S.POST_INJECTION_1, seed=3)
+    service.close()
+
+    resumed = room.service()  # a restart: the syringe is folded from the journal
+    assert resumed.facts().syringe_left_ml == pytest.approx(0.8 - given)
+    resumed.confirm_air_purge("tech1", loaded_ml=0.3)  # purged again, not refilled
+    assert_refused(
+        room, lambda: resumed.start_injection(0.5, 0.3, "tech1"), "the syringe holds 0.3 mL"
+    )
+    assert room.sim.run_count == 1
+    inject(resumed, 0.25, S.POST_INJECTION_2)
+    assert resumed.facts().syringe_left_ml == pytest.approx(0.05, abs=0.005)
+    purges = [
+        e.payload for e in kinds(room.journal, "confirmation") if e.payload["what"] == "air-purge"
+    ]
+    assert [p["loaded_ml"] for p in purges] == [0.8, 0.3]
+
+
+def test_an_air_purge_without_a_volume_loads_a_full_syringe(room: Room) -> None:
+    service = room.service()
+    to_cannulation(room, service)  # confirm-air-purge without loaded_ml
+    assert service.facts().syringe_left_ml == 1.0  # injector.syringe: 1ml
+    purge = [e for e in kinds(room.journal, "confirmation") if e.payload["what"] == "air-purge"]
+    assert purge[-1].payload["loaded_ml"] == 1.0
+
+
+def test_an_order_for_the_other_side_is_refused_unless_the_override_is_given(room: Room) -> None:
+    service = room.service()  # ORDER is "Galactography left"
+    with pytest.raises(Refused) as refused:
+        service.select_order(ORDER, "R", "tech1")
+    assert refused.value.details == {
+        "code": "laterality-mismatch",
+        "order_side": "L",
+        "chosen_side": "R",
+    }
+    assert service.state is S.IDLE
+    (refusal,) = [e for e in room.journal.entries() if e.kind == "refusal"]
+    assert refusal.payload["code"] == "laterality-mismatch"
+
+    why = "the referral letter says right; RIS order to be corrected"
+    order = service.select_order(ORDER, "R", "tech1", side_override_reason=why)
+    assert order.side == "R" and service.state is S.CHECKLIST
+    (laterality,) = kinds(room.journal, "laterality")
+    assert laterality.payload["order_side"] == "L"
+    assert laterality.payload["chosen_side"] == "R"
+    assert laterality.payload["override_reason"] == why
+    assert laterality.operator == "tech1"
+
+
+def test_an_order_without_a_side_is_opened_with_the_side_chosen_and_journaled(room: Room) -> None:
+    service = room.service()
+    no_side = dataclasses.replace(
+        ORDER, requested_procedure_description="Galactography", sps_description="Ductography"
+    )
+    service.select_order(no_side, "R", "tech1")
+    (laterality,) = kinds(room.journal, "laterality")
+    assert laterality.payload["order_side"] is None
+    assert laterality.payload["chosen_side"] == "R"
+    assert "no side" in laterality.payload["decision"]
+
+
+def test_a_stop_on_a_dead_link_is_a_fault_and_the_volume_is_read_back(room: Room) -> None:
+    """The link dies and the operator's STOP comes before the monitor notices: STP cannot be
+    sent, so the stop is not a stop. The exam goes to FAULT (never "terminated by operator"),
+    and the acknowledgement reads the pump's counter back into the record."""
+    room.driver.limits = dataclasses.replace(FAST_LIMITS, poll_interval_s=1.0)
+    service = room.service()
+    to_cannulation(room, service)
+    service.start_injection(0.9, 0.6, "tech1")
+    assert room.sim.wait_until(lambda s: s.infused_ml > 0.1, WAIT_S)
+    room.sim.add_fault("port_vanish")  # back after 1 s
+    service.stop_injection("tech1")
+
+    assert service.state is S.FAULT
+    (ended,) = kinds(room.journal, "injection-ended")
+    assert ended.payload["unconfirmed"] and not ended.payload["stopped_by_operator"]
+    assert room.sim.wait_until(lambda s: s.prompt.name == "STOPPED", WAIT_S)  # its watchdog
+    given = room.sim.snapshot().infused_ml
+    assert given > ended.payload["delivered_ml"] + 0.001
+    port_back(room)
+    service.acknowledge_fault("tech1")
+    assert service.facts().volume_given_ml == pytest.approx(given, abs=0.001)
+    (corrected,) = kinds(room.journal, "injection-corrected")
+    assert corrected.payload["delivered_ml"] == pytest.approx(given, abs=0.001)
+
+
+def test_a_journal_that_cannot_record_the_start_disarms_the_injector(
+    room: Room, tmp_path: Path
+) -> None:
+    """The pump's own arm timeout is off: only the controller's disarm stands between an armed
+    pump and an injection nobody recorded."""
+    room.sim.add_fault("arm_timeout_off")
+    service = room.service()
+    to_cannulation(room, service)
+    with closing(sqlite3.connect(tmp_path / "journal.db")) as db:
+        db.execute(
+            "CREATE TRIGGER disk_full BEFORE INSERT ON journal "
+            "WHEN NEW.kind = 'injection-started' "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        db.commit()
+    with pytest.raises(JournalUnavailable):
+        service.start_injection(0.3, 0.3, "tech1")
+    assert room.driver.state is InjectorState.READY
+    assert not room.sim.snapshot().armed
+    assert room.sim.run_count == 0
+    with closing(sqlite3.connect(tmp_path / "journal.db")) as db:
+        db.execute("DROP TRIGGER disk_full")
+        db.commit()
+    with pytest.raises(Refused, match="acknowledge the fault first"):
+        service.start_injection(0.3, 0.3, "tech1")
+    assert service.state is S.FAULT
+    service.acknowledge_fault("tech1")
+    assert service.state is S.CANNULATION
+    assert service.facts().injections_started == 0
+    inject(service, 0.1, S.POST_INJECTION_1)
+    assert room.sim.run_count == 1
+
+
+def test_a_link_cut_exactly_at_run_is_a_fault_counted_as_given_never_run_again(room: Room) -> None:
+    """RUN executed, the link gone before its reply: whether it ran is unknown. The exam counts
+    the programmed volume as given and stops in FAULT; nothing ever sends RUN again."""
+    service = room.service()
+    to_cannulation(room, service)
+    room.sim.add_fault("port_vanish@on=RUN")
+    service.start_injection(0.3, 0.3, "tech1")
+
+    assert service.state is S.FAULT
+    (ended,) = kinds(room.journal, "injection-ended")
+    assert ended.payload["reason"].startswith("start unconfirmed")
+    assert service.facts().volume_given_ml == pytest.approx(0.3)
+    assert service.snapshot().fault_reason is not None
+    assert room.sim.wait_until(lambda s: s.prompt.name == "STOPPED", WAIT_S)  # its watchdog
+    port_back(room)
+    service.acknowledge_fault("tech1")
+    assert service.state is S.POST_INJECTION_1
+    assert room.sim.run_count == 1

@@ -94,6 +94,15 @@ FAULTS: dict[str, Case] = {
     "hold_timeout": Case(Phase.HOLD, Outcome.ABORTS, frozenset({E.TERMINATED_HOLD_TIMEOUT})),
     "arm_timeout": Case(Phase.ARMED, Outcome.REFUSED),
     "watchdog": aborts(E.TERMINATED_COMM_LOSS),
+    # The pump's own layers switched off (tests/integration/test_injection_safety.py tests each
+    # of the controller's layers behind them in detail).
+    "ignore_volume": Case(Phase.START, Outcome.ABORTS, frozenset({E.TERMINATED_INJECTOR_FAILURE})),
+    "dis_under_report": completes(""),  # overtime is real time: under time_scale it completes
+    "pressure_limits_off": completes(""),  # nothing to act on without a pressure rise
+    "self_hold": aborts(E.TERMINATED_HOLD_TIMEOUT, also=(E.PROGRAMMED_HOLD,)),
+    "hold_timeout_off": completes(""),
+    "end_stop_off": completes(""),
+    "arm_timeout_off": completes(""),
     # Link faults.
     "no_reply": completes("timeouts"),
     "no_reply_forever": aborts(E.TERMINATED_COMM_LOSS),

@@ -360,6 +360,28 @@ def test_watchdog_stops_and_auto_alarms(sim_any: tuple[InjectorSimulator, RawHos
     assert host.ask(b"0") == b"00S"
 
 
+def test_a_vanished_port_stops_the_pump_after_saf_simulated_seconds() -> None:
+    """Under time_scale the physics run faster than the host's real-time heartbeats; once no
+    host can reach the pump, the watchdog counts simulated seconds (a cut cable must not
+    deliver the programmed volume)."""
+    with InjectorSimulator(time_scale=120.0) as simulator:
+        host = RawHost(simulator.serve_pty())
+        try:
+            host.configure_safe(seconds=2)
+            start_injection(host, rate=b"0.5MM", volume=b"1.0")  # 120 s, 1 s of real time
+            simulator.vanish_port()
+            assert simulator.wait_until(lambda s: s.prompt is Prompt.STOPPED, timeout_s=5.0)
+        finally:
+            host.close()
+        state = simulator.snapshot()
+        assert state.alarms_raised[-1] == "T"
+        # Stopped 2 simulated seconds after the RUN at the latest, or at the cut when that came
+        # later: within milliseconds of real time, not after the 1.0 mL that the 2 real
+        # seconds of the real-time watchdog would have let through.
+        assert state.actual_infused_ml < 0.5
+        assert "130159" in state.events_raised
+
+
 def test_no_auto_alarm_in_basic_mode(sim: tuple[InjectorSimulator, RawHost]) -> None:
     simulator, host = sim
     host.ack_power_up()
@@ -599,6 +621,21 @@ def test_pressure_limits_events_and_termination(sim: tuple[InjectorSimulator, Ra
     assert host.ask(b"0") == b"00A?P"
     codes = [parse_reply(host.ask(b"0XEV")).data.split(",")[0] for _ in range(3)]
     assert codes == ["130150", "130151", "130156"]
+
+
+def test_rat_answers_the_rate_in_force_under_adaptive_flow(
+    sim: tuple[InjectorSimulator, RawHost],
+) -> None:
+    simulator, host = sim
+    host.configure_safe()
+    start_injection(host, rate=b"0.3MM", volume=b"0.9")
+    simulator.advance(2.5)
+    simulator.add_fault("pressure_ramp")
+    simulator.advance(4.0)  # past the adjustment limit: the pump lowers its rate
+    in_force = parse_reply(host.ask(b"0RAT")).data
+    assert in_force.endswith("MM") and float(in_force[:-2]) < 0.3
+    host.ask(b"0STP")
+    assert host.ask(b"0RAT") == b"00S0.300MM"  # stopped: the rate set
 
 
 def test_wait_until_times_out_false(sim: tuple[InjectorSimulator, RawHost]) -> None:

@@ -384,7 +384,96 @@ def test_fault_watchdog(safe_pty: Setup) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# The pump's own safety layers switched off
+
+
+def test_fault_ignore_volume(safe_pty: Setup) -> None:
+    simulator, host = safe_pty
+    simulator.add_fault("ignore_volume")
+    start_injection(host, rate=b"0.5MM", volume=b"0.2")
+    simulator.advance(60.0)  # 0.5 mL at 0.5 mL/min
+    assert host.ask(b"0VOL") == b"00I0.200ML"  # the volume is read back as set…
+    assert host.ask(b"0DIS") == b"00II0.500W0.000ML"  # …and the pump runs past it
+    simulator.advance(60.0)
+    assert auto_alarm(host) == b"00A?S"  # until the syringe is empty
+    assert simulator.snapshot().actual_infused_ml == pytest.approx(1.0)
+
+
+def test_fault_dis_under_report(safe_pty: Setup) -> None:
+    simulator, host = safe_pty
+    simulator.add_fault("dis_under_report")
+    start_injection(host, rate=b"0.5MM", volume=b"0.2")
+    simulator.advance(30.0)  # 0.25 mL left the syringe
+    assert host.ask(b"0DIS") == b"00II0.125W0.000ML"
+    simulator.advance(30.0)
+    assert host.ask(b"0DIS") == b"00SI0.200W0.000ML"  # "complete" by its own counter
+    assert simulator.snapshot().actual_infused_ml == pytest.approx(0.4)
+
+
+def test_fault_pressure_limits_off(safe_pty: Setup) -> None:
+    simulator, host = safe_pty
+    start_injection(host, rate=b"0.3MM", volume=b"0.9")
+    simulator.add_fault("pressure_limits_off")
+    simulator.add_fault("pressure_ramp")
+    simulator.advance(15.0)  # 450 kPa of ramp: past termination and the ceiling
+    assert host.ask(b"0") == b"00I"
+    assert float(parse_reply(host.ask(b"0XPR")).data) > 350.0
+    assert next_codes(host, 1) == [""]  # no warning, no adjustment, no termination
+
+
+def test_fault_self_hold(safe_pty: Setup) -> None:
+    simulator, host = safe_pty
+    start_injection(host)
+    simulator.add_fault("self_hold")
+    assert host.ask(b"0") == b"00P"
+    simulator.advance(121.0)  # the pump's own maximum hold
+    assert host.ask(b"0") == b"00S"
+    assert next_codes(host, 2) == ["130266", "130269"]
+
+
+def test_fault_hold_timeout_off(safe_pty: Setup) -> None:
+    simulator, host = safe_pty
+    start_injection(host)
+    simulator.add_fault("hold_timeout_off")
+    assert host.ask(b"0XHD") == b"00P"
+    simulator.advance(600.0)
+    assert host.ask(b"0") == b"00P"  # held for good
+    assert next_codes(host, 2) == ["130267", ""]
+
+
+def test_fault_end_stop_off(safe_pty: Setup) -> None:
+    simulator, host = safe_pty
+    simulator.add_fault("end_stop_off")
+    start_injection(host, rate=b"0.5MM", volume=b"1.5")  # more than the 1 mL syringe holds
+    simulator.advance(181.0)
+    assert host.ask(b"0") == b"00S"  # no stall: the run "completes"
+    assert host.ask(b"0DIS") == b"00SI1.500W0.000ML"
+    state = simulator.snapshot()
+    assert state.actual_infused_ml == pytest.approx(1.0)
+    assert state.alarms_raised == ["R"]
+
+
+def test_fault_arm_timeout_off(safe_pty: Setup) -> None:
+    simulator, host = safe_pty
+    simulator.add_fault("arm_timeout_off")
+    assert host.ask(b"0XAR") == b"00S"
+    simulator.advance(1000.0)  # far past the 120 s arm timeout
+    assert host.ask(b"0RUN") == b"00I"
+
+
+# ----------------------------------------------------------------------------------------------
 # Triggers and the random schedule
+
+
+def test_trigger_on_a_command(safe_pty: Setup) -> None:
+    simulator, host = safe_pty
+    simulator.add_fault("no_reply@on=RUN")
+    assert host.ask(b"0") == b"00S"  # other commands: no effect
+    assert host.ask(b"0XAR") == b"00S"
+    host.send(b"0RUN")
+    assert host.reply_bytes(simulator) == b""  # executed, the reply lost
+    assert host.ask(b"0") == b"00I"
+    assert simulator.snapshot().faults_fired == ["no_reply@on=RUN"]
 
 
 def test_trigger_after_n_commands(safe_pty: Setup) -> None:

@@ -29,7 +29,7 @@ TIME_SCALE = 240.0
 SEED = 20261125
 #: Random link faults; the two that end a session for good are tested on their own.
 SOAK_FAULTS = tuple(n for n in LINK_FAULTS if n not in ("no_reply_forever", "port_vanish"))
-RATE_ML_MIN, VOLUME_ML = 0.6, 0.03
+RATE_ML_MIN, VOLUME_ML = 0.6, 0.05  # the smallest injection allowed
 #: Stop before the 3 mL syringe runs dry (that would be a stall, not a link fault).
 SYRINGE_BUDGET_ML = 2.5
 
@@ -38,7 +38,7 @@ TRUTH = {
     b"0VER": lambda d: d.startswith("NE1000"),
     b"0DIA": lambda d: d == "8.585",
     b"0DIR": lambda d: d == "INF",
-    b"0RAT": lambda d: d == "600.0UM",
+    b"0RAT": lambda d: d == "0.600MM",
     b"0XPL": lambda d: [float(x) for x in d.replace(",", " ").split()] == [70, 100, 170],
 }
 
@@ -59,7 +59,7 @@ def check_exchange(exchange: Exchange, sent: set[bytes]) -> None:
     if truth is not None:
         assert truth(reply.data), exchange
     elif request == b"0VOL":
-        assert reply.data in ("0.030ML", "0.500ML"), exchange  # ours, or the power-up default
+        assert reply.data in ("0.050ML", "0.500ML"), exchange  # ours, or the power-up default
     elif request == b"0" or len(request) > 4:  # status, or a set command: status only
         assert reply.data == "", exchange
 

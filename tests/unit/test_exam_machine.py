@@ -29,6 +29,7 @@ READY = ExamFacts(
     injections_started=0,
     volume_given_ml=0.0,
     requested_volume_ml=0.5,
+    requested_rate_ml_min=0.3,
     discontinuation_reason="110505",
 )
 
@@ -85,8 +86,13 @@ def test_every_pair(event: ExamEvent, state: ExamState) -> None:
         ({"cannulation_confirmed": False}, "cannulation"),
         ({"air_purge_confirmed": False}, "air purge"),
         ({"injector_healthy": False}, "injector link"),
-        ({"requested_volume_ml": 0.0}, "outside"),
-        ({"requested_volume_ml": 3.5}, "outside"),
+        ({"requested_volume_ml": 0.0}, "below the minimum of 0.05 mL"),
+        ({"requested_volume_ml": 0.0004}, "below the minimum of 0.05 mL"),
+        ({"requested_volume_ml": 3.5}, "above the maximum of 3 mL"),
+        ({"requested_rate_ml_min": 0.0001}, "below the minimum of 0.05 mL/min"),
+        ({"requested_rate_ml_min": 1.2}, "above the maximum of 1 mL/min"),
+        ({"requested_volume_ml": 0.6, "requested_rate_ml_min": 0.05}, "720 s, more than"),
+        ({"syringe_left_ml": 0.3}, "the syringe holds 0.3 mL"),
         ({"volume_given_ml": 4.8, "requested_volume_ml": 0.5}, "per exam"),
         ({"injections_started": 2}, "at most 2 injections"),
     ],
@@ -104,7 +110,7 @@ def test_exam_limit_exactly_reached_is_allowed() -> None:
 
 def test_configured_limits_apply() -> None:
     facts = dataclasses.replace(READY, limits=Limits(max_volume_per_injection_ml=0.4))
-    with pytest.raises(Refused, match=r"0\.4 mL per injection"):
+    with pytest.raises(Refused, match=r"above the maximum of 0\.4 mL"):
         next_state(S.CANNULATION, E.START_INJECTION, facts)
 
 

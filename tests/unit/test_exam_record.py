@@ -70,7 +70,7 @@ def test_replay_rebuilds_the_facts() -> None:
     assert record.state is S.FAULT
     assert set(record.noted_exposures) == {1, 2}
     assert record.injection_running is None
-    facts = record.facts(Limits(), injector_healthy=True)
+    facts = record.facts(Limits(), injector_healthy=True, syringe_ml=1.0)
     assert facts.checklist_passed and facts.cannulation_confirmed
     assert not facts.air_purge_confirmed  # consumed by the injection: the next needs its own
     assert facts.pre_contrast_exposures == 1

@@ -16,7 +16,6 @@ from device_drivers.driver import (
     next_state,
     parse_infused_ml,
     parse_rate_ml_min,
-    parse_volume_ml,
 )
 from device_drivers.errors import DriverError, LimitError, StateError
 
@@ -82,11 +81,6 @@ def test_every_abort_is_reported_as_error() -> None:
 )
 def test_rate_units(data: str, ml_min: float) -> None:
     assert parse_rate_ml_min(data) == pytest.approx(ml_min)
-
-
-@pytest.mark.parametrize(("data", "ml"), [("0.500ML", 0.5), ("500.0UL", 0.5), ("3ML", 3.0)])
-def test_volume_units(data: str, ml: float) -> None:
-    assert parse_volume_ml(data) == pytest.approx(ml)
 
 
 def test_dis_reply() -> None:

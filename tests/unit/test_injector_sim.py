@@ -19,7 +19,12 @@ from simulators.injector import (
     parse_fault,
     wire_value,
 )
-from simulators.injector_faults import Trigger, random_schedule
+from simulators.injector_faults import (
+    LAYER_OFF_FAULTS,
+    NOT_RANDOM_BY_DEFAULT,
+    Trigger,
+    random_schedule,
+)
 from simulators.injector_physics import (
     SYRINGES,
     cannula_pressure_kpa,
@@ -69,6 +74,8 @@ def test_params_validate() -> None:
         ("stall@volume=0.2", FaultSpec("stall", Trigger.VOLUME, 0.2)),
         ("no_reply@after=12", FaultSpec("no_reply", Trigger.AFTER, 12)),
         ("air@t=3.5", FaultSpec("air", Trigger.TIME, 3.5)),
+        ("port_vanish@on=RUN", FaultSpec("port_vanish", Trigger.COMMAND, command="RUN")),
+        ("no_reply@on=stp", FaultSpec("no_reply", Trigger.COMMAND, command="STP")),
         (" echo ", FaultSpec("echo")),
     ],
 )
@@ -90,6 +97,9 @@ def test_parse_fault(text: str, expected: FaultSpec) -> None:
         "stall@now=1",
         "stall@t=-1",
         "stall@volume=nan",
+        "stall@on=",
+        "stall@on=RU",
+        "stall@on=RUN1",
     ],
 )
 def test_parse_fault_rejects(text: str) -> None:
@@ -98,15 +108,24 @@ def test_parse_fault_rejects(text: str) -> None:
 
 
 def test_fault_names_are_the_task_list() -> None:
-    assert len(FAULT_NAMES) == len(set(FAULT_NAMES)) == 31
+    # domain/injector-protocol.md §8 (31), then the pump's own layers switched off (issue 8)
+    assert len(FAULT_NAMES) == len(set(FAULT_NAMES)) == 31 + len(LAYER_OFF_FAULTS) == 38
     assert {"reset", "watchdog", "stx_etx_in_crc", "port_vanish"} <= set(FAULT_NAMES)
+    assert set(LAYER_OFF_FAULTS) <= NOT_RANDOM_BY_DEFAULT
+
+
+def test_a_command_trigger_needs_a_command() -> None:
+    with pytest.raises(FaultSyntaxError):
+        FaultSpec("stall", Trigger.COMMAND)
+    with pytest.raises(FaultSyntaxError):
+        FaultSpec("stall", Trigger.NOW, command="RUN")
 
 
 def test_random_schedule_is_seeded_sorted_and_bounded() -> None:
     a = random_schedule(random.Random(1), 10, 30.0)
     assert a == random_schedule(random.Random(1), 10, 30.0)
     assert [s.value for s in a] == sorted(s.value for s in a)
-    assert all(0 <= s.value < 30.0 and s.name != "no_reply_forever" for s in a)
+    assert all(0 <= s.value < 30.0 and s.name not in NOT_RANDOM_BY_DEFAULT for s in a)
     only = random_schedule(random.Random(1), 5, 1.0, names=["air"])
     assert {s.name for s in only} == {"air"}
     with pytest.raises(FaultSyntaxError):
