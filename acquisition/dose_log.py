@@ -37,8 +37,8 @@ from typing import Any
 
 import sqlite_utils
 
-from dicom_nodes.database import connect
 from dicom_nodes.exposures import MEASURED_FIELDS, ExposureRecord, SinkWriteError
+from storage.database import atomic, connect
 
 log = logging.getLogger(__name__)
 
@@ -427,14 +427,9 @@ def _reconcile(exposures: Sequence[ExposureRecord]) -> Work:
 def _write_batch(conn: sqlite3.Connection, works: Sequence[Work]) -> None:
     """Run ``works`` in one transaction (COMMIT before return)."""
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with atomic(conn):  # a full disk is named as such, never "cannot rollback"
             for work in works:
                 work(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
     except sqlite3.Error as exc:
         raise SinkWriteError(f"dose log write failed: {exc}") from exc
 

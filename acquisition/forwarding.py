@@ -26,8 +26,8 @@ from pydicom.dataset import Dataset
 
 from acquisition.exam import ContrastRecord
 from dicom_nodes.contrast import ContrastAdministration, Injection, set_contrast_bolus
-from dicom_nodes.files import write_dataset_durably
 from dicom_nodes.outbox import Kind, Outbox, OutboxError, State
+from storage.files import write_dataset_durably
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import sqlite_utils
 
-from dicom_nodes.database import connect, migrate
+from storage.database import atomic, connect, migrate
 
 GENESIS = "0" * 64
 
@@ -161,26 +161,24 @@ class Journal:
         recorded = (now or dt.datetime.now(dt.UTC)).isoformat(timespec="microseconds")
         with self._lock:
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                entries, head = self._conn.execute(
-                    "SELECT entries, head_hash FROM journal_head WHERE id = 1"
-                ).fetchone()
-                seq = entries + 1
-                digest = _chain_hash(
-                    self._key, head, (seq, recorded, kind, exam_id, operator, payload_json)
-                )
-                self._conn.execute(
-                    "INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (seq, recorded, kind, exam_id, operator, payload_json, head, digest),
-                )
-                self._conn.execute(
-                    "UPDATE journal_head SET entries = ?, head_hash = ?, head_mac = ? WHERE id = 1",
-                    (seq, digest, _head_mac(self._key, seq, digest)),
-                )
-                self._conn.execute("COMMIT")
+                with atomic(self._conn):
+                    entries, head = self._conn.execute(
+                        "SELECT entries, head_hash FROM journal_head WHERE id = 1"
+                    ).fetchone()
+                    seq = entries + 1
+                    digest = _chain_hash(
+                        self._key, head, (seq, recorded, kind, exam_id, operator, payload_json)
+                    )
+                    self._conn.execute(
+                        "INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (seq, recorded, kind, exam_id, operator, payload_json, head, digest),
+                    )
+                    self._conn.execute(
+                        "UPDATE journal_head SET entries = ?, head_hash = ?, head_mac = ? "
+                        "WHERE id = 1",
+                        (seq, digest, _head_mac(self._key, seq, digest)),
+                    )
             except sqlite3.Error as exc:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
                 raise JournalError(f"journal append failed: {exc}") from exc
         return Entry(seq, recorded, kind, exam_id, operator, dict(payload or {}), head, digest)
 

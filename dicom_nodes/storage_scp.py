@@ -33,9 +33,10 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.dimse_primitives import C_STORE
 
+from storage.files import fsync_path
+
 from .dose_extract import UNREADABLE, from_image_header, from_rdsr
 from .exposures import DoseDataError, ExposureRecord, ExposureSink
-from .files import fsync_path
 from .status import StoreStatus
 
 log = logging.getLogger(__name__)
