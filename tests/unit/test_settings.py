@@ -143,12 +143,12 @@ def test_the_witness_must_not_sit_beside_the_database(tmp_path: Path) -> None:
         "database.path": str(tmp_path / "galacto.db"),
         "site.journal_witness": str(tmp_path / "witness.log"),
     }
-    with pytest.raises(ConfigError, match="site.journal_witness: must be in another folder"):
+    with pytest.raises(ConfigError, match=r"site\.journal_witness: must be in another folder"):
         load(environ={}, overrides=overrides)
     overrides["site.journal_witness"] = str(tmp_path / "elsewhere" / "witness.log")
     assert load(environ={}, overrides=overrides).site.journal_witness
 
 
 def test_reserved_slots_must_leave_room_for_the_others() -> None:
-    with pytest.raises(ConfigError, match="dicom.max_associations: must exceed the 8 slots"):
+    with pytest.raises(ConfigError, match=r"dicom\.max_associations: must exceed the 8 slots"):
         load(environ={}, overrides={"dicom.max_associations": "8"})
