@@ -15,7 +15,7 @@ from storage.database import (
     open_database,
     open_read_only,
 )
-from storage.space import FreeSpace, LowSpace
+from storage.space import FreeSpace, LowSpace, WriteFailures, is_disk_full
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -25,8 +25,10 @@ __all__ = [
     "LowSpace",
     "ReadOnlyDatabase",
     "StorageError",
+    "WriteFailures",
     "atomic",
     "connect",
+    "is_disk_full",
     "migrate",
     "open_database",
     "open_read_only",

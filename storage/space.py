@@ -7,12 +7,17 @@ not given, when a write may fail for want of space during it.
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 MIB = 1024 * 1024
+#: SQLite's result code for "database or disk is full".
+SQLITE_FULL = 13
 
 
 @dataclass(frozen=True)
@@ -63,3 +68,57 @@ class FreeSpace:
         """Why writing is not safe now (None when it is): the check the exam calls."""
         low = self.shortfall()
         return None if low is None else str(low)
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it) is a full disk: ENOSPC/EDQUOT, or SQLite's
+    SQLITE_FULL ("database or disk is full")."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL:
+            return True
+        text = str(exc).lower()
+        if "disk is full" in text or "no space left" in text:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+class WriteFailures:
+    """Reports a write that keeps failing once, not at every retry (issue 12 §8).
+
+    The first failure is logged at ERROR — a full disk named as such, with the disk that is
+    short when ``space`` can tell — and repeats of it at DEBUG; :meth:`recovered` logs the end
+    of the episode once. :attr:`current` is the message while failures go on (for the console).
+    """
+
+    def __init__(self, logger: logging.Logger, what: str, space: FreeSpace | None = None):
+        self._log = logger
+        self._what = what
+        self._space = space
+        self._lock = threading.Lock()
+        self.current: str | None = None
+
+    def failed(self, exc: BaseException) -> None:
+        if is_disk_full(exc):
+            low = self._space.shortfall() if self._space is not None else None
+            where = f": {low}" if low is not None else ""
+            message = f"{self._what}: the disk is full{where} — retried until space is freed"
+        else:
+            message = f"{self._what}: {exc}"
+        with self._lock:
+            first = self.current is None
+            self.current = message
+        if first:
+            self._log.error("%s", message, exc_info=not is_disk_full(exc))
+        else:
+            self._log.debug("%s (again)", message)
+
+    def recovered(self) -> None:
+        with self._lock:
+            was, self.current = self.current, None
+        if was is not None:
+            self._log.info("%s: writing again", self._what)
