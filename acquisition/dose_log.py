@@ -38,7 +38,7 @@ from typing import Any
 import sqlite_utils
 
 from dicom_nodes.exposures import MEASURED_FIELDS, ExposureRecord, SinkWriteError
-from storage.database import atomic, connect
+from storage.database import DatabaseOpenError, atomic, connect, migrate, open_read_only
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +276,7 @@ class DoseLog:
         busy_timeout_s: float = 5.0,
         writer_thread: bool = True,
         write_timeout_s: float = 10.0,
+        read_only: bool = False,
     ) -> None:
         """Open (and migrate) the dose log at ``path``.
 
@@ -284,11 +285,22 @@ class DoseLog:
         ``bench_store`` compares both: with several SCP threads writing at once the writer
         thread keeps p99 near the commit floor, the lock does not (waiters are not served in
         order and each pays its own fsync).
+
+        ``read_only``: for the audit commands — the one read-only open of :mod:`storage`
+        (``mode=ro``; a copy or ``immutable=1`` on read-only media), no migration, no writer.
         """
-        self._conn = connect(path, busy_timeout_s=busy_timeout_s, check_same_thread=False)
         self._lock = threading.Lock()
         self._closed = False
-        migrations.apply(sqlite_utils.Database(self._conn))
+        self._read_only = open_read_only(path, busy_timeout_s=busy_timeout_s) if read_only else None
+        if self._read_only is not None:
+            self._conn = self._read_only.connection
+            self._writer = None
+            if not self._read_only.has_table("exposure"):
+                self._read_only.close()
+                raise DatabaseOpenError(path, "it holds no dose log")
+            return
+        self._conn = connect(path, busy_timeout_s=busy_timeout_s, check_same_thread=False)
+        migrate(self._conn, migrations)
         self._writer = (
             _WriterThread(path, busy_timeout_s, write_timeout_s) if writer_thread else None
         )
@@ -301,7 +313,10 @@ class DoseLog:
         with self._lock:
             if not self._closed:
                 self._closed = True
-                self._conn.close()
+                if self._read_only is not None:
+                    self._read_only.close()  # and its private copy, if it made one
+                else:
+                    self._conn.close()
 
     def __enter__(self) -> DoseLog:
         return self

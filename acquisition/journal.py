@@ -324,13 +324,22 @@ class Journal:
             ).fetchone()
         return None if row is None else _entry(row)
 
+    def key_matches(self) -> bool:
+        """Whether appending now continues the chain: the head is sealed with this journal's
+        key (or, without a key, not sealed), or the journal is empty."""
+        with self._lock:
+            entries, head, seal = self._conn.execute(
+                "SELECT entries, head_hash, head_mac FROM journal_head WHERE id = 1"
+            ).fetchone()
+        return not entries or seal == _head_mac(self._key, entries, head)
+
     def head(self) -> Head:
         """The last entry's number and hash (0 and the genesis hash when empty)."""
         with self._lock:
             entries, digest = self._conn.execute(
                 "SELECT entries, head_hash FROM journal_head WHERE id = 1"
             ).fetchone()
-        return Head(int(entries), str(digest), dt.datetime.now(dt.UTC).isoformat("seconds"))
+        return Head(int(entries), str(digest), dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
 
     def witness_head(self) -> Head | None:
         """Write the head to the witness (None without one). A failure is logged, not raised:

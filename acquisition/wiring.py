@@ -33,6 +33,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "acquisition.commands.worklist",
     "acquisition.commands.dose",
     "acquisition.commands.journal",
+    "acquisition.commands.quarantine",
     "simulators.commands",
 )
 
