@@ -14,8 +14,9 @@ objects we accept comes near it.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import NamedTuple
 
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -45,12 +46,23 @@ def _too_long(vr: str, value: object) -> bool:
     return False
 
 
-def overlong_elements(ds: Dataset) -> list[str]:
-    """``"(gggg,eeee) Keyword"`` of every element whose value exceeds its VR's maximum."""
+class Overlong(NamedTuple):
+    """An element whose value exceeds its VR's maximum; ``str()`` names it
+    ``(gggg,eeee) Keyword`` (never its value)."""
+
+    tag: int
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def overlong_elements(ds: Dataset) -> list[Overlong]:
+    """Every element, at any depth, whose value exceeds its VR's maximum."""
     return list(_walk(ds))
 
 
-def _walk(ds: Dataset) -> Iterator[str]:
+def _walk(ds: Dataset) -> Iterator[Overlong]:
     for tag in list(ds.keys()):
         raw = ds.get_item(tag)
         vr = _vr(tag, raw)
@@ -78,7 +90,5 @@ def _vr(tag: int, raw: DataElement | RawDataElement | None) -> str:
     return vr
 
 
-def _name(tag: int) -> str:
-    from pydicom.datadict import keyword_for_tag
-
-    return f"{Tag(tag)} {keyword_for_tag(tag) or 'private'}".strip()
+def _name(tag: int) -> Overlong:
+    return Overlong(int(tag), f"{Tag(tag)} {keyword_for_tag(tag) or 'private'}")
