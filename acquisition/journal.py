@@ -339,7 +339,9 @@ class Journal:
             entries, digest = self._conn.execute(
                 "SELECT entries, head_hash FROM journal_head WHERE id = 1"
             ).fetchone()
-        return Head(int(entries), str(digest), dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+        return Head(
+            int(entries), str(digest), dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        )
 
     def witness_head(self) -> Head | None:
         """Write the head to the witness (None without one). A failure is logged, not raised:

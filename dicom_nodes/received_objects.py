@@ -30,7 +30,7 @@ from pydicom import dcmread
 
 from storage import database
 
-from .exposures import MEASURED_FIELDS, ExposureRecord
+from .exposures import MEASURED_FIELDS, ExposureRecord, Source
 from .pixel_data import pixel_digest
 
 MIGRATIONS = sqlite_utils.Migrations("received_objects")
@@ -179,6 +179,7 @@ class QuarantineItem:
             values = dict(stored)
             values["view_modifier_codes"] = tuple(values.get("view_modifier_codes") or ())
             values["review_reasons"] = tuple(values.get("review_reasons") or ())
+            values["source"] = Source(values["source"])
             out.append(ExposureRecord(**values))
         return out
 
