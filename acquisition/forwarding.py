@@ -23,6 +23,7 @@ from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 
 from acquisition.exam import ContrastRecord
 from dicom_nodes.contrast import ContrastAdministration, Injection, set_contrast_bolus
@@ -91,7 +92,7 @@ class Forwarder:
                 continue  # pending, sent or committed; a failed one is queued again
             try:
                 self.forward(path, dcmread(path, stop_before_pixels=True))
-            except (OSError, ValueError, OutboxError) as exc:
+            except (OSError, ValueError, InvalidDicomError, OutboxError) as exc:
                 log.error("kept object %s not queued for the PACS: %s", path.name, exc)
                 continue
             queued += 1
