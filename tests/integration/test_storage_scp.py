@@ -314,6 +314,7 @@ def test_another_object_under_a_known_uid_is_refused_held_and_replaces_nothing(
     assert held.state == "held" and held.sop_instance_uid == str(first.SOPInstanceUID)
     assert held.calling_ae == "MAMMO" and named in held.reason
     assert Path(held.file).parent == peer.objects / "quarantine"
+    assert Path(held.file).stat().st_mode & 0o777 == 0o600
     assert dcmread(held.file, stop_before_pixels=True).SOPInstanceUID == first.SOPInstanceUID
     assert not list((peer.objects / "tmp").iterdir())
 
