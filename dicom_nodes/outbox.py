@@ -68,7 +68,7 @@ from dicom_nodes.scu import (
     category,
     status_of,
 )
-from storage import database
+from storage import WriteFailures, database
 
 log = logging.getLogger(__name__)
 
@@ -560,12 +560,15 @@ class Outbox:
     # -- the sender -------------------------------------------------------------------------
 
     def _run(self) -> None:
+        failures = WriteFailures(log, "outbox round failed")  # a full disk: said once
         while not self._stop.is_set():
             try:
                 worked = self.run_once()
-            except Exception:  # keep sending; the rows say what is pending
-                log.exception("outbox round failed")
+            except Exception as exc:  # keep sending; the rows say what is pending
+                failures.failed(exc)
                 worked = 0
+            else:
+                failures.recovered()
             if worked:
                 continue
             self._wake.wait(self.seconds_until_due())
