@@ -16,6 +16,7 @@ from typing import Any
 
 from acquisition import wiring
 from acquisition.settings import Config, ConfigError, load, parse_override
+from storage import DatabaseOpenError
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -87,6 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.func(args)
     except ConfigError as exc:
         print(f"galacto: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except DatabaseOpenError as exc:  # names the file and the setting; no traceback
+        print(f"galacto: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

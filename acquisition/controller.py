@@ -42,7 +42,7 @@ from acquisition.exam import ExamService, JournalUnavailable, phase_sps_id
 from acquisition.exam_machine import ExamState, Limits
 from acquisition.exam_reporting import ExamReporting, ReportingSettings
 from acquisition.forwarding import Forwarder, contrast_administration
-from acquisition.journal import Journal
+from acquisition.journal import Journal, JournalError, Witness
 from acquisition.settings import Config, ConfigError
 from device_drivers.base import InjectorABC
 from device_drivers.errors import DriverError
@@ -53,11 +53,13 @@ from dicom_nodes.network import client_tls_context, server_tls_context
 from dicom_nodes.outbox import PACS, RIS, RetryPolicy
 from dicom_nodes.outbox import Message as OutboxMessage
 from dicom_nodes.outbox import Outbox as DicomOutbox
+from dicom_nodes.received_objects import QuarantineItem, ReceivedObjects
 from dicom_nodes.ris_orders import RisOrderStore, WorklistRefresher, todays_query
 from dicom_nodes.scu import Peer
 from dicom_nodes.server import UnitFacingServer
 from dicom_nodes.worklist_store import WorklistStore
 from dose.record import ExposureRecord
+from storage import FreeSpace, WriteFailures
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +114,13 @@ class Controller:
     ) -> None:
         self.config = config
         self.database = Path(config.database.path)
-        self.database.parent.mkdir(parents=True, exist_ok=True)
         self.storage_dir = Path(config.dicom.storage_dir)
+        self.free_space = FreeSpace(
+            {"database.path": self.database.parent, "dicom.storage_dir": self.storage_dir},
+            config.database.min_free_mb,
+        )
+        self._tick_failures = WriteFailures(log, "the exam's records", self.free_space)
+        self._alert_failures = WriteFailures(log, "dose alerts not journaled yet", self.free_space)
         self._with_console = console
         self._injector_given = injector is not None
         self.injector: InjectorABC | None = injector
@@ -128,8 +135,8 @@ class Controller:
         self.exam: ExamService | None = None
         self.outbox: DicomOutbox | None = None
         self.forwarder: Forwarder | None = None
+        self.journal: Journal | None = None
         self._unforwarded: set[Path] = set()  # stored, but their queueing failed
-        self._alerts_unjournaled = False  # journaling dose alerts failed at the last tick
         self._opened: list[Any] = []
 
     # ------------------------------------------------------------------ life cycle
@@ -173,6 +180,8 @@ class Controller:
             self.exam = None
         if self.outbox is not None:
             self.outbox.stop()
+        if self.journal is not None:
+            self.journal.witness_head()  # the head at a clean stop
         if self.injector is not None and not self._injector_given:
             close = getattr(self.injector, "close", None)
             if close is not None:
@@ -204,9 +213,9 @@ class Controller:
 
     def _open_stores(self) -> None:
         config = self.config
-        key = config.site.journal_key.encode() or None
         busy = config.database.busy_timeout_s
-        self.journal = self._keep(Journal(self.database, key=key, busy_timeout_s=busy))
+        self.journal = self._keep(self._open_journal())
+        self.received = ReceivedObjects(self.database, busy_timeout_s=busy)
         self.dose_log = self._keep(
             DoseLog(self.database, busy_timeout_s=busy, policy=dose_policy(config))
         )
@@ -228,6 +237,36 @@ class Controller:
         )
         if self.outbox is not None and PACS in destinations:
             self.forwarder = Forwarder(self.outbox, self.storage_dir, self._contrast_for)
+
+    def _open_journal(self) -> Journal:
+        """The journal, sealed with the site key (rotated to it from a previous key), its head
+        witnessed at start-up (issue 12 §11)."""
+        site = self.config.site
+        key = site.journal_key.encode() or None
+        if key is None and not site.allow_unkeyed_journal:
+            raise ConfigError(
+                "site.journal_key: not set: without it anyone who can write the database can "
+                "rewrite the journal undetected. Set it (GALACTO_SITE_JOURNAL_KEY), or "
+                "site.allow_unkeyed_journal = true for a trial"
+            )
+        if not site.journal_witness:
+            log.warning(
+                "site.journal_witness not set: a database restored from an older copy would verify"
+            )
+        witness = Witness(site.journal_witness) if site.journal_witness else None
+        journal = Journal(
+            self.database,
+            key=key,
+            busy_timeout_s=self.config.database.busy_timeout_s,
+            witness=witness,
+        )
+        try:
+            journal.adopt_key([k.encode() for k in site.journal_previous_keys])
+        except JournalError as exc:
+            journal.close()
+            raise ConfigError(f"site.journal_key: {exc}") from exc
+        journal.witness_head()
+        return journal
 
     def _keep(self, closable: Any) -> Any:
         self._opened.append(closable)
@@ -286,6 +325,7 @@ class Controller:
 
     def _build_exam(self) -> None:
         config = self.config
+        assert self.journal is not None
         reporting = ExamReporting(
             self.journal,
             self.dose_log,
@@ -320,6 +360,7 @@ class Controller:
             reporter=reporting,
             uid_root=config.site.uid_root,
             laterality_terms=config.ris.laterality_terms,
+            space_check=self.free_space,
         )
 
     def _start_network(self) -> None:
@@ -333,7 +374,7 @@ class Controller:
                     config.pacs.commitment_port,
                     timeouts=wiring.dicom_timeouts(config),
                     # the same policy as the main port: allow-list and TLS
-                    allowed_calling_aes=d.allowed_calling_aes,
+                    allowed_calling_aes=wiring.allowed_calling_aes(config),
                     ssl_context=(
                         server_tls_context(d.tls_certificate, d.tls_private_key, d.tls_ca)
                         if d.tls_certificate
@@ -359,6 +400,9 @@ class Controller:
             _NotifyingSink(self.dose_log, self._wake),
             on_stored=self._on_stored,
             on_mpps=self._on_unit_mpps,
+            received_objects=self.received,
+            on_quarantined=self._on_quarantined,
+            on_rejected=self._on_rejected,
         )
         commitment = self.outbox is not None and config.pacs.storage_commitment
         if commitment and not config.pacs.commitment_port:
@@ -380,6 +424,7 @@ class Controller:
                 outbox_counts=self.outbox.counts if self.outbox is not None else None,
                 refresh_orders=self.refresher.wake if self.refresher is not None else None,
                 site_name=config.site.name,
+                alerts=self.alerts,
             )
             try:
                 self.console = ConsoleServer(backend, config.console.host, config.console.port)
@@ -408,7 +453,61 @@ class Controller:
             log.exception("object not queued for the PACS yet; retried by the tick")
             self._unforwarded.add(path)
         finally:  # the journal entry does not depend on the forward, nor the forward on it
-            self.journal.append("dicom-in", payload, exam_id=exam_id)
+            self.journal_append("dicom-in", payload, exam_id=exam_id)
+
+    def _on_quarantined(self, item: QuarantineItem) -> None:
+        """Another object under a stored SOP Instance UID was refused and held: journaled; the
+        console shows it until a person decides (``galacto quarantine accept``)."""
+        study = next((str(e.get("study_instance_uid") or "") for e in item.exposures), "")
+        payload = {
+            "quarantine_id": item.id,
+            "sop_class_uid": item.sop_class_uid,
+            "sop_instance_uid": item.sop_instance_uid,
+            "calling_ae": item.calling_ae,
+            "reason": item.reason,
+        }
+        self.journal_append("quarantined", payload, exam_id=self._exam_of_study(study))
+
+    def _on_rejected(self, calling: str, called: str, address: str, why: str, count: int) -> None:
+        payload = {
+            "calling_ae": calling,
+            "called_ae": called,
+            "address": address,
+            "reason": why,
+            "rejections": count,
+        }
+        self.journal_append("association-rejected", payload)
+
+    def journal_append(self, kind: str, payload: dict[str, Any], **kwargs: Any) -> None:
+        """Journal what arrived from outside; a failure is logged (the exam service reports
+        a journal that cannot be written on its own)."""
+        assert self.journal is not None
+        try:
+            self.journal.append(kind, payload, **kwargs)
+        except JournalError as exc:
+            log.error("%s not journaled: %s", kind, exc)
+
+    def alerts(self) -> list[str]:
+        """What the technologist must know beyond the exam: held objects, disk space."""
+        out = []
+        try:
+            held = self.received.held_count()
+        except Exception as exc:
+            held = 0
+            out.append(f"quarantine not readable: {exc}")
+        if held:
+            out.append(
+                f"{held} object(s) from the unit refused and held in quarantine: another object "
+                "was sent under a SOP Instance UID already stored. The unit keeps its copy; "
+                "ask the physicist (galacto quarantine list)."
+            )
+        low = self.free_space()
+        if low is not None:
+            out.append(f"Disk space low: {low}. New exams and injections are refused.")
+        for failures in (self._tick_failures, self._alert_failures):
+            if failures.current is not None:
+                out.append(failures.current)
+        return out
 
     def _retry_forwards(self) -> None:
         """Objects whose queueing failed on arrival (the outbox busy, a disk error)."""
@@ -452,7 +551,7 @@ class Controller:
             "calling_ae": calling_ae,
             "status": f"{status:04X}",
         }
-        self.journal.append("dicom-in", payload, exam_id=self._exam_of_unit_mpps(uid))
+        self.journal_append("dicom-in", payload, exam_id=self._exam_of_unit_mpps(uid))
         self._wake.set()
 
     def _on_delivery(self, message: OutboxMessage, outcome: str, status: int | None) -> None:
@@ -464,7 +563,7 @@ class Controller:
             "outcome": outcome,
             "status": None if status is None else f"{status:04X}",
         }
-        self.journal.append("dicom-delivered", payload, exam_id=self._exam_of(message))
+        self.journal_append("dicom-delivered", payload, exam_id=self._exam_of(message))
 
     def _exam_of_study(self, study: str) -> str | None:
         """The open exam's ID when ``study`` is its Study Instance UID (else no exam)."""
@@ -508,8 +607,10 @@ class Controller:
                     self._retry_forwards()
             except JournalUnavailable:
                 pass  # the exam service reported it (once) and refuses commands until it heals
-            except Exception:
-                log.exception("exposures not read into the exam; retried at the next tick")
+            except Exception as exc:  # logged once per episode, not at every tick
+                self._tick_failures.failed(exc)
+            else:
+                self._tick_failures.recovered()
             self._journal_alerts()
             self._retry_injector()
 
@@ -517,6 +618,8 @@ class Controller:
         """Journal each dose alert the dose log raised, once (issue 9 §5): the alert row is
         durable with its exposure; its journal entry follows within a tick, and a crash in
         between is caught up at the next one."""
+        journal = self.journal
+        assert journal is not None
         try:
             for alert in self.dose_log.unjournaled_alerts():
                 payload = {
@@ -537,14 +640,12 @@ class Controller:
                     },
                 }
                 exam_id = self._exam_of_study(str(alert["study_instance_uid"] or ""))
-                self.journal.append("dose-alert", payload, exam_id=exam_id)
+                journal.append("dose-alert", payload, exam_id=exam_id)
                 self.dose_log.mark_alerts_journaled([alert["id"]])
-        except Exception:
-            if not self._alerts_unjournaled:  # once per outage, not at every tick
-                log.exception("dose alerts not journaled yet; retried at every tick")
-            self._alerts_unjournaled = True
+        except Exception as exc:  # logged once per outage, retried at every tick
+            self._alert_failures.failed(exc)
         else:
-            self._alerts_unjournaled = False
+            self._alert_failures.recovered()
 
     def _retry_injector(self) -> None:
         if self.injector is None or self._injector_connected:

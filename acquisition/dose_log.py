@@ -42,11 +42,11 @@ from typing import Any
 
 import sqlite_utils
 
-from dicom_nodes.database import connect
 from dose import plausibility
 from dose.policy import IMPLAUSIBLE_ALERT, IMPLAUSIBLE_ALERT_NAME, AlertSpec, DosePolicy
 from dose.record import MEASURED_FIELDS, ExposureRecord, SinkWriteError
 from dose.totals import per_breast_totals
+from storage.database import DatabaseOpenError, atomic, connect, migrate, open_read_only
 
 log = logging.getLogger(__name__)
 
@@ -339,6 +339,7 @@ class DoseLog:
         writer_thread: bool = True,
         write_timeout_s: float = 10.0,
         policy: DosePolicy | None = None,
+        read_only: bool = False,
     ) -> None:
         """Open (and migrate) the dose log at ``path``.
 
@@ -351,12 +352,23 @@ class DoseLog:
         ``policy`` is what every record is checked against as it is written (plausibility,
         the independent Dance check, reference levels and alerts); the default has no
         physicist's tables and no levels.
+
+        ``read_only``: for the audit commands — the one read-only open of :mod:`storage`
+        (``mode=ro``; a copy or ``immutable=1`` on read-only media), no migration, no writer.
         """
         self.policy = policy or DosePolicy()
-        self._conn = connect(path, busy_timeout_s=busy_timeout_s, check_same_thread=False)
         self._lock = threading.Lock()
         self._closed = False
-        migrations.apply(sqlite_utils.Database(self._conn))
+        self._read_only = open_read_only(path, busy_timeout_s=busy_timeout_s) if read_only else None
+        if self._read_only is not None:
+            self._conn = self._read_only.connection
+            self._writer = None
+            if not self._read_only.has_table("exposure"):
+                self._read_only.close()
+                raise DatabaseOpenError(path, "it holds no dose log")
+            return
+        self._conn = connect(path, busy_timeout_s=busy_timeout_s, check_same_thread=False)
+        migrate(self._conn, migrations)
         self._writer = (
             _WriterThread(path, busy_timeout_s, write_timeout_s) if writer_thread else None
         )
@@ -369,7 +381,10 @@ class DoseLog:
         with self._lock:
             if not self._closed:
                 self._closed = True
-                self._conn.close()
+                if self._read_only is not None:
+                    self._read_only.close()  # and its private copy, if it made one
+                else:
+                    self._conn.close()
 
     def __enter__(self) -> DoseLog:
         return self
@@ -548,14 +563,9 @@ def _reconcile(exposures: Sequence[ExposureRecord], policy: DosePolicy) -> Work:
 def _write_batch(conn: sqlite3.Connection, works: Sequence[Work]) -> None:
     """Run ``works`` in one transaction (COMMIT before return)."""
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with atomic(conn):  # a full disk is named as such, never "cannot rollback"
             for work in works:
                 work(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
     except sqlite3.Error as exc:
         raise SinkWriteError(f"dose log write failed: {exc}") from exc
 

@@ -424,8 +424,12 @@ class ExamService:
         uid_root: str | None = None,
         clock: Callable[[], dt.datetime] = _now_utc,
         laterality_terms: Iterable[str] = DEFAULT_TERMS,
+        space_check: Callable[[], str | None] | None = None,
     ) -> None:
         self._journal = journal
+        #: Why the disks cannot take an exam's writes now (None: they can): checked when an
+        #: exam opens and before each injection (storage.FreeSpace).
+        self._space_check = space_check
         self._worklist = worklist
         self._dose_log = dose_log
         self._injector: InjectorABC | None = None
@@ -636,6 +640,7 @@ class ExamService:
             self._command(event.value, args, operator)
             if exam.side not in SIDES:
                 self._refuse(event, f"the side must be one of {', '.join(SIDES)}", operator)
+            self._refuse_if_disk_low(event, operator)
             target = self._check(event, self._facts(), operator)
             decision = None
             if laterality is not None:
@@ -783,6 +788,7 @@ class ExamService:
                 self._facts(), requested_volume_ml=volume_ml, requested_rate_ml_min=rate_ml_min
             )
             target = self._check(E.START_INJECTION, facts, operator)
+            self._refuse_if_disk_low(E.START_INJECTION, operator)
             injector = self._injector
             assert injector is not None  # injector_healthy was checked
             try:
@@ -822,6 +828,11 @@ class ExamService:
             self._watchers.append(watcher)
             watcher.start()
             self._transition(E.START_INJECTION, target, operator)
+
+    def _refuse_if_disk_low(self, event: ExamEvent, operator: str) -> None:
+        shortfall = self._space_check() if self._space_check is not None else None
+        if shortfall is not None:
+            self._refuse(event, f"not enough disk space: {shortfall}", operator)
 
     @staticmethod
     def _disarm_quietly(injector: InjectorABC) -> None:
@@ -1138,6 +1149,7 @@ class ExamService:
                     reason = f"the exam's report could not be queued ({exc}); try again"
                     self._refuse(E.CLOSE, reason, operator)
             self._transition(E.CLOSE, target, operator)
+            self._journal.witness_head()  # a rollback past this exam shows (issue 12 §11)
 
     def _simple(self, event: ExamEvent, operator: str) -> None:
         with self._lock:

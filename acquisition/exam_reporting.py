@@ -42,7 +42,6 @@ from acquisition.exam import PHASE_STEPS, ExamOrder, ExamSnapshot, exam_exposure
 from acquisition.exam_machine import ExamState
 from acquisition.journal import Journal
 from dicom_nodes import codes, mpps_builders
-from dicom_nodes.files import write_dataset_durably
 from dicom_nodes.mpps_builders import (
     ContrastUse,
     ExposureDose,
@@ -69,6 +68,7 @@ from dicom_nodes.rdsr import (
 from dose import plausibility
 from dose.record import Source
 from dose.totals import left_out_reason, per_breast_totals
+from storage.files import write_dataset_durably
 
 log = logging.getLogger(__name__)
 

@@ -23,11 +23,13 @@ from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 
 from acquisition.exam import ContrastRecord
 from dicom_nodes.contrast import ContrastAdministration, Injection, set_contrast_bolus
-from dicom_nodes.files import write_dataset_durably
 from dicom_nodes.outbox import Kind, Outbox, OutboxError, State
+from dicom_nodes.storage_scp import QUARANTINE_DIR, TMP_DIR
+from storage.files import write_dataset_durably
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +82,17 @@ class Forwarder:
         """Queue every received object the outbox does not hold yet (start-up); how many."""
         queued = 0
         for path in sorted(self.storage_dir.rglob("*.dcm")):
-            if path.parent.parent == self.storage_dir / FORWARD_DIR:
-                continue  # completed copies: queued with (or instead of) their originals
+            top = path.relative_to(self.storage_dir).parts[0]
+            if top in (FORWARD_DIR, TMP_DIR, QUARANTINE_DIR):
+                # completed copies are queued with (or instead of) their originals; received
+                # data not (yet) answered and refused objects are never forwarded
+                continue
             queued_before = [m for m in self.outbox.messages(path.stem) if m.kind == Kind.C_STORE]
             if any(m.state != State.FAILED for m in queued_before):
                 continue  # pending, sent or committed; a failed one is queued again
             try:
                 self.forward(path, dcmread(path, stop_before_pixels=True))
-            except (OSError, ValueError, OutboxError) as exc:
+            except (OSError, ValueError, InvalidDicomError, OutboxError) as exc:
                 log.error("kept object %s not queued for the PACS: %s", path.name, exc)
                 continue
             queued += 1

@@ -10,26 +10,45 @@ visible too; with the key the head is sealed by an HMAC, so a forger who cuts th
 rewrites the head to match needs the key as well (without a key, a forger who recomputes the
 head is not detected: keep the key set). Triggers refuse UPDATE and DELETE, so an honest program
 cannot rewrite history by mistake.
+
+Two things the database cannot show by itself (issue 12 §11):
+
+- **A rollback**: a copy restored from last week is a consistent, sealed journal. The head
+  (entry count and hash) is therefore *witnessed* outside the database (:class:`Witness`: an
+  append-only file in another folder, and the system log), and ``galacto journal verify
+  --witness FILE`` checks that every witnessed head is still in the journal.
+- **A key change**: a journal sealed with one of ``previous_keys`` is rotated to ``key`` when it
+  is opened: a ``key-rotated`` entry naming the new key's ID (an HMAC of the key, never the key)
+  is appended *under the old key*, and every later entry under the new one. Verification walks
+  the chain segment by segment, each under its key, and the head must be sealed with the current
+  key.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
 import json
+import logging
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
-from dicom_nodes.database import connect, migrate
+from storage.database import atomic, connect, migrate
+from storage.files import append_line_durably, private_dir
+
+log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
+#: The entry kind that hands the chain from one key to the next.
+KEY_ROTATED = "key-rotated"
 
 MIGRATIONS = sqlite_utils.Migrations("acquisition.journal")
 
@@ -103,6 +122,52 @@ class VerifyResult:
     reason: str = ""
 
 
+def key_id(key: bytes | None) -> str | None:
+    """A key's public name: 16 hex digits of an HMAC under it (None: no key)."""
+    if not key:
+        return None
+    return hmac.new(key, b"galacto journal key id", hashlib.sha256).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Head:
+    """The journal's head as witnessed: the last entry's number and hash, and when it was read."""
+
+    seq: int
+    hash: str
+    time: str
+
+    def line(self) -> str:
+        """``seq hash time``: one line of a witness file."""
+        return f"{self.seq} {self.hash} {self.time}"
+
+    @classmethod
+    def parse(cls, line: str) -> Head:
+        seq, digest, time = line.split()
+        if not seq.isdigit() or len(digest) != 64:
+            raise ValueError(f"not a witnessed head: {line!r}")
+        return cls(int(seq), digest, time)
+
+
+class Witness:
+    """Writes the journal's head where a copy of the database does not go: an append-only
+    file (0600, in its own folder, fsync'ed) and the system log."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        private_dir(self.path.parent)
+
+    def record(self, head: Head) -> None:
+        append_line_durably(self.path, head.line())
+        message = f"galacto journal head {head.line()}"
+        log.info("journal head witnessed: entry %d", head.seq)
+        with contextlib.suppress(Exception):  # no system log (a container): the file suffices
+            import syslog
+
+            syslog.openlog("galacto", syslog.LOG_PID, syslog.LOG_USER)
+            syslog.syslog(syslog.LOG_NOTICE, message)
+
+
 def _head_mac(key: bytes | None, entries: int, head_hash: str) -> str | None:
     if not key:
         return None
@@ -126,16 +191,60 @@ def _chain_hash(key: bytes | None, prev_hash: str, fields: tuple[Any, ...]) -> s
 
 
 class Journal:
-    """Append and read the journal. Thread-safe: one connection behind a lock."""
+    """Append and read the journal. Thread-safe: one connection behind a lock.
+
+    ``key`` seals the chain. Opening changes nothing (an audit may open any journal);
+    :meth:`adopt_key` — called by the service at start-up — rotates a journal still sealed with
+    a previous key (or with none) to ``key``. ``witness`` receives the head at
+    :meth:`witness_head`.
+    """
 
     def __init__(
-        self, path: str | Path, *, key: bytes | None = None, busy_timeout_s: float = 5.0
+        self,
+        path: str | Path,
+        *,
+        key: bytes | None = None,
+        busy_timeout_s: float = 5.0,
+        witness: Witness | None = None,
     ) -> None:
         self._key = key or None
+        self._witness = witness
         self._lock = threading.Lock()
         # One connection, used only under the lock, from whichever thread holds it.
         self._conn = connect(path, busy_timeout_s=busy_timeout_s, check_same_thread=False)
         migrate(sqlite_utils.Database(self._conn), MIGRATIONS)
+
+    def adopt_key(self, previous_keys: Sequence[bytes] = ()) -> Entry | None:
+        """Make the journal sealed with this journal's key, before anything is appended.
+
+        Sealed with it already (or empty): nothing to do. Sealed with one of ``previous_keys``,
+        or with no key at all: a ``key-rotated`` entry naming the new key's ID is appended under
+        the old key (or none), and returned. Sealed with another key: :class:`JournalError`
+        (appending under the wrong key would break the chain).
+        """
+        if not self._key:
+            return None
+        with self._lock:
+            entries, head, seal = self._conn.execute(
+                "SELECT entries, head_hash, head_mac FROM journal_head WHERE id = 1"
+            ).fetchone()
+            if not entries or seal == _head_mac(self._key, entries, head):
+                return None
+            old: bytes | None = None  # seal NULL: an unkeyed journal gets its first key
+            if seal is not None:
+                matching = [k for k in previous_keys if k and seal == _head_mac(k, entries, head)]
+                if not matching:
+                    raise JournalError(
+                        "the journal is sealed with another key than site.journal_key and none "
+                        "of site.journal_previous_keys: set the key it was written with"
+                    )
+                old = matching[0]
+            payload = {"new_key_id": key_id(self._key), "old_key_id": key_id(old)}
+            entry = self._append_locked(
+                KEY_ROTATED, payload, exam_id=None, operator=None, now=None, key=old
+            )
+        log.warning("journal key rotated at entry %d (new key %s)", entry.seq, key_id(self._key))
+        return entry
 
     def close(self) -> None:
         with self._lock:
@@ -157,17 +266,32 @@ class Journal:
         now: dt.datetime | None = None,
     ) -> Entry:
         """Append one entry durably (committed before returning) and return it."""
+        with self._lock:
+            return self._append_locked(
+                kind, payload, exam_id=exam_id, operator=operator, now=now, key=self._key
+            )
+
+    def _append_locked(
+        self,
+        kind: str,
+        payload: Mapping[str, Any] | None,
+        *,
+        exam_id: str | None,
+        operator: str | None,
+        now: dt.datetime | None,
+        key: bytes | None,
+    ) -> Entry:
+        """Append under ``key`` (the caller holds the lock)."""
         payload_json = _canonical(payload or {})
         recorded = (now or dt.datetime.now(dt.UTC)).isoformat(timespec="microseconds")
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            with atomic(self._conn):
                 entries, head = self._conn.execute(
                     "SELECT entries, head_hash FROM journal_head WHERE id = 1"
                 ).fetchone()
                 seq = entries + 1
                 digest = _chain_hash(
-                    self._key, head, (seq, recorded, kind, exam_id, operator, payload_json)
+                    key, head, (seq, recorded, kind, exam_id, operator, payload_json)
                 )
                 self._conn.execute(
                     "INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -175,13 +299,10 @@ class Journal:
                 )
                 self._conn.execute(
                     "UPDATE journal_head SET entries = ?, head_hash = ?, head_mac = ? WHERE id = 1",
-                    (seq, digest, _head_mac(self._key, seq, digest)),
+                    (seq, digest, _head_mac(key, seq, digest)),
                 )
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise JournalError(f"journal append failed: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal append failed: {exc}") from exc
         return Entry(seq, recorded, kind, exam_id, operator, dict(payload or {}), head, digest)
 
     def entries(self, *, exam_id: str | None = None, after_seq: int = 0) -> Iterator[Entry]:
@@ -203,9 +324,41 @@ class Journal:
             ).fetchone()
         return None if row is None else _entry(row)
 
-    def verify(self) -> VerifyResult:
+    def key_matches(self) -> bool:
+        """Whether appending now continues the chain: the head is sealed with this journal's
+        key (or, without a key, not sealed), or the journal is empty."""
         with self._lock:
-            return verify_connection(self._conn, self._key)
+            entries, head, seal = self._conn.execute(
+                "SELECT entries, head_hash, head_mac FROM journal_head WHERE id = 1"
+            ).fetchone()
+        return not entries or seal == _head_mac(self._key, entries, head)
+
+    def head(self) -> Head:
+        """The last entry's number and hash (0 and the genesis hash when empty)."""
+        with self._lock:
+            entries, digest = self._conn.execute(
+                "SELECT entries, head_hash FROM journal_head WHERE id = 1"
+            ).fetchone()
+        return Head(
+            int(entries), str(digest), dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        )
+
+    def witness_head(self) -> Head | None:
+        """Write the head to the witness (None without one). A failure is logged, not raised:
+        the exam it closes is already journaled."""
+        if self._witness is None:
+            return None
+        head = self.head()
+        try:
+            self._witness.record(head)
+        except OSError as exc:
+            log.error("journal head not witnessed in %s: %s", self._witness.path, exc)
+            return None
+        return head
+
+    def verify(self, previous_keys: Sequence[bytes] = ()) -> VerifyResult:
+        with self._lock:
+            return verify_connection(self._conn, self._key, previous_keys)
 
 
 def _entry(row: sqlite3.Row) -> Entry:
@@ -221,23 +374,43 @@ def _entry(row: sqlite3.Row) -> Entry:
     )
 
 
-def verify_connection(conn: sqlite3.Connection, key: bytes | None = None) -> VerifyResult:
+def verify_connection(
+    conn: sqlite3.Connection, key: bytes | None = None, previous_keys: Sequence[bytes] = ()
+) -> VerifyResult:
     """Walk the chain in row order; name the first entry that does not follow from the last.
 
-    The rows and the head are read in one read transaction: a writer appending meanwhile (the
-    running service) is not mistaken for a cut-off tail.
+    Each segment is checked under its key: the first under whichever of ``key``,
+    ``previous_keys`` or no key it was written with, each after a ``key-rotated`` entry under
+    the key that entry names. The head must be sealed with ``key``. The rows and the head are
+    read in one read transaction: a writer appending meanwhile (the running service) is not
+    mistaken for a cut-off tail.
     """
     started = not conn.in_transaction
     if started:
         conn.execute("BEGIN")
     try:
-        return _verify(conn, key)
+        return _verify(conn, key or None, [k for k in previous_keys if k])
     finally:
         if started:
             conn.execute("ROLLBACK")
 
 
-def _verify(conn: sqlite3.Connection, key: bytes | None) -> VerifyResult:
+def missing_heads(conn: sqlite3.Connection, heads: Iterable[Head]) -> Head | None:
+    """The first witnessed head the journal does not hold (None: all present)."""
+    for head in heads:
+        row = conn.execute("SELECT hash FROM journal WHERE seq = ?", (head.seq,)).fetchone()
+        if head.seq == 0 and head.hash == GENESIS:
+            continue
+        if row is None or not hmac.compare_digest(str(row[0]), head.hash):
+            return head
+    return None
+
+
+def _verify(conn: sqlite3.Connection, key: bytes | None, previous: list[bytes]) -> VerifyResult:
+    by_id = {key_id(k): k for k in (key, *previous) if k}
+    candidates: list[bytes | None] = [key, *previous, None]
+    segment_key: bytes | None = key
+    segment_start = 1
     expected_prev = GENESIS
     expected_seq = 1
     count = 0
@@ -257,11 +430,27 @@ def _verify(conn: sqlite3.Connection, key: bytes | None) -> VerifyResult:
         if prev_hash != expected_prev:
             return VerifyResult(False, count, seq, f"entry {seq} does not follow its predecessor")
         fields = (seq, recorded, kind, exam_id, operator, payload_json)
-        recomputed = _chain_hash(key, prev_hash, fields)
+        if count == 1:  # the first segment: under whichever key (or none) it was written
+            segment_key = next(
+                (k for k in candidates if _chain_hash(k, prev_hash, fields) == digest), key
+            )
+        recomputed = _chain_hash(segment_key, prev_hash, fields)
         if not hmac.compare_digest(recomputed, digest):
             return VerifyResult(False, count, seq, f"entry {seq} was altered")
         expected_prev = digest
         expected_seq += 1
+        if kind == KEY_ROTATED:
+            new_id = json.loads(payload_json).get("new_key_id")
+            if new_id not in by_id:
+                return VerifyResult(
+                    False,
+                    count,
+                    seq + 1,
+                    f"entries after {seq} are sealed with key {new_id}, which was not given "
+                    "(site.journal_key or site.journal_previous_keys)",
+                )
+            segment_key = by_id[new_id]
+            segment_start = seq + 1
     try:
         entries, head, seal = conn.execute(
             "SELECT entries, head_hash, head_mac FROM journal_head"
@@ -270,6 +459,13 @@ def _verify(conn: sqlite3.Connection, key: bytes | None) -> VerifyResult:
         entries, head = conn.execute("SELECT entries, head_hash FROM journal_head").fetchone()
         seal = None
         key = None  # nothing to check the seal against
+    if key and count and segment_key != key:
+        return VerifyResult(
+            False,
+            count,
+            segment_start,
+            f"entries from {segment_start} on are not sealed with the site key",
+        )
     if key and count and not hmac.compare_digest(seal or "", _head_mac(key, entries, head) or ""):
         return VerifyResult(
             False,

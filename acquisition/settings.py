@@ -29,6 +29,8 @@ from acquisition.laterality import DEFAULT_TERMS as DEFAULT_LATERALITY_TERMS
 from acquisition.laterality import parse_terms
 
 ENV_PREFIX = "GALACTO_"
+#: How a value read from a configuration file names its origin (typed: no string coercion).
+FILE_ORIGIN = "file"
 
 
 class ConfigError(ValueError):
@@ -77,8 +79,30 @@ class SiteSettings:
         "",
         "Per-site key of the journal's HMAC-SHA256 chain. Without it the chain is plain SHA-256:"
         " it still shows accidental damage, but not a forger who recomputes it. Set it from the"
-        " environment (GALACTO_SITE_JOURNAL_KEY); never commit it.",
+        " environment (GALACTO_SITE_JOURNAL_KEY); never commit it. `galacto serve` refuses to"
+        " start without it unless site.allow_unkeyed_journal is true. To rotate it, move the"
+        " old key into site.journal_previous_keys and restart: the change is journaled under the"
+        " old key (docs/journal.md).",
         secret=True,
+    )
+    journal_previous_keys: tuple[str, ...] = setting(
+        (),
+        "Earlier journal keys, newest first: a journal still sealed with one of them is rotated"
+        " to site.journal_key at start-up, and `galacto journal verify` checks the entries"
+        " written under each.",
+        secret=True,
+    )
+    allow_unkeyed_journal: bool = setting(
+        False,
+        "Let `galacto serve` run without site.journal_key (a plain SHA-256 chain that anyone who"
+        " can write the database can recompute): tests and trials only.",
+    )
+    journal_witness: str = setting(
+        "",
+        "Append-only file, in another folder than the database, where the journal's head (entry"
+        " count, hash, time) is written at start-up, at every exam's close and at a clean stop,"
+        " and copied to the system log: `galacto journal verify --witness FILE` then shows a"
+        " database restored from an older copy. Empty: no witness (a warning at start-up).",
     )
 
 
@@ -90,6 +114,12 @@ class DatabaseSettings:
     )
     busy_timeout_s: float = setting(
         5.0, "How long a writer waits for the database lock before failing.", minimum=0.1
+    )
+    min_free_mb: float = setting(
+        500.0,
+        "Free space (MiB) needed on the disks of database.path and dicom.storage_dir before an"
+        " exam starts and before each injection; below it they are refused with the reason.",
+        minimum=0,
     )
 
 
@@ -206,7 +236,30 @@ class DicomSettings:
         maximum=65535,
     )
     allowed_calling_aes: tuple[str, ...] = setting(
-        (), "Calling AE titles allowed to associate; empty allows any (not for clinical use)."
+        (),
+        "Calling AE titles allowed to associate; empty allows any, which `galacto serve` accepts"
+        " only on loopback or with dicom.allow_any_calling_ae (pacs.ae_title may always call"
+        " back with Storage Commitment results).",
+    )
+    allow_any_calling_ae: bool = setting(
+        False,
+        "Accept any calling AE title with dicom.host not on loopback (an empty"
+        " dicom.allowed_calling_aes); without it such a configuration refuses to start.",
+    )
+    max_associations: int = setting(
+        32, "Associations the unit-facing SCPs accept at once, in all.", minimum=1, maximum=1000
+    )
+    max_associations_per_calling_ae: int = setting(
+        8,
+        "Associations one calling AE title may hold at once; the others are rejected (transient,"
+        " local limit exceeded).",
+        minimum=1,
+        maximum=1000,
+    )
+    reserved_calling_aes: tuple[str, ...] = setting(
+        (),
+        "Calling AE titles for which max_associations_per_calling_ae slots are always kept free:"
+        " other callers together use at most the rest. Empty: dicom.unit_ae_title.",
     )
     unit_ae_title: str = setting(
         "MG_SIM",
@@ -220,7 +273,9 @@ class DicomSettings:
     connection_timeout_s: float = setting(5.0, "TCP connect timeout of every SCU.", minimum=0.1)
     acse_timeout_s: float = setting(10.0, "Association negotiation timeout.", minimum=0.1)
     dimse_timeout_s: float = setting(30.0, "Wait for a DIMSE message.", minimum=0.1)
-    network_timeout_s: float = setting(60.0, "Idle association timeout.", minimum=0.1)
+    network_timeout_s: float = setting(
+        30.0, "An association idle this long is dropped (and its slot freed).", minimum=0.1
+    )
     worklist_max_results: int = setting(
         5000, "Cap on worklist items returned to one C-FIND (the unit's DIMSE timeout).", minimum=1
     )
@@ -411,7 +466,7 @@ def load(
     raw: dict[str, tuple[Any, str]] = {}
     if path is not None:
         for key, value in _read_toml(Path(path)).items():
-            raw[key] = (value, f"file {path}")
+            raw[key] = (value, f"{FILE_ORIGIN} {path}")
     known = {info.env: info.key for info in iter_settings()}
     for env_name, value in environ.items():
         if env_name.startswith(ENV_PREFIX) and env_name in known:
@@ -439,10 +494,18 @@ def load(
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as fh:
-            doc = tomllib.load(fh)
+        text = path.read_bytes().decode("utf-8")
+        doc = tomllib.loads(text)
     except FileNotFoundError as exc:
         raise ConfigError(f"configuration file not found: {path}") from exc
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02X} on line {line}); "
+            "save the file as UTF-8"
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     flat: dict[str, Any] = {}
@@ -461,16 +524,25 @@ def _coerce(info: SettingInfo, value: Any, origin: str) -> Any:
 
     kind = info.type
     is_tuple = typing.get_origin(kind) is tuple or kind is tuple
+    # Text is parsed only where everything is text (environment, command line): in a TOML file
+    # a value has a type, and "yes" for a boolean or "MG_SIM" for a list is a mistake.
+    typed = origin.startswith(FILE_ORIGIN)
+    if typed and isinstance(value, str) and kind is not str:
+        raise fail(f"expected {_type_name(kind)} (TOML {_toml_example(kind)}), not a string")
     try:
         if is_tuple:
             if isinstance(value, str):
                 items = [v.strip() for v in value.split(",") if v.strip()]
             elif isinstance(value, list | tuple):
+                if typed and not all(isinstance(v, str) for v in value):
+                    raise fail("expected a list of strings")
                 items = [str(v) for v in value]
             else:
                 raise fail("expected a list of strings")
             result: Any = tuple(items)
         elif kind is bool:
+            if typed and not isinstance(value, bool):
+                raise fail("expected true or false")
             result = _to_bool(value)
         elif kind is int:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
@@ -501,6 +573,12 @@ def _coerce(info: SettingInfo, value: Any, origin: str) -> Any:
     if info.maximum is not None and result > info.maximum:
         raise fail(f"must be at most {info.maximum}")
     return result
+
+
+def _toml_example(kind: Any) -> str:
+    if typing.get_origin(kind) is tuple or kind is tuple:
+        return '["A", "B"]'
+    return {bool: "true", int: "104", float: "2.5"}.get(kind, '"text"')
 
 
 def _to_bool(value: Any) -> bool:
@@ -553,6 +631,25 @@ def _check_cross_field(config: Config) -> None:
         raise ConfigError(f"ris.laterality_terms: {exc}") from exc
     if bool(config.dicom.tls_certificate) != bool(config.dicom.tls_private_key):
         raise ConfigError("dicom.tls_certificate and dicom.tls_private_key: set both or neither")
+    d = config.dicom
+    kept = d.max_associations_per_calling_ae * len(reserved_calling_aes(d))
+    if kept >= d.max_associations:
+        raise ConfigError(
+            f"dicom.max_associations: must exceed the {kept} slots kept for "
+            f"dicom.reserved_calling_aes ({d.max_associations_per_calling_ae} each), "
+            f"got {d.max_associations}"
+        )
+    witness = config.site.journal_witness
+    if witness and Path(witness).resolve().parent == Path(config.database.path).resolve().parent:
+        raise ConfigError(
+            "site.journal_witness: must be in another folder than database.path (a copy of the "
+            f"database folder would carry the witness with it), got {witness!r}"
+        )
+
+
+def reserved_calling_aes(dicom: DicomSettings) -> tuple[str, ...]:
+    """The calling AE titles with slots kept (``dicom.reserved_calling_aes``, or the unit's)."""
+    return dicom.reserved_calling_aes or (dicom.unit_ae_title,)
 
 
 def parse_override(text: str) -> tuple[str, str]:

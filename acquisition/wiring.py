@@ -7,6 +7,7 @@ command (``galacto sim …``, ``galacto demo``) asks for one.
 from __future__ import annotations
 
 import importlib
+import ipaddress
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -14,11 +15,13 @@ from types import ModuleType
 from pydicom.dataset import Dataset
 
 from acquisition.dose_policy import qa_patterns
-from acquisition.settings import Config, InjectorSettings
+from acquisition.settings import Config, ConfigError, InjectorSettings, reserved_calling_aes
 from device_drivers.driver import InjectorLimits, NewEraInjector
 from device_drivers.link import LinkTiming
+from dicom_nodes.admission import RejectionHook
 from dicom_nodes.mpps_store import SqliteMppsStore
 from dicom_nodes.network import Timeouts
+from dicom_nodes.received_objects import QuarantineItem, ReceivedObjects
 from dicom_nodes.server import UnitFacingServer
 from dicom_nodes.worklist_store import WorklistStore
 from dose.record import ExposureSink
@@ -31,6 +34,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "acquisition.commands.worklist",
     "acquisition.commands.dose",
     "acquisition.commands.journal",
+    "acquisition.commands.quarantine",
     "simulators.commands",
 )
 
@@ -58,6 +62,9 @@ def unit_facing_server(
     *,
     on_stored: Callable[[Path, Dataset], None] | None = None,
     on_mpps: Callable[[str, str, str, int], None] | None = None,
+    received_objects: ReceivedObjects | None = None,
+    on_quarantined: Callable[[QuarantineItem], None] | None = None,
+    on_rejected: RejectionHook | None = None,
 ) -> UnitFacingServer:
     """MWL, MPPS and Storage SCPs toward the unit, from the ``[dicom]`` settings."""
     d = config.dicom
@@ -68,7 +75,7 @@ def unit_facing_server(
         ae_title=d.ae_title,
         host=d.host,
         port=d.port,
-        allowed_calling_aes=d.allowed_calling_aes,
+        allowed_calling_aes=allowed_calling_aes(config),
         timeouts=dicom_timeouts(config),
         max_pdu=d.max_pdu,
         storage_dir=d.storage_dir,
@@ -81,7 +88,40 @@ def unit_facing_server(
         on_stored=on_stored,
         on_mpps=on_mpps,
         qa_patterns=qa_patterns(config),
+        received_objects=received_objects,
+        on_quarantined=on_quarantined,
+        max_associations=d.max_associations,
+        max_associations_per_calling_ae=d.max_associations_per_calling_ae,
+        reserved_calling_aes=reserved_calling_aes(d),
+        on_rejected=on_rejected,
     )
+
+
+def allowed_calling_aes(config: Config) -> tuple[str, ...]:
+    """Who may associate with our SCPs: ``dicom.allowed_calling_aes`` and, when that list is
+    given, the PACS (it calls back with Storage Commitment results). Empty: anyone — which
+    is refused on an address other than loopback without ``dicom.allow_any_calling_ae``."""
+    d = config.dicom
+    if not d.allowed_calling_aes:
+        if not d.allow_any_calling_ae and not is_loopback(d.host):
+            raise ConfigError(
+                f"dicom.allowed_calling_aes: empty while dicom.host is {d.host!r}, not loopback:"
+                " any device on the network could associate; list the unit's AE title (and"
+                " others allowed), or set dicom.allow_any_calling_ae = true"
+            )
+        return ()
+    extra = (config.pacs.ae_title,) if config.pacs.host else ()
+    return tuple(dict.fromkeys((*d.allowed_calling_aes, *extra)))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine (an IP literal or ``localhost``)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def limits_from(settings: InjectorSettings) -> InjectorLimits:

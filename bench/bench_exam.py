@@ -36,6 +36,11 @@ DEMO = (sys.executable, "-m", "acquisition", "demo", "--auto", "--json")
 PHYSICS_S = (0.5 + 0.3) / 0.3 * 60.0 / TIME_SCALE
 
 
+def settings(room: SimulatedRoom, data: Path) -> dict[str, object]:
+    """The room's controller settings, with a journal key (serve refuses to run without)."""
+    return {**room.controller_settings(data), "site.journal_key": "bench-journal-key"}
+
+
 def _demo_wall_s() -> tuple[float, dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="galacto-bench-") as data_dir:
         started = time.monotonic()
@@ -110,7 +115,10 @@ def _serve_figures() -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="galacto-bench-") as tmp:
         data = Path(tmp)
         with SimulatedRoom(time_scale=TIME_SCALE) as room:
-            config = write_config(data / "galacto.toml", room.controller_settings(data))
+            config = write_config(
+                data / "galacto.toml",
+                {**room.controller_settings(data), "site.journal_key": "bench-journal-key"},
+            )
             order = room.schedule_order("L")
             with ServeProcess(config, data / "serve.log") as serve:
                 figures["start_empty_s"] = _median_start_s(serve)
@@ -125,7 +133,10 @@ def _serve_figures() -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="galacto-bench-") as tmp:
         data = Path(tmp)
         with SimulatedRoom(time_scale=TIME_SCALE) as room:
-            config = write_config(data / "galacto.toml", room.controller_settings(data))
+            config = write_config(
+                data / "galacto.toml",
+                {**room.controller_settings(data), "site.journal_key": "bench-journal-key"},
+            )
             _fill_journal(data / "galacto.db", 200)
             with ServeProcess(config, data / "serve.log") as serve:
                 figures["start_200_exams_s"] = _median_start_s(serve)

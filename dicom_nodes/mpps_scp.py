@@ -42,6 +42,7 @@ from dose.record import ExposureRecord, ExposureSink
 from .dose_extract import DoseDataError, from_mpps, step_totals
 from .mpps_store import AtomicMppsStore, MppsInstance, MppsStore, ReceivedMessage
 from .status import MppsStatus, final_state_status, status_dataset
+from .value_lengths import overlong_elements
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,28 @@ def _is_empty(ds: Dataset, keyword: str) -> bool:
     return value is None or value == "" or (isinstance(value, list) and not value)
 
 
+def check_lengths(attributes: Dataset) -> None:
+    """0106H with an Error Comment naming the attribute for a value longer than its VR
+    allows (PS3.5 Table 6.2-1): a 70 KB Long String is not kept, nor sent on to the RIS."""
+    try:
+        overlong = overlong_elements(attributes)
+    except Exception as exc:
+        raise Refusal(
+            status_dataset(MppsStatus.INVALID_ATTRIBUTE_VALUE, error_comment="unreadable value"),
+            "unreadable value",
+        ) from exc
+    if overlong:  # the comment names the attribute (an N-CREATE-RSP has no identifier list)
+        raise Refusal(
+            status_dataset(
+                MppsStatus.INVALID_ATTRIBUTE_VALUE, error_comment=f"value too long: {overlong[0]}"
+            ),
+            f"value too long: {overlong[0]}",
+        )
+
+
 def check_n_create(attributes: Dataset) -> None:
     """Raise :class:`Refusal` unless ``attributes`` is a valid N-CREATE Attribute List."""
+    check_lengths(attributes)
     missing = [r.keyword for r in REQUIREMENTS if r.keyword not in attributes]
     empty_type1 = [
         r.keyword
@@ -164,6 +185,7 @@ def check_n_create(attributes: Dataset) -> None:
 
 def merge_n_set(current: Dataset, modifications: Dataset) -> Dataset:
     """Apply an N-SET Modification List to ``current``; raise :class:`Refusal` if not allowed."""
+    check_lengths(modifications)
     unknown = [elem.tag for elem in modifications if elem.tag not in current]
     if unknown:
         raise Refusal(

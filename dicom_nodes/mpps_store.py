@@ -23,7 +23,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 
-from .database import connect
+from storage.database import atomic, connect
 
 log = logging.getLogger(__name__)
 
@@ -205,15 +205,9 @@ class SqliteMppsStore:
         step_totals: dict[str, Any] | None = None,
     ) -> None:
         """State and message log in one transaction (one fsync instead of two)."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._save(instance, created, step_totals or {})
-                self._log(message)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+        with self._lock, atomic(self._conn):
+            self._save(instance, created, step_totals or {})
+            self._log(message)
 
     def _save(self, instance: MppsInstance, created: bool, totals: dict[str, Any]) -> None:
         values = (

@@ -24,6 +24,10 @@ Choices where the standard leaves room (and why):
   Multiple Value Matching (which we do not offer) their meaning is undefined (§C.2.2.2.8,
   note 4); lists are defined for UIDs only (§C.2.2.2.2). A Scheduled Procedure Step Sequence
   with more than one item is refused too (§C.2.2.2.6 asks for a single item).
+- A date or time that is not one (``20261345``, ``2026-11-25``, ``25``), a range with more than
+  one ``-``, or a range whose first value is after its second is refused (A900H with an Error
+  Comment naming the key, never the value): it could only ever match nothing, and an empty
+  worklist would look like "no order" to the technologist.
 - Matching keys with a value that this SCP does not match on are reported to the caller
   (:attr:`WorklistQuery.unsupported`) so that it answers Pending ``FF01`` (PS3.4 Table K.4-1,
   "one or more Optional Keys were not supported"); they are then treated as return keys.
@@ -31,6 +35,7 @@ Choices where the standard leaves room (and why):
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -237,6 +242,47 @@ class UidList:
         return f"{column} IN ({marks})", sorted(self.uids)
 
 
+_DA = re.compile(r"\d{8}")
+_TM = re.compile(r"(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?")
+
+
+def _valid(vr: str, value: str) -> bool:
+    """A DA (YYYYMMDD, a real day) or TM (HH[MM[SS[.F{1,6}]]]) value; other VRs: True."""
+    if vr == "DA":
+        if not _DA.fullmatch(value):
+            return False
+        try:
+            dt.date(int(value[:4]), int(value[4:6]), int(value[6:]))
+        except ValueError:
+            return False
+        return True
+    if vr == "TM":
+        match = _TM.fullmatch(value.replace(":", ""))
+        if match is None:
+            return False
+        hours, minutes, seconds = (int(g or 0) for g in match.groups()[:3])
+        return hours < 24 and minutes < 60 and seconds < 61
+    return True
+
+
+def check_range_value(vr: str, text: str, keyword: str) -> tuple[str, str] | None:
+    """``(low, high)`` of a DA/TM value (a single value is both; None when universal), or
+    :class:`QueryError` (A900H) when it is no date or time, or a reversed range."""
+    if text.count("-") > 1:
+        raise QueryError(f"{keyword}: not a {vr} value or range", STATUS_IDENTIFIER_DOES_NOT_MATCH)
+    low, dash, high = (part.strip() for part in text.partition("-"))
+    if not dash:
+        high = low
+    for bound in (low, high):
+        if bound and not _valid(vr, bound):
+            raise QueryError(f"{keyword}: not a valid {vr}", STATUS_IDENTIFIER_DOES_NOT_MATCH)
+    if not low and not high:
+        return None
+    if low and high and _normalize(vr, low) > _normalize(vr, high, upper=True):
+        raise QueryError(f"{keyword}: range is reversed", STATUS_IDENTIFIER_DOES_NOT_MATCH)
+    return low, high
+
+
 def parse_condition(vr: str, value: Any, keyword: str) -> Condition | None:
     """The rule a key's value asks for, or None for universal matching (§C.2.2.2.3)."""
     if isinstance(value, (MultiValue, list, tuple)):
@@ -251,7 +297,15 @@ def parse_condition(vr: str, value: Any, keyword: str) -> Condition | None:
         return None
     if vr == "UI":
         return UidList(frozenset(text.split("\\")))
-    if vr in ("DA", "TM", "DT") and "-" in text:
+    if vr in ("DA", "TM"):
+        bounds = check_range_value(vr, text, keyword)
+        if bounds is None:
+            return None
+        if "-" not in text:
+            return SingleValue(_normalize(vr, text))
+        low, high = bounds
+        return Range(_normalize(vr, low), _normalize(vr, high, upper=True) if high else "")
+    if vr == "DT" and "-" in text:
         low, _, high = text.partition("-")
         if not low.strip() and not high.strip():
             return None

@@ -14,7 +14,6 @@ import logging
 import socket
 import ssl
 import weakref
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,11 +124,6 @@ def client_tls_context(
     if certificate:
         ctx.load_cert_chain(certificate, private_key)
     return ctx
-
-
-def require_calling_aes(ae: AE, allowed: Sequence[str]) -> None:
-    """Reject associations from calling AE titles not in ``allowed`` (empty: allow any)."""
-    ae.require_calling_aet = list(allowed)
 
 
 def close_unestablished(assoc: Any) -> None:

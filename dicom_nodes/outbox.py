@@ -57,7 +57,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StorageCommitmentPushModel,
 )
 
-from dicom_nodes import database, mpps_scu
+from dicom_nodes import mpps_scu
 from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, make_ae
 from dicom_nodes.scu import (
     AssociationError,
@@ -68,6 +68,7 @@ from dicom_nodes.scu import (
     category,
     status_of,
 )
+from storage import WriteFailures, database
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +276,7 @@ class CommitmentReceiver:
     ) -> None:
         """Apply one commitment result to the outbox, durably, in one transaction."""
         now_s = self._clock() if now_s is None else now_s
-        with contextlib.closing(database.connect(self.db_path)) as conn, _atomic(conn):
+        with contextlib.closing(database.connect(self.db_path)) as conn, database.atomic(conn):
             known = conn.execute(
                 "SELECT 1 FROM outbox_messages WHERE kind = 'commitment' AND sop_instance_uid = ?",
                 (transaction_uid,),
@@ -309,17 +310,6 @@ class CommitmentReceiver:
         )
         if self._on_change is not None:
             self._on_change()
-
-
-@contextlib.contextmanager
-def _atomic(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 # -- the outbox --------------------------------------------------------------------------------
@@ -570,12 +560,15 @@ class Outbox:
     # -- the sender -------------------------------------------------------------------------
 
     def _run(self) -> None:
+        failures = WriteFailures(log, "outbox round failed")  # a full disk: said once
         while not self._stop.is_set():
             try:
                 worked = self.run_once()
-            except Exception:  # keep sending; the rows say what is pending
-                log.exception("outbox round failed")
+            except Exception as exc:  # keep sending; the rows say what is pending
+                failures.failed(exc)
                 worked = 0
+            else:
+                failures.recovered()
             if worked:
                 continue
             self._wake.wait(self.seconds_until_due())
@@ -793,7 +786,7 @@ class Outbox:
         if not rows:
             return
         transaction_uid = generate_uid()
-        with _atomic(conn):
+        with database.atomic(conn):
             conn.executemany(
                 "UPDATE outbox_messages SET transaction_uid = ? WHERE id = ?",
                 [(transaction_uid, row["id"]) for row in rows],
@@ -813,7 +806,7 @@ class Outbox:
             (now_s - self.commitment_timeout_s,),
         ).fetchall()
         for row in expired:
-            with _atomic(conn):
+            with database.atomic(conn):
                 conn.execute(
                     "UPDATE outbox_messages SET transaction_uid = NULL "
                     "WHERE kind = 'c_store' AND state = 'sent' AND transaction_uid = ?",

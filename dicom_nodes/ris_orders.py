@@ -27,9 +27,9 @@ from pathlib import Path
 
 import sqlite_utils
 
-from dicom_nodes import database
 from dicom_nodes.mwl_scu import WorklistItem, WorklistQuery, WorklistResult, find_worklist
 from dicom_nodes.scu import Peer, ScuError
+from storage import database
 
 log = logging.getLogger(__name__)
 
@@ -120,24 +120,18 @@ class RisOrderStore:
     def apply(self, result: WorklistResult, query: WorklistQuery, now_s: float) -> RefreshSummary:
         """Upsert ``result`` and mark what vanished within ``query``'s scope, atomically."""
         seen = {(i.accession_number, i.sps_id) for i in result.items}
-        with self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                known = {
-                    (row["accession_number"], row["sps_id"]): row["disappeared_at_s"]
-                    for row in conn.execute(
-                        "SELECT accession_number, sps_id, disappeared_at_s FROM ris_orders"
-                    )
-                }
-                for item in result.items:
-                    self._upsert(conn, item, now_s)
-                disappeared = 0
-                if not result.truncated:
-                    disappeared = self._mark_vanished(conn, query, seen, now_s)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._connect() as conn, database.atomic(conn):
+            known = {
+                (row["accession_number"], row["sps_id"]): row["disappeared_at_s"]
+                for row in conn.execute(
+                    "SELECT accession_number, sps_id, disappeared_at_s FROM ris_orders"
+                )
+            }
+            for item in result.items:
+                self._upsert(conn, item, now_s)
+            disappeared = 0
+            if not result.truncated:
+                disappeared = self._mark_vanished(conn, query, seen, now_s)
         return RefreshSummary(
             received=len(result.items),
             added=len(seen - known.keys()),

@@ -2,8 +2,9 @@
 
 What the mammography unit sees of the controller (dicom.md §1): its worklist provider,
 Performed Procedure Step Manager and image/dose-report store. One pynetdicom AE carries all
-presentation contexts; associations from calling AE titles outside ``allowed_calling_aes`` are
-rejected (an empty list allows any); TLS is on when a certificate and key are given (mutual TLS
+presentation contexts; every association request is admitted or rejected by
+:class:`~dicom_nodes.admission.Admission` (called AE title, allowed calling AE titles, limits per
+calling AE with slots kept for the unit); TLS is on when a certificate and key are given (mutual TLS
 with a CA); every accepted socket gets TCP_NODELAY; the maximum PDU is advertised as
 configured; incoming C-STORE datasets are received in chunks straight to disk. pynetdicom's
 identifier logging is off (``make_ae``).
@@ -23,11 +24,13 @@ from pynetdicom.transport import ThreadedAssociationServer
 from dose.plausibility import QaPatterns
 from dose.record import ExposureRecord, ExposureSink
 
+from .admission import Admission, AssociationPolicy, RejectionHook
 from .mpps_scp import MppsSCP, StepResolver, has_scheduled_step
 from .mpps_store import MppsStore
 from .mwl_scp import MWL_FIND_UID, WorklistSCP
 from .mwl_scp import TRANSFER_SYNTAXES as WORKLIST_TRANSFER_SYNTAXES
-from .network import NODELAY_HANDLERS, Timeouts, make_ae, require_calling_aes, server_tls_context
+from .network import NODELAY_HANDLERS, Timeouts, make_ae, server_tls_context
+from .received_objects import QuarantineItem, ReceivedObjects
 from .storage_scp import StorageSCP
 from .worklist_store import WorklistStore
 
@@ -75,10 +78,27 @@ class UnitFacingServer:
         on_stored: Callable[[Path, Dataset], None] | None = None,
         on_mpps: Callable[[str, str, str, int], None] | None = None,
         qa_patterns: QaPatterns | None = None,
+        received_objects: ReceivedObjects | None = None,
+        on_quarantined: Callable[[QuarantineItem], None] | None = None,
+        max_associations: int = 32,
+        max_associations_per_calling_ae: int = 8,
+        reserved_calling_aes: Sequence[str] = (),
+        on_rejected: RejectionHook | None = None,
     ) -> None:
         self._address = (host, port)
         self._ae: AE = make_ae(ae_title, timeouts or Timeouts(), max_pdu=max_pdu)
-        require_calling_aes(self._ae, list(allowed_calling_aes))
+        self.admission = Admission(
+            AssociationPolicy.of(
+                [ae_title],
+                allowed_calling_aes,
+                max_associations=max_associations,
+                max_per_calling_ae=max_associations_per_calling_ae,
+                reserved=reserved_calling_aes,
+            ),
+            on_rejected,
+        )
+        # pynetdicom's own limit stays above ours: Admission decides, with the right reason.
+        self._ae.maximum_associations = 2 * max_associations
         self._tls = (tls_certificate, tls_private_key, tls_ca)
         self.worklist_scp = (
             None
@@ -104,8 +124,10 @@ class UnitFacingServer:
             storage_dir,
             step_resolver=step_resolver,
             fsync_objects=fsync_objects,
+            objects=received_objects,
             on_stored=on_stored,
             qa_patterns=qa_patterns,
+            on_quarantined=on_quarantined,
         )
         self._ae.add_supported_context(VERIFICATION)
         for uid in self.mpps_scp.contexts:
@@ -141,7 +163,8 @@ class UnitFacingServer:
 
     def handlers(self) -> list[Any]:
         """Every SCP's event handlers, plus TCP_NODELAY on each accepted socket."""
-        handlers: list[Any] = [*NODELAY_HANDLERS, *self._extra_handlers]
+        handlers: list[Any] = [*NODELAY_HANDLERS, *self.admission.handlers()]
+        handlers += self._extra_handlers
         handlers += self.mpps_scp.handlers() + self.storage_scp.handlers()
         if self.worklist_scp is not None:
             handlers += list(self.worklist_scp.handlers())

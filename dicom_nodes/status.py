@@ -33,7 +33,11 @@ class StoreStatus(IntEnum):
     WARNING_DATASET_DOES_NOT_MATCH = 0xB007
     OUT_OF_RESOURCES = 0xA700  # disk or database failure: nothing acknowledged
     DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
-    CANNOT_UNDERSTAND = 0xC000
+    CANNOT_UNDERSTAND = 0xC000  # the header cannot be parsed
+    #: Cxxx "Cannot understand" (PS3.4 B.2.3) with our own meanings, each with an Error Comment:
+    SOP_INSTANCE_REUSED = 0xC010  # another object is stored under this SOP Instance UID
+    PIXEL_DATA_INCOMPLETE = 0xC011  # missing, short or malformed Pixel Data
+    VALUE_TOO_LONG = 0xC012  # a value longer than its VR allows
 
 
 #: PS3.4 Table F.7.2-2: the one specialised N-SET failure of the MPPS SOP class.

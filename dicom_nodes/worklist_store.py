@@ -13,7 +13,7 @@ post-injection 2) and withdraws it when the phase ends. Each row keeps
   A query that asks for a subset gets the encoded bytes trimmed to its keys
   (:func:`trim_identifier`), never a decode/re-encode.
 
-Writes are durable (WAL, ``synchronous=FULL``, see :mod:`dicom_nodes.database`) and
+Writes are durable (WAL, ``synchronous=FULL``, see :mod:`storage.database`) and
 serialised by one lock; every read opens its own connection, because the SCP answers each
 association on its own thread and SQLite connections are bound to the thread that opened them.
 """
@@ -41,7 +41,6 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pynetdicom.dsutils import encode
 
-from dicom_nodes import database
 from dicom_nodes.codes import Code, code_sequence
 from dicom_nodes.mwl_matching import (
     SPECIFIC_CHARACTER_SET,
@@ -51,6 +50,7 @@ from dicom_nodes.mwl_matching import (
     column_values,
     requested_keys,
 )
+from storage import database
 
 log = logging.getLogger(__name__)
 
@@ -537,23 +537,17 @@ class WorklistStore:
                     *latin1,
                 )
             )
-        with self._write_lock, self._connection() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                (last,) = conn.execute(
-                    "SELECT coalesce(max(revision), 0) FROM worklist_step"
-                ).fetchone()
-                conn.executemany(
-                    _INSERT, [(*row, last + n, now) for n, row in enumerate(rows, start=1)]
-                )
-                conn.executemany(
-                    "INSERT OR IGNORE INTO worklist_published VALUES (?, ?)",
-                    [(row[0], now) for row in rows],
-                )
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with self._write_lock, self._connection() as conn, database.atomic(conn):
+            (last,) = conn.execute(
+                "SELECT coalesce(max(revision), 0) FROM worklist_step"
+            ).fetchone()
+            conn.executemany(
+                _INSERT, [(*row, last + n, now) for n, row in enumerate(rows, start=1)]
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO worklist_published VALUES (?, ?)",
+                [(row[0], now) for row in rows],
+            )
         log.debug("published %d scheduled step(s)", len(rows))
         return len(rows)
 

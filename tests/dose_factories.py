@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pydicom.valuerep import DSfloat
 
 MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
 MG_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
@@ -144,7 +145,7 @@ def _num(concept: str, meaning: str, value: float, unit: str) -> Dataset:
     item.ValueType = "NUM"
     item.ConceptNameCodeSequence = Sequence([_code(concept, "DCM", meaning)])
     measured = Dataset()
-    measured.NumericValue = value
+    measured.NumericValue = DSfloat(value, auto_format=True)  # DS: at most 16 characters
     measured.MeasurementUnitsCodeSequence = Sequence([_code(unit, "UCUM", unit)])
     item.MeasuredValueSequence = Sequence([measured])
     return item

@@ -37,6 +37,7 @@ from simulators.pacs import ReceivedObject, SimulatedPacs
 from simulators.ris import RisMpps, SimulatedRis
 from simulators.room import SimulatedRoom
 from simulators.unit import PerformedStep, SimulatedUnit, WorklistStep
+from tests.serve_process import JOURNAL_KEY
 
 S = ExamState
 TIME_SCALE = 120.0  # 0.5 mL at 0.3 mL/min (100 s simulated) takes ~0.8 s
@@ -236,7 +237,11 @@ def eventually(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 
 
 def controller_overrides(sim_room: SimulatedRoom, data_dir: Path) -> dict[str, Any]:
     """The settings of a controller in ``sim_room``, with its files under ``data_dir``."""
-    return {**sim_room.controller_settings(data_dir), **FAST_INJECTOR}
+    return {
+        **sim_room.controller_settings(data_dir),
+        **FAST_INJECTOR,
+        "site.journal_key": JOURNAL_KEY,
+    }
 
 
 @contextlib.contextmanager

@@ -21,6 +21,9 @@ from typing import IO, Any
 from acquisition.console.client import ConsoleClient
 
 READY_TIMEOUT_S = 30.0
+#: The journal key every test controller runs with (`galacto serve` refuses to run without one;
+#: only the test of that refusal sets site.allow_unkeyed_journal).
+JOURNAL_KEY = "test-journal-key"
 
 
 def write_config(path: Path, settings: Mapping[str, Any]) -> Path:

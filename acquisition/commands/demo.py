@@ -36,6 +36,7 @@ from acquisition.exam import ExamError, ExamService, exam_exposures
 from acquisition.exam_machine import ExamState, Refused
 from dicom_nodes import codes
 from dose.totals import per_breast_totals
+from storage.files import create_private_file, open_private
 
 DEFAULT_TIME_SCALE = 20.0
 EXIT_FAILED = 1
@@ -52,6 +53,8 @@ INJECTIONS_ML = (0.5, 0.3)
 RATE_ML_MIN = 0.3
 #: Deadline of each wait of the script that does not depend on the injection's length.
 STEP_TIMEOUT_S = 60.0
+#: The demo's own journal key, in its data folder (a demo only).
+DEMO_KEY_FILE = "journal.key"
 
 _SYMBOLS = {"TUNGSTEN": "W", "MOLYBDENUM": "Mo", "RHODIUM": "Rh", "SILVER": "Ag", "ALUMINUM": "Al"}
 _VIEW_NAMES = {codes.VIEW_CC.value: "CC", codes.VIEW_ML.value: "ML", codes.VIEW_MLO.value: "MLO"}
@@ -97,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else secrets.randbelow(1_000_000)
     with room_module.SimulatedRoom(time_scale=args.time_scale, seed=seed) as room:
         config = load_config(args, **room.controller_settings(data_dir))
+        if not config.site.journal_key:  # the demo's own key, kept with its data
+            config = load_config(
+                args, **room.controller_settings(data_dir), **demo_journal(data_dir)
+            )
         order = room.schedule_order("L")
         with Controller(config) as controller:
             endpoints = controller.endpoints()
@@ -116,6 +123,19 @@ def run(args: argparse.Namespace) -> int:
             result["wall_time_s"] = round(time.monotonic() - started, 2)
             _print_result(result, as_json=args.json)
             return EXIT_OK
+
+
+def demo_journal(data_dir: Path) -> dict[str, str]:
+    """The demo's journal key (made once, kept in ``<data-dir>/journal.key``, 0600: a demo
+    only — a site keeps its key away from the database) and its witness file."""
+    key_file = data_dir / DEMO_KEY_FILE
+    if create_private_file(key_file):
+        with open_private(key_file, "w", encoding="ascii") as out:
+            out.write(secrets.token_hex(32))
+    return {
+        "site.journal_key": key_file.read_text(encoding="ascii").strip(),
+        "site.journal_witness": str(data_dir / "witness" / "journal-heads.log"),
+    }
 
 
 def _serve(controller: Controller, autopilot: Any, console_url: str) -> int:
@@ -189,7 +209,7 @@ class ScriptedExam:
         exam.complete(OPERATOR)
         order = exam.order
         assert order is not None
-        self._wait_for_delivery(order.mpps_instance_uid)
+        self._wait_for_delivery(order.mpps_instance_uid, order.study_instance_uid)
         result = self._result(order.accession)
         exam.close_exam(OPERATOR)  # the room is free for the next patient
         return result
@@ -236,18 +256,22 @@ class ScriptedExam:
 
         wait_until(counted, STEP_TIMEOUT_S, f"the {phase.value} exposures in the dose log")
 
-    def _wait_for_delivery(self, mpps_uid: str) -> None:
+    def _wait_for_delivery(self, mpps_uid: str, study_uid: str) -> None:
+        """Until the RIS holds the final MPPS and every message of *this* exam is delivered
+        (an earlier exam's failed message in the same --data-dir is not this exam's)."""
         ris, outbox = self.room.ris, self.controller.outbox
         assert outbox is not None
 
         def delivered() -> bool:
+            mine = [m for m in outbox.messages() if _of_exam(m, mpps_uid, study_uid)]
+            failed = [m for m in mine if m.state == "failed"]
+            if failed:
+                raise DemoError(
+                    f"{len(failed)} message(s) of the exam failed for good: {failed[0].last_error}"
+                )
             mpps = ris.mpps(mpps_uid)
-            counts = outbox.counts()
             return (
-                mpps is not None
-                and mpps.is_final
-                and not counts.get("pending")
-                and not counts.get("failed")
+                mpps is not None and mpps.is_final and not any(m.state == "pending" for m in mine)
             )
 
         wait_until(delivered, STEP_TIMEOUT_S, "the RIS and the PACS to hold everything")
@@ -279,6 +303,13 @@ class ScriptedExam:
             "objects_at_pacs": len(self.room.pacs.received()),
             "contrast_ml": round(contrast_ml, 3),
         }
+
+
+def _of_exam(message: Any, mpps_uid: str, study_uid: str) -> bool:
+    """An outbox message of the exam: its MPPS, or a file kept under its study's folder."""
+    if message.sop_instance_uid == mpps_uid:
+        return True
+    return bool(message.file_path) and Path(message.file_path).parent.name == study_uid
 
 
 def _exposure(row: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ is set; ``--identified`` keeps them. The log holds no patient name or birth date
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import hmac
@@ -24,6 +25,7 @@ from acquisition.cli import EXIT_OK, EXIT_USAGE, load_config
 from acquisition.commands import dose_checks
 from acquisition.dose_log import DoseLog
 from dose.totals import per_breast_totals
+from storage.files import open_private
 
 #: Columns that identify the patient or link to their records (PS3.15 Basic Profile replaces
 #: UIDs too): the SPS ID carries the accession, and a UID finds the images in any PACS.
@@ -82,7 +84,7 @@ def _open(args: argparse.Namespace) -> tuple[DoseLog | None, str]:
     if not path.exists():
         print(f"galacto dose: no database at {path}", file=sys.stderr)
         return None, ""
-    return DoseLog(path, writer_thread=False), config.site.pseudonym_secret
+    return DoseLog(path, read_only=True), config.site.pseudonym_secret
 
 
 def _mas(row: dict[str, Any]) -> float | None:
@@ -172,8 +174,12 @@ def run_export(args: argparse.Namespace) -> int:
                 "galacto dose: no site.pseudonym_secret: accession, SPS ID and UIDs left out",
                 file=sys.stderr,
             )
-    stream = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
-    try:
+    with contextlib.ExitStack() as stack:
+        stream = (  # an export holds patient-related data: 0600
+            stack.enter_context(open_private(args.output, "w", newline="", encoding="utf-8"))
+            if args.output
+            else sys.stdout
+        )
         if args.format == "json":
             json.dump(rows, stream, indent=1, default=str)
             stream.write("\n")
@@ -181,8 +187,5 @@ def run_export(args: argparse.Namespace) -> int:
             writer = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)
-    finally:
-        if stream is not sys.stdout:
-            stream.close()
     print(f"{len(rows)} exposure(s) exported", file=sys.stderr)
     return EXIT_OK

@@ -132,6 +132,7 @@ class ConsoleBackend:
         outbox_counts: Callable[[], dict[str, int]] | None = None,
         refresh_orders: Callable[[], None] | None = None,
         site_name: str = "",
+        alerts: Callable[[], list[str]] | None = None,
     ) -> None:
         self.site_name = site_name
         self.exam = exam
@@ -140,6 +141,7 @@ class ConsoleBackend:
         self.injector = injector
         self._outbox_counts = outbox_counts
         self._refresh_orders = refresh_orders
+        self._alerts = alerts  # beyond the exam: objects held in quarantine, disk space
         self._lock = threading.Lock()
         # The last checklist answered here: (exam ID, passed, blocking items). Feedback for the
         # page only; the journal holds the record.
@@ -175,6 +177,8 @@ class ConsoleBackend:
                 f"The journal cannot be written ({exam.journal_fault}): the injector was "
                 "stopped and commands are refused until it can be written again."
             )
+        if self._alerts is not None:
+            errors.extend(self._alerts())
         study = order.study_instance_uid if order is not None else None
         snapshot: dict[str, Any] = {
             "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),

@@ -7,6 +7,7 @@ the exam refused it (HTTP 409), :class:`ConsoleClientError` any other failure.
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -60,5 +61,6 @@ class ConsoleClient:
             if exc.code == 409:
                 raise ConsoleRefused(str(document.get("refused", ""))) from None
             raise ConsoleClientError(f"HTTP {exc.code}: {document.get('error', '')}") from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+            # HTTPException: the answer was cut off (the service stopped while sending it)
             raise ConsoleClientError(f"console at {self.url} not reachable: {exc}") from exc

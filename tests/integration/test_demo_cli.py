@@ -7,12 +7,16 @@ loopback; the records it leaves under ``--data-dir`` are read back with the othe
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+
+from dicom_nodes.outbox import Outbox
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -76,8 +80,15 @@ def test_the_final_object_reports_the_scripted_exam(auto_json: tuple[Path, list[
 def test_the_records_left_behind_read_back(auto_json: tuple[Path, list[dict]]) -> None:
     data_dir, lines = auto_json
     database = str(data_dir / "galacto.db")
-    verify = galacto("journal", "verify", "--database", database)
+    key = (data_dir / "journal.key").read_text().strip()  # the demo made its own
+    assert len(key) == 64 and oct((data_dir / "journal.key").stat().st_mode & 0o777) == "0o600"
+    witness = str(data_dir / "witness" / "journal-heads.log")
+    verify = galacto(
+        "--set", f"site.journal_key={key}", "journal", "verify", "--database", database,
+        "--witness", witness,
+    )  # fmt: skip
     assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "witnessed head(s) present" in verify.stdout
     accession = lines[1]["exam"]["accession"]
     listed = galacto("dose", "list", "--database", database, "--exam", accession, "--json")
     assert listed.returncode == 0, listed.stderr
@@ -87,6 +98,16 @@ def test_the_records_left_behind_read_back(auto_json: tuple[Path, list[dict]]) -
 
 
 def test_the_text_output_is_a_table_and_the_totals(tmp_path: Path) -> None:
+    """Over a --data-dir whose outbox holds an earlier exam's failed message: the demo waits for
+    its own exam's messages only (it used to time out, leaving its exam unclosed)."""
+    Outbox(tmp_path / "galacto.db", {}).stop()  # the outbox's tables, as an earlier run left them
+    with closing(sqlite3.connect(tmp_path / "galacto.db")) as conn, conn:
+        conn.execute(
+            "INSERT INTO outbox_messages (kind, destination, sop_class_uid, sop_instance_uid, "
+            "file_path, state, next_attempt_at_s, created_at_s, last_error) VALUES ('c_store', "
+            "'pacs', '1.2.840.10008.5.1.4.1.1.1.2', '1.2.3.999', '/gone/1.2.3.999.dcm', 'failed', "
+            "0, 0, 'file missing')"
+        )
     result = galacto("demo", "--auto", "--time-scale", "60", "--data-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     out = result.stdout.splitlines()

@@ -46,6 +46,7 @@ from tests.exam_room import (
     exam_room,
 )
 from tests.peers import free_port
+from tests.serve_process import JOURNAL_KEY
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -665,10 +666,13 @@ def finished_exam_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return database
 
 
+VERIFY = ("journal", "verify", "--database")
+
+
 def verify(database: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GALACTO_")}
     return subprocess.run(
-        [*GALACTO, "journal", "verify", "--database", str(database)],
+        [*GALACTO, "--set", f"site.journal_key={JOURNAL_KEY}", *VERIFY, str(database)],
         capture_output=True,
         text=True,
         timeout=60,

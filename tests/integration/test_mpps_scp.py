@@ -263,3 +263,28 @@ def test_instance_uid_assigned_when_the_scu_sends_none(peer: Peer) -> None:
     instance = peer.store.get(uid)
     assert instance is not None and instance.status == "IN PROGRESS"
     assert peer.store.messages(uid) == [("N-CREATE", 0)]
+
+
+def test_a_value_longer_than_its_vr_is_refused_in_n_create_and_n_set(peer: Peer) -> None:
+    """0106H with an Error Comment naming the attribute; nothing kept (a 70 KB LO)."""
+    uid = generate_uid()
+    session = Session(peer)
+    try:
+        created = mpps_create(study_uid=STUDY)
+        created.PerformedProcedureStepDescription = "x" * 70_000
+        status = session.create(created, uid)
+        assert (status.Status, status.ErrorComment) == (
+            0x0106,
+            "value too long: (0040,0254) PerformedProcedureStepDescription",
+        )
+        assert peer.store.get(uid) is None
+        assert session.create(mpps_create(study_uid=STUDY), uid).Status == 0
+        modification = Dataset()
+        modification.PerformedProcedureStepDescription = "y" * 70_000
+        status = session.set(modification, uid)
+        assert status.Status == 0x0106 and "too long" in status.ErrorComment
+    finally:
+        session.close()
+    instance = peer.store.get(uid)
+    assert instance is not None
+    assert len(str(instance.dataset.PerformedProcedureStepDescription)) <= 64

@@ -284,3 +284,24 @@ def test_republished_step_is_answered_with_its_new_values(serve: Any) -> None:
     assert [str(ds.PatientName) for ds in pending(query(served.port, q))] == ["Doe^Jane1"]
     served.store.publish(make_step(1, patient_name="Roe^Janet"))
     assert [str(ds.PatientName) for ds in pending(query(served.port, q))] == ["Roe^Janet"]
+
+
+@pytest.mark.parametrize(
+    ("date", "why"),
+    [
+        ("20261345", "not a valid DA"),
+        ("2026-11-25", "not a DA value or range"),
+        ("20261126-20261125", "range is reversed"),
+    ],
+)
+def test_an_invalid_matching_date_is_refused_with_a_comment(
+    serve: Any, date: str, why: str
+) -> None:
+    """A900H with an Error Comment naming the key: not an empty list that looks like
+    "no order today"."""
+    served = serve([make_step(1)])
+    q = unit_query()
+    q.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate = date
+    ((status, found),) = query_raw(served.port, q)
+    assert int(status.Status) == 0xA900 and found is None
+    assert status.ErrorComment == f"ScheduledProcedureStepStartDate: {why}"

@@ -39,7 +39,7 @@ from tests.dose_factories import (
     scu_ae,
 )
 from tests.exam_room import eventually
-from tests.serve_process import wait_until
+from tests.serve_process import JOURNAL_KEY, wait_until
 
 STUDY = "1.2.826.0.1.3680043.8.498.9001"
 
@@ -113,6 +113,7 @@ def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]
             "database.path": str(data / "galacto.db"),
             "dicom.storage_dir": str(data / "objects"),
             "dicom.port": 0,
+            "site.journal_key": JOURNAL_KEY,
             "dose.hvl_tables": [str(data / "fuji.toml")],
             "dose.reference_levels_file": str(data / "levels.toml"),
         },
@@ -195,7 +196,7 @@ def sent(controller: Controller) -> dict[str, Any]:
 
 
 def test_every_object_is_stored_and_every_exposure_logged(sent: dict[str, Any]) -> None:
-    assert set(sent["statuses"].values()) == {0x0000}
+    assert set(sent["statuses"].values()) == {0x0000}, str(sent["statuses"])
     assert len(sent["all_rows"]) == 7  # the Hologic RDSR merged into its image's row
 
 
@@ -358,6 +359,7 @@ def test_an_alert_raised_before_a_crash_is_journaled_at_the_next_start(tmp_path:
             "database.path": str(database),
             "dicom.storage_dir": str(tmp_path / "objects"),
             "dicom.port": 0,
+            "site.journal_key": JOURNAL_KEY,
         },
     )
     with Controller(config, console=False) as restarted:

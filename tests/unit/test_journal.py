@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from acquisition.journal import Journal, JournalError
+from acquisition.journal import Head, Journal, JournalError, Witness, key_id, missing_heads
 
 
 def filled(path: Path, key: bytes | None = None, n: int = 6) -> None:
@@ -144,3 +144,65 @@ def test_last_entry_of_a_kind(tmp_path: Path) -> None:
         last = journal.last("exam-opened")
     assert last is not None
     assert (last.exam_id, last.payload, last.seq) == ("E2", {"n": 2}, 3)
+
+
+def test_a_rotated_key_is_journaled_under_the_old_one_and_verified_across(tmp_path: Path) -> None:
+    db = tmp_path / "j.db"
+    filled(db, key=b"old-key", n=3)
+    with Journal(db, key=b"new-key") as journal:
+        assert not journal.key_matches()
+        rotated = journal.adopt_key([b"other", b"old-key"])
+        assert rotated is not None and rotated.kind == "key-rotated"
+        assert rotated.payload["new_key_id"] == key_id(b"new-key")
+        assert "new-key" not in str(rotated.payload)  # the key itself never
+        journal.append("transition", {"to": "S9"})
+        assert journal.key_matches()
+        assert journal.adopt_key([b"old-key"]) is None  # already sealed with it
+    with Journal(db, key=b"new-key") as journal:
+        assert journal.verify([b"old-key"]).ok
+        without_old = journal.verify()
+    assert not without_old.ok and "entry 1 was altered" in without_old.reason
+    with Journal(db, key=b"old-key") as journal:  # the old key alone no longer seals the head
+        assert not journal.verify().ok
+
+
+def test_a_journal_sealed_with_an_unknown_key_is_not_rotated(tmp_path: Path) -> None:
+    db = tmp_path / "j.db"
+    filled(db, key=b"somebody-elses", n=2)
+    with Journal(db, key=b"ours") as journal, pytest.raises(JournalError, match="another key"):
+        journal.adopt_key([b"not-it-either"])
+    with Journal(db, key=b"somebody-elses") as journal:
+        assert journal.verify().ok  # nothing was appended
+
+
+def test_an_unkeyed_journal_gets_its_first_key(tmp_path: Path) -> None:
+    db = tmp_path / "j.db"
+    filled(db, n=2)
+    with Journal(db, key=b"first-key") as journal:
+        rotated = journal.adopt_key()
+        assert rotated is not None and rotated.payload["old_key_id"] is None
+        journal.append("transition", {})
+        assert journal.verify().ok
+
+
+def test_the_witness_holds_the_head_and_a_rollback_misses_it(tmp_path: Path) -> None:
+    db = tmp_path / "j.db"
+    witness_file = tmp_path / "elsewhere" / "heads.log"
+    with Journal(db, key=b"k", witness=Witness(witness_file)) as journal:
+        journal.append("transition", {})
+        backup = tmp_path / "backup.db"
+        with sqlite3.connect(db) as source, sqlite3.connect(backup) as target:
+            source.backup(target)
+        journal.append("transition", {})
+        head = journal.witness_head()
+    assert head is not None and head.seq == 2
+    (line,) = witness_file.read_text().splitlines()
+    assert line == head.line() and len(line.split()) == 3
+    assert oct(witness_file.stat().st_mode & 0o777) == "0o600"
+    heads = [Head.parse(line)]
+    with sqlite3.connect(db) as conn:
+        assert missing_heads(conn, heads) is None
+    with sqlite3.connect(backup) as conn:  # last week's copy: consistent, sealed, but behind
+        assert missing_heads(conn, heads) == heads[0]
+    with Journal(backup, key=b"k") as journal:
+        assert journal.verify().ok  # the chain alone cannot tell

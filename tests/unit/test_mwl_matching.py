@@ -50,7 +50,6 @@ CASES = [
     ("DA", "20261126-", "20261126", True),  # open upper bound
     ("DA", "-20261120", "20261126", False),  # open lower bound
     ("DA", "-20261120", "", False),  # a range never matches an empty value
-    ("DA", "2026*", "20261125", False),  # no wildcards for DA
     ("TM", "1000-1100", "105959", True),
     ("TM", "1000-11", "115959", True),  # an upper bound covers its whole hour
     ("TM", "1000-1100", "110100", False),
@@ -233,7 +232,7 @@ def test_range_sql_agrees_with_python(low: str, high: str, values: list[str]) ->
 def test_condition_kinds() -> None:
     assert isinstance(parse_condition("SH", "A1", "K"), SingleValue)
     assert isinstance(parse_condition("SH", "A*", "K"), Wildcard)
-    assert isinstance(parse_condition("DA", "2026-", "K"), Range)
+    assert isinstance(parse_condition("DA", "20260101-", "K"), Range)
     assert isinstance(parse_condition("UI", "1.2", "K"), UidList)
 
 
@@ -248,3 +247,25 @@ def test_condition_kinds() -> None:
 def test_extended_negotiation_answers(proposed: bytes, accepted: bytes) -> None:
     assert negotiate_extended({MWL_FIND_UID: proposed}) == {MWL_FIND_UID: accepted}
     assert negotiate_extended({"1.2.840.10008.5.1.4.1.2.1.1": proposed}) == {}
+
+
+@pytest.mark.parametrize(
+    ("vr", "value", "why"),
+    [
+        ("DA", "20261345", "not a valid DA"),  # no 13th month
+        ("DA", "20260230", "not a valid DA"),
+        ("DA", "2026-11-25", "not a DA value or range"),  # dashed
+        ("DA", "2026*", "not a valid DA"),  # no wildcards for DA
+        ("DA", "20261126-20261125", "range is reversed"),
+        ("DA", "2026-", "not a valid DA"),
+        ("TM", "2500", "not a valid TM"),
+        ("TM", "1200-1000", "range is reversed"),
+        ("TM", "10h30", "not a valid TM"),
+    ],
+)
+def test_an_invalid_date_or_time_is_refused_naming_the_key(vr: str, value: str, why: str) -> None:
+    with pytest.raises(QueryError) as info:
+        parse_condition(vr, value, "ScheduledProcedureStepStartDate")
+    assert info.value.status == 0xA900
+    assert str(info.value) == f"ScheduledProcedureStepStartDate: {why}"
+    assert value not in str(info.value)

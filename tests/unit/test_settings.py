@@ -95,3 +95,60 @@ def test_default_toml_is_complete_current_and_loads() -> None:
         "config/default.toml is stale: python -m acquisition.settings_docs"
     )
     load(TOML_PATH, environ={})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[dicom]\nallowed_calling_aes = "MG_SIM"\n', "dicom.allowed_calling_aes: expected a list"),
+        ('[dicom]\nfsync_objects = "yes"\n', "dicom.fsync_objects: expected true or false"),
+        ("[dicom]\nfsync_objects = 1\n", "dicom.fsync_objects: expected true or false"),
+        ('[dicom]\nport = "104"\n', "dicom.port: expected an integer"),
+        ("[dicom]\nallowed_calling_aes = [1, 2]\n", "dicom.allowed_calling_aes: expected a list"),
+    ],
+)
+def test_a_toml_value_of_the_wrong_type_is_named_not_coerced(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    file = tmp_path / "c.toml"
+    file.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=message) as info:
+        load(file, environ={})
+    assert str(file) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_text_from_the_environment_and_the_command_line_is_still_parsed() -> None:
+    config = load(
+        environ={"GALACTO_DICOM_ALLOWED_CALLING_AES": "MG_SIM, MG2"},
+        overrides={"dicom.fsync_objects": "yes", "dicom.port": "104"},
+    )
+    assert config.dicom.allowed_calling_aes == ("MG_SIM", "MG2")
+    assert config.dicom.fsync_objects is True
+    assert config.dicom.port == 104
+
+
+def test_a_file_that_is_not_utf8_gets_one_line_naming_it(tmp_path: Path) -> None:
+    file = tmp_path / "c.toml"
+    file.write_bytes('[site]\nname = "Radiologie Hôpital"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load(file, environ={})
+    message = str(info.value)
+    assert str(file) in message and "not UTF-8" in message and "line 2" in message
+    assert "\n" not in message
+
+
+def test_the_witness_must_not_sit_beside_the_database(tmp_path: Path) -> None:
+    overrides = {
+        "database.path": str(tmp_path / "galacto.db"),
+        "site.journal_witness": str(tmp_path / "witness.log"),
+    }
+    with pytest.raises(ConfigError, match=r"site\.journal_witness: must be in another folder"):
+        load(environ={}, overrides=overrides)
+    overrides["site.journal_witness"] = str(tmp_path / "elsewhere" / "witness.log")
+    assert load(environ={}, overrides=overrides).site.journal_witness
+
+
+def test_reserved_slots_must_leave_room_for_the_others() -> None:
+    with pytest.raises(ConfigError, match=r"dicom\.max_associations: must exceed the 8 slots"):
+        load(environ={}, overrides={"dicom.max_associations": "8"})
