@@ -38,7 +38,8 @@ from pydicom.dataset import Dataset
 from acquisition import wiring
 from acquisition.dose_log import DoseLog
 from acquisition.dose_policy import dose_policy
-from acquisition.exam import ExamService, JournalUnavailable, phase_sps_id
+from acquisition.exam.model import JournalUnavailable, phase_sps_id
+from acquisition.exam.service import ExamService
 from acquisition.exam_machine import ExamState, Limits
 from acquisition.exam_reporting import ExamReporting, ReportingSettings
 from acquisition.forwarding import Forwarder, contrast_administration

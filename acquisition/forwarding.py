@@ -24,7 +24,7 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from acquisition.exam import ContrastRecord
+from acquisition.exam.model import ContrastRecord
 from dicom_nodes.contrast import ContrastAdministration, Injection, set_contrast_bolus
 from dicom_nodes.files import write_dataset_durably
 from dicom_nodes.outbox import Kind, Outbox, OutboxError, State

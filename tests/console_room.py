@@ -18,7 +18,7 @@ from typing import Any
 from acquisition.console import ConsoleBackend, ConsoleServer
 from acquisition.dose_log import DoseLog
 from acquisition.dose_policy import DEFAULT_LEVELS
-from acquisition.exam import ExamService
+from acquisition.exam.service import ExamService
 from acquisition.exam_machine import ExamState, Limits
 from acquisition.journal import Journal
 from device_drivers.driver import NewEraInjector

@@ -27,7 +27,8 @@ from acquisition.commands import demo
 from acquisition.commands.demo import ALL_CLEAR, OPERATOR, ScriptedExam, wait_until
 from acquisition.controller import Controller
 from acquisition.dose_log import DoseLog
-from acquisition.exam import ExamOrder, ExamService
+from acquisition.exam.model import ExamOrder
+from acquisition.exam.service import ExamService
 from acquisition.exam_machine import ExamState
 from acquisition.journal import Entry, Journal
 from dicom_nodes.outbox import Outbox

@@ -32,7 +32,8 @@ from typing import Any
 from acquisition import wiring
 from acquisition.cli import EXIT_OK, EXIT_USAGE, configure_logging, load_config
 from acquisition.controller import Controller
-from acquisition.exam import ExamError, ExamService, exam_exposures
+from acquisition.exam.model import ExamError, exam_exposures
+from acquisition.exam.service import ExamService
 from acquisition.exam_machine import ExamState, Refused
 from dicom_nodes import codes
 from dose.totals import per_breast_totals

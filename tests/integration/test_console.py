@@ -16,7 +16,7 @@ import pytest
 
 from acquisition.commands.demo import ALL_CLEAR
 from acquisition.console import ConsoleBackend
-from acquisition.exam import CHECKLIST
+from acquisition.exam.model import CHECKLIST
 from acquisition.exam_machine import ExamState
 from dicom_nodes.codes import DISCONTINUED_EXTRAVASATION
 from tests.console_room import (

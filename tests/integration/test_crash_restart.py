@@ -21,7 +21,7 @@ import pytest
 
 from acquisition.commands.demo import ALL_CLEAR
 from acquisition.console.client import ConsoleClient
-from acquisition.exam import INTERRUPTED_BY_RESTART, phase_sps_id
+from acquisition.exam.model import INTERRUPTED_BY_RESTART, phase_sps_id
 from acquisition.exam_machine import ExamState
 from acquisition.journal import Journal
 from simulators.room import SimulatedRoom, offered_step, perform

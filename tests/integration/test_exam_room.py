@@ -27,7 +27,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from acquisition.commands.demo import OPERATOR
-from acquisition.exam import Patient
+from acquisition.exam.model import Patient
 from acquisition.exam_machine import ExamState, Refused
 from acquisition.journal import Entry
 from device_drivers.base import InjectorState

@@ -21,13 +21,13 @@ from pydicom.dataset import Dataset
 
 from acquisition.commands.demo import ALL_CLEAR
 from acquisition.dose_log import DoseLog
-from acquisition.exam import (
+from acquisition.exam.model import (
     INTERRUPTED_BY_RESTART,
-    ExamService,
     JournalUnavailable,
     Patient,
     PhysicianOverride,
 )
+from acquisition.exam.service import ExamService
 from acquisition.exam_machine import ExamState, Limits, Refused
 from acquisition.exam_reporting import ExamReporting, ReportingSettings
 from acquisition.journal import Entry, Journal

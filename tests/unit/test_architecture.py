@@ -53,3 +53,28 @@ def test_the_checker_sees_a_forbidden_import(tmp_path: Path) -> None:
 
 def test_every_package_is_checked() -> None:
     assert {pkg for pkg, _ in all_modules()} == set(PACKAGES)
+
+
+# The exam's rooms (acquisition/exam/): everything but the service is importable without it, and
+# the packages that only read the exam (reporting, forwarding) take its model, never its service.
+EXAM_ROOMS = ("model", "record", "ledger", "injection", "exposures", "worklist")
+EXAM_READERS = ("acquisition/exam_reporting.py", "acquisition/forwarding.py")
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize(
+    "path",
+    [f"acquisition/exam/{room}.py" for room in EXAM_ROOMS] + list(EXAM_READERS),
+)
+def test_the_exam_service_is_imported_only_by_those_that_run_it(path: str) -> None:
+    assert "acquisition.exam.service" not in imported_modules(ROOT / path)

@@ -1,0 +1,838 @@
+"""The exam service: commands, transitions and refusals around the pure exam machine
+(procedure.md; style.md §4; issue 4 §1).
+
+:class:`ExamService` runs one galactography exam at a time. Every operator command is first
+journaled (kind ``command``, with the operator); the machine (:func:`~acquisition.exam_machine.
+next_state`) decides; a refusal is journaled (kind ``refusal``, with the reason) and raised as
+:class:`~acquisition.exam_machine.Refused`; an allowed step does its I/O (worklist, injector),
+then journals the ``transition``. The exam's state and the facts the interlocks read are never
+kept anywhere else: every entry the service writes is also applied to an in-memory
+:class:`~acquisition.exam.record.ExamRecord`, and construction replays the journal through the
+same fold (:func:`~acquisition.exam.record.replay`), so a restart resumes in the same state with
+the same facts. An exam that was injecting when the process died resumes as FAULT ("injection
+interrupted by a restart"); the injection is never restarted and its programmed volume is
+counted as given.
+
+The service is the hub of the exam's rooms, each of which it drives:
+
+* :mod:`acquisition.exam.model`: the values and tables (what other packages import);
+* :mod:`acquisition.exam.record`: the journal fold;
+* :mod:`acquisition.exam.injection`: the injector, the injection running and its watcher;
+* :mod:`acquisition.exam.exposures`: the exposures read back from the dose log, counted per
+  phase by their SPS ID;
+* :mod:`acquisition.exam.worklist`: the worklist step of the imaging phase being acquired,
+  published when the phase is entered and withdrawn when it is left (PS3.4 Annex K).
+
+Outward reporting (MPPS toward the RIS, the dose report and forwarding toward the PACS) is the
+:class:`~acquisition.exam.model.ExamReporter`'s job (:mod:`acquisition.exam_reporting`): the
+service hands it an :class:`~acquisition.exam.model.ExamSnapshot` after every transition and new
+exposure, and at start-up; the reporter enqueues into the durable outbox whatever is missing.
+Each injection's contrast administration is folded from its ``injection-started`` /
+``injection-ended`` entries into a :class:`~acquisition.exam.model.ContrastRecord`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import math
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from pydicom.uid import generate_uid
+
+from acquisition.dose_log import DoseLog
+from acquisition.exam.exposures import ExposureNoter
+from acquisition.exam.injection import InjectionSupervisor, correction
+from acquisition.exam.ledger import ExamLedger
+from acquisition.exam.model import (
+    CHECKLIST,
+    CONTRAST_AGENT,
+    INTERRUPTED_BY_RESTART,
+    SIDES,
+    ChecklistError,
+    ContrastRecord,
+    ExamError,
+    ExamOrder,
+    ExamReporter,
+    ExamSnapshot,
+    JournalUnavailable,
+    Patient,
+    PhysicianOverride,
+    checklist_blockers,
+    phase_sps_id,
+    service_refusal,
+)
+from acquisition.exam.record import ExamRecord, replay
+from acquisition.exam.worklist import PhaseWorklist
+from acquisition.exam_machine import (
+    TRANSITIONS,
+    ExamEvent,
+    ExamFacts,
+    ExamState,
+    Limits,
+)
+from acquisition.journal import Journal, JournalError
+from acquisition.laterality import DEFAULT_TERMS, SIDE_NAMES, OrderSide, order_side, parse_terms
+from device_drivers.base import SYRINGE_CAPACITY_ML, InjectorABC, RecordedEvent
+from device_drivers.errors import DriverError, StateError
+from dicom_nodes.codes import DISCONTINUATION_REASONS
+from dicom_nodes.mwl_scu import WorklistItem
+from dicom_nodes.worklist_store import ScheduledStep, WorklistStore
+
+log = logging.getLogger(__name__)
+
+S, E = ExamState, ExamEvent
+
+
+def _now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class ExamService:
+    """Runs the exam: operator commands in, journal, worklist and injector out.
+
+    Thread-safe: one lock around every command. ``injector`` may be None until the first
+    injection; it must be connected by its owner. The service owns none of the stores or the
+    injector: :meth:`close` only stops its own watcher thread and event subscription.
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        worklist: WorklistStore,
+        *,
+        station_ae: str,
+        limits: Limits | None = None,
+        dose_log: DoseLog | None = None,
+        injector: InjectorABC | None = None,
+        syringe: str = "1ml",
+        reporter: ExamReporter | None = None,
+        uid_root: str | None = None,
+        clock: Callable[[], dt.datetime] = _now_utc,
+        laterality_terms: Iterable[str] = DEFAULT_TERMS,
+    ) -> None:
+        self._journal = journal
+        self._steps = PhaseWorklist(worklist, station_ae, clock, self._journal_worklist)
+        self._exposures = None
+        if dose_log is not None:
+            self._exposures = ExposureNoter(
+                dose_log, journal=self._journal_exposure, journal_stray=self._journal_stray
+            )
+        self.station_ae = station_ae
+        self.limits = limits or Limits()
+        self.syringe = syringe
+        self.laterality_terms = parse_terms(laterality_terms)
+        self._uid_prefix = None if uid_root is None else uid_root.rstrip(".") + "."
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)  # notified on every transition
+        self._injection = InjectionSupervisor(self._settle_locked)
+        self._ledger = ExamLedger(
+            journal,
+            replay(journal) or ExamRecord(),
+            clock=clock,
+            steps=self._steps,
+            reporter=reporter,
+            changed=self._changed,
+            facts=lambda record, healthy: record.facts(self.limits, healthy, self.syringe_ml),
+            injector_healthy=self._injection.healthy,
+            on_failure=self._stop_for_journal_fault,
+        )
+        if self._record.state is not S.IDLE:
+            log.info("exam resumed in %s", self._record.state.value)
+        self.attach_injector(injector)
+        self._recover()
+
+    # ------------------------------------------------------------------ introspection
+
+    @property
+    def _record(self) -> ExamRecord:
+        return self._ledger.record
+
+    @property
+    def state(self) -> ExamState:
+        with self._lock:
+            return self._settled_state()
+
+    @property
+    def order(self) -> ExamOrder | None:
+        return self._record.order
+
+    @property
+    def exam_id(self) -> str | None:
+        return None if self._record.order is None else self._record.order.exam_id
+
+    @property
+    def syringe_ml(self) -> float:
+        """The nominal size of the syringe loaded in the injector (``injector.syringe``)."""
+        return SYRINGE_CAPACITY_ML[self.syringe]
+
+    def order_side(self, order: WorklistItem) -> OrderSide:
+        """The side an order's words name (``ris.laterality_terms``)."""
+        return order_side(order, self.laterality_terms)
+
+    def snapshot(self) -> ExamSnapshot:
+        """The exam as last journaled, without taking the service's lock (a stop may hold it
+        for seconds; the console must not freeze meanwhile). Injector health is read live."""
+        published = self._ledger.published
+        facts = dataclasses.replace(published.facts, injector_healthy=self._injection.healthy())
+        return dataclasses.replace(published, facts=facts, journal_fault=self._ledger.journal_fault)
+
+    def view(self) -> ExamSnapshot | None:
+        """The open exam, settled (None when no exam is open)."""
+        with self._lock:
+            self._settle()
+            return self._ledger.view()
+
+    def contrast_administrations(self) -> tuple[ContrastRecord, ...]:
+        """The injections given so far in the open exam, oldest first."""
+        with self._lock:
+            self._settle()
+            return tuple(self._record.contrast)
+
+    def facts(self) -> ExamFacts:
+        with self._lock:
+            self._settle()
+            return self._ledger.facts()
+
+    @property
+    def journal_fault(self) -> str | None:
+        """Why the journal cannot be written (None when it can): commands are refused."""
+        return self._ledger.journal_fault
+
+    def wait_for_state(self, wanted: ExamState, timeout_s: float) -> bool:
+        """Wait (with a deadline) until the exam reaches ``wanted``; False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._settled_state() is wanted, timeout_s)
+
+    def _settled_state(self) -> ExamState:
+        self._settle()
+        return self._record.state
+
+    # ------------------------------------------------------------------ life cycle
+
+    def attach_injector(self, injector: InjectorABC | None) -> None:
+        """Use ``injector`` (connected by its owner) from now on; its events are journaled."""
+        with self._lock:
+            self._injection.attach(injector, self._on_injector_event)
+            if injector is None:
+                return
+            if self._record.order is not None and self._record.injection_running is None:
+                self._injection.new_session(self._record.volume_given_ml)
+
+    def close(self) -> None:
+        """Stop watching the injector (idempotent). Stores and injector stay open."""
+        self._injection.close()
+        with self._lock:
+            self._injection.detach()
+
+    def __enter__(self) -> ExamService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ opening an exam
+
+    def select_order(
+        self, order: WorklistItem, side: str, operator: str, side_override_reason: str = ""
+    ) -> ExamOrder:
+        """Open the exam of a RIS worklist order, on the breast ``side`` (L or R).
+
+        The order's own side (:func:`~acquisition.laterality.order_side`) must agree, unless
+        ``side_override_reason`` says why not (journaled); a side the order does not name is
+        taken as chosen explicitly (journaled too). A disagreement is refused with the details
+        ``{"code": "laterality-mismatch", "order_side": …, "chosen_side": …}``.
+        """
+        exam = ExamOrder(
+            exam_id=order.accession_number or order.sps_id,
+            accession=order.accession_number,
+            study_instance_uid=order.study_instance_uid or str(generate_uid()),
+            patient_name=order.patient_name,
+            patient_id=order.patient_id,
+            patient_birth_date=order.patient_birth_date,
+            patient_sex=order.patient_sex,
+            side=side,
+            requested_procedure_id=order.requested_procedure_id,
+            requested_procedure_description=(
+                order.requested_procedure_description or "Galactography"
+            ),
+            ris_sps_id=order.sps_id,
+            ris_sps_description=order.sps_description,
+            ris_protocol_codes=tuple((c.value, c.scheme, c.meaning) for c in order.protocol_codes),
+        )
+        found = self.order_side(order)
+        return self._open(E.SELECT_ORDER, exam, operator, (found, side_override_reason.strip()))
+
+    def register_unscheduled(self, patient: Patient, side: str, operator: str) -> ExamOrder:
+        """Open an exam for a patient registered at the console (no RIS order).
+
+        The exam ID is made up locally from the clock: ``U`` + UTC date and time. The exam has
+        no accession number (IHE's unscheduled case: none is invented for the images); its
+        worklist steps, images and dose rows are tied to it by its own Study Instance UID.
+        """
+        exam_id = "U" + self._clock().strftime("%Y%m%d%H%M%S")
+        exam = ExamOrder(
+            exam_id=exam_id,
+            accession="",
+            study_instance_uid=str(generate_uid()),
+            patient_name=patient.name,
+            patient_id=patient.patient_id,
+            patient_birth_date=patient.birth_date,
+            patient_sex=patient.sex,
+            side=side,
+            scheduled=False,
+        )
+        return self._open(E.REGISTER_UNSCHEDULED, exam, operator)
+
+    def _open(
+        self,
+        event: ExamEvent,
+        exam: ExamOrder,
+        operator: str,
+        laterality: tuple[OrderSide, str] | None = None,
+    ) -> ExamOrder:
+        """Open ``exam``; ``laterality``: for an order, what its words say and the operator's
+        reason to override them (empty when none)."""
+        with self._lock:
+            self._settle()
+            exam = dataclasses.replace(exam, exam_id=self._unused_exam_id(exam.exam_id))
+            args = {"exam_id": exam.exam_id, "side": exam.side}
+            if laterality is not None and laterality[1]:
+                args["side_override_reason"] = laterality[1]
+            self._command(event.value, args, operator)
+            if exam.side not in SIDES:
+                self._ledger.refuse(event, f"the side must be one of {', '.join(SIDES)}", operator)
+            target = self._ledger.check(event, self._ledger.facts(), operator)
+            decision = None
+            if laterality is not None:
+                decision = self._laterality_decision(event, exam.side, *laterality, operator)
+            exam = dataclasses.replace(
+                exam,
+                mpps_instance_uid=str(generate_uid(prefix=self._uid_prefix)),
+                opened_at=self._clock().isoformat(),
+            )
+            self._ledger.append(
+                "exam-opened", {"order": dataclasses.asdict(exam)}, operator, exam.exam_id
+            )
+            if decision is not None:
+                self._ledger.append("laterality", decision, operator)
+            self._ledger.transition(event, target, operator)
+            self._injection.new_session(0.0)
+            # The exam ID is an accession number: identifying, so never above DEBUG.
+            log.debug("exam %s opened", exam.exam_id)
+            log.info("exam opened (%s breast)", exam.side)
+            return exam
+
+    def _laterality_decision(
+        self, event: ExamEvent, chosen: str, found: OrderSide, override: str, operator: str
+    ) -> dict[str, Any]:
+        """Wrong side is not silent: the payload of the ``laterality`` entry, or the refusal of
+        a side that disagrees with the order's without an override reason."""
+        payload: dict[str, Any] = {
+            "order_side": found.side,
+            "chosen_side": chosen,
+            "evidence": list(found.evidence),
+        }
+        if found.side is None:
+            named = "names both sides" if found.conflicting else "names no side"
+            return {**payload, "decision": f"the order {named}: the side was chosen explicitly"}
+        if found.side == chosen:
+            return {**payload, "decision": "the side chosen is the order's"}
+        if override:
+            decision = "the order's side was overridden"
+            return {**payload, "decision": decision, "override_reason": override}
+        reason = (
+            f"the order is for the {SIDE_NAMES[found.side]} breast ({found.side}), not the "
+            f"{SIDE_NAMES[chosen]} ({chosen}): choose {found.side}, or give the reason to "
+            "override the order's side"
+        )
+        details = {"code": "laterality-mismatch", "order_side": found.side, "chosen_side": chosen}
+        self._ledger.refuse(event, reason, operator, details)
+
+    def _unused_exam_id(self, wanted: str) -> str:
+        """``wanted`` (the accession), or ``wanted-2``, ``-3``… when an earlier exam of the
+        same order is in the journal (an exam repeated after a discontinuation): each exam
+        keeps its own journal entries, worklist steps and MPPS."""
+        candidate, number = wanted, 1
+        while any(e.kind == "exam-opened" for e in self._journal.entries(exam_id=candidate)):
+            number += 1
+            candidate = f"{wanted}-{number}"
+        return candidate
+
+    # ------------------------------------------------------------------ checklist, confirmations
+
+    def answer_checklist(
+        self,
+        answers: Mapping[str, bool],
+        operator: str,
+        override: PhysicianOverride | None = None,
+    ) -> bool:
+        """Record the pre-exam checklist answers (True = the condition is present).
+
+        Returns whether the checklist passes: no blocking item present (or unanswered), or a
+        physician override with a reason for those that are.
+        """
+        unknown = sorted(set(answers) - set(CHECKLIST))
+        if unknown:
+            raise ChecklistError(f"unknown checklist items: {', '.join(unknown)}")
+        with self._lock:
+            self._settle()
+            self._command("answer-checklist", {}, operator)
+            reason = service_refusal("answer-checklist", self._record.state)
+            if reason is not None:
+                self._ledger.refuse(E.PASS_CHECKLIST, reason, operator)
+            blockers = checklist_blockers(answers)
+            overridden = bool(override and override.physician.strip() and override.reason.strip())
+            passed = not blockers or overridden
+            payload = {
+                "answers": dict(answers),
+                "blocking": blockers,
+                "override": dataclasses.asdict(override) if override else None,
+                "passed": passed,
+            }
+            self._ledger.append("checklist", payload, operator)
+            return passed
+
+    def pass_checklist(self, operator: str) -> None:
+        self._simple(E.PASS_CHECKLIST, operator)
+
+    def finish_pre_contrast(self, operator: str) -> None:
+        self._simple(E.FINISH_PRE_CONTRAST, operator)
+
+    def confirm_cannulation(self, operator: str) -> None:
+        self._confirm("cannulation", operator)
+
+    def confirm_air_purge(self, operator: str, loaded_ml: float | None = None) -> None:
+        """The line is purged of air; the syringe holds ``loaded_ml`` now (default: full, the
+        nominal size of ``injector.syringe``). Every injection then subtracts what it delivered,
+        and only a new purge raises the figure again; it survives a restart (journaled)."""
+        capacity = self.syringe_ml
+        loaded = capacity if loaded_ml is None else loaded_ml
+        refusal = None
+        if not (math.isfinite(loaded) and 0 < loaded <= capacity + 1e-9):
+            refusal = (
+                f"the syringe loaded must hold more than 0 and at most {capacity:g} mL (a "
+                f"{self.syringe} syringe), not {loaded:g} mL"
+            )
+        args = {} if loaded_ml is None else {"loaded_ml": loaded_ml}
+        self._confirm("air-purge", operator, args, {"loaded_ml": loaded}, refusal)
+
+    def _confirm(
+        self,
+        what: str,
+        operator: str,
+        args: Mapping[str, Any] | None = None,
+        detail: Mapping[str, Any] | None = None,
+        refusal: str | None = None,
+    ) -> None:
+        with self._lock:
+            self._settle()
+            self._command(f"confirm-{what}", args or {}, operator)
+            reason = service_refusal(f"confirm-{what}", self._record.state) or refusal
+            if reason is not None:
+                # Part of the start-injection interlock: refused as that event would be.
+                self._ledger.refuse(E.START_INJECTION, reason, operator)
+            self._ledger.append("confirmation", {"what": what, **(detail or {})}, operator)
+
+    # ------------------------------------------------------------------ injection
+
+    def start_injection(self, volume_ml: float, rate_ml_min: float, operator: str) -> None:
+        """The operator's explicit start: interlocks, then configure, arm and start.
+
+        The ``injection-started`` entry is durable before ``RUN`` is sent, so a restart can
+        never start the same injection again. The outcome is fed to the machine when the
+        injector reports it (a watcher thread, or any later call on the service).
+        """
+        with self._lock:
+            self._settle()
+            args = {"volume_ml": volume_ml, "rate_ml_min": rate_ml_min}
+            self._command(E.START_INJECTION.value, args, operator)
+            facts = dataclasses.replace(
+                self._ledger.facts(),
+                requested_volume_ml=volume_ml,
+                requested_rate_ml_min=rate_ml_min,
+            )
+            target = self._ledger.check(E.START_INJECTION, facts, operator)
+            injector = self._injection.injector
+            assert injector is not None  # injector_healthy was checked
+            try:
+                injector.configure(self.syringe, rate_ml_min, volume_ml)
+                injector.arm()
+            except DriverError as exc:  # nothing was delivered
+                self._ledger.refuse(E.START_INJECTION, f"the injector did not arm: {exc}", operator)
+            number = self._record.injections_started + 1
+            started = {"number": number, **args, "agent": CONTRAST_AGENT}
+            started["started_at"] = self._clock().isoformat()
+            try:
+                self._ledger.append("injection-started", started, operator)
+            except JournalUnavailable:
+                self._injection.disarm_quietly()  # nothing may start unrecorded
+                raise
+            self._injection.prepare()
+            try:
+                status = injector.start()
+            except StateError as exc:  # RUN not executed (arming lapsed, ?NA, a check before it)
+                self._injection.disarm_quietly()
+                ended = {"delivered_ml": 0.0, "completed": False, "reason": str(exc)}
+                self._ledger.append("injection-ended", {**ended, "not_started": True}, operator)
+                self._ledger.refuse(
+                    E.START_INJECTION, f"the injector did not start: {exc}", operator
+                )
+            except DriverError as exc:
+                # Whether RUN was executed is unknown; the driver sent STP. Count it as given.
+                self._ledger.transition(E.START_INJECTION, target, operator)
+                self._end_injection(volume_ml, False, f"start unconfirmed: {exc}", None, operator)
+                return
+            # Watched before anything else is journaled: a journal failure from here on finds
+            # the injection running and stops it first (_journal_failed).
+            self._injection.watch(status, number)
+            self._ledger.transition(E.START_INJECTION, target, operator)
+
+    def stop_injection(self, operator: str) -> None:
+        """Operator stop (fullness, pain, resistance, reflux): STP, then INJECTION_STOPPED.
+
+        ``STP`` goes out first, before the service's lock and the journal: a command in
+        progress or a slow journal never delays it. The command is journaled after.
+        """
+        sent = self._injection.stop_now("operator stop", by_operator=True)
+        with self._lock:
+            self._settle()
+            self._command("stop-injection", {}, operator)
+            if sent and not self._injection.running:
+                return  # stopped; its end was already recorded (by the watcher, or just now)
+            reason = service_refusal("stop-injection", self._record.state)
+            if reason is None and not self._injection.running:
+                reason = "no injection is running"
+            if reason is not None:
+                self._ledger.refuse(E.INJECTION_STOPPED, reason, operator)
+            self._stop_injector(operator, already_sent=True)
+
+    def _stop_injector(self, operator: str, *, already_sent: bool = False) -> None:
+        if not self._injection.stop_and_wait(already_sent=already_sent):
+            # The driver could not confirm the stop (its watchdog stops the motor anyway):
+            # the exam stops in FAULT; the outcome is journaled whenever it is reported.
+            reason = "the injector did not confirm the stop"
+            self._ledger.transition_checked(E.FAULT, operator, reason=reason)
+            return
+        self._settle(operator)
+
+    def _settle_locked(self) -> None:
+        """:meth:`_settle` under the lock (the watcher thread's way in)."""
+        with self._lock:
+            self._settle()
+
+    def _settle(self, operator: str | None = None) -> None:
+        """Feed the outcome of a finished injection to the machine (once). Under the lock."""
+        result = self._injection.outcome()
+        if result is None:
+            return
+        # Kept pending until journaled: a journal failure here is retried, never lost.
+        self._end_injection(
+            result.delivered_ml,
+            result.completed,
+            result.reason,
+            result.event.code,
+            operator,
+            confirmed=result.confirmed,
+        )
+        self._injection.settled()
+
+    def _end_injection(
+        self,
+        delivered_ml: float,
+        completed: bool,
+        reason: str,
+        code: str | None,
+        operator: str | None,
+        *,
+        confirmed: bool = True,
+    ) -> None:
+        """Journal how the injection ended and feed the outcome to the machine. ``confirmed``
+        False: the pump could not confirm the stop (a STOP on a dead link is not a stop): a
+        fault, whoever asked for the stop; the volume is corrected when the link is back."""
+        stopped = not completed and self._injection.stop_requested and confirmed
+        self._injection.sample_pressure()
+        if self._record.injection_running is not None:  # not yet journaled (or a retry)
+            ended = {
+                "delivered_ml": delivered_ml,
+                "completed": completed,
+                "reason": reason,
+                "event_code": code,
+                "stopped_by_operator": stopped,
+                "ended_at": self._clock().isoformat(),
+                "peak_pressure_kpa": self._injection.peak_pressure_kpa,
+                "event_codes": list(self._injection.event_codes),
+                "unconfirmed": not confirmed,
+            }
+            self._ledger.append("injection-ended", ended, operator)
+        if not self._record.state.is_injecting:
+            return  # already in FAULT (stop unconfirmed, or a restart): the record is enough
+        if completed:
+            self._ledger.transition_checked(E.INJECTION_COMPLETED, operator)
+        elif stopped:
+            self._ledger.transition_checked(E.INJECTION_STOPPED, operator)
+            self._injection.reset_after_stop()
+        else:
+            self._ledger.transition_checked(E.FAULT, operator, reason=reason)
+
+    def _on_injector_event(self, event: RecordedEvent) -> None:
+        """Journal every injector event with its CID 71 code (called on the driver's thread)."""
+        if self._record.injection_running is not None:
+            self._injection.note_event(event.code)
+        try:
+            self._journal.append(
+                "injector-event",
+                {"code": event.code, "meaning": event.meaning, "detail": event.detail},
+                exam_id=self.exam_id,
+                now=self._clock(),
+            )
+        except JournalError as exc:
+            self._ledger.failed(exc, on_driver_thread=True)
+        except Exception:
+            log.exception("injector event not journaled")
+
+    # ------------------------------------------------------------------ faults, ending
+
+    def check_injector(self) -> None:
+        """An injector that went to ERROR between injections (link lost, a device alarm)
+        stops the exam in FAULT, so that the operator sees it and acknowledges it (which resets
+        the injector). Called by the controller's tick, never from the driver's own thread."""
+        with self._lock:
+            self._settle()
+            injector, state = self._injection.injector, self._record.state
+            if injector is None or not self._injection.in_error():
+                return
+            if state.is_injecting or (E.FAULT, state) not in TRANSITIONS:
+                return  # an injection's outcome is settled by its watcher; no exam: reset
+            reason = f"injector fault: {injector.reason or 'error'}"
+            self._ledger.transition_checked(E.FAULT, None, reason=reason)
+
+    def _correct_last_injection(self, injector: InjectorABC, operator: str) -> None:
+        """A link lost during the last injection is back: the pump's counter may say more was
+        given than was last polled. The record follows it upward (never down)."""
+        running = self._record.injection_running is not None
+        payload = correction(injector.last_result, self._record.contrast, running)
+        if payload is None:
+            return
+        self._ledger.append("injection-corrected", payload, operator)
+        log.warning(
+            "injection %d: %.3f mL given (%.3f mL recorded before the link loss)",
+            payload["number"],
+            payload["delivered_ml"],
+            payload["previous_ml"],
+        )
+
+    def reset_injector(self, operator: str) -> None:
+        """With no exam in progress (idle, completed, discontinued): clear the injector's error
+        (reopening a lost link). During an exam the fault is acknowledged instead."""
+        with self._lock:
+            self._settle()
+            self._command("reset-injector", {}, operator)
+            reason = service_refusal("reset-injector", self._record.state)
+            injector = self._injection.injector
+            if reason is None and not self._injection.in_error():
+                reason = "the injector is not in error"
+            if reason is not None:
+                self._ledger.refuse(E.ACKNOWLEDGE_FAULT, reason, operator)
+            assert injector is not None
+            try:
+                injector.acknowledge()
+            except DriverError as exc:
+                self._ledger.refuse(
+                    E.ACKNOWLEDGE_FAULT, f"the injector could not be reset: {exc}", operator
+                )
+            self._ledger.append("injector-reset", {"state": injector.state.value}, operator)
+
+    def acknowledge_fault(self, operator: str) -> None:
+        """The operator has seen the fault: clear the injector's error, leave FAULT."""
+        with self._lock:
+            self._settle()
+            self._command(E.ACKNOWLEDGE_FAULT.value, {}, operator)
+            target = self._ledger.check(E.ACKNOWLEDGE_FAULT, self._ledger.facts(), operator)
+            injector = self._injection.injector
+            if injector is not None and self._injection.in_error():
+                try:
+                    injector.acknowledge()
+                except DriverError as exc:
+                    self._ledger.refuse(
+                        E.ACKNOWLEDGE_FAULT, f"the injector could not be reset: {exc}", operator
+                    )
+                self._correct_last_injection(injector, operator)
+            self._ledger.transition(E.ACKNOWLEDGE_FAULT, target, operator)
+
+    def complete(self, operator: str) -> None:
+        """Complete the exam; every exposure already stored is read in first (its final MPPS
+        and dose report are built from them)."""
+        with self._lock:
+            self._settle()
+            self._command(E.COMPLETE.value, {}, operator)
+            self._note_exposures()
+            self._ledger.transition_checked(E.COMPLETE, operator)
+
+    def discontinue(self, reason_code: str, operator: str) -> None:
+        """Discontinue with a CID 9301 reason; a running injection is stopped first (STP before
+        the lock and the journal, as for an operator stop)."""
+        self._injection.stop_now(f"exam discontinued ({reason_code})", by_operator=True)
+        with self._lock:
+            self._settle()
+            self._command(E.DISCONTINUE.value, {"reason_code": reason_code}, operator)
+            known = {code.value for code in DISCONTINUATION_REASONS}
+            if reason_code not in known:
+                self._ledger.refuse(
+                    E.DISCONTINUE, f"{reason_code!r} is not a CID 9301 code", operator
+                )
+            if self._record.state.is_injecting and self._injection.running:
+                self._stop_injector(operator, already_sent=True)
+            self._note_exposures()  # the final report holds every exposure already stored
+            facts = dataclasses.replace(self._ledger.facts(), discontinuation_reason=reason_code)
+            target = self._ledger.check(E.DISCONTINUE, facts, operator)
+            self._ledger.transition(E.DISCONTINUE, target, operator, reason_code=reason_code)
+
+    def close_exam(self, operator: str) -> None:
+        """Leave the finished exam (COMPLETED or DISCONTINUED): the room is free.
+
+        Refused while the exam's final report (MPPS, dose report) is not in the outbox: once
+        closed, the exam is no longer the open one and nothing would queue it any more.
+        """
+        with self._lock:
+            self._settle()
+            self._command(E.CLOSE.value, {}, operator)
+            target = self._ledger.check(E.CLOSE, self._ledger.facts(), operator)
+            try:
+                self._ledger.sync_reporter()
+            except Exception as exc:
+                log.exception("the exam's report could not be queued")
+                reason = f"the exam's report could not be queued ({exc}); try again"
+                self._ledger.refuse(E.CLOSE, reason, operator)
+            self._ledger.transition(E.CLOSE, target, operator)
+
+    def _simple(self, event: ExamEvent, operator: str) -> None:
+        with self._lock:
+            self._settle()
+            self._command(event.value, {}, operator)
+            self._ledger.transition_checked(event, operator)
+
+    # ------------------------------------------------------------------ exposures
+
+    def note_exposures(self) -> int:
+        """Read the exam's exposures from the dose log; annotate and journal the new ones.
+
+        Each new row (of the exam's study, not yet annotated: a row an earlier exam of the
+        same order annotated is that exam's) gets the phase its SPS ID names; a row whose SPS ID
+        is not one of this exam's steps, or which belongs to a phase the exam is not in, is
+        annotated ``phase="unexpected"`` (kept, flagged for review, not counted). Returns how
+        many rows were new. The journal entry comes first and the annotation after it, so a
+        crash in between leaves a row the journal knows: it is annotated on the next call.
+        """
+        with self._lock:
+            self._settle()
+            return self._note_exposures()
+
+    def _note_exposures(self) -> int:
+        """:meth:`note_exposures` under the lock (also run before the exam ends, so that its
+        final report holds every exposure already stored)."""
+        if self._exposures is None:
+            return 0
+        new = self._exposures.note(self._record)
+        if new and self._record.order is not None:
+            self._ledger.report()
+        return new
+
+    def _journal_exposure(self, payload: Mapping[str, Any]) -> None:
+        self._ledger.append("exposure", payload, None)
+
+    def _journal_stray(self, payload: Mapping[str, Any]) -> None:
+        self._ledger.append_unattached("exposure", payload)
+
+    def sps_id(self, phase: ExamState) -> str:
+        """The SPS ID of an imaging phase of the open exam, e.g. ``ACC123-POST1``."""
+        exam_id = self.exam_id
+        if exam_id is None:
+            raise ExamError("no exam is open")
+        return phase_sps_id(exam_id, phase)
+
+    # ------------------------------------------------------------------ worklist
+
+    def phase_step(self, phase: ExamState) -> ScheduledStep:
+        """The Scheduled Procedure Step of one phase (PS3.4 Table K.6-1)."""
+        order = self._record.order
+        assert order is not None
+        return self._steps.step(order, phase)
+
+    def _journal_worklist(self, payload: Mapping[str, Any]) -> None:
+        self._ledger.append("worklist", payload, None)
+
+    # ------------------------------------------------------------------ journal plumbing
+
+    def _stop_for_journal_fault(self, exc: Exception, on_driver_thread: bool) -> None:
+        """A logging fault stops a running injection first. On the driver's own thread (an
+        event being journaled, maybe in the middle of the driver's abort) the stop is handed
+        to a thread of its own: never re-entered there."""
+        if on_driver_thread:
+            threading.Thread(
+                target=self._injection.stop_now, args=("journal write failed",), daemon=True
+            ).start()
+        else:
+            self._injection.stop_now("journal write failed")
+
+    def _command(self, command: str, args: Mapping[str, Any], operator: str) -> None:
+        self._resume_after_journal_fault(operator)
+        self._ledger.append("command", {"command": command, **args}, operator)
+
+    def _resume_after_journal_fault(self, operator: str) -> None:
+        """The journal failed earlier: once it can be written, the fault is recorded and the
+        exam stops in FAULT (acknowledged like any other) before the command is considered."""
+        fault = self._ledger.journal_fault
+        if fault is None:
+            return
+        self._ledger.journal_fault = None
+        try:
+            self._settle(operator)
+            payload = {"what": "journal write failed", "detail": fault}
+            self._ledger.append("logging-fault", payload, operator)
+            if (E.FAULT, self._record.state) in TRANSITIONS:
+                self._ledger.transition_checked(
+                    E.FAULT, operator, reason=f"journal write failed: {fault}"
+                )
+        except JournalUnavailable:
+            raise
+
+    # ------------------------------------------------------------------ restart
+
+    def _recover(self) -> None:
+        """An injection the journal shows running did not survive the restart: never restart
+        it; count its programmed volume as given and stop the exam in FAULT."""
+        if self._record.order is not None:
+            self._ledger.restore_worklist()
+            self._ledger.report()  # a crash may have come between a transition and its messages
+        running = self._record.injection_running
+        if running is None:
+            return
+        with self._lock:
+            self._ledger.append(
+                "injection-ended",
+                {
+                    "delivered_ml": float(running["volume_ml"]),
+                    "completed": False,
+                    "reason": INTERRUPTED_BY_RESTART + " (programmed volume counted as given)",
+                    "event_code": None,
+                    "stopped_by_operator": False,
+                },
+                None,
+            )
+            if self._record.state is not S.FAULT:
+                self._ledger.transition_checked(E.FAULT, None, reason=INTERRUPTED_BY_RESTART)
+            self._injection.new_session(self._record.volume_given_ml)
+
+    def report(self) -> None:
+        """Bring the worklist and the outward reporting up to date (idempotent; the
+        controller's tick repairs what a failed write left behind)."""
+        with self._lock:
+            self._settle()
+            if self._record.order is not None:
+                self._ledger.restore_worklist()
+            self._ledger.report()
