@@ -2,20 +2,25 @@
 
 :class:`InjectionSupervisor` holds the injector the exam uses, the status of the injection
 running, the watcher thread that waits for its outcome, the peak line pressure and the CID 71
-codes seen during it. It journals nothing and decides no transition: the exam service does both
-(it hands in ``settle``, run by the watcher when the outcome is known). What it guarantees is
-the order of a stop: ``STP`` goes out first, without the service's lock and before the journal
-(:meth:`InjectionSupervisor.stop_now`).
+codes seen during it. When the outcome is known (on the watcher, or in any later command) it is
+journaled through the exam's :class:`~acquisition.exam.ledger.ExamLedger` and fed to the machine
+(:meth:`InjectionSupervisor.settle`); every injector event is journaled with its code. The
+service starts injections and decides what the operator may do; what the supervisor guarantees
+is the order of a stop: ``STP`` goes out first, without the service's lock and before the
+journal (:meth:`InjectionSupervisor.stop_now`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from acquisition.exam.model import ContrastRecord, JournalUnavailable
+from acquisition.exam.ledger import ExamLedger
+from acquisition.exam.model import INTERRUPTED_BY_RESTART, ContrastRecord, JournalUnavailable
+from acquisition.exam_machine import ExamEvent
 from device_drivers.base import (
     InjectionResult,
     InjectionStatus,
@@ -26,6 +31,8 @@ from device_drivers.base import (
 from device_drivers.errors import DriverError, DriverTimeoutError
 
 log = logging.getLogger(__name__)
+
+E = ExamEvent
 
 #: A read-back volume must exceed the recorded one by more than this to be a correction.
 VOLUME_CORRECTION_MIN_ML = 0.001
@@ -61,16 +68,32 @@ def correction(
     }
 
 
+def interrupted_entry(running: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``injection-ended`` payload of an injection that did not survive a restart: never
+    restarted, its programmed volume counted as given."""
+    return {
+        "delivered_ml": float(running["volume_ml"]),
+        "completed": False,
+        "reason": INTERRUPTED_BY_RESTART + " (programmed volume counted as given)",
+        "event_code": None,
+        "stopped_by_operator": False,
+    }
+
+
 class InjectionSupervisor:
     """The injector of the exam and the injection running on it (see the module docstring).
 
-    ``settle`` is called on the watcher thread once the injection's outcome is known; it raises
-    :class:`JournalUnavailable` (or anything else) while the outcome cannot be recorded yet, and
-    is then retried every :data:`JOURNAL_RETRY_S`.
+    ``lock`` is the service's: the watcher takes it to settle the outcome. While the outcome
+    cannot be journaled (:class:`JournalUnavailable`, or anything else) it stays pending and the
+    watcher tries again every :data:`JOURNAL_RETRY_S`.
     """
 
-    def __init__(self, settle: Callable[[], None]) -> None:
-        self._settle = settle
+    def __init__(
+        self, ledger: ExamLedger, lock: threading.RLock, clock: Callable[[], dt.datetime]
+    ) -> None:
+        self._ledger = ledger
+        self._lock = lock
+        self._clock = clock
         self._injector: InjectorABC | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._status: InjectionStatus | None = None
@@ -87,14 +110,26 @@ class InjectionSupervisor:
     def injector(self) -> InjectorABC | None:
         return self._injector
 
-    def attach(
-        self, injector: InjectorABC | None, on_event: Callable[[RecordedEvent], None]
-    ) -> None:
-        """Use ``injector`` (connected by its owner); ``on_event`` hears each of its events."""
+    def attach(self, injector: InjectorABC | None) -> None:
+        """Use ``injector`` (connected by its owner); each of its events is journaled."""
         self.detach()
         self._injector = injector
         if injector is not None:
-            self._unsubscribe = injector.subscribe(on_event)
+            self._unsubscribe = injector.subscribe(self._on_event)
+
+    def _on_event(self, event: RecordedEvent) -> None:
+        """Journal an injector event with its CID 71 code (called on the driver's thread)."""
+        if self._ledger.record.injection_running is not None:
+            self.event_codes.append(event.code)
+        payload = {"code": event.code, "meaning": event.meaning, "detail": event.detail}
+        try:
+            self._ledger.append_unfolded(
+                "injector-event", payload, attached=True, on_driver_thread=True
+            )
+        except JournalUnavailable:
+            pass  # a logging fault, already reported (and the injection stopped)
+        except Exception:
+            log.exception("injector event not journaled")
 
     def detach(self) -> None:
         if self._unsubscribe is not None:
@@ -165,19 +200,67 @@ class InjectionSupervisor:
         return self._status is not None
 
     def outcome(self) -> InjectionResult | None:
-        """The result of the injection watched, once it is over (kept until :meth:`settled`)."""
+        """The result of the injection watched, once it is over (until it is settled)."""
         status = self._status
         if status is None or not status.done:
             return None
         assert status.result is not None
         return status.result
 
-    def settled(self) -> None:
-        """The outcome is journaled: nothing is watched any more."""
+    def settle(self, operator: str | None = None) -> None:
+        """Feed the outcome of a finished injection to the machine (once). Under the lock.
+        Kept pending until journaled: a journal failure here is retried, never lost."""
+        result = self.outcome()
+        if result is None:
+            return
+        self.end(
+            result.delivered_ml,
+            result.completed,
+            result.reason,
+            result.event.code,
+            operator,
+            confirmed=result.confirmed,
+        )
         self._status = None
 
-    def note_event(self, code: str) -> None:
-        self.event_codes.append(code)
+    def end(
+        self,
+        delivered_ml: float,
+        completed: bool,
+        reason: str,
+        code: str | None,
+        operator: str | None,
+        *,
+        confirmed: bool = True,
+    ) -> None:
+        """Journal how the injection ended and feed the outcome to the machine. ``confirmed``
+        False: the pump could not confirm the stop (a STOP on a dead link is not a stop): a
+        fault, whoever asked for the stop; the volume is corrected when the link is back."""
+        ledger = self._ledger
+        stopped = not completed and self.stop_requested and confirmed
+        self.sample_pressure()
+        if ledger.record.injection_running is not None:  # not yet journaled (or a retry)
+            ended = {
+                "delivered_ml": delivered_ml,
+                "completed": completed,
+                "reason": reason,
+                "event_code": code,
+                "stopped_by_operator": stopped,
+                "ended_at": self._clock().isoformat(),
+                "peak_pressure_kpa": self.peak_pressure_kpa,
+                "event_codes": list(self.event_codes),
+                "unconfirmed": not confirmed,
+            }
+            ledger.append("injection-ended", ended, operator)
+        if not ledger.record.state.is_injecting:
+            return  # already in FAULT (stop unconfirmed, or a restart): the record is enough
+        if completed:
+            ledger.transition_checked(E.INJECTION_COMPLETED, operator)
+        elif stopped:
+            ledger.transition_checked(E.INJECTION_STOPPED, operator)
+            self.reset_after_stop()
+        else:
+            ledger.transition_checked(E.FAULT, operator, reason=reason)
 
     def sample_pressure(self) -> None:
         """Track the peak line pressure of the running injection (for its record)."""
@@ -210,24 +293,38 @@ class InjectionSupervisor:
             log.error("injector stop not confirmed: %s", exc)
         return True
 
-    def stop_and_wait(self, reason: str = "operator stop", *, already_sent: bool = False) -> bool:
-        """Stop the injection running (``STP`` unless ``already_sent``) and wait up to
-        :data:`STOP_CONFIRM_TIMEOUT_S` for the driver to report it. False when it could not
-        confirm the stop (its watchdog stops the motor anyway)."""
+    def stop_for_journal_fault(self, on_driver_thread: bool) -> None:
+        """A logging fault stops a running injection first. On the driver's own thread (an
+        event being journaled, maybe in the middle of the driver's abort) the stop is handed
+        to a thread of its own: never re-entered there."""
+        if on_driver_thread:
+            threading.Thread(
+                target=self.stop_now, args=("journal write failed",), daemon=True
+            ).start()
+        else:
+            self.stop_now("journal write failed")
+
+    def stop_and_settle(self, operator: str, *, already_sent: bool = False) -> None:
+        """Stop the injection running (``STP`` unless ``already_sent``), wait up to
+        :data:`STOP_CONFIRM_TIMEOUT_S` for the driver to report it and settle its outcome.
+        Under the lock. A stop the driver could not confirm (its watchdog stops the motor
+        anyway) stops the exam in FAULT; the outcome is journaled whenever it is reported."""
         injector, status = self._injector, self._status
         assert injector is not None and status is not None
         self.stop_requested = True
         if not already_sent:
             try:
-                injector.stop(reason)
+                injector.stop("operator stop")
             except DriverError as exc:
                 log.error("injector stop not confirmed: %s", exc)
         try:
             status.wait(STOP_CONFIRM_TIMEOUT_S)
         except DriverTimeoutError:
-            log.error("the injector did not confirm the stop within %s s", STOP_CONFIRM_TIMEOUT_S)
-            return False
-        return True
+            reason = "the injector did not confirm the stop"
+            log.error("%s within %s s", reason, STOP_CONFIRM_TIMEOUT_S)
+            self._ledger.transition_checked(E.FAULT, operator, reason=reason)
+            return
+        self.settle(operator)
 
     def _watch(self, status: InjectionStatus) -> None:
         while not self._closing.is_set():
@@ -237,7 +334,8 @@ class InjectionSupervisor:
                 self.sample_pressure()
                 continue
             try:
-                self._settle()
+                with self._lock:
+                    self.settle()
             except JournalUnavailable:  # reported once; the outcome stays pending: retried
                 self._closing.wait(JOURNAL_RETRY_S)
                 continue

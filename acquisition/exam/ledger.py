@@ -95,12 +95,22 @@ class ExamLedger:
         self.published = self._snapshot()
         return entry
 
-    def append_unattached(self, kind: str, payload: Mapping[str, Any]) -> None:
-        """Journal an entry of no exam (an exposure of no open exam, an injector event)."""
+    def append_unfolded(
+        self,
+        kind: str,
+        payload: Mapping[str, Any],
+        *,
+        attached: bool,
+        on_driver_thread: bool = False,
+    ) -> None:
+        """Journal an entry the record does not fold: of the open exam (``attached``: an
+        injector event) or of none (an exposure of no open exam). ``on_driver_thread``: it is
+        written from the injector driver's own thread (see ``on_failure``)."""
+        exam_id = self.exam_id if attached else None
         try:
-            self._journal.append(kind, payload, exam_id=None, now=self._clock())
+            self._journal.append(kind, payload, exam_id=exam_id, now=self._clock())
         except JournalError as exc:
-            self.failed(exc)
+            self.failed(exc, on_driver_thread=on_driver_thread)
             raise JournalUnavailable(f"the journal cannot be written ({exc})") from exc
 
     def failed(self, exc: Exception, *, on_driver_thread: bool = False) -> None:

@@ -9,7 +9,9 @@ from here, never from :mod:`acquisition.exam.service`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -217,3 +219,29 @@ def checklist_blockers(answers: Mapping[str, bool]) -> list[str]:
         if answers.get(item, True):
             blockers.append(item)
     return blockers
+
+
+def checklist_entry(
+    answers: Mapping[str, bool], override: PhysicianOverride | None
+) -> dict[str, Any]:
+    """The ``checklist`` payload: the answers, the blocking items, the override, and whether
+    the checklist passes (no blocking item present or unanswered, or a physician override with
+    a reason for those that are)."""
+    blockers = checklist_blockers(answers)
+    overridden = bool(override and override.physician.strip() and override.reason.strip())
+    return {
+        "answers": dict(answers),
+        "blocking": blockers,
+        "override": dataclasses.asdict(override) if override else None,
+        "passed": not blockers or overridden,
+    }
+
+
+def syringe_refusal(loaded_ml: float, capacity_ml: float, syringe: str) -> str | None:
+    """Why ``loaded_ml`` cannot be what a ``syringe`` syringe holds (None: it can)."""
+    if math.isfinite(loaded_ml) and 0 < loaded_ml <= capacity_ml + 1e-9:
+        return None
+    return (
+        f"the syringe loaded must hold more than 0 and at most {capacity_ml:g} mL (a "
+        f"{syringe} syringe), not {loaded_ml:g} mL"
+    )

@@ -36,7 +36,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import math
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -45,7 +44,7 @@ from pydicom.uid import generate_uid
 
 from acquisition.dose_log import DoseLog
 from acquisition.exam.exposures import ExposureNoter
-from acquisition.exam.injection import InjectionSupervisor, correction
+from acquisition.exam.injection import InjectionSupervisor, correction, interrupted_entry
 from acquisition.exam.ledger import ExamLedger
 from acquisition.exam.model import (
     CHECKLIST,
@@ -61,9 +60,16 @@ from acquisition.exam.model import (
     JournalUnavailable,
     Patient,
     PhysicianOverride,
-    checklist_blockers,
+    checklist_entry,
     phase_sps_id,
     service_refusal,
+    syringe_refusal,
+)
+from acquisition.exam.opening import (
+    SideMismatch,
+    laterality_decision,
+    order_from_worklist,
+    unscheduled_order,
 )
 from acquisition.exam.record import ExamRecord, replay
 from acquisition.exam.worklist import PhaseWorklist
@@ -74,9 +80,9 @@ from acquisition.exam_machine import (
     ExamState,
     Limits,
 )
-from acquisition.journal import Journal, JournalError
-from acquisition.laterality import DEFAULT_TERMS, SIDE_NAMES, OrderSide, order_side, parse_terms
-from device_drivers.base import SYRINGE_CAPACITY_ML, InjectorABC, RecordedEvent
+from acquisition.journal import Journal
+from acquisition.laterality import DEFAULT_TERMS, OrderSide, order_side, parse_terms
+from device_drivers.base import SYRINGE_CAPACITY_ML, InjectorABC
 from device_drivers.errors import DriverError, StateError
 from dicom_nodes.codes import DISCONTINUATION_REASONS
 from dicom_nodes.mwl_scu import WorklistItem
@@ -129,7 +135,6 @@ class ExamService:
         self._clock = clock
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)  # notified on every transition
-        self._injection = InjectionSupervisor(self._settle_locked)
         self._ledger = ExamLedger(
             journal,
             replay(journal) or ExamRecord(),
@@ -138,9 +143,12 @@ class ExamService:
             reporter=reporter,
             changed=self._changed,
             facts=lambda record, healthy: record.facts(self.limits, healthy, self.syringe_ml),
-            injector_healthy=self._injection.healthy,
-            on_failure=self._stop_for_journal_fault,
+            injector_healthy=lambda: self._injection.healthy(),  # noqa: PLW0108 - built below
+            on_failure=lambda exc, on_driver_thread: self._injection.stop_for_journal_fault(
+                on_driver_thread
+            ),
         )
+        self._injection = InjectionSupervisor(self._ledger, self._lock, clock)
         if self._record.state is not S.IDLE:
             log.info("exam resumed in %s", self._record.state.value)
         self.attach_injector(injector)
@@ -217,7 +225,7 @@ class ExamService:
     def attach_injector(self, injector: InjectorABC | None) -> None:
         """Use ``injector`` (connected by its owner) from now on; its events are journaled."""
         with self._lock:
-            self._injection.attach(injector, self._on_injector_event)
+            self._injection.attach(injector)
             if injector is None:
                 return
             if self._record.order is not None and self._record.injection_running is None:
@@ -247,23 +255,7 @@ class ExamService:
         taken as chosen explicitly (journaled too). A disagreement is refused with the details
         ``{"code": "laterality-mismatch", "order_side": …, "chosen_side": …}``.
         """
-        exam = ExamOrder(
-            exam_id=order.accession_number or order.sps_id,
-            accession=order.accession_number,
-            study_instance_uid=order.study_instance_uid or str(generate_uid()),
-            patient_name=order.patient_name,
-            patient_id=order.patient_id,
-            patient_birth_date=order.patient_birth_date,
-            patient_sex=order.patient_sex,
-            side=side,
-            requested_procedure_id=order.requested_procedure_id,
-            requested_procedure_description=(
-                order.requested_procedure_description or "Galactography"
-            ),
-            ris_sps_id=order.sps_id,
-            ris_sps_description=order.sps_description,
-            ris_protocol_codes=tuple((c.value, c.scheme, c.meaning) for c in order.protocol_codes),
-        )
+        exam = order_from_worklist(order, side)
         found = self.order_side(order)
         return self._open(E.SELECT_ORDER, exam, operator, (found, side_override_reason.strip()))
 
@@ -275,17 +267,7 @@ class ExamService:
         worklist steps, images and dose rows are tied to it by its own Study Instance UID.
         """
         exam_id = "U" + self._clock().strftime("%Y%m%d%H%M%S")
-        exam = ExamOrder(
-            exam_id=exam_id,
-            accession="",
-            study_instance_uid=str(generate_uid()),
-            patient_name=patient.name,
-            patient_id=patient.patient_id,
-            patient_birth_date=patient.birth_date,
-            patient_sex=patient.sex,
-            side=side,
-            scheduled=False,
-        )
+        exam = unscheduled_order(patient, side, exam_id)
         return self._open(E.REGISTER_UNSCHEDULED, exam, operator)
 
     def _open(
@@ -307,9 +289,12 @@ class ExamService:
             if exam.side not in SIDES:
                 self._ledger.refuse(event, f"the side must be one of {', '.join(SIDES)}", operator)
             target = self._ledger.check(event, self._ledger.facts(), operator)
-            decision = None
+            decision: dict[str, Any] | None = None
             if laterality is not None:
-                decision = self._laterality_decision(event, exam.side, *laterality, operator)
+                found = laterality_decision(exam.side, *laterality)
+                if isinstance(found, SideMismatch):
+                    self._ledger.refuse(event, found.reason, operator, found.details)
+                decision = found
             exam = dataclasses.replace(
                 exam,
                 mpps_instance_uid=str(generate_uid(prefix=self._uid_prefix)),
@@ -326,32 +311,6 @@ class ExamService:
             log.debug("exam %s opened", exam.exam_id)
             log.info("exam opened (%s breast)", exam.side)
             return exam
-
-    def _laterality_decision(
-        self, event: ExamEvent, chosen: str, found: OrderSide, override: str, operator: str
-    ) -> dict[str, Any]:
-        """Wrong side is not silent: the payload of the ``laterality`` entry, or the refusal of
-        a side that disagrees with the order's without an override reason."""
-        payload: dict[str, Any] = {
-            "order_side": found.side,
-            "chosen_side": chosen,
-            "evidence": list(found.evidence),
-        }
-        if found.side is None:
-            named = "names both sides" if found.conflicting else "names no side"
-            return {**payload, "decision": f"the order {named}: the side was chosen explicitly"}
-        if found.side == chosen:
-            return {**payload, "decision": "the side chosen is the order's"}
-        if override:
-            decision = "the order's side was overridden"
-            return {**payload, "decision": decision, "override_reason": override}
-        reason = (
-            f"the order is for the {SIDE_NAMES[found.side]} breast ({found.side}), not the "
-            f"{SIDE_NAMES[chosen]} ({chosen}): choose {found.side}, or give the reason to "
-            "override the order's side"
-        )
-        details = {"code": "laterality-mismatch", "order_side": found.side, "chosen_side": chosen}
-        self._ledger.refuse(event, reason, operator, details)
 
     def _unused_exam_id(self, wanted: str) -> str:
         """``wanted`` (the accession), or ``wanted-2``, ``-3``… when an earlier exam of the
@@ -385,17 +344,9 @@ class ExamService:
             reason = service_refusal("answer-checklist", self._record.state)
             if reason is not None:
                 self._ledger.refuse(E.PASS_CHECKLIST, reason, operator)
-            blockers = checklist_blockers(answers)
-            overridden = bool(override and override.physician.strip() and override.reason.strip())
-            passed = not blockers or overridden
-            payload = {
-                "answers": dict(answers),
-                "blocking": blockers,
-                "override": dataclasses.asdict(override) if override else None,
-                "passed": passed,
-            }
+            payload = checklist_entry(answers, override)
             self._ledger.append("checklist", payload, operator)
-            return passed
+            return bool(payload["passed"])
 
     def pass_checklist(self, operator: str) -> None:
         self._simple(E.PASS_CHECKLIST, operator)
@@ -412,12 +363,7 @@ class ExamService:
         and only a new purge raises the figure again; it survives a restart (journaled)."""
         capacity = self.syringe_ml
         loaded = capacity if loaded_ml is None else loaded_ml
-        refusal = None
-        if not (math.isfinite(loaded) and 0 < loaded <= capacity + 1e-9):
-            refusal = (
-                f"the syringe loaded must hold more than 0 and at most {capacity:g} mL (a "
-                f"{self.syringe} syringe), not {loaded:g} mL"
-            )
+        refusal = syringe_refusal(loaded, capacity, self.syringe)
         args = {} if loaded_ml is None else {"loaded_ml": loaded_ml}
         self._confirm("air-purge", operator, args, {"loaded_ml": loaded}, refusal)
 
@@ -485,7 +431,7 @@ class ExamService:
             except DriverError as exc:
                 # Whether RUN was executed is unknown; the driver sent STP. Count it as given.
                 self._ledger.transition(E.START_INJECTION, target, operator)
-                self._end_injection(volume_ml, False, f"start unconfirmed: {exc}", None, operator)
+                self._injection.end(volume_ml, False, f"start unconfirmed: {exc}", None, operator)
                 return
             # Watched before anything else is journaled: a journal failure from here on finds
             # the injection running and stops it first (_journal_failed).
@@ -509,91 +455,11 @@ class ExamService:
                 reason = "no injection is running"
             if reason is not None:
                 self._ledger.refuse(E.INJECTION_STOPPED, reason, operator)
-            self._stop_injector(operator, already_sent=True)
-
-    def _stop_injector(self, operator: str, *, already_sent: bool = False) -> None:
-        if not self._injection.stop_and_wait(already_sent=already_sent):
-            # The driver could not confirm the stop (its watchdog stops the motor anyway):
-            # the exam stops in FAULT; the outcome is journaled whenever it is reported.
-            reason = "the injector did not confirm the stop"
-            self._ledger.transition_checked(E.FAULT, operator, reason=reason)
-            return
-        self._settle(operator)
-
-    def _settle_locked(self) -> None:
-        """:meth:`_settle` under the lock (the watcher thread's way in)."""
-        with self._lock:
-            self._settle()
+            self._injection.stop_and_settle(operator, already_sent=True)
 
     def _settle(self, operator: str | None = None) -> None:
         """Feed the outcome of a finished injection to the machine (once). Under the lock."""
-        result = self._injection.outcome()
-        if result is None:
-            return
-        # Kept pending until journaled: a journal failure here is retried, never lost.
-        self._end_injection(
-            result.delivered_ml,
-            result.completed,
-            result.reason,
-            result.event.code,
-            operator,
-            confirmed=result.confirmed,
-        )
-        self._injection.settled()
-
-    def _end_injection(
-        self,
-        delivered_ml: float,
-        completed: bool,
-        reason: str,
-        code: str | None,
-        operator: str | None,
-        *,
-        confirmed: bool = True,
-    ) -> None:
-        """Journal how the injection ended and feed the outcome to the machine. ``confirmed``
-        False: the pump could not confirm the stop (a STOP on a dead link is not a stop): a
-        fault, whoever asked for the stop; the volume is corrected when the link is back."""
-        stopped = not completed and self._injection.stop_requested and confirmed
-        self._injection.sample_pressure()
-        if self._record.injection_running is not None:  # not yet journaled (or a retry)
-            ended = {
-                "delivered_ml": delivered_ml,
-                "completed": completed,
-                "reason": reason,
-                "event_code": code,
-                "stopped_by_operator": stopped,
-                "ended_at": self._clock().isoformat(),
-                "peak_pressure_kpa": self._injection.peak_pressure_kpa,
-                "event_codes": list(self._injection.event_codes),
-                "unconfirmed": not confirmed,
-            }
-            self._ledger.append("injection-ended", ended, operator)
-        if not self._record.state.is_injecting:
-            return  # already in FAULT (stop unconfirmed, or a restart): the record is enough
-        if completed:
-            self._ledger.transition_checked(E.INJECTION_COMPLETED, operator)
-        elif stopped:
-            self._ledger.transition_checked(E.INJECTION_STOPPED, operator)
-            self._injection.reset_after_stop()
-        else:
-            self._ledger.transition_checked(E.FAULT, operator, reason=reason)
-
-    def _on_injector_event(self, event: RecordedEvent) -> None:
-        """Journal every injector event with its CID 71 code (called on the driver's thread)."""
-        if self._record.injection_running is not None:
-            self._injection.note_event(event.code)
-        try:
-            self._journal.append(
-                "injector-event",
-                {"code": event.code, "meaning": event.meaning, "detail": event.detail},
-                exam_id=self.exam_id,
-                now=self._clock(),
-            )
-        except JournalError as exc:
-            self._ledger.failed(exc, on_driver_thread=True)
-        except Exception:
-            log.exception("injector event not journaled")
+        self._injection.settle(operator)
 
     # ------------------------------------------------------------------ faults, ending
 
@@ -686,7 +552,7 @@ class ExamService:
                     E.DISCONTINUE, f"{reason_code!r} is not a CID 9301 code", operator
                 )
             if self._record.state.is_injecting and self._injection.running:
-                self._stop_injector(operator, already_sent=True)
+                self._injection.stop_and_settle(operator, already_sent=True)
             self._note_exposures()  # the final report holds every exposure already stored
             facts = dataclasses.replace(self._ledger.facts(), discontinuation_reason=reason_code)
             target = self._ledger.check(E.DISCONTINUE, facts, operator)
@@ -746,7 +612,7 @@ class ExamService:
         self._ledger.append("exposure", payload, None)
 
     def _journal_stray(self, payload: Mapping[str, Any]) -> None:
-        self._ledger.append_unattached("exposure", payload)
+        self._ledger.append_unfolded("exposure", payload, attached=False)
 
     def sps_id(self, phase: ExamState) -> str:
         """The SPS ID of an imaging phase of the open exam, e.g. ``ACC123-POST1``."""
@@ -767,17 +633,6 @@ class ExamService:
         self._ledger.append("worklist", payload, None)
 
     # ------------------------------------------------------------------ journal plumbing
-
-    def _stop_for_journal_fault(self, exc: Exception, on_driver_thread: bool) -> None:
-        """A logging fault stops a running injection first. On the driver's own thread (an
-        event being journaled, maybe in the middle of the driver's abort) the stop is handed
-        to a thread of its own: never re-entered there."""
-        if on_driver_thread:
-            threading.Thread(
-                target=self._injection.stop_now, args=("journal write failed",), daemon=True
-            ).start()
-        else:
-            self._injection.stop_now("journal write failed")
 
     def _command(self, command: str, args: Mapping[str, Any], operator: str) -> None:
         self._resume_after_journal_fault(operator)
@@ -813,17 +668,7 @@ class ExamService:
         if running is None:
             return
         with self._lock:
-            self._ledger.append(
-                "injection-ended",
-                {
-                    "delivered_ml": float(running["volume_ml"]),
-                    "completed": False,
-                    "reason": INTERRUPTED_BY_RESTART + " (programmed volume counted as given)",
-                    "event_code": None,
-                    "stopped_by_operator": False,
-                },
-                None,
-            )
+            self._ledger.append("injection-ended", interrupted_entry(running), None)
             if self._record.state is not S.FAULT:
                 self._ledger.transition_checked(E.FAULT, None, reason=INTERRUPTED_BY_RESTART)
             self._injection.new_session(self._record.volume_given_ml)

@@ -57,7 +57,7 @@ def test_every_package_is_checked() -> None:
 
 # The exam's rooms (acquisition/exam/): everything but the service is importable without it, and
 # the packages that only read the exam (reporting, forwarding) take its model, never its service.
-EXAM_ROOMS = ("model", "record", "ledger", "injection", "exposures", "worklist")
+EXAM_ROOMS = ("model", "record", "ledger", "injection", "exposures", "worklist", "opening")
 EXAM_READERS = ("acquisition/exam_reporting.py", "acquisition/forwarding.py")
 
 

@@ -15,21 +15,28 @@ from typing import Any
 import pytest
 
 from acquisition.exam.exposures import exposure_entry, phase_of_sps, stray_entry
-from acquisition.exam.injection import InjectionSupervisor, correction
+from acquisition.exam.injection import InjectionSupervisor, correction, interrupted_entry
 from acquisition.exam.ledger import ExamLedger
 from acquisition.exam.model import (
+    INTERRUPTED_BY_RESTART,
     UNEXPECTED,
     ContrastRecord,
     ExamOrder,
     ExamSnapshot,
     JournalUnavailable,
+    Patient,
+    PhysicianOverride,
+    checklist_entry,
     phase_sps_id,
     service_refusal,
+    syringe_refusal,
 )
+from acquisition.exam.opening import SideMismatch, laterality_decision, unscheduled_order
 from acquisition.exam.record import ExamRecord, replay
 from acquisition.exam.worklist import PhaseWorklist, phase_step
 from acquisition.exam_machine import ExamEvent, ExamState, Limits, Refused
 from acquisition.journal import Journal
+from acquisition.laterality import OrderSide
 from device_drivers.base import InjectionResult
 from device_drivers.events import InjectorEvent
 from dicom_nodes.worklist_store import WorklistStore
@@ -202,9 +209,62 @@ def test_correction_follows_the_pump_upward_only(
         assert (payload["delivered_ml"], payload["previous_ml"]) == (read_back_ml, recorded_ml)
 
 
-def test_a_supervisor_without_injector_stops_nothing() -> None:
-    supervisor = InjectionSupervisor(settle=lambda: None)
+def test_a_supervisor_without_injector_stops_nothing(tmp_path: Path) -> None:
+    ledger, journal = make_ledger(tmp_path, [])
+    supervisor = InjectionSupervisor(ledger, threading.RLock(), lambda: NOW)
     assert not supervisor.healthy() and not supervisor.running
     assert supervisor.stop_now("operator stop", by_operator=True) is False
     assert supervisor.outcome() is None
+    supervisor.settle()  # nothing to settle: nothing journaled
+    assert list(journal.entries()) == []
     supervisor.close()
+    journal.close()
+
+
+def test_an_interrupted_injection_counts_its_programmed_volume() -> None:
+    entry = interrupted_entry({"volume_ml": 0.4, "number": 1})
+    assert (entry["delivered_ml"], entry["completed"]) == (0.4, False)
+    assert entry["reason"].startswith(INTERRUPTED_BY_RESTART)
+
+
+# ---------------------------------------------------------------- opening an exam
+
+
+def test_the_side_chosen_must_agree_with_the_order() -> None:
+    left = OrderSide("L", ("procedure: LEFT",))
+    agreed = laterality_decision("L", left, "")
+    assert isinstance(agreed, dict) and agreed["decision"] == "the side chosen is the order's"
+    mismatch = laterality_decision("R", left, "")
+    assert isinstance(mismatch, SideMismatch)
+    assert mismatch.details == {
+        "code": "laterality-mismatch",
+        "order_side": "L",
+        "chosen_side": "R",
+    }
+    overridden = laterality_decision("R", left, "the order is wrong, checked with the RIS")
+    assert isinstance(overridden, dict) and "override_reason" in overridden
+    unnamed = laterality_decision("R", OrderSide(None, ()), "")
+    assert isinstance(unnamed, dict) and "chosen explicitly" in unnamed["decision"]
+
+
+def test_an_unscheduled_exam_has_no_accession_and_its_own_study() -> None:
+    order = unscheduled_order(Patient("DOE^JANE", "P1"), "R", "U20260102030405")
+    assert (order.accession, order.scheduled, order.side) == ("", False, "R")
+    assert order.study_instance_uid and order.study_instance_uid != ORDER.study_instance_uid
+
+
+@pytest.mark.parametrize(
+    ("loaded_ml", "refused"), [(1.0, False), (0.4, False), (0.0, True), (1.5, True)]
+)
+def test_the_syringe_loaded_fits_the_syringe(loaded_ml: float, refused: bool) -> None:
+    assert (syringe_refusal(loaded_ml, 1.0, "1ml") is not None) is refused
+    assert syringe_refusal(float("nan"), 1.0, "1ml") is not None
+
+
+def test_the_checklist_entry_says_whether_it_passes() -> None:
+    answers = {"pregnancy_possible": True}
+    assert checklist_entry(answers, None)["passed"] is False
+    override = PhysicianOverride("Dr House", "test negative this morning")
+    entry = checklist_entry(answers, override)
+    assert entry["passed"] is True and entry["override"]["physician"] == "Dr House"
+    assert checklist_entry(answers, PhysicianOverride("Dr House", " "))["passed"] is False
