@@ -24,7 +24,7 @@ from simulators.injector_physics import (
     drained_ml,
     duct_pressure_kpa,
 )
-from simulators.injector_state import Direction, SimState
+from simulators.injector_state import MOVING, Direction, SimState
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,22 @@ class PumpMechanics:
     def start_run(self) -> None:
         """A new run: its baseline is measured afresh."""
         self._baseline_samples = []
+
+    def self_hold(self) -> None:
+        """The pump pauses the running injection by itself (a programmed pause: prompt ``P``)."""
+        s = self._state
+        if s.injecting and not s.held:
+            s.held = True
+            s.hold_started_s = s.sim_time_s
+            self._queue_event(InjectorEvent.PROGRAMMED_HOLD)
+
+    def empty_syringe(self) -> None:
+        """The syringe holds only ``empty_fraction`` of what the run still needs."""
+        s = self._state
+        need_ml = s.target_ml - s.run_ml if s.prompt in MOVING else s.target_ml
+        if need_ml <= 0:
+            need_ml = s.syringe_remaining_ml
+        s.syringe_remaining_ml = min(s.syringe_remaining_ml, need_ml * self.params.empty_fraction)
 
     def step(self, dt: float) -> None:
         """Integrate ``dt`` simulated seconds (one physics step)."""

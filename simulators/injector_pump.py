@@ -689,14 +689,14 @@ class InjectorPump:
                 ),
             ),
             "extravasation": lambda: setattr(s, "extravasated", True),
-            "syringe_empty": self._fault_syringe_empty,
+            "syringe_empty": self._mechanics.empty_syringe,
             "under_delivery": lambda: setattr(s, "under_delivery", True),
             "oor": lambda: self._one_shot.append("oor"),
             "na": lambda: self._one_shot.append("na"),
             "hold_timeout": lambda: setattr(s, "max_hold_s", p.shortened_timeout_s),
             "arm_timeout": lambda: setattr(s, "arm_timeout_s", p.shortened_timeout_s),
             "watchdog": self.expire_watchdog,
-            "self_hold": self._self_hold,
+            "self_hold": self._mechanics.self_hold,
             **{
                 name: partial(s.layers_off.add, name)
                 for name in LAYER_OFF_FAULTS
@@ -704,24 +704,9 @@ class InjectorPump:
             },
         }
 
-    def _self_hold(self) -> None:
-        """The pump pauses the running injection by itself (a programmed pause: prompt ``P``)."""
-        s = self._state
-        if s.injecting and not s.held:
-            s.held = True
-            s.hold_started_s = s.sim_time_s
-            self._queue_event(InjectorEvent.PROGRAMMED_HOLD)
-
     def _stall(self) -> None:
         events = self._injecting_events(InjectorEvent.TERMINATED_INJECTOR_FAILURE)
         self._raise_alarm(Alarm.STALLED, events)
-
-    def _fault_syringe_empty(self) -> None:
-        s = self._state
-        need_ml = s.target_ml - s.run_ml if s.prompt in MOVING else s.target_ml
-        if need_ml <= 0:
-            need_ml = s.syringe_remaining_ml
-        s.syringe_remaining_ml = min(s.syringe_remaining_ml, need_ml * self.params.empty_fraction)
 
     def _check_triggers(self) -> None:
         s = self._state
