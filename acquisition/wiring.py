@@ -15,7 +15,8 @@ from pydicom.dataset import Dataset
 
 from acquisition.dose_policy import qa_patterns
 from acquisition.settings import Config, InjectorSettings
-from device_drivers.driver import InjectorLimits, NewEraInjector
+from device_drivers.driver import NewEraInjector
+from device_drivers.limits import InjectorLimits
 from device_drivers.link import LinkTiming
 from dicom_nodes.mpps_store import SqliteMppsStore
 from dicom_nodes.network import Timeouts

@@ -17,7 +17,7 @@ import pytest
 
 from device_drivers.base import InjectorState
 from device_drivers.codec import Decoder, Prompt, Role
-from device_drivers.driver import InjectorLimits, NewEraInjector
+from device_drivers.driver import NewEraInjector
 from device_drivers.errors import (
     CapabilityError,
     LimitError,
@@ -25,6 +25,7 @@ from device_drivers.errors import (
     StateError,
 )
 from device_drivers.events import InjectorEvent
+from device_drivers.limits import InjectorLimits
 from device_drivers.link import LinkTiming
 from simulators.injector import InjectorSimulator, SimState
 

@@ -13,8 +13,9 @@ import pytest
 
 from device_drivers.base import InjectorState
 from device_drivers.codec import Decoder, Role, parse_reply
-from device_drivers.driver import InjectorLimits, NewEraInjector
+from device_drivers.driver import NewEraInjector
 from device_drivers.errors import DriverError, NotStartedError
+from device_drivers.limits import InjectorLimits
 from device_drivers.link import Exchange, LinkStats
 from simulators.injector import InjectorSimulator, SimParams
 from simulators.injector_faults import LINK_FAULTS
