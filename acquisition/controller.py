@@ -284,6 +284,10 @@ class Controller:
             return
         self._injector_connected = True
         log.info("injector link up: %s, state %s", info, injector.state.name)
+        if injector.simulated:
+            log.warning("SIMULATED INJECTOR at %s: not for a patient", self.config.injector.url)
+            payload = {"url": self.config.injector.url, "version": info.version}
+            self.journal.append("injector-simulated", payload)
 
     def _build_exam(self) -> None:
         config = self.config

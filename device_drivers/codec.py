@@ -377,6 +377,9 @@ class Decoder:
 # ------------------------------------------------------------------------------------------
 # Reply data of the core commands (the driver reads them back).
 
+#: What galacto's own simulator answers to ``XID`` (a real device answers ``?``): a driver that
+#: reads it is not talking to a patient's injector.
+SIMULATOR_IDENTITY = "GALACTO-SIM"
 #: ``VOL``/``DIS`` units → mL per unit; ``RAT`` units → mL/min per unit.
 _UNIT_ML = {"UL": 0.001, "ML": 1.0}
 _RATE_ML_MIN = {"UM": 0.001, "MM": 1.0, "UH": 0.001 / 60, "MH": 1.0 / 60}

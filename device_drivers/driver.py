@@ -50,7 +50,14 @@ from device_drivers.base import (
     Progress,
     RecordedEvent,
 )
-from device_drivers.codec import Prompt, Reply, ReplyError, format_number, parse_infused_ml
+from device_drivers.codec import (
+    SIMULATOR_IDENTITY,
+    Prompt,
+    Reply,
+    ReplyError,
+    format_number,
+    parse_infused_ml,
+)
 from device_drivers.core import DriverCore, Injection
 from device_drivers.errors import (
     CapabilityError,
@@ -130,6 +137,11 @@ class NewEraInjector(InjectorABC):
     def info(self) -> DeviceInfo | None:
         """What :meth:`connect` found (None before)."""
         return self._core.info
+
+    @property
+    def simulated(self) -> bool:
+        info = self._core.info
+        return self.url.lower().startswith("injsim://") or (info is not None and info.simulated)
 
     @property
     def link(self) -> Link:
@@ -297,7 +309,7 @@ class NewEraInjector(InjectorABC):
 
         # XPR and XEV have no side effect; XDA (disarm) is harmless while idle; XRS (resume)
         # while stopped is refused with ?NA by a device that knows it.
-        return DeviceInfo(
+        info = DeviceInfo(
             version=version.data,
             address=self.address,
             has_pressure=known("XPR", Shape.NUMBER),
@@ -305,6 +317,11 @@ class NewEraInjector(InjectorABC):
             has_hold=known("XRS", Shape.STATUS),
             has_event_queue=known("XEV", Shape.EVENT),
         )
+        # Only a device with the extensions is asked who it is (a New Era pump is never sent
+        # an X command it does not know).
+        identity = link.query("XID", Shape.IDENTITY) if info.has_arming else None
+        simulator = identity is not None and identity.data == SIMULATOR_IDENTITY
+        return replace(info, simulated=simulator or self.url.lower().startswith("injsim://"))
 
     def close(self) -> None:
         """Stop the motor if an injection runs, then release the monitor and the port."""

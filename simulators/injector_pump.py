@@ -31,6 +31,7 @@ from typing import NamedTuple
 
 from device_drivers.codec import (
     ETX,
+    SIMULATOR_IDENTITY,
     STX,
     Alarm,
     Command,
@@ -376,6 +377,7 @@ class InjectorPump:
             "XHD": self._cmd_xhd,
             "XRS": self._cmd_xrs,
             "XEV": self._cmd_xev,
+            "XID": self._cmd_xid,
         }
 
     def _busy(self) -> bool:
@@ -580,6 +582,10 @@ class InjectorPump:
         s.held = False
         self._queue_event(InjectorEvent.MANUAL_RESUME)
         return _OK
+
+    def _cmd_xid(self, args: str) -> _Reply:
+        """Who answers: a simulator never hides that it is one."""
+        return _Reply(SIMULATOR_IDENTITY)
 
     def _cmd_xev(self, args: str) -> _Reply:
         s = self._state

@@ -38,6 +38,7 @@ from simulators.pacs import ReceivedObject, SimulatedPacs
 from simulators.ris import RisMpps, SimulatedRis
 from simulators.room import SimulatedRoom
 from simulators.unit import PerformedStep, SimulatedUnit, WorklistStep
+from tests.injector_clock import conversation_clock
 
 S = ExamState
 TIME_SCALE = 120.0  # 0.5 mL at 0.3 mL/min (100 s simulated) takes ~0.8 s
@@ -249,8 +250,11 @@ def exam_room(
     overrides: Mapping[str, Any] | None = None,
 ) -> Iterator[Room]:
     """The controller started in a started simulated room; both stopped on the way out.
-    ``overrides`` change settings after the room's (e.g. point the RIS elsewhere)."""
-    with SimulatedRoom(time_scale=time_scale, seed=seed) as sim_room:
+    ``overrides`` change settings after the room's (e.g. point the RIS elsewhere). The injector
+    is in process on the conversation's clock (tests/injector_clock.py); ``time_scale`` only
+    sizes the waits on an injection."""
+    injector, name = conversation_clock(seed)
+    with SimulatedRoom(seed=seed, injector=injector, in_process=name) as sim_room:
         config = settings.load(
             None,
             environ={},

@@ -361,8 +361,15 @@ class ConsoleBackend:
     def _injector_view(self) -> dict[str, Any]:
         injector = self.injector
         if injector is None:
-            return {"present": False, "link": "none", "state": None, "progress": None}
+            return {
+                "present": False,
+                "link": "none",
+                "state": None,
+                "progress": None,
+                "simulated": False,
+            }
         view: dict[str, Any] = {"present": True, "link": "ok", "state": None, "progress": None}
+        view["simulated"] = injector.simulated  # shown as SIMULATED INJECTOR
         try:
             view["state"] = injector.state.value
         except DriverError:

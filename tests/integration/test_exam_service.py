@@ -50,12 +50,12 @@ from dicom_nodes.worklist_store import WorklistStore
 from simulators.injector import InjectorSimulator
 from simulators.unit import SimulatedUnit
 from simulators.unit_images import StudyContext, sample_mg_image
+from tests.injector_clock import real_wire, simulated_injector
 from tests.integration.test_injector_driver import FAST_LIMITS, FAST_TIMING
 
 pytestmark = pytest.mark.timeout(60)
 
 S = ExamState
-TIME_SCALE = 120.0  # 0.1 mL at 0.3 mL/min (20 s) takes ~0.2 s
 WAIT_S = 20.0
 ACC = "ACC0042"
 STUDY_UID = "1.2.826.0.1.3680043.8.498.42"
@@ -95,20 +95,15 @@ class Room:
 
 
 @pytest.fixture
-def room(tmp_path: Path) -> Iterator[Room]:
+def room(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Room]:
+    """The exam's files and peers; the pump in process on the test's clock, or on a pty in
+    scaled real time for the tests marked ``slow`` (tests/injector_clock.py)."""
     services: list[ExamService] = []
     with (
         Journal(tmp_path / "journal.db", busy_timeout_s=0.2) as journal,
         DoseLog(tmp_path / "dose.db") as dose_log,
-        InjectorSimulator(seed=0, time_scale=TIME_SCALE) as sim,
-        closing(
-            # through a stable symlink: a pty that vanishes comes back under the same name
-            NewEraInjector(
-                sim.serve_pty(link=str(tmp_path / "injector")),
-                limits=FAST_LIMITS,
-                timing=FAST_TIMING,
-            )
-        ) as driver,
+        simulated_injector(tmp_path, real_wire=real_wire(request)) as (sim, url),
+        closing(NewEraInjector(url, limits=FAST_LIMITS, timing=FAST_TIMING)) as driver,
     ):
         driver.connect()
         worklist = WorklistStore(tmp_path / "worklist.db")
@@ -632,6 +627,7 @@ def test_an_order_done_again_is_a_new_exam_with_its_own_exposures(room: Room) ->
     assert len([e for e in room.journal.entries(exam_id=f"{ACC}-2") if e.kind == "exposure"]) == 1
 
 
+@pytest.mark.slow  # the real wire: a pty that vanishes, a watchdog on its clock
 def test_a_link_lost_during_an_injection_is_corrected_from_the_pump_when_it_is_back(
     room: Room,
 ) -> None:
@@ -893,6 +889,7 @@ def test_an_order_without_a_side_is_opened_with_the_side_chosen_and_journaled(ro
     assert "no side" in laterality.payload["decision"]
 
 
+@pytest.mark.slow  # the real wire: a pty that vanishes, a watchdog on its clock
 def test_a_stop_on_a_dead_link_is_a_fault_and_the_volume_is_read_back(room: Room) -> None:
     """The link dies and the operator's STOP comes before the monitor notices: STP cannot be
     sent, so the stop is not a stop. The exam goes to FAULT (never "terminated by operator"),
@@ -951,6 +948,7 @@ def test_a_journal_that_cannot_record_the_start_disarms_the_injector(
     assert room.sim.run_count == 1
 
 
+@pytest.mark.slow  # the real wire: a pty that vanishes, a watchdog on its clock
 def test_a_link_cut_exactly_at_run_is_a_fault_counted_as_given_never_run_again(room: Room) -> None:
     """RUN executed, the link gone before its reply: whether it ran is unknown. The exam counts
     the programmed volume as given and stops in FAULT; nothing ever sends RUN again."""
