@@ -16,7 +16,6 @@ a deadline and fails naming what it waited for.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 
 from acquisition import settings
 from acquisition.commands import demo
-from acquisition.commands.demo import ALL_CLEAR, OPERATOR, ScriptedExam, wait_until
+from acquisition.commands.demo import ALL_CLEAR, OPERATOR, ScriptedExam
 from acquisition.controller import Controller
 from acquisition.dose_log import DoseLog
 from acquisition.exam.model import ExamOrder
@@ -39,6 +38,7 @@ from simulators.ris import RisMpps, SimulatedRis
 from simulators.room import SimulatedRoom
 from simulators.unit import PerformedStep, SimulatedUnit, WorklistStep
 from tests.injector_clock import conversation_clock
+from tests.waiting import wait_until
 
 S = ExamState
 TIME_SCALE = 120.0  # 0.5 mL at 0.3 mL/min (100 s simulated) takes ~0.8 s
@@ -224,16 +224,6 @@ class Room:
 
     def wait_until(self, predicate: Callable[[], bool], what: str) -> None:
         wait_until(predicate, WAIT_S, what)
-
-
-def eventually(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.05) -> bool:
-    """Whether ``predicate`` holds within ``timeout_s`` (checked every ``poll_s``)."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(poll_s)
-    return True
 
 
 def controller_overrides(sim_room: SimulatedRoom, data_dir: Path) -> dict[str, Any]:

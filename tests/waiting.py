@@ -10,11 +10,11 @@ import time
 from collections.abc import Callable
 
 #: How often a condition is polled.
-POLL_S = 0.01
+POLL_S = 0.02
 
 
 def wait_until(
-    predicate: Callable[[], object], timeout_s: float, *, what: str = "", poll_s: float = POLL_S
+    predicate: Callable[[], object], timeout_s: float, what: str = "", *, poll_s: float = POLL_S
 ) -> None:
     """Return as soon as ``predicate()`` is true; raise :class:`AssertionError` naming ``what``
     after ``timeout_s`` seconds."""

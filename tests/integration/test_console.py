@@ -41,6 +41,13 @@ def room(tmp_path: Path) -> Iterator[Room]:
         yield room
 
 
+def test_a_simulated_injector_is_shown_as_such(room: Room) -> None:
+    _, _, raw = request(room.url)
+    assert json.loads(raw)["injector"]["simulated"] is True
+    page = (Path(__file__).resolve().parents[2] / "acquisition/console/console.html").read_text()
+    assert ">SIMULATED INJECTOR<" in page and "inj.simulated" in page
+
+
 def journal_kinds(room: Room, kind: str) -> list[dict[str, object]]:
     return [{"operator": e.operator, **e.payload} for e in room.journal.entries() if e.kind == kind]
 

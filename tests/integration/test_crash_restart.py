@@ -26,7 +26,8 @@ from acquisition.exam_machine import ExamState
 from acquisition.journal import Journal
 from simulators.room import SimulatedRoom, offered_step, perform
 from simulators.unit import SimulatedUnit
-from tests.serve_process import ServeProcess, wait_until, write_config
+from tests.serve_process import ServeProcess, write_config
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.xdist_group("serve-process")]
 

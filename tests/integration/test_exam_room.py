@@ -42,10 +42,10 @@ from tests.exam_room import (
     WAIT_S,
     XRAY_RADIATION_DOSE_SR,
     Room,
-    eventually,
     exam_room,
 )
 from tests.peers import free_port
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -60,6 +60,12 @@ LONG_ML, SLOW_ML_MIN = 0.5, 0.1
 def room(tmp_path: Path) -> Iterator[Room]:
     with exam_room(tmp_path) as room:
         yield room
+
+
+def test_serve_journals_a_simulated_injector_at_start(room: Room) -> None:
+    (entry,) = room.entries("injector-simulated")
+    assert entry.payload["url"].startswith("injsim://")
+    assert entry.payload["version"].startswith("NE1000")
 
 
 # ---------------------------------------------------------------------- helpers

@@ -10,7 +10,6 @@ import dataclasses
 import datetime as dt
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from simulators.unit import SimulatedUnit
 from simulators.unit_images import StudyContext, sample_mg_image
 from tests.injector_clock import real_wire, simulated_injector
 from tests.integration.test_injector_driver import FAST_LIMITS, FAST_TIMING
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -513,19 +513,19 @@ def test_a_journal_that_cannot_be_written_stops_the_injection_and_pauses_the_exa
     service = room.service()
     to_cannulation(room, service)
     service.start_injection(1.0, 0.3, "tech1")  # 200 s of pump time, ~1.7 s at x120
-    deadline = time.monotonic() + WAIT_S
-    while room.sim.snapshot().infused_ml < 0.02:
-        assert time.monotonic() < deadline, "the injection never started"
-        time.sleep(0.01)
+    wait_until(
+        lambda: room.sim.snapshot().infused_ml >= 0.02, WAIT_S, "the injection never started"
+    )
     with closing(sqlite3.connect(tmp_path / "journal.db", isolation_level=None)) as other:
         other.execute("BEGIN EXCLUSIVE")  # another process holds the database
         with pytest.raises(JournalUnavailable):
             service.stop_injection("tech1")
         assert service.journal_fault is not None
-        deadline = time.monotonic() + WAIT_S
-        while room.sim.snapshot().prompt.name == "INFUSING":
-            assert time.monotonic() < deadline, "the pump was not stopped"
-            time.sleep(0.01)
+        wait_until(
+            lambda: room.sim.snapshot().prompt.name != "INFUSING",
+            WAIT_S,
+            "the pump was not stopped",
+        )
         with pytest.raises(JournalUnavailable):
             service.complete("tech1")
         other.execute("ROLLBACK")
@@ -569,10 +569,11 @@ def test_an_injector_fault_between_injections_stops_the_exam_until_acknowledged(
     service = room.service()
     to_cannulation(room, service)
     room.sim.add_fault("syringe_detached")
-    deadline = time.monotonic() + WAIT_S
-    while room.driver.state is not InjectorState.ERROR:
-        assert time.monotonic() < deadline, "the driver never noticed the fault"
-        time.sleep(0.01)
+    wait_until(
+        lambda: room.driver.state is InjectorState.ERROR,
+        WAIT_S,
+        "the driver never noticed the fault",
+    )
     assert not service.facts().injector_healthy
     service.check_injector()  # the controller's tick
     assert service.state is S.FAULT
@@ -589,10 +590,11 @@ def test_an_injector_fault_between_injections_stops_the_exam_until_acknowledged(
 def test_with_no_exam_open_the_injector_is_reset_by_its_own_command(room: Room) -> None:
     service = room.service()
     room.sim.add_fault("syringe_detached")
-    deadline = time.monotonic() + WAIT_S
-    while room.driver.state is not InjectorState.ERROR:
-        assert time.monotonic() < deadline, "the driver never noticed the fault"
-        time.sleep(0.01)
+    wait_until(
+        lambda: room.driver.state is InjectorState.ERROR,
+        WAIT_S,
+        "the driver never noticed the fault",
+    )
     service.check_injector()
     assert service.state is S.IDLE  # no exam to stop
     service.reset_injector("tech1")
@@ -634,17 +636,15 @@ def test_a_link_lost_during_an_injection_is_corrected_from_the_pump_when_it_is_b
     service = room.service()
     to_cannulation(room, service)
     service.start_injection(0.9, 0.6, "tech1")  # the link goes long before the end
-    deadline = time.monotonic() + WAIT_S
-    while room.sim.snapshot().infused_ml < 0.05:
-        assert time.monotonic() < deadline, "the injection never started"
-        time.sleep(0.01)
+    wait_until(
+        lambda: room.sim.snapshot().infused_ml >= 0.05, WAIT_S, "the injection never started"
+    )
     room.sim.add_fault("port_vanish")
     assert service.wait_for_state(S.FAULT, WAIT_S)
     recorded = service.facts().volume_given_ml
-    deadline = time.monotonic() + WAIT_S
-    while room.sim.snapshot().prompt.name == "INFUSING":
-        assert time.monotonic() < deadline, "the pump was never stopped"
-        time.sleep(0.01)
+    wait_until(
+        lambda: room.sim.snapshot().prompt.name != "INFUSING", WAIT_S, "the pump was never stopped"
+    )
     given = room.sim.snapshot().infused_ml
     assert given > recorded + 0.015  # 2 simulated s at 0.6 mL/min, at least
     port_back(room)
@@ -704,18 +704,20 @@ def test_stop_reaches_the_pump_before_the_journal_and_the_lock(room: Room, tmp_p
         try:
             to_cannulation(room, service)
             service.start_injection(0.5, 0.05, "tech1")  # 600 s of pump time, 5 s at x120
-            deadline = time.monotonic() + WAIT_S
-            while room.sim.snapshot().infused_ml < 0.001:
-                assert time.monotonic() < deadline, "the injection never started"
-                time.sleep(0.01)
+            wait_until(
+                lambda: room.sim.snapshot().infused_ml >= 0.001,
+                WAIT_S,
+                "the injection never started",
+            )
             with closing(sqlite3.connect(slow, isolation_level=None)) as other:
                 other.execute("BEGIN EXCLUSIVE")
                 stopper = threading.Thread(target=service.stop_injection, args=("tech1",))
                 stopper.start()
-                deadline = time.monotonic() + WAIT_S
-                while room.sim.snapshot().prompt.name == "INFUSING":
-                    assert time.monotonic() < deadline, "the pump was not stopped"
-                    time.sleep(0.01)
+                wait_until(
+                    lambda: room.sim.snapshot().prompt.name != "INFUSING",
+                    WAIT_S,
+                    "the pump was not stopped",
+                )
                 assert stopper.is_alive(), "the stop waited for the journal"
                 other.execute("ROLLBACK")
             stopper.join(timeout=WAIT_S)
