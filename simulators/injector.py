@@ -8,9 +8,9 @@ same process through the pyserial URL ``injsim://NAME`` (:mod:`simulators.injsim
 :class:`InjectorSimulator` puts four rooms together under one lock and one clock: the pure pump
 (:mod:`simulators.injector_pump`: commands, alarms, device faults, with its mechanics in
 :mod:`simulators.injector_mechanics`), its end of the wire (:mod:`simulators.injector_wire`:
-framing, ``?COM``, link faults), the transport (:mod:`simulators.serial_port`, or the in-process
-port of :mod:`simulators.injsim`) and the clock: real elapsed time × ``time_scale`` +
-:meth:`~InjectorSimulator.advance`, or only :meth:`~InjectorSimulator.advance` with
+framing, ``?COM``, link faults), the transport (:mod:`simulators.serial_port`: the pty, the
+socket, or the in-process port of ``injsim://``) and the clock: real elapsed time × ``time_scale``
++ :meth:`~InjectorSimulator.advance`, or only :meth:`~InjectorSimulator.advance` with
 ``manual_clock=True`` (the test owns the clock).
 
 What it models (spec paragraph in brackets):
@@ -143,7 +143,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 from simulators.injector_faults import (
     FAULT_NAMES,
@@ -156,10 +155,7 @@ from simulators.injector_physics import SimParams
 from simulators.injector_pump import InjectorPump
 from simulators.injector_state import SimState, wire_value
 from simulators.injector_wire import PumpWire
-from simulators.serial_port import SerialPort, SerialPortError, TranscriptLine
-
-if TYPE_CHECKING:
-    from simulators.injsim import InProcessPort
+from simulators.serial_port import InProcessPort, SerialPort, SerialPortError, TranscriptLine
 
 __all__ = [
     "FAULT_NAMES",
@@ -246,8 +242,6 @@ class InjectorSimulator:
 
     def open_in_process(self, name: str) -> InProcessPort:
         """The port ``injsim://NAME`` opens: the host's end of an in-process line (one open)."""
-        from simulators.injsim import InProcessPort
-
         with self._lock:
             if self._closed:
                 raise InjectorSimError("the simulator is closed")

@@ -12,6 +12,7 @@ from serial.serialutil import PortNotOpenError, SerialBase, SerialException
 
 from simulators import injsim
 from simulators.injector_faults import InjectorSimError
+from simulators.serial_port import InProcessPort
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -21,7 +22,7 @@ class Serial(SerialBase):
     """A serial port whose other end is an in-process simulated injector."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._line: injsim.InProcessPort | None = None
+        self._line: InProcessPort | None = None
         super().__init__(*args, **kwargs)
 
     def open(self) -> None:
@@ -46,7 +47,7 @@ class Serial(SerialBase):
     def _reconfigure_port(self, force_update: bool = False) -> None:
         """Nothing to configure: an in-process line has no baud rate."""
 
-    def _open_line(self) -> injsim.InProcessPort:
+    def _open_line(self) -> InProcessPort:
         if self._line is None:
             raise PortNotOpenError()
         return self._line

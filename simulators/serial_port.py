@@ -8,6 +8,9 @@ real timestamps) and can vanish and come back, as a USB adapter unplugged and pl
 
 Thread model: one I/O thread per port owns the descriptors; everything runs under the lock the
 device shares with the port, and the condition is notified after every loop turn.
+
+:class:`InProcessPort` is the same for a host in the same process (``injsim://``): no descriptor
+and no thread, the host's reads give the device its turns.
 """
 
 from __future__ import annotations
@@ -25,9 +28,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
+import serial
+
 log = logging.getLogger(__name__)
 
 _READ_SIZE = 4096
+#: How often a blocked in-process read gives the device a turn.
+_SERVICE_S = 0.02
 #: How long an action handed to the I/O thread may take.
 _IN_LOOP_S = 5.0
 
@@ -412,3 +419,160 @@ class SerialPort:
         if data:
             t_s = round(time.monotonic() - self._origin, 6)
             self._transcript.append(TranscriptLine(t_s, direction, data.hex(" ")))
+
+
+class InProcessPort:
+    """Both ends of an in-process line: the simulator sends on one (as on a :class:`~simulators.
+    serial_port.SerialPort`), the host reads and writes on the other. Vanishes like a pty."""
+
+    serving = True
+
+    def __init__(
+        self, device: PortDevice, lock: threading.RLock, changed: threading.Condition, url: str
+    ) -> None:
+        self._device = device
+        self._lock = lock
+        self._changed = changed
+        self.url = url
+        self.rx_bytes = 0
+        self.tx_bytes = 0
+        self._transcript: list[TranscriptLine] = []
+        self._origin = time.monotonic()
+        self._out: deque[tuple[float, bytes, float]] = deque()
+        self._inbox = bytearray()  # sent and due: the host's to read
+        self._open = True
+        self._vanished = False
+        self._restore_at: float | None = None
+
+    # ------------------------------------------------------------------ the simulator's end
+
+    @property
+    def attached(self) -> bool:
+        return self._open and not self._vanished
+
+    connected = attached
+
+    @property
+    def queued_bytes(self) -> int:
+        return sum(len(chunk) for _, chunk, _ in self._out)
+
+    @property
+    def transcript(self) -> list[TranscriptLine]:
+        return list(self._transcript)
+
+    def send(self, data: bytes, delay_s: float = 0.0, gap_s: float = 0.0) -> None:
+        if not data or not self.attached:
+            return
+        due = time.monotonic() + delay_s
+        if self._out:
+            due = max(due, self._out[-1][0] + gap_s)
+        self._out.append((due, data, gap_s))
+        self._changed.notify_all()
+
+    def vanish(self, restore_after_s: float | None = None) -> None:
+        self._vanished = True
+        self._out.clear()
+        self._inbox.clear()
+        self._device.link_lost()
+        if restore_after_s is not None:
+            self._restore_at = time.monotonic() + restore_after_s
+        self._changed.notify_all()
+
+    def restore(self) -> str:
+        self._vanished = False
+        self._restore_at = None
+        self._device.port_restored()
+        return self.url
+
+    def restore_if_due(self) -> None:
+        if self._restore_at is not None and time.monotonic() >= self._restore_at:
+            self.restore()
+
+    def in_loop(self, action: Callable[[], None]) -> None:
+        with self._lock:
+            action()
+
+    def wake(self) -> None:
+        with self._lock:
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        """The host's end is closed: the host is gone (arming lapses, as on a socket)."""
+        with self._lock:
+            if not self._open:
+                return
+            was_attached = self.attached
+            self._open = False
+            self._out.clear()
+            self._inbox.clear()
+            if was_attached:
+                self._device.link_lost()
+            self._changed.notify_all()
+
+    # ------------------------------------------------------------------ the host's end
+
+    def write(self, data: bytes) -> int:
+        with self._lock:
+            self._check_open()
+            self._record("RX", data)
+            self._device.received(data)
+            self._turn()
+            return len(data)
+
+    def in_waiting(self) -> int:
+        with self._lock:
+            self._check_open()
+            self._turn()
+            return len(self._inbox)
+
+    def read(self, size: int, timeout_s: float | None) -> bytes:
+        """Up to ``size`` bytes, waiting at most ``timeout_s`` (None: until ``size`` came)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._lock:
+            while True:
+                self._check_open()
+                self._turn()
+                if len(self._inbox) >= size or (self._inbox and deadline is not None):
+                    data = bytes(self._inbox[:size])
+                    del self._inbox[:size]
+                    return data
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    return b""
+                wait_s = _SERVICE_S if deadline is None else min(_SERVICE_S, deadline - now)
+                if self._out:
+                    wait_s = min(wait_s, max(self._out[0][0] - now, 0.0))
+                self._changed.wait(wait_s)
+
+    def reset_input(self) -> None:
+        with self._lock:
+            self._inbox.clear()
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise serial.PortNotOpenError()
+        self.restore_if_due()
+        if self._vanished:
+            raise serial.SerialException(f"{self.url}: the port vanished (EIO)")
+
+    def _turn(self) -> None:
+        """The simulator's turn (its timers), then what it sent and is due moves to the host."""
+        self._device.service()
+        now = time.monotonic()
+        while self._out and self._out[0][0] <= now:
+            _, chunk, _ = self._out.popleft()
+            self._inbox += chunk
+            self._record("TX", chunk)
+            if self._out and self._out[0][2]:
+                # A trickled byte keeps its gap even when the previous write was late.
+                next_due, next_chunk, next_gap_s = self._out[0]
+                self._out[0] = (max(next_due, now + next_gap_s), next_chunk, 0.0)
+        self._changed.notify_all()
+
+    def _record(self, direction: str, data: bytes) -> None:
+        if direction == "RX":
+            self.rx_bytes += len(data)
+        else:
+            self.tx_bytes += len(data)
+        t_s = round(time.monotonic() - self._origin, 6)
+        self._transcript.append(TranscriptLine(t_s, direction, data.hex(" ")))
