@@ -43,7 +43,7 @@ from acquisition.exam.service import ExamService
 from acquisition.exam_machine import ExamState, Limits
 from acquisition.exam_reporting import ExamReporting, ReportingSettings
 from acquisition.forwarding import Forwarder, contrast_administration
-from acquisition.journal import Journal
+from acquisition.journal import Journal, JournalError
 from acquisition.settings import Config, ConfigError
 from device_drivers.base import InjectorABC
 from device_drivers.errors import DriverError
@@ -287,7 +287,10 @@ class Controller:
         if injector.simulated:
             log.warning("SIMULATED INJECTOR at %s: not for a patient", self.config.injector.url)
             payload = {"url": self.config.injector.url, "version": info.version}
-            self.journal.append("injector-simulated", payload)
+            try:
+                self.journal.append("injector-simulated", payload)
+            except JournalError as exc:  # the console still says so; the tick goes on
+                log.error("the simulated injector was not journaled: %s", exc)
 
     def _build_exam(self) -> None:
         config = self.config
