@@ -21,7 +21,7 @@ from simulators.injector import InjectorSimulator, SimParams
 from simulators.injector_faults import LINK_FAULTS
 from tests.integration.test_injector_driver import FAST_TIMING
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]  # a soak in scaled real time
 
 S = InjectorState
 COMMANDS = 2000
