@@ -38,7 +38,8 @@ from pydicom.dataset import Dataset
 from acquisition import wiring
 from acquisition.dose_log import DoseLog
 from acquisition.dose_policy import dose_policy
-from acquisition.exam import ExamService, JournalUnavailable, phase_sps_id
+from acquisition.exam.model import JournalUnavailable, phase_sps_id
+from acquisition.exam.service import ExamService
 from acquisition.exam_machine import ExamState, Limits
 from acquisition.exam_reporting import ExamReporting, ReportingSettings
 from acquisition.forwarding import Forwarder, contrast_administration
@@ -322,6 +323,10 @@ class Controller:
             return
         self._injector_connected = True
         log.info("injector link up: %s, state %s", info, injector.state.name)
+        if injector.simulated:
+            log.warning("SIMULATED INJECTOR at %s: not for a patient", self.config.injector.url)
+            payload = {"url": self.config.injector.url, "version": info.version}
+            self.journal_append("injector-simulated", payload)  # a failure: logged, not raised
 
     def _build_exam(self) -> None:
         config = self.config

@@ -1,6 +1,6 @@
 """The exam reported outward: one MPPS toward the RIS, the dose report toward the PACS.
 
-:class:`ExamReporting` is the :class:`~acquisition.exam.ExamReporter` of the controller
+:class:`ExamReporting` is the :class:`~acquisition.exam.model.ExamReporter` of the controller
 (dicom.md §1; IHE RAD-6/7, IHE REM). Its :meth:`~ExamReporting.sync` is **idempotent**: it
 compares what the exam is with what the durable outbox already holds and enqueues only the
 difference, so it can run after every transition, every new exposure, every tick and at
@@ -38,7 +38,13 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from acquisition.dose_log import DoseLog
-from acquisition.exam import PHASE_STEPS, ExamOrder, ExamSnapshot, exam_exposures, phase_sps_id
+from acquisition.exam.model import (
+    PHASE_STEPS,
+    ExamOrder,
+    ExamSnapshot,
+    exam_exposures,
+    phase_sps_id,
+)
 from acquisition.exam_machine import ExamState
 from acquisition.journal import Journal
 from dicom_nodes import codes, mpps_builders

@@ -25,7 +25,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from acquisition.exam import ContrastRecord
+from acquisition.exam.model import ContrastRecord
 from dicom_nodes.contrast import ContrastAdministration, Injection, set_contrast_bolus
 from dicom_nodes.outbox import Kind, Outbox, OutboxError, State
 from dicom_nodes.storage_scp import QUARANTINE_DIR, TMP_DIR

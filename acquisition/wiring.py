@@ -16,7 +16,8 @@ from pydicom.dataset import Dataset
 
 from acquisition.dose_policy import qa_patterns
 from acquisition.settings import Config, ConfigError, InjectorSettings, reserved_calling_aes
-from device_drivers.driver import InjectorLimits, NewEraInjector
+from device_drivers.driver import NewEraInjector
+from device_drivers.limits import InjectorLimits
 from device_drivers.link import LinkTiming
 from dicom_nodes.admission import RejectionHook
 from dicom_nodes.mpps_store import SqliteMppsStore

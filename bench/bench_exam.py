@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from acquisition.commands.demo import ALL_CLEAR, INJECTIONS_ML, SCRIPT_VIEWS
-from acquisition.exam import ExamOrder
+from acquisition.exam.model import ExamOrder
 from acquisition.exam_machine import ExamState
 from acquisition.journal import Journal
 from simulators.room import SimulatedRoom

@@ -25,7 +25,8 @@ import time
 from collections.abc import Callable, Iterator
 
 from device_drivers.codec import encode_basic_reply, encode_basic_request, encode_safe
-from device_drivers.driver import InjectorLimits, NewEraInjector
+from device_drivers.driver import NewEraInjector
+from device_drivers.limits import InjectorLimits
 from device_drivers.link import Shape
 
 ROUNDS = 400

@@ -15,8 +15,9 @@ from device_drivers.base import (
     Progress,
     RecordedEvent,
 )
-from device_drivers.driver import InjectorLimits, NewEraInjector
+from device_drivers.driver import NewEraInjector
 from device_drivers.errors import DriverError
+from device_drivers.limits import InjectorLimits
 from device_drivers.link import LinkTiming
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

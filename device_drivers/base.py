@@ -46,6 +46,8 @@ class DeviceInfo:
     has_arming: bool
     has_hold: bool
     has_event_queue: bool
+    #: The other end is galacto's simulator (``injsim://``, or it answered ``XID``).
+    simulated: bool = False
 
     @property
     def is_plain_pump(self) -> bool:
@@ -257,6 +259,11 @@ class InjectorABC(abc.ABC):
 
     @abc.abstractmethod
     def describe(self) -> str: ...
+
+    @property
+    def simulated(self) -> bool:
+        """The other end is a simulator, not a patient's injector (shown and journaled)."""
+        return False
 
     def __enter__(self) -> InjectorABC:
         return self

@@ -24,6 +24,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from device_drivers.errors import DeviceRefusedError
+
 STX = 0x02
 ETX = 0x03
 CR = 0x0D
@@ -370,3 +372,32 @@ class Decoder:
                 self._drop(1)
                 return False
         return None
+
+
+# ------------------------------------------------------------------------------------------
+# Reply data of the core commands (the driver reads them back).
+
+#: What galacto's own simulator answers to ``XID`` (a real device answers ``?``): a driver that
+#: reads it is not talking to a patient's injector.
+SIMULATOR_IDENTITY = "GALACTO-SIM"
+#: ``VOL``/``DIS`` units → mL per unit; ``RAT`` units → mL/min per unit.
+_UNIT_ML = {"UL": 0.001, "ML": 1.0}
+_RATE_ML_MIN = {"UM": 0.001, "MM": 1.0, "UH": 0.001 / 60, "MH": 1.0 / 60}
+_NUMBER_UNIT = re.compile(r"(?P<number>[\d.]+)(?P<unit>[A-Z]{2})")
+_DIS = re.compile(r"I(?P<infused>[\d.]+)W(?P<withdrawn>[\d.]+)(?P<unit>UL|ML)")
+
+
+def parse_rate_ml_min(data: str) -> float:
+    """``"300.0UM"`` → 0.3."""
+    m = _NUMBER_UNIT.fullmatch(data)
+    if m is None or m["unit"] not in _RATE_ML_MIN:
+        raise DeviceRefusedError(f"not a rate: {data!r}")
+    return parse_number(m["number"]) * _RATE_ML_MIN[m["unit"]]
+
+
+def parse_infused_ml(data: str) -> float:
+    """``DIS`` reply ``"I0.020W0.000ML"`` → 0.02 (infused)."""
+    m = _DIS.fullmatch(data)
+    if m is None:
+        raise DeviceRefusedError(f"not a DIS reply: {data!r}")
+    return parse_number(m["infused"]) * _UNIT_ML[m["unit"]]

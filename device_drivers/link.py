@@ -88,6 +88,7 @@ class Shape(enum.Enum):
     WORD = re.compile(r"INF|WDR")  # DIR
     LIMITS = re.compile(rf"{_NUM}[ ,]{_NUM}[ ,]{_NUM}")  # XPL query: "w a t"
     EVENT = re.compile(r"(\d{1,16},\d{1,12})?")  # XEV: "code,ms" or empty
+    IDENTITY = re.compile(r"[A-Z][A-Z0-9-]{0,31}")  # XID: "GALACTO-SIM"
 
     def matches(self, reply: Reply) -> bool:
         """An error marker or an alarm fits any shape (they replace the data)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import random
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 #: Device and physics faults.
@@ -126,6 +126,40 @@ class FaultSpec:
             return f"{self.name}@on={self.command}"
         value = int(self.value) if self.trigger is Trigger.AFTER else self.value
         return f"{self.name}@{self.trigger.value}={value}"
+
+
+class FaultSchedule:
+    """The faults waiting for their trigger; each ``due_*`` call takes out those now due, in
+    the order they were added."""
+
+    def __init__(self) -> None:
+        self._pending: list[FaultSpec] = []
+
+    def add(self, spec: FaultSpec) -> None:
+        self._pending.append(spec)
+
+    def due_in_time(self, elapsed_s: float, infused_ml: float) -> list[FaultSpec]:
+        """``@t=S`` (simulated seconds since serving) and ``@volume=ML`` (the counter)."""
+        return self._take(
+            lambda f: (
+                (f.trigger is Trigger.TIME and elapsed_s >= f.value)
+                or (f.trigger is Trigger.VOLUME and infused_ml >= f.value - 1e-12)
+            )
+        )
+
+    def due_after(self, received: int) -> list[FaultSpec]:
+        """``@after=N``: N valid commands received."""
+        return self._take(lambda f: f.trigger is Trigger.AFTER and received >= f.value)
+
+    def due_on(self, command: str) -> list[FaultSpec]:
+        """``@on=CMD``: the command was executed; the fault fires before its reply."""
+        return self._take(lambda f: f.trigger is Trigger.COMMAND and f.command == command)
+
+    def _take(self, due: Callable[[FaultSpec], bool]) -> list[FaultSpec]:
+        taken = [f for f in self._pending if due(f)]
+        for spec in taken:
+            self._pending.remove(spec)
+        return taken
 
 
 def parse_fault(text: str) -> FaultSpec:

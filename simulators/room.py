@@ -20,6 +20,7 @@ from typing import Any
 
 from dicom_nodes.contrast import ContrastAdministration
 from dicom_nodes.network import Timeouts
+from simulators import injsim
 from simulators.injector import InjectorSimulator
 from simulators.injector_faults import InjectorSimError
 from simulators.pacs import SimulatedPacs
@@ -58,9 +59,19 @@ class RoomEndpoints:
 class SimulatedRoom:
     """The equipment around the controller; ``start()`` … ``stop()`` (or a ``with`` block)."""
 
-    def __init__(self, *, time_scale: float = 20.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        time_scale: float = 20.0,
+        seed: int = 0,
+        injector: InjectorSimulator | None = None,
+        in_process: str | None = None,
+    ) -> None:
+        """``injector``: the simulator to use (default: one on ``time_scale``); ``in_process``:
+        put it at ``injsim://NAME`` (registering the handler) instead of on a pty."""
         self.seed = seed
-        self.injector = InjectorSimulator(seed=seed, time_scale=time_scale)
+        self.injector = injector or InjectorSimulator(seed=seed, time_scale=time_scale)
+        self._in_process = in_process
         self.ris = SimulatedRis(RIS_AE, seed=seed, station_ae=CONTROLLER_STATION_AE)
         self.pacs = SimulatedPacs(PACS_AE)
         self._endpoints: RoomEndpoints | None = None
@@ -68,7 +79,11 @@ class SimulatedRoom:
 
     def start(self) -> RoomEndpoints:
         try:
-            url = self.injector.serve_pty()
+            if self._in_process is not None:
+                injsim.register()
+                url = injsim.add(self._in_process, self.injector)
+            else:
+                url = self.injector.serve_pty()
             ris_host, ris_port = self.ris.start()
             pacs_host, pacs_port = self.pacs.start()
         except BaseException:
@@ -85,6 +100,8 @@ class SimulatedRoom:
     def stop(self) -> None:
         self.pacs.stop()
         self.ris.stop()
+        if self._in_process is not None:
+            injsim.remove(self._in_process)
         self.injector.close()
 
     def __enter__(self) -> SimulatedRoom:

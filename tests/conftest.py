@@ -5,11 +5,12 @@ from __future__ import annotations
 import gc
 import os
 import threading
-import time
 from collections.abc import Iterator
 
 import pydicom.config
 import pytest
+
+from tests.waiting import eventually
 
 pydicom.config.settings.reading_validation_mode = pydicom.config.WARN
 pydicom.config.settings.writing_validation_mode = pydicom.config.RAISE
@@ -37,17 +38,21 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     threads_before = set(threading.enumerate())
     targets_before = _fd_targets()
     yield
-    deadline = time.monotonic() + LEAK_GRACE_S
-    while True:
+    leaked: list[threading.Thread] = []
+    opened: dict[str, str] = {}
+
+    def settled() -> bool:
+        nonlocal leaked, opened
         leaked = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
         # A descriptor is left open when a number now names what it did not name before.
         opened = {fd: t for fd, t in _fd_targets().items() if targets_before.get(fd) != t}
-        if (not leaked and not opened) or time.monotonic() > deadline:
-            break
-        # pynetdicom keeps some closed associations' sockets in reference cycles: what the
-        # garbage collector frees is not a leak of ours.
-        gc.collect()
-        time.sleep(0.02)
+        if leaked or opened:
+            # pynetdicom keeps some closed associations' sockets in reference cycles: what the
+            # garbage collector frees is not a leak of ours.
+            gc.collect()
+        return not leaked and not opened
+
+    eventually(settled, LEAK_GRACE_S)
     assert not leaked, f"threads left running: {[t.name for t in leaked]}"
     assert not opened, f"{len(opened)} file descriptor(s) left open: {opened}"
 

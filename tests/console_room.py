@@ -18,7 +18,7 @@ from typing import Any
 from acquisition.console import ConsoleBackend, ConsoleServer
 from acquisition.dose_log import DoseLog
 from acquisition.dose_policy import DEFAULT_LEVELS
-from acquisition.exam import ExamService
+from acquisition.exam.service import ExamService
 from acquisition.exam_machine import ExamState, Limits
 from acquisition.journal import Journal
 from device_drivers.driver import NewEraInjector
@@ -33,6 +33,7 @@ from dose.tables import load_hvl_table
 from simulators.injector import InjectorSimulator
 from simulators.room import UNIT_HVL_TABLE
 from simulators.unit_images import StudyContext, sample_mg_image
+from tests.injector_clock import simulated_injector
 from tests.integration.test_injector_driver import FAST_LIMITS, FAST_TIMING
 
 TIME_SCALE = 120.0  # 0.1 mL at 0.3 mL/min (20 s) takes ~0.2 s
@@ -106,13 +107,18 @@ class Room:
 
 @contextlib.contextmanager
 def console_room(
-    tmp_path: Path, *, with_orders: bool = True, time_scale: float = TIME_SCALE
+    tmp_path: Path, *, with_orders: bool = True, time_scale: float | None = None
 ) -> Iterator[Room]:
+    """The console over a real ExamService. The injector is in process on the conversation's
+    clock, or (``time_scale`` given: the browser watches it run) on a pty in scaled real time."""
     with (
         Journal(tmp_path / "journal.db") as journal,
         DoseLog(tmp_path / "dose.db", policy=POLICY) as dose_log,
-        InjectorSimulator(seed=0, time_scale=time_scale) as sim,
-        closing(NewEraInjector(sim.serve_pty(), limits=FAST_LIMITS, timing=FAST_TIMING)) as driver,
+        simulated_injector(tmp_path, real_wire=time_scale is not None, time_scale=time_scale) as (
+            sim,
+            url,
+        ),
+        closing(NewEraInjector(url, limits=FAST_LIMITS, timing=FAST_TIMING)) as driver,
     ):
         driver.connect()
         orders = RisOrderStore(tmp_path / "galacto.db")

@@ -16,7 +16,6 @@ a deadline and fails naming what it waited for.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +23,11 @@ from typing import Any
 
 from acquisition import settings
 from acquisition.commands import demo
-from acquisition.commands.demo import ALL_CLEAR, OPERATOR, ScriptedExam, wait_until
+from acquisition.commands.demo import ALL_CLEAR, OPERATOR, ScriptedExam
 from acquisition.controller import Controller
 from acquisition.dose_log import DoseLog
-from acquisition.exam import ExamOrder, ExamService
+from acquisition.exam.model import ExamOrder
+from acquisition.exam.service import ExamService
 from acquisition.exam_machine import ExamState
 from acquisition.journal import Entry, Journal
 from dicom_nodes.outbox import Outbox
@@ -37,7 +37,9 @@ from simulators.pacs import ReceivedObject, SimulatedPacs
 from simulators.ris import RisMpps, SimulatedRis
 from simulators.room import SimulatedRoom
 from simulators.unit import PerformedStep, SimulatedUnit, WorklistStep
+from tests.injector_clock import conversation_clock
 from tests.serve_process import JOURNAL_KEY
+from tests.waiting import wait_until
 
 S = ExamState
 TIME_SCALE = 120.0  # 0.5 mL at 0.3 mL/min (100 s simulated) takes ~0.8 s
@@ -225,16 +227,6 @@ class Room:
         wait_until(predicate, WAIT_S, what)
 
 
-def eventually(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.05) -> bool:
-    """Whether ``predicate`` holds within ``timeout_s`` (checked every ``poll_s``)."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(poll_s)
-    return True
-
-
 def controller_overrides(sim_room: SimulatedRoom, data_dir: Path) -> dict[str, Any]:
     """The settings of a controller in ``sim_room``, with its files under ``data_dir``."""
     return {
@@ -253,8 +245,11 @@ def exam_room(
     overrides: Mapping[str, Any] | None = None,
 ) -> Iterator[Room]:
     """The controller started in a started simulated room; both stopped on the way out.
-    ``overrides`` change settings after the room's (e.g. point the RIS elsewhere)."""
-    with SimulatedRoom(time_scale=time_scale, seed=seed) as sim_room:
+    ``overrides`` change settings after the room's (e.g. point the RIS elsewhere). The injector
+    is in process on the conversation's clock (tests/injector_clock.py); ``time_scale`` only
+    sizes the waits on an injection."""
+    injector, name = conversation_clock(seed)
+    with SimulatedRoom(seed=seed, injector=injector, in_process=name) as sim_room:
         config = settings.load(
             None,
             environ={},

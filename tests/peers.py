@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+from tests.waiting import eventually
 
 
 def free_port() -> int:
@@ -17,18 +18,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def accepts(port: int) -> bool:
+    """Whether something accepts connections on loopback ``port`` now."""
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def wait_listening(port: int, process: subprocess.Popen[bytes], timeout_s: float) -> bool:
     """Wait until ``process`` accepts connections on ``port``; False if it exits or times out."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        with socket.socket() as sock:
-            sock.settimeout(0.2)
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return True
-        time.sleep(0.02)
-    return False
+    eventually(lambda: process.poll() is not None or accepts(port), timeout_s)
+    return process.poll() is None and accepts(port)
 
 
 @contextmanager

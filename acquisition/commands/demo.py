@@ -32,7 +32,8 @@ from typing import Any
 from acquisition import wiring
 from acquisition.cli import EXIT_OK, EXIT_USAGE, configure_logging, load_config
 from acquisition.controller import Controller
-from acquisition.exam import ExamError, ExamService, exam_exposures
+from acquisition.exam.model import ExamError, exam_exposures
+from acquisition.exam.service import ExamService
 from acquisition.exam_machine import ExamState, Refused
 from dicom_nodes import codes
 from dose.totals import per_breast_totals
@@ -97,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="galacto-demo-")).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     room_module = wiring.simulator("room")
+    wiring.simulator("injsim").register()  # injsim:// URLs open in the demo (simulators.md)
     seed = args.seed if args.seed is not None else secrets.randbelow(1_000_000)
     with room_module.SimulatedRoom(time_scale=args.time_scale, seed=seed) as room:
         config = load_config(args, **room.controller_settings(data_dir))

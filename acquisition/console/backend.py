@@ -3,9 +3,9 @@
 :class:`ConsoleBackend` is the console without HTTP: :meth:`~ConsoleBackend.snapshot` is a
 JSON-serialisable view of the exam, the injector, the exam's exposures and the RIS orders;
 :meth:`~ConsoleBackend.command` turns one operator command (a name and JSON arguments) into a
-call on :class:`~acquisition.exam.ExamService`. It keeps no exam state of its own: every command
-goes to the service, which journals it and may refuse it (:class:`~acquisition.exam_machine.
-Refused` and :class:`~acquisition.exam.ExamError` propagate); bad arguments are a
+call on :class:`~acquisition.exam.service.ExamService`. It keeps no exam state of its own: every
+command goes to the service, which journals it and may refuse it (:class:`~acquisition.exam_machine.
+Refused` and :class:`~acquisition.exam.model.ExamError` propagate); bad arguments are a
 :class:`ValueError` raised before the service is called.
 
 Which commands are allowed now is asked of the machine itself (:func:`~acquisition.exam_machine.
@@ -27,15 +27,15 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from acquisition.dose_log import DoseLog
-from acquisition.exam import (
+from acquisition.exam.model import (
     CHECKLIST,
-    ExamService,
     ExamSnapshot,
     Patient,
     PhysicianOverride,
     checklist_blockers,
     service_refusal,
 )
+from acquisition.exam.service import ExamService
 from acquisition.exam_machine import ExamEvent, ExamFacts, ExamState, Refused, next_state
 from device_drivers.base import InjectorABC, InjectorState
 from device_drivers.errors import DriverError
@@ -365,8 +365,15 @@ class ConsoleBackend:
     def _injector_view(self) -> dict[str, Any]:
         injector = self.injector
         if injector is None:
-            return {"present": False, "link": "none", "state": None, "progress": None}
+            return {
+                "present": False,
+                "link": "none",
+                "state": None,
+                "progress": None,
+                "simulated": False,
+            }
         view: dict[str, Any] = {"present": True, "link": "ok", "state": None, "progress": None}
+        view["simulated"] = injector.simulated  # shown as SIMULATED INJECTOR
         try:
             view["state"] = injector.state.value
         except DriverError:
@@ -463,7 +470,7 @@ class ConsoleBackend:
         """Run one operator command.
 
         :class:`ValueError` for an unknown command, bad arguments or a missing operator;
-        :class:`~acquisition.exam_machine.Refused` and :class:`~acquisition.exam.ExamError`
+        :class:`~acquisition.exam_machine.Refused` and :class:`~acquisition.exam.model.ExamError`
         from the service.
         """
         handler = self._handlers.get(name)

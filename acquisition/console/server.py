@@ -41,7 +41,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from acquisition.console.backend import ConsoleBackend
-from acquisition.exam import ExamError
+from acquisition.exam.model import ExamError
 from acquisition.exam_machine import Refused
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from pydicom.uid import generate_uid
 
 from acquisition.console.backend import COMMANDS
 from acquisition.dose_log import DoseLog
-from acquisition.exam import CHECKLIST
+from acquisition.exam.model import CHECKLIST
 from device_drivers.codec import Decoder, ProtocolError, Role, encode_safe, parse_reply
 from dicom_nodes.mpps_store import SqliteMppsStore
 from dicom_nodes.server import UnitFacingServer

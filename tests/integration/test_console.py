@@ -16,7 +16,7 @@ import pytest
 
 from acquisition.commands.demo import ALL_CLEAR
 from acquisition.console import ConsoleBackend
-from acquisition.exam import CHECKLIST
+from acquisition.exam.model import CHECKLIST
 from acquisition.exam_machine import ExamState
 from dicom_nodes.codes import DISCONTINUED_EXTRAVASATION
 from tests.console_room import (
@@ -39,6 +39,13 @@ JSON = {"Content-Type": "application/json"}
 def room(tmp_path: Path) -> Iterator[Room]:
     with console_room(tmp_path) as room:
         yield room
+
+
+def test_a_simulated_injector_is_shown_as_such(room: Room) -> None:
+    _, _, raw = request(room.url)
+    assert json.loads(raw)["injector"]["simulated"] is True
+    page = (Path(__file__).resolve().parents[2] / "acquisition/console/console.html").read_text()
+    assert ">SIMULATED INJECTOR<" in page and "inj.simulated" in page
 
 
 def journal_kinds(room: Room, kind: str) -> list[dict[str, object]]:

@@ -21,12 +21,13 @@ import pytest
 
 from acquisition.commands.demo import ALL_CLEAR
 from acquisition.console.client import ConsoleClient
-from acquisition.exam import INTERRUPTED_BY_RESTART, phase_sps_id
+from acquisition.exam.model import INTERRUPTED_BY_RESTART, phase_sps_id
 from acquisition.exam_machine import ExamState
 from acquisition.journal import Journal
 from simulators.room import SimulatedRoom, offered_step, perform
 from simulators.unit import SimulatedUnit
-from tests.serve_process import ServeProcess, wait_until, write_config
+from tests.serve_process import ServeProcess, write_config
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.xdist_group("serve-process")]
 

@@ -27,7 +27,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from acquisition.commands.demo import OPERATOR
-from acquisition.exam import Patient
+from acquisition.exam.model import Patient
 from acquisition.exam_machine import ExamState, Refused
 from acquisition.journal import Entry
 from device_drivers.base import InjectorState
@@ -42,11 +42,11 @@ from tests.exam_room import (
     WAIT_S,
     XRAY_RADIATION_DOSE_SR,
     Room,
-    eventually,
     exam_room,
 )
 from tests.peers import free_port
 from tests.serve_process import JOURNAL_KEY
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -61,6 +61,12 @@ LONG_ML, SLOW_ML_MIN = 0.5, 0.1
 def room(tmp_path: Path) -> Iterator[Room]:
     with exam_room(tmp_path) as room:
         yield room
+
+
+def test_serve_journals_a_simulated_injector_at_start(room: Room) -> None:
+    (entry,) = room.entries("injector-simulated")
+    assert entry.payload["url"].startswith("injsim://")
+    assert entry.payload["version"].startswith("NE1000")
 
 
 # ---------------------------------------------------------------------- helpers

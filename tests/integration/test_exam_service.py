@@ -10,7 +10,6 @@ import dataclasses
 import datetime as dt
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -21,13 +20,13 @@ from pydicom.dataset import Dataset
 
 from acquisition.commands.demo import ALL_CLEAR
 from acquisition.dose_log import DoseLog
-from acquisition.exam import (
+from acquisition.exam.model import (
     INTERRUPTED_BY_RESTART,
-    ExamService,
     JournalUnavailable,
     Patient,
     PhysicianOverride,
 )
+from acquisition.exam.service import ExamService
 from acquisition.exam_machine import ExamState, Limits, Refused
 from acquisition.exam_reporting import ExamReporting, ReportingSettings
 from acquisition.journal import Entry, Journal
@@ -50,12 +49,13 @@ from dicom_nodes.worklist_store import WorklistStore
 from simulators.injector import InjectorSimulator
 from simulators.unit import SimulatedUnit
 from simulators.unit_images import StudyContext, sample_mg_image
+from tests.injector_clock import real_wire, simulated_injector
 from tests.integration.test_injector_driver import FAST_LIMITS, FAST_TIMING
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
 S = ExamState
-TIME_SCALE = 120.0  # 0.1 mL at 0.3 mL/min (20 s) takes ~0.2 s
 WAIT_S = 20.0
 ACC = "ACC0042"
 STUDY_UID = "1.2.826.0.1.3680043.8.498.42"
@@ -95,20 +95,15 @@ class Room:
 
 
 @pytest.fixture
-def room(tmp_path: Path) -> Iterator[Room]:
+def room(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Room]:
+    """The exam's files and peers; the pump in process on the test's clock, or on a pty in
+    scaled real time for the tests marked ``slow`` (tests/injector_clock.py)."""
     services: list[ExamService] = []
     with (
         Journal(tmp_path / "journal.db", busy_timeout_s=0.2) as journal,
         DoseLog(tmp_path / "dose.db") as dose_log,
-        InjectorSimulator(seed=0, time_scale=TIME_SCALE) as sim,
-        closing(
-            # through a stable symlink: a pty that vanishes comes back under the same name
-            NewEraInjector(
-                sim.serve_pty(link=str(tmp_path / "injector")),
-                limits=FAST_LIMITS,
-                timing=FAST_TIMING,
-            )
-        ) as driver,
+        simulated_injector(tmp_path, real_wire=real_wire(request)) as (sim, url),
+        closing(NewEraInjector(url, limits=FAST_LIMITS, timing=FAST_TIMING)) as driver,
     ):
         driver.connect()
         worklist = WorklistStore(tmp_path / "worklist.db")
@@ -518,19 +513,19 @@ def test_a_journal_that_cannot_be_written_stops_the_injection_and_pauses_the_exa
     service = room.service()
     to_cannulation(room, service)
     service.start_injection(1.0, 0.3, "tech1")  # 200 s of pump time, ~1.7 s at x120
-    deadline = time.monotonic() + WAIT_S
-    while room.sim.snapshot().infused_ml < 0.02:
-        assert time.monotonic() < deadline, "the injection never started"
-        time.sleep(0.01)
+    wait_until(
+        lambda: room.sim.snapshot().infused_ml >= 0.02, WAIT_S, "the injection never started"
+    )
     with closing(sqlite3.connect(tmp_path / "journal.db", isolation_level=None)) as other:
         other.execute("BEGIN EXCLUSIVE")  # another process holds the database
         with pytest.raises(JournalUnavailable):
             service.stop_injection("tech1")
         assert service.journal_fault is not None
-        deadline = time.monotonic() + WAIT_S
-        while room.sim.snapshot().prompt.name == "INFUSING":
-            assert time.monotonic() < deadline, "the pump was not stopped"
-            time.sleep(0.01)
+        wait_until(
+            lambda: room.sim.snapshot().prompt.name != "INFUSING",
+            WAIT_S,
+            "the pump was not stopped",
+        )
         with pytest.raises(JournalUnavailable):
             service.complete("tech1")
         other.execute("ROLLBACK")
@@ -574,10 +569,11 @@ def test_an_injector_fault_between_injections_stops_the_exam_until_acknowledged(
     service = room.service()
     to_cannulation(room, service)
     room.sim.add_fault("syringe_detached")
-    deadline = time.monotonic() + WAIT_S
-    while room.driver.state is not InjectorState.ERROR:
-        assert time.monotonic() < deadline, "the driver never noticed the fault"
-        time.sleep(0.01)
+    wait_until(
+        lambda: room.driver.state is InjectorState.ERROR,
+        WAIT_S,
+        "the driver never noticed the fault",
+    )
     assert not service.facts().injector_healthy
     service.check_injector()  # the controller's tick
     assert service.state is S.FAULT
@@ -594,10 +590,11 @@ def test_an_injector_fault_between_injections_stops_the_exam_until_acknowledged(
 def test_with_no_exam_open_the_injector_is_reset_by_its_own_command(room: Room) -> None:
     service = room.service()
     room.sim.add_fault("syringe_detached")
-    deadline = time.monotonic() + WAIT_S
-    while room.driver.state is not InjectorState.ERROR:
-        assert time.monotonic() < deadline, "the driver never noticed the fault"
-        time.sleep(0.01)
+    wait_until(
+        lambda: room.driver.state is InjectorState.ERROR,
+        WAIT_S,
+        "the driver never noticed the fault",
+    )
     service.check_injector()
     assert service.state is S.IDLE  # no exam to stop
     service.reset_injector("tech1")
@@ -632,23 +629,22 @@ def test_an_order_done_again_is_a_new_exam_with_its_own_exposures(room: Room) ->
     assert len([e for e in room.journal.entries(exam_id=f"{ACC}-2") if e.kind == "exposure"]) == 1
 
 
+@pytest.mark.slow  # the real wire: a pty that vanishes, a watchdog on its clock
 def test_a_link_lost_during_an_injection_is_corrected_from_the_pump_when_it_is_back(
     room: Room,
 ) -> None:
     service = room.service()
     to_cannulation(room, service)
     service.start_injection(0.9, 0.6, "tech1")  # the link goes long before the end
-    deadline = time.monotonic() + WAIT_S
-    while room.sim.snapshot().infused_ml < 0.05:
-        assert time.monotonic() < deadline, "the injection never started"
-        time.sleep(0.01)
+    wait_until(
+        lambda: room.sim.snapshot().infused_ml >= 0.05, WAIT_S, "the injection never started"
+    )
     room.sim.add_fault("port_vanish")
     assert service.wait_for_state(S.FAULT, WAIT_S)
     recorded = service.facts().volume_given_ml
-    deadline = time.monotonic() + WAIT_S
-    while room.sim.snapshot().prompt.name == "INFUSING":
-        assert time.monotonic() < deadline, "the pump was never stopped"
-        time.sleep(0.01)
+    wait_until(
+        lambda: room.sim.snapshot().prompt.name != "INFUSING", WAIT_S, "the pump was never stopped"
+    )
     given = room.sim.snapshot().infused_ml
     assert given > recorded + 0.015  # 2 simulated s at 0.6 mL/min, at least
     port_back(room)
@@ -708,18 +704,20 @@ def test_stop_reaches_the_pump_before_the_journal_and_the_lock(room: Room, tmp_p
         try:
             to_cannulation(room, service)
             service.start_injection(0.5, 0.05, "tech1")  # 600 s of pump time, 5 s at x120
-            deadline = time.monotonic() + WAIT_S
-            while room.sim.snapshot().infused_ml < 0.001:
-                assert time.monotonic() < deadline, "the injection never started"
-                time.sleep(0.01)
+            wait_until(
+                lambda: room.sim.snapshot().infused_ml >= 0.001,
+                WAIT_S,
+                "the injection never started",
+            )
             with closing(sqlite3.connect(slow, isolation_level=None)) as other:
                 other.execute("BEGIN EXCLUSIVE")
                 stopper = threading.Thread(target=service.stop_injection, args=("tech1",))
                 stopper.start()
-                deadline = time.monotonic() + WAIT_S
-                while room.sim.snapshot().prompt.name == "INFUSING":
-                    assert time.monotonic() < deadline, "the pump was not stopped"
-                    time.sleep(0.01)
+                wait_until(
+                    lambda: room.sim.snapshot().prompt.name != "INFUSING",
+                    WAIT_S,
+                    "the pump was not stopped",
+                )
                 assert stopper.is_alive(), "the stop waited for the journal"
                 other.execute("ROLLBACK")
             stopper.join(timeout=WAIT_S)
@@ -893,6 +891,7 @@ def test_an_order_without_a_side_is_opened_with_the_side_chosen_and_journaled(ro
     assert "no side" in laterality.payload["decision"]
 
 
+@pytest.mark.slow  # the real wire: a pty that vanishes, a watchdog on its clock
 def test_a_stop_on_a_dead_link_is_a_fault_and_the_volume_is_read_back(room: Room) -> None:
     """The link dies and the operator's STOP comes before the monitor notices: STP cannot be
     sent, so the stop is not a stop. The exam goes to FAULT (never "terminated by operator"),
@@ -951,6 +950,7 @@ def test_a_journal_that_cannot_record_the_start_disarms_the_injector(
     assert room.sim.run_count == 1
 
 
+@pytest.mark.slow  # the real wire: a pty that vanishes, a watchdog on its clock
 def test_a_link_cut_exactly_at_run_is_a_fault_counted_as_given_never_run_again(room: Room) -> None:
     """RUN executed, the link gone before its reply: whether it ran is unknown. The exam counts
     the programmed volume as given and stops in FAULT; nothing ever sends RUN again."""

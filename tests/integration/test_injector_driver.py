@@ -5,11 +5,11 @@ Also the home of the fixtures the fault, soak and CLI tests share.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import pytest
 
 from device_drivers.base import InjectorState
 from device_drivers.codec import Decoder, Prompt, Role
-from device_drivers.driver import InjectorLimits, NewEraInjector
+from device_drivers.driver import NewEraInjector
 from device_drivers.errors import (
     CapabilityError,
     LimitError,
@@ -25,8 +25,10 @@ from device_drivers.errors import (
     StateError,
 )
 from device_drivers.events import InjectorEvent
+from device_drivers.limits import InjectorLimits
 from device_drivers.link import LinkTiming
 from simulators.injector import InjectorSimulator, SimState
+from tests.waiting import eventually, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -80,14 +82,8 @@ def driver(
     return injector
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    """Poll a condition with a deadline (the driver has no condition variable to offer)."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+#: Poll a condition with a deadline (the driver has no condition variable to offer).
+wait_for = eventually
 
 
 def motor_stopped(state: SimState) -> bool:
@@ -320,10 +316,7 @@ def test_a_pump_found_moving_at_connect_is_stopped_first(
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 30
-        while sim.snapshot().infused_ml < 0.02:
-            assert time.monotonic() < deadline, "the injection never started"
-            time.sleep(0.01)
+        wait_until(lambda: sim.snapshot().infused_ml >= 0.02, 30, "the injection never started")
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=10)
@@ -346,17 +339,14 @@ def test_after_a_link_lost_mid_injection_the_volume_given_is_read_back(
     driver.configure("1ml", 0.6, 0.9)  # 90 s of pump time: the link goes long before
     driver.arm()
     status = driver.start()
-    deadline = time.monotonic() + 30
-    while sim.snapshot().infused_ml < 0.05:
-        assert time.monotonic() < deadline, "the injection never started"
-        time.sleep(0.01)
+    wait_until(lambda: sim.snapshot().infused_ml >= 0.05, 30, "the injection never started")
     sim.add_fault("port_vanish")
     result = status.wait(timeout_s=30)
     assert not result.completed
-    deadline = time.monotonic() + 30
-    while sim.snapshot().prompt is Prompt.INFUSING:  # the Safe-mode watchdog stops it
-        assert time.monotonic() < deadline, "the pump was never stopped"
-        time.sleep(0.01)
+    # the Safe-mode watchdog stops it
+    wait_until(
+        lambda: sim.snapshot().prompt is not Prompt.INFUSING, 30, "the pump was never stopped"
+    )
     given = sim.snapshot().infused_ml
     # at least SAF (2 simulated) seconds after the last valid packet, which came after the
     # last poll of the counter
@@ -393,3 +383,22 @@ def test_a_failure_before_run_says_the_injection_never_began(
         driver.start()
     assert sim.run_count == 0
     assert sim.snapshot().infused_ml == 0.0
+
+
+def test_our_simulator_is_known_for_what_it_is(
+    sim: InjectorSimulator, driver: NewEraInjector
+) -> None:
+    assert driver.info is not None and driver.info.simulated and driver.simulated
+    assert b"XID" in sim.wire_bytes("RX")  # asked once its extensions were found
+
+
+def test_a_plain_pump_is_never_asked_who_it_is() -> None:
+    with (
+        InjectorSimulator(plain=True) as plain,
+        contextlib.closing(
+            NewEraInjector(plain.serve_pty(), limits=FAST_LIMITS, timing=FAST_TIMING)
+        ) as driver,
+    ):
+        info = driver.connect()
+        assert not info.simulated and not driver.simulated
+        assert b"XID" not in plain.wire_bytes("RX")

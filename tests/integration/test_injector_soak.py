@@ -13,14 +13,15 @@ import pytest
 
 from device_drivers.base import InjectorState
 from device_drivers.codec import Decoder, Role, parse_reply
-from device_drivers.driver import InjectorLimits, NewEraInjector
+from device_drivers.driver import NewEraInjector
 from device_drivers.errors import DriverError, NotStartedError
+from device_drivers.limits import InjectorLimits
 from device_drivers.link import Exchange, LinkStats
 from simulators.injector import InjectorSimulator, SimParams
 from simulators.injector_faults import LINK_FAULTS
 from tests.integration.test_injector_driver import FAST_TIMING
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]  # a soak in scaled real time
 
 S = InjectorState
 COMMANDS = 2000

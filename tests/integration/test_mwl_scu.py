@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ from dicom_nodes.mwl_scu import (
 )
 from dicom_nodes.network import NODELAY_HANDLERS, Timeouts
 from dicom_nodes.scu import AssociationError, Peer
+from tests.waiting import eventually
 
 FAST = Timeouts(connection_s=2.0, acse_s=5.0, dimse_s=5.0, network_s=10.0)
 
@@ -81,15 +81,13 @@ class WorklistScp:
             return
         for count, ds in enumerate(self.orders, start=1):
             yield 0xFF00, ds
-            if count == self.wait_for_cancel_after:
-                # is_cancelled consumes the C-CANCEL it reports (pynetdicom).
-                deadline = time.monotonic() + 5
-                while time.monotonic() < deadline:
-                    if event.is_cancelled:
-                        self.cancelled.set()
-                        yield 0xFE00, None
-                        return
-                    time.sleep(0.005)
+            # is_cancelled consumes the C-CANCEL it reports (pynetdicom).
+            if count == self.wait_for_cancel_after and eventually(
+                lambda: event.is_cancelled, 5, poll_s=0.005
+            ):
+                self.cancelled.set()
+                yield 0xFE00, None
+                return
         yield 0x0000, None
 
 

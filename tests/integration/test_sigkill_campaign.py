@@ -31,7 +31,7 @@ import pytest
 
 from acquisition.commands.demo import ALL_CLEAR
 from acquisition.console.client import ConsoleClientError, ConsoleRefused
-from acquisition.exam import phase_sps_id
+from acquisition.exam.model import phase_sps_id
 from acquisition.exam_machine import ExamState
 from acquisition.journal import Journal
 from simulators.room import SimulatedRoom, offered_step

@@ -11,7 +11,6 @@ import contextlib
 import gc
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -35,6 +34,7 @@ from simulators.unit import (
     WorklistStep,
 )
 from simulators.unit_images import MG_FOR_PRESENTATION, MPPS_SOP_CLASS, sample_contrast
+from tests.waiting import eventually
 
 CONTROLLER_AE = "GALACTO"
 
@@ -274,15 +274,14 @@ def collect_cut_store_files(sop_instance_uid: str) -> None:
     """
     if not _config.STORE_RECV_CHUNKED_DATASET:  # set process-wide by the Storage SCP
         return
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline:
+
+    def collected() -> list[Path]:
         gc.collect()
-        orphans = _orphans(sop_instance_uid)
-        if orphans:
-            for path in orphans:
-                path.unlink()
-            return
-        time.sleep(0.05)
+        return _orphans(sop_instance_uid)
+
+    if eventually(collected, 5.0, poll_s=0.05):
+        for path in _orphans(sop_instance_uid):
+            path.unlink()
 
 
 def test_fault_drop_mid_store_then_resend(controller: Controller) -> None:

@@ -22,6 +22,7 @@ from acquisition.cli import main
 from simulators.unit import SimulatedUnit
 from simulators.unit_cli import auto_loop
 from tests.integration.test_unit_sim import Controller, controller  # noqa: F401 (fixture)
+from tests.waiting import eventually
 
 DEADLINE_S = 20.0
 
@@ -117,9 +118,7 @@ def test_auto_mode_performs_each_new_step_once(controller: Controller) -> None: 
     worker = threading.Thread(target=auto_loop, args=(unit, 0.05, stop))
     worker.start()
     try:
-        deadline = time.monotonic() + DEADLINE_S
-        while len(controller.queries) < 3 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        eventually(lambda: len(controller.queries) >= 3, DEADLINE_S)
     finally:
         stop.set()
         worker.join(timeout=DEADLINE_S)

@@ -10,7 +10,6 @@ import copy
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from dicom_nodes.server import UnitFacingServer
 from dicom_nodes.worklist_store import ScheduledStep, WorklistStore
 from simulators.unit import NO_RESPONSE, SUCCESS, Fault, SimulatedUnit, UnitError, WorklistStep
 from tests.integration.test_unit_sim import _orphans
+from tests.waiting import eventually
 
 TODAY = "20260115"
 
@@ -130,9 +130,7 @@ def test_dropped_store_then_resend_logs_each_exposure_once(stack: Stack) -> None
         i.sop_instance_uid for i in images
     )
     # The cut-off temporary files are closed and removed by the server (storage_scp.py).
-    deadline = time.monotonic() + 5.0
-    while _orphans(images[0].sop_instance_uid) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    eventually(lambda: not _orphans(images[0].sop_instance_uid), 5.0)
     assert _orphans(images[0].sop_instance_uid) == []
 
 

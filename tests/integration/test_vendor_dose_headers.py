@@ -38,8 +38,8 @@ from tests.dose_factories import (
     rdsr,
     scu_ae,
 )
-from tests.exam_room import eventually
-from tests.serve_process import JOURNAL_KEY, wait_until
+from tests.serve_process import JOURNAL_KEY
+from tests.waiting import eventually, wait_until
 
 STUDY = "1.2.826.0.1.3680043.8.498.9001"
 

@@ -55,3 +55,71 @@ def test_the_checker_sees_a_forbidden_import(tmp_path: Path) -> None:
 
 def test_every_package_is_checked() -> None:
     assert {pkg for pkg, _ in all_modules()} == set(PACKAGES)
+
+
+# The exam's rooms (acquisition/exam/): everything but the service is importable without it, and
+# the packages that only read the exam (reporting, forwarding) take its model, never its service.
+EXAM_ROOMS = ("model", "record", "ledger", "injection", "exposures", "worklist", "opening")
+EXAM_READERS = ("acquisition/exam_reporting.py", "acquisition/forwarding.py")
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize(
+    "path",
+    [f"acquisition/exam/{room}.py" for room in EXAM_ROOMS] + list(EXAM_READERS),
+)
+def test_the_exam_service_is_imported_only_by_those_that_run_it(path: str) -> None:
+    assert "acquisition.exam.service" not in imported_modules(ROOT / path)
+
+
+# No import cycle in the rooms split out of the three big classes (function-level imports count).
+ACYCLIC = ("acquisition/exam", "device_drivers", "simulators")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` (module -> modules it imports), or None."""
+    done: set[str] = set()
+
+    def visit(node: str, stack: list[str]) -> list[str] | None:
+        if node in stack:
+            return [*stack[stack.index(node) :], node]
+        if node in done:
+            return None
+        for nxt in sorted(graph.get(node, ())):
+            cycle = visit(nxt, [*stack, node])
+            if cycle:
+                return cycle
+        done.add(node)
+        return None
+
+    return next((c for c in (visit(n, []) for n in sorted(graph)) if c), None)
+
+
+def test_the_cycle_finder_sees_a_cycle() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_import_cycle_among_the_rooms() -> None:
+    paths = [p for folder in ACYCLIC for p in sorted((ROOT / folder).rglob("*.py"))]
+    names = {module_name(p) for p in paths}
+    graph = {
+        module_name(p): {m for m in imported_modules(p) if m in names and m != module_name(p)}
+        for p in paths
+    }
+    assert find_cycle(graph) is None

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from acquisition.exam import ExamOrder, ExamRecord, checklist_blockers
+from acquisition.exam.model import ExamOrder, checklist_blockers
+from acquisition.exam.record import ExamRecord
 from acquisition.exam_machine import ExamState, Limits
 from acquisition.journal import Entry
 

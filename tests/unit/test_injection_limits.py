@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 
 from acquisition.exam_machine import ExamEvent, ExamFacts, ExamState, Limits, Refused, next_state
 from device_drivers.codec import parse_number
-from device_drivers.driver import InjectorLimits, NewEraInjector
+from device_drivers.driver import NewEraInjector
 from device_drivers.errors import LimitError
+from device_drivers.limits import InjectorLimits
 from device_drivers.quantities import RATE_UNIT, VOLUME_UNIT, WireQuantity, wire_quantity
 from simulators.injector import wire_value
 

@@ -17,6 +17,7 @@ import pytest
 from device_drivers.codec import Alarm, Decoder, Prompt, Role, encode_safe
 from device_drivers.errors import DriverTimeoutError, LinkLostError, ReplyMismatchError
 from device_drivers.link import Link, LinkEventKind, LinkTiming, Shape
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -160,9 +161,7 @@ def test_duplicate_reply_does_not_shift_the_next_one(
     _pump, link = pump_and_link
     link.status()
     # the duplicate arrives with nothing pending: a stray, never the reply to DIA
-    deadline = time.monotonic() + 1
-    while link.stats.strays == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    eventually(lambda: link.stats.strays != 0, 1)
     assert link.stats.strays == 1
     assert link.query("DIA", Shape.NUMBER).data == "4.699"
 

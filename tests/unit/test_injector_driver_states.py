@@ -9,15 +9,10 @@ from pathlib import Path
 import pytest
 
 from device_drivers.base import InjectorState
-from device_drivers.driver import (
-    TRANSITIONS,
-    InjectorLimits,
-    Trigger,
-    next_state,
-    parse_infused_ml,
-    parse_rate_ml_min,
-)
+from device_drivers.codec import parse_infused_ml, parse_rate_ml_min
 from device_drivers.errors import DriverError, LimitError, StateError
+from device_drivers.limits import InjectorLimits
+from device_drivers.states import TRANSITIONS, Trigger, next_state
 
 S = InjectorState
 T = Trigger
