@@ -24,6 +24,7 @@ new exposures into the exam (:meth:`ExamService.note_exposures`) and retries the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -285,9 +286,10 @@ class Controller:
         calling = config.dicom.ae_title
         peers: dict[str, Peer] = {}
         if config.ris.host:
+            # the MPPS manager may be another host than the worklist provider (IHE SWF)
             peers[RIS] = Peer(
-                config.ris.host,
-                config.ris.port,
+                config.ris.mpps_host or config.ris.host,
+                config.ris.mpps_port or config.ris.port,
                 config.ris.mpps_ae_title or config.ris.ae_title,
                 calling_ae=calling,
                 timeouts=timeouts,
@@ -384,13 +386,19 @@ class Controller:
             self.outbox.start()
         if self.orders is not None and RIS in (self.outbox.destinations if self.outbox else {}):
             assert self.outbox is not None
-            peer = Peer(**{**vars(self.outbox.destinations[RIS]), "ae_title": config.ris.ae_title})
+            peer = dataclasses.replace(  # the worklist provider, not the MPPS manager
+                self.outbox.destinations[RIS],
+                host=config.ris.host,
+                port=config.ris.port,
+                ae_title=config.ris.ae_title,
+            )
             station = config.ris.station_ae_title
             self.refresher = WorklistRefresher(
                 self.orders,
                 peer,
                 lambda: todays_query(station),
                 interval_s=config.ris.refresh_interval_s,
+                fallback_character_set=config.ris.fallback_character_set,
             )
             self.refresher.start()
         self.server = wiring.unit_facing_server(

@@ -242,9 +242,11 @@ class WorklistRefresher:
         *,
         interval_s: float = 60.0,
         max_results: int = 5000,
+        fallback_character_set: str = "",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        self.fallback_character_set = fallback_character_set
         self.peer = peer
         self.query = query
         self.interval_s = interval_s
@@ -261,7 +263,12 @@ class WorklistRefresher:
     def refresh_once(self) -> RefreshSummary:
         """Query the RIS now and apply the answer; raises on failure."""
         query = self.query()
-        result = find_worklist(self.peer, query, max_results=self.max_results)
+        result = find_worklist(
+            self.peer,
+            query,
+            max_results=self.max_results,
+            fallback_character_set=self.fallback_character_set,
+        )
         summary = self.store.apply(result, query, self.clock())
         log.info(
             "RIS worklist refreshed: %d item(s), %d new, %d withdrawn%s",
