@@ -42,6 +42,7 @@ from acquisition.exam import PHASE_STEPS, ExamOrder, ExamSnapshot, exam_exposure
 from acquisition.exam_machine import ExamState
 from acquisition.journal import Journal
 from dicom_nodes import codes, mpps_builders
+from dicom_nodes.implementation import stamp_file_meta
 from dicom_nodes.mpps_builders import (
     ContrastUse,
     ExposureDose,
@@ -285,6 +286,7 @@ class ExamReporting:
             except DoseReportError:
                 log.exception("the exam's dose report could not be built")
                 return None
+            stamp_file_meta(ds)
             write_dataset_durably(ds, path)
             self._journal.append(
                 "dose-report",

@@ -11,7 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pynetdicom import evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from dicom_nodes.implementation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from dicom_nodes.network import Timeouts, make_ae
+from dicom_nodes.scu import Peer, associate
 from simulators.ris import SimulatedRis
 from tests.exam_room import WAIT_S, exam_room
 
@@ -30,3 +35,31 @@ def test_the_mpps_goes_to_its_own_manager_and_the_worklist_to_the_ris(tmp_path: 
             ), "the MPPS manager got no N-CREATE"
             assert room.ris.mpps_instances() == []
             assert room.ris.queries() >= 1
+
+
+def test_our_associations_name_galacto_not_pynetdicom() -> None:
+    """The Implementation Class UID and Version Name of our AEs, both ways (PS3.7 D.3.3.2)."""
+    seen: list[tuple[str, str]] = []
+
+    def requested(event: evt.Event) -> None:
+        info = event.assoc.requestor
+        seen.append((str(info.implementation_class_uid), str(info.implementation_version_name)))
+
+    scp = make_ae("ANY_SCP", Timeouts())
+    scp.add_supported_context(Verification)
+    server = scp.start_server(
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_REQUESTED, requested)]
+    )
+    try:
+        peer = Peer("127.0.0.1", server.server_address[1], "ANY_SCP")
+        with associate(peer, [scp.supported_contexts[0]]) as assoc:
+            acceptor = assoc.acceptor
+            assert str(acceptor.implementation_class_uid) == IMPLEMENTATION_CLASS_UID
+        assert seen == [(IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME)]
+    finally:
+        scp.shutdown()
+    assert IMPLEMENTATION_CLASS_UID.startswith("1.2.826.0.1.3680043.10.1466.")
+    assert (
+        IMPLEMENTATION_VERSION_NAME.startswith("GALACTO_")
+        and len(IMPLEMENTATION_VERSION_NAME) <= 16
+    )
