@@ -49,6 +49,7 @@ from acquisition.exam_machine import (
     Refused,
     next_state,
 )
+from acquisition.hospital_identity import with_ris_request
 from acquisition.journal import Entry, Journal, JournalError
 from acquisition.laterality import DEFAULT_TERMS, SIDE_NAMES, OrderSide, order_side, parse_terms
 from device_drivers.base import (
@@ -177,6 +178,17 @@ class ExamOrder:
     #: The exam's one MPPS toward the RIS, chosen when the exam is opened (never re-created).
     mpps_instance_uid: str = ""
     opened_at: str = ""  # UTC ISO 8601
+    #: The RIS order as the RIS gave it (every attribute; None for an unscheduled exam).
+    ris_item: WorklistItem | None = None
+
+    @classmethod
+    def from_json(cls, order: Mapping[str, Any]) -> ExamOrder:
+        """The order of an ``exam-opened`` entry (JSON gave lists where the order has tuples)."""
+        values = dict(order)
+        values["ris_protocol_codes"] = tuple(map(tuple, values.get("ris_protocol_codes", ())))
+        if values.get("ris_item") is not None:
+            values["ris_item"] = WorklistItem.from_dict(values["ris_item"])
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -308,9 +320,7 @@ class ExamRecord:
         p = entry.payload
         if entry.kind == "exam-opened":
             self._reset()
-            order = dict(p["order"])  # JSON gave lists where the record has tuples
-            order["ris_protocol_codes"] = tuple(map(tuple, order.get("ris_protocol_codes", ())))
-            self.order = ExamOrder(**order)
+            self.order = ExamOrder.from_json(p["order"])
         elif entry.kind == "transition":
             self.state = S(p["to"])
             if self.state is S.IDLE:  # the exam was closed: nothing of it carries over
@@ -597,6 +607,7 @@ class ExamService:
             ris_sps_id=order.sps_id,
             ris_sps_description=order.sps_description,
             ris_protocol_codes=tuple((c.value, c.scheme, c.meaning) for c in order.protocol_codes),
+            ris_item=order,
         )
         found = self.order_side(order)
         return self._open(E.SELECT_ORDER, exam, operator, (found, side_override_reason.strip()))
@@ -1251,7 +1262,7 @@ class ExamService:
         now = self._clock()
         side = {"L": "left", "R": "right"}[order.side]
         contrast = phase is not S.PRE_CONTRAST
-        return ScheduledStep(
+        step = ScheduledStep(
             sps_id=self.sps_id(phase),
             sps_start_date=now.strftime("%Y%m%d"),
             sps_start_time=now.strftime("%H%M%S"),
@@ -1269,6 +1280,7 @@ class ExamService:
             patient_birth_date=order.patient_birth_date,
             patient_sex=order.patient_sex,
         )
+        return with_ris_request(step, order.ris_item)  # what the RIS gave, for the unit
 
     def _sync_worklist(self, before: ExamState, after: ExamState) -> None:
         """Withdraw the step of the phase left, publish the step of the phase entered."""

@@ -305,6 +305,8 @@ class SimulatedUnit:
             "PatientSex",
             "AccessionNumber",
             "ReferringPhysicianName",
+            "RequestingPhysician",
+            "RequestedProcedurePriority",
             "RequestedProcedureID",
             "RequestedProcedureDescription",
             "StudyInstanceUID",
@@ -313,6 +315,8 @@ class SimulatedUnit:
         ):
             setattr(ds, keyword, "")
         ds.PregnancyStatus = None
+        ds.PatientWeight = None
+        ds.RequestedProcedureCodeSequence = []
         sps = Dataset()
         sps.ScheduledStationAETitle = self.station_ae
         sps.ScheduledProcedureStepStartDate = (
@@ -324,6 +328,8 @@ class SimulatedUnit:
         sps.ScheduledProcedureStepDescription = ""
         sps.ScheduledProcedureStepID = ""
         sps.ScheduledProcedureStepStatus = ""
+        sps.ScheduledProcedureStepLocation = ""
+        sps.ScheduledStationName = ""
         sps.ScheduledProtocolCodeSequence = []
         ds.ScheduledProcedureStepSequence = [sps]
         return ds

@@ -14,6 +14,7 @@ import pytest
 from pynetdicom import evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from acquisition.exam_machine import ExamState
 from dicom_nodes.implementation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicom_nodes.network import Timeouts, make_ae
 from dicom_nodes.scu import Peer, associate
@@ -63,3 +64,36 @@ def test_our_associations_name_galacto_not_pynetdicom() -> None:
         IMPLEMENTATION_VERSION_NAME.startswith("GALACTO_")
         and len(IMPLEMENTATION_VERSION_NAME) <= 16
     )
+
+
+def test_the_units_worklist_returns_every_attribute_the_ris_gave(tmp_path: Path) -> None:
+    with exam_room(tmp_path) as room:
+        order = room.open_order("L")
+        room.pass_checklist()
+        step = room.offered(ExamState.PRE_CONTRAST).dataset
+        ris = next(
+            d for d in room.ris.worklist() if d.AccessionNumber == order.accession
+        )  # the RIS's own item for the order
+        (ris_sps,) = ris.ScheduledProcedureStepSequence
+        assert step.ReferringPhysicianName == ris.ReferringPhysicianName == "Referrer^Rita^^Dr"
+        assert step.RequestingPhysician == ris.RequestingPhysician == "Requester^Rhea^^Dr"
+        (sps,) = step.ScheduledProcedureStepSequence
+        assert sps.ScheduledPerformingPhysicianName == ris_sps.ScheduledPerformingPhysicianName
+        assert sps.ScheduledProcedureStepLocation == ris_sps.ScheduledProcedureStepLocation
+        assert sps.ScheduledStationName == ris_sps.ScheduledStationName
+        assert [c.CodeValue for c in step.RequestedProcedureCodeSequence] == [
+            c.CodeValue for c in ris.RequestedProcedureCodeSequence
+        ]
+        assert step.RequestedProcedureCodeSequence[0].CodeMeaning == (
+            ris.RequestedProcedureCodeSequence[0].CodeMeaning
+        )
+        assert step.RequestedProcedurePriority == ris.RequestedProcedurePriority
+        assert float(step.PatientWeight) == float(ris.PatientWeight)
+        assert step.PregnancyStatus == ris.PregnancyStatus
+        assert str(step.AccessionNumber) == order.accession
+        assert step.StudyInstanceUID == ris.StudyInstanceUID
+        # Galacto's own phase step, as before: its SPS ID names the phase.
+        assert sps.ScheduledProcedureStepID == room.exam.sps_id(ExamState.PRE_CONTRAST)
+        # ... and the unit copies the referring physician into its images.
+        performed = room.perform(room.offered(ExamState.PRE_CONTRAST), ["L-CC"])
+        assert performed.images[0].dataset.ReferringPhysicianName == "Referrer^Rita^^Dr"
