@@ -12,6 +12,7 @@ from __future__ import annotations
 from importlib import metadata
 
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 
 #: galacto's UID root (also the default ``site.uid_root``); ``.0`` is kept for the software.
 GALACTO_UID_ROOT = "1.2.826.0.1.3680043.10.1466"
@@ -32,5 +33,5 @@ IMPLEMENTATION_VERSION_NAME = f"GALACTO_{_version()}"[:16]
 
 def stamp_file_meta(ds: Dataset) -> None:
     """Name galacto as the implementation that wrote the file (PS3.10 Table 7.1-1)."""
-    ds.file_meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    ds.file_meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
     ds.file_meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
