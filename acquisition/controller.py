@@ -39,10 +39,17 @@ from pydicom.dataset import Dataset
 from acquisition import wiring
 from acquisition.dose_log import DoseLog
 from acquisition.dose_policy import dose_policy
-from acquisition.exam import ExamService, JournalUnavailable, phase_sps_id
+from acquisition.exam import (
+    PHASE_STEPS,
+    ExamOrder,
+    ExamService,
+    JournalUnavailable,
+    phase_sps_id,
+)
 from acquisition.exam_machine import ExamState, Limits
 from acquisition.exam_reporting import ExamReporting, ReportingSettings
 from acquisition.forwarding import Forwarder, contrast_administration
+from acquisition.hospital_identity import ForwardingIdentity, mismatch
 from acquisition.journal import Journal, JournalError, Witness
 from acquisition.settings import Config, ConfigError
 from device_drivers.base import InjectorABC
@@ -55,7 +62,7 @@ from dicom_nodes.outbox import PACS, RIS, RetryPolicy
 from dicom_nodes.outbox import Message as OutboxMessage
 from dicom_nodes.outbox import Outbox as DicomOutbox
 from dicom_nodes.received_objects import QuarantineItem, ReceivedObjects
-from dicom_nodes.ris_orders import RisOrderStore, WorklistRefresher, todays_query
+from dicom_nodes.ris_orders import RisOrderStore, StoredOrder, WorklistRefresher, todays_query
 from dicom_nodes.scu import Peer
 from dicom_nodes.server import UnitFacingServer
 from dicom_nodes.worklist_store import WorklistStore
@@ -231,13 +238,23 @@ class Controller:
                 storage_commitment=config.pacs.storage_commitment and PACS in destinations,
                 retry=RetryPolicy(config.pacs.retry_initial_s, config.pacs.retry_max_s),
                 on_delivery=self._on_delivery,
+                on_event=self._on_outbox_event,
                 busy_timeout_s=busy,
             )
             if destinations
             else None
         )
         if self.outbox is not None and PACS in destinations:
-            self.forwarder = Forwarder(self.outbox, self.storage_dir, self._contrast_for)
+            identity = ForwardingIdentity(
+                self.journal, lambda: self.exam.snapshot() if self.exam is not None else None
+            )
+            self.forwarder = Forwarder(
+                self.outbox,
+                self.storage_dir,
+                self._contrast_for,
+                held_for=identity.held_for,
+                identity_for=identity.identity_for,
+            )
 
     def _open_journal(self) -> Journal:
         """The journal, sealed with the site key (rotated to it from a previous key), its head
@@ -340,7 +357,10 @@ class Controller:
                 station_name=config.dicom.station_name,
                 ris=bool(config.ris.host),
                 pacs=bool(config.pacs.host),
+                mpps_hold_max_s=config.pacs.mpps_hold_max_s,
             ),
+            forwarder=self.forwarder,
+            ris_order=self._ris_order,
         )
         injector = config.injector
         self.exam = ExamService(
@@ -363,6 +383,7 @@ class Controller:
             uid_root=config.site.uid_root,
             laterality_terms=config.ris.laterality_terms,
             space_check=self.free_space,
+            unit_steps_in_progress=self._unit_steps_in_progress,
         )
 
     def _start_network(self) -> None:
@@ -509,6 +530,15 @@ class Controller:
                 "was sent under a SOP Instance UID already stored. The unit keeps its copy; "
                 "ask the physicist (galacto quarantine list)."
             )
+        exam = self.exam
+        if exam is not None:
+            order = exam.snapshot().order
+            try:
+                changed = mismatch(order, self._ris_order(order) if order else None)
+            except Exception as exc:
+                changed = f"RIS orders not readable: {exc}"
+            if changed:
+                out.append(changed)
         low = self.free_space()
         if low is not None:
             out.append(f"Disk space low: {low}. New exams and injections are refused.")
@@ -516,6 +546,29 @@ class Controller:
             if failures.current is not None:
                 out.append(failures.current)
         return out
+
+    def _unit_steps_in_progress(self, order: ExamOrder | None) -> list[str]:
+        """The unit's MPPS steps of the exam (its study or its phase steps) still IN PROGRESS."""
+        if order is None:
+            return []
+        sps_ids = [phase_sps_id(order.exam_id, phase) for phase in PHASE_STEPS]
+        return list(self.mpps_store.in_progress(order.study_instance_uid, sps_ids))
+
+    def _ris_order(self, order: ExamOrder) -> StoredOrder | None:
+        """The exam's RIS order as the local copy of the RIS worklist knows it now."""
+        if self.orders is None or not order.scheduled:
+            return None
+        return self.orders.find(order.accession, order.ris_sps_id)
+
+    def _on_outbox_event(self, event: str, message: OutboxMessage, details: dict[str, Any]) -> None:
+        """A recovery or an alert of the outbox: journaled with its exam (outbox-<event>)."""
+        payload = {
+            "kind": message.kind,
+            "destination": message.destination,
+            "sop_instance_uid": message.sop_instance_uid,
+            **details,
+        }
+        self.journal_append(f"outbox-{event}", payload, exam_id=self._exam_of(message))
 
     def _retry_forwards(self) -> None:
         """Objects whose queueing failed on arrival (the outbox busy, a disk error)."""

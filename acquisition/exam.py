@@ -49,9 +49,10 @@ from acquisition.exam_machine import (
     Refused,
     next_state,
 )
-from acquisition.hospital_identity import with_ris_request
 from acquisition.journal import Entry, Journal, JournalError
 from acquisition.laterality import DEFAULT_TERMS, SIDE_NAMES, OrderSide, order_side, parse_terms
+from acquisition.ris_request import with_ris_request
+from acquisition.unit_steps import UNIT_STEP_IN_PROGRESS, busy_refusal
 from device_drivers.base import (
     SYRINGE_CAPACITY_ML,
     InjectionStatus,
@@ -435,11 +436,13 @@ class ExamService:
         clock: Callable[[], dt.datetime] = _now_utc,
         laterality_terms: Iterable[str] = DEFAULT_TERMS,
         space_check: Callable[[], str | None] | None = None,
+        unit_steps_in_progress: Callable[[ExamOrder | None], list[str]] | None = None,
     ) -> None:
         self._journal = journal
         #: Why the disks cannot take an exam's writes now (None: they can): checked when an
         #: exam opens and before each injection (storage.FreeSpace).
         self._space_check = space_check
+        self._unit_steps_in_progress = unit_steps_in_progress
         self._worklist = worklist
         self._dose_log = dose_log
         self._injector: InjectorABC | None = None
@@ -1115,14 +1118,26 @@ class ExamService:
                 self._correct_last_injection(injector, operator)
             self._transition(E.ACKNOWLEDGE_FAULT, target, operator)
 
-    def complete(self, operator: str) -> None:
+    def complete(self, operator: str, override_reason: str = "") -> None:
         """Complete the exam; every exposure already stored is read in first (its final MPPS
-        and dose report are built from them)."""
+        and dose report are built from them). Refused while a unit step of the exam is still
+        in progress (:mod:`acquisition.unit_steps`) unless ``override_reason`` says why."""
         with self._lock:
             self._settle()
-            self._command(E.COMPLETE.value, {}, operator)
+            override_reason = override_reason.strip()
+            args = {"override_reason": override_reason} if override_reason else {}
+            self._command(E.COMPLETE.value, args, operator)
             self._note_exposures()
-            self._transition_checked(E.COMPLETE, operator)
+            target = self._check(E.COMPLETE, self._facts(), operator)
+            unit_steps = self._unit_steps_in_progress
+            busy = unit_steps(self._record.order) if unit_steps is not None else []
+            if busy and not override_reason:
+                details = {"code": UNIT_STEP_IN_PROGRESS, "steps": ", ".join(busy)}
+                self._refuse(E.COMPLETE, busy_refusal(busy), operator, details)
+            if busy:
+                override = {"what": UNIT_STEP_IN_PROGRESS, "steps": busy, "reason": override_reason}
+                self._append("override", override, operator)
+            self._transition(E.COMPLETE, target, operator)
 
     def discontinue(self, reason_code: str, operator: str) -> None:
         """Discontinue with a CID 9301 reason; a running injection is stopped first (STP before

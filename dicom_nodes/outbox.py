@@ -33,6 +33,7 @@ is asked again. The outbox never deletes the files it sends.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import random
 import sqlite3
@@ -172,6 +173,16 @@ def m001_outbox_messages(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX outbox_transaction ON outbox_messages(transaction_uid)")
 
 
+@MIGRATIONS()
+def m002_holds_and_alerts(db: sqlite_utils.Database) -> None:
+    """A message may wait for stored objects (the final MPPS for the PACS), until a deadline;
+    a message stuck too long is alerted once; what a sender did to recover is noted."""
+    db.execute("ALTER TABLE outbox_messages ADD COLUMN awaits_json TEXT")
+    db.execute("ALTER TABLE outbox_messages ADD COLUMN hold_until_s REAL")
+    db.execute("ALTER TABLE outbox_messages ADD COLUMN stuck_alerted_at_s REAL")
+    db.execute("ALTER TABLE outbox_messages ADD COLUMN recovery TEXT")
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff with jitter: attempt n waits initial·2ⁿ⁻¹ (capped), ×[0.5, 1]."""
@@ -202,6 +213,16 @@ class Message:
     file_path: str | None
     transfer_syntax_uid: str | None
     payload_json: str | None
+    created_at_s: float = 0.0
+    #: SOP Instance UIDs of C-STOREs this message waits for (stored, or committed), or None.
+    awaits_json: str | None = None
+    hold_until_s: float | None = None  #: the wait ends then, stored or not
+    stuck_alerted_at_s: float | None = None
+    recovery: str | None = None  #: what its sender did to recover (e.g. "re-created")
+
+    @property
+    def awaits(self) -> list[str]:
+        return list(json.loads(self.awaits_json)) if self.awaits_json else []
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Message:
@@ -338,6 +359,7 @@ class Outbox:
         batch_size: int = 50,
         poll_s: float = 1.0,
         on_delivery: Callable[[Message, str, int | None], None] | None = None,
+        on_event: Callable[[str, Message, dict[str, Any]], None] | None = None,
         busy_timeout_s: float = 5.0,
     ) -> None:
         self.db_path = Path(db_path)
@@ -345,6 +367,9 @@ class Outbox:
         #: Called with (message, "done" | "terminal", status) once a delivery outcome is durable;
         #: retries are not reported (an outage would report every attempt).
         self.on_delivery = on_delivery
+        #: Called with (event, message, details) for what must reach the journal and the console:
+        #: "hold-expired", "recreated", "converted", "stuck" (see the senders and stuck()).
+        self.on_event = on_event
         self.destinations = dict(destinations)
         self.storage_commitment = storage_commitment
         self.retry = retry or RetryPolicy()
@@ -359,7 +384,8 @@ class Outbox:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._listener_ae: Any = None
-        self.receiver = CommitmentReceiver(self.db_path, on_change=self._notify, clock=clock)
+        self._sendable = _sendable(storage_commitment)
+        self.receiver = CommitmentReceiver(self.db_path, on_change=self._committed, clock=clock)
         _config.STORE_SEND_CHUNKED_DATASET = True  # send files as they are (dicom.md §2)
         db = database.open_database(self.db_path)
         try:
@@ -472,15 +498,43 @@ class Outbox:
             payload_json=dataset.to_json(),
         )
 
-    def enqueue_mpps_set(self, sop_instance_uid: str, dataset: Dataset) -> None:
-        """Queue an MPPS N-SET (PS3.4 F.7.2.2); sent after every earlier message of the step."""
+    def enqueue_mpps_set(
+        self,
+        sop_instance_uid: str,
+        dataset: Dataset,
+        *,
+        awaits: Sequence[str] = (),
+        hold_s: float = 0.0,
+    ) -> None:
+        """Queue an MPPS N-SET (PS3.4 F.7.2.2); sent after every earlier message of the step.
+
+        ``awaits``: SOP Instance UIDs that the PACS must have stored (committed, with storage
+        commitment) before it leaves, for at most ``hold_s`` seconds from now.
+        """
         self._insert(
             Kind.MPPS_SET,
             RIS,
             ModalityPerformedProcedureStep,
             sop_instance_uid,
             payload_json=dataset.to_json(),
+            awaits=awaits,
+            hold_s=hold_s,
         )
+
+    def update_pending(
+        self, message_id: int, dataset: Dataset, *, awaits: Sequence[str] = ()
+    ) -> bool:
+        """Replace the content (and what it waits for) of a message not sent yet; False when
+        it has left meanwhile. Its place in the queue and its hold deadline stay."""
+        with self._connect() as conn:
+            updated = conn.execute(
+                "UPDATE outbox_messages SET payload_json = ?, "
+                "awaits_json = CASE WHEN awaits_json IS NULL THEN NULL ELSE ? END "
+                "WHERE id = ? AND state = 'pending'",
+                (dataset.to_json(), json.dumps(list(awaits)), message_id),
+            ).rowcount
+        self._notify()
+        return bool(updated)
 
     def _insert(
         self,
@@ -492,17 +546,21 @@ class Outbox:
         transfer_syntax_uid: str | None = None,
         file_path: str | None = None,
         payload_json: str | None = None,
+        awaits: Sequence[str] = (),
+        hold_s: float = 0.0,
     ) -> None:
         if destination not in self.destinations:
             raise OutboxError(f"no {destination.upper()} configured: cannot queue {kind}")
         now_s = self.clock()
+        awaits_json = json.dumps(list(awaits)) if awaits else None
+        hold_until_s = now_s + hold_s if awaits else None
         with self._connect() as conn:
             conn.execute(
                 """
                 INSERT INTO outbox_messages (kind, destination, sop_class_uid, sop_instance_uid,
                     transfer_syntax_uid, file_path, payload_json, state, next_attempt_at_s,
-                    created_at_s)
-                VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)
+                    created_at_s, awaits_json, hold_until_s)
+                VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)
                 ON CONFLICT (kind, sop_instance_uid)
                     WHERE kind IN ('c_store', 'mpps_create', 'commitment')
                 DO UPDATE SET state = 'pending', attempts = 0, last_error = NULL,
@@ -519,6 +577,8 @@ class Outbox:
                     payload_json,
                     now_s,
                     now_s,
+                    awaits_json,
+                    hold_until_s,
                 ),
             )
         self._notify()
@@ -579,8 +639,8 @@ class Outbox:
         with self._connect() as conn:
             row = conn.execute(
                 f"SELECT MIN(next_attempt_at_s) AS due FROM outbox_messages AS m "
-                f"WHERE {_SENDABLE} AND destination IN ({self._destination_marks()})",
-                tuple(self.destinations),
+                f"WHERE {self._sendable} AND destination IN ({self._destination_marks()})",
+                (self.clock(), *self.destinations),
             ).fetchone()
         if row["due"] is None:
             return self.poll_s
@@ -615,9 +675,9 @@ class Outbox:
     ) -> list[Message]:
         marks = ", ".join("?" for _ in destinations) or "NULL"
         rows = conn.execute(
-            f"SELECT * FROM outbox_messages AS m WHERE {_SENDABLE} AND next_attempt_at_s <= ? "
-            f"AND destination IN ({marks}) ORDER BY id LIMIT ?",
-            (now_s, *destinations, self.batch_size),
+            f"SELECT * FROM outbox_messages AS m WHERE {self._sendable} "
+            f"AND next_attempt_at_s <= ? AND destination IN ({marks}) ORDER BY id LIMIT ?",
+            (now_s, now_s, *destinations, self.batch_size),
         ).fetchall()
         return [Message.from_row(row) for row in rows]
 
@@ -654,6 +714,8 @@ class Outbox:
         return attempted
 
     def _send_one(self, conn: sqlite3.Connection, assoc: Association, message: Message) -> None:
+        if message.awaits and message.recovery is None:
+            self._release_held(conn, message)
         try:
             outcome, status, error = _SENDERS[message.kind](self, assoc, message)
         except (DimseError, RuntimeError, ValueError) as exc:
@@ -711,6 +773,35 @@ class Outbox:
                 self.on_delivery(message, outcome, status)
             except Exception:
                 log.exception("outbox: delivery hook failed (the outcome is recorded)")
+
+    def _release_held(self, conn: sqlite3.Connection, message: Message) -> None:
+        """A held message leaves: said once when its hold ended before the PACS stored all it
+        waited for (journaled by the controller, pacs.mpps_hold_max_s)."""
+        stored = _stored_states(self.storage_commitment)
+        missing = [
+            row[0]
+            for row in conn.execute(
+                "SELECT w.value FROM json_each(?) AS w WHERE NOT EXISTS (SELECT 1 FROM "
+                "outbox_messages AS s WHERE s.kind = 'c_store' AND s.sop_instance_uid = w.value "
+                f"AND s.state IN {stored})",
+                (message.awaits_json,),
+            )
+        ]
+        if not missing:
+            return
+        note = f"sent before the PACS held {len(missing)} of the {len(message.awaits)} objects"
+        conn.execute("UPDATE outbox_messages SET recovery = ? WHERE id = ?", (note, message.id))
+        log.warning("outbox: %s message %d %s (hold ended)", message.kind, message.id, note)
+        held_s = round(self.clock() - message.created_at_s, 1)
+        self._event("hold-expired", message, {"missing": len(missing), "held_s": held_s})
+
+    def _event(self, event: str, message: Message, details: dict[str, Any]) -> None:
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(event, message, details)
+        except Exception:
+            log.exception("outbox: event hook failed (%s)", event)
 
     # -- per kind ----------------------------------------------------------------------------------
 
@@ -834,15 +925,34 @@ class Outbox:
         with self._changed:
             self._changed.notify_all()
 
+    def _committed(self) -> None:
+        """A commitment result was recorded: what waited for it may leave now."""
+        self._notify()
+        self.wake()
 
-#: A pending message that may leave now: no earlier message of the same MPPS instance is still
-#: pending (PS3.4 F.7.2: N-CREATE before N-SET; N-SETs in the order they were made).
-_SENDABLE = """
+
+def _sendable(storage_commitment: bool) -> str:
+    """A pending message that may leave now (one ``?``: the time now, in seconds): no earlier
+    message of the same MPPS instance is still pending (PS3.4 F.7.2: N-CREATE before N-SET;
+    N-SETs in the order they were made), and what it waits for is stored at the PACS
+    (committed, with storage commitment) or its hold has ended."""
+    stored = _stored_states(storage_commitment)
+    return f"""
     state = 'pending' AND NOT EXISTS (
         SELECT 1 FROM outbox_messages AS e
         WHERE e.sop_instance_uid = m.sop_instance_uid AND e.id < m.id
           AND e.state = 'pending' AND e.kind IN ('mpps_create', 'mpps_set'))
-"""
+    AND (m.awaits_json IS NULL OR m.hold_until_s <= ? OR NOT EXISTS (
+        SELECT 1 FROM json_each(m.awaits_json) AS w WHERE NOT EXISTS (
+            SELECT 1 FROM outbox_messages AS s WHERE s.kind = 'c_store'
+              AND s.sop_instance_uid = w.value AND s.state IN {stored})))
+    """
+
+
+def _stored_states(storage_commitment: bool) -> str:
+    """The C-STORE states in which the PACS holds the object, as an SQL list."""
+    return "('committed')" if storage_commitment else "('sent', 'committed')"
+
 
 _SENDERS: dict[str, Callable[[Outbox, Association, Message], tuple[str, int | None, str | None]]]
 _SENDERS = {

@@ -202,6 +202,15 @@ class RisOrderStore:
         )
         return len(gone)
 
+    def find(self, accession_number: str, sps_id: str) -> StoredOrder | None:
+        """One order as the store last knew it (also after the RIS stopped listing it)."""
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT * FROM ris_orders WHERE accession_number = ? AND sps_id = ?",
+                (accession_number, sps_id),
+            ).fetchone()
+        return None if row is None else _stored(row)
+
     def orders(self, *, include_disappeared: bool = False) -> list[StoredOrder]:
         """Orders by scheduled start; those the RIS withdrew only when asked."""
         where = "" if include_disappeared else "WHERE disappeared_at_s IS NULL"
@@ -210,15 +219,16 @@ class RisOrderStore:
                 f"SELECT * FROM ris_orders {where} "
                 "ORDER BY sps_start_date, sps_start_time, accession_number, sps_id"
             ).fetchall()
-        return [
-            StoredOrder(
-                WorklistItem.from_dict(json.loads(row["item_json"])),
-                row["first_seen_at_s"],
-                row["last_seen_at_s"],
-                row["disappeared_at_s"],
-            )
-            for row in rows
-        ]
+        return [_stored(row) for row in rows]
+
+
+def _stored(row: sqlite3.Row) -> StoredOrder:
+    return StoredOrder(
+        WorklistItem.from_dict(json.loads(row["item_json"])),
+        row["first_seen_at_s"],
+        row["last_seen_at_s"],
+        row["disappeared_at_s"],
+    )
 
 
 def todays_query(station_ae: str, *, days_ahead: int = 0, modality: str = "MG") -> WorklistQuery:

@@ -8,18 +8,23 @@ transfer syntax. The same is proven against Orthanc in tests/interop/test_orthan
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from acquisition.exam_machine import ExamState
+from acquisition.hospital_identity import ORDER_AT_CLOSE, mpps_start
 from dicom_nodes.implementation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicom_nodes.network import Timeouts, make_ae
 from dicom_nodes.scu import Peer, associate
 from simulators.ris import SimulatedRis
-from tests.exam_room import WAIT_S, exam_room
+from tests.exam_room import WAIT_S, Room, exam_room
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -97,3 +102,113 @@ def test_the_units_worklist_returns_every_attribute_the_ris_gave(tmp_path: Path)
         # ... and the unit copies the referring physician into its images.
         performed = room.perform(room.offered(ExamState.PRE_CONTRAST), ["L-CC"])
         assert performed.images[0].dataset.ReferringPhysicianName == "Referrer^Rita^^Dr"
+
+
+# ---------------------------------------------------------------------- coercion on forward
+
+DCENTVFY = shutil.which("dcentvfy")
+
+
+def pacs_datasets(room: Room) -> list[Dataset]:
+    return [o.read() for o in room.pacs.received()]
+
+
+def dcentvfy_errors(datasets: list[Dataset], folder: Path) -> list[str]:
+    """dicom3tools' entity check over the study's objects: its Error lines."""
+    assert DCENTVFY is not None
+    folder.mkdir()
+    paths = []
+    for n, ds in enumerate(datasets):
+        path = folder / f"{n}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(str(path))
+    done = subprocess.run(
+        [DCENTVFY, *paths], capture_output=True, text=True, timeout=60, check=False
+    )
+    return [line for line in (done.stdout + done.stderr).splitlines() if "Error" in line]
+
+
+def request_of(ds: Dataset) -> Dataset:
+    keyword = "ReferencedRequestSequence" if ds.Modality == "SR" else "RequestAttributesSequence"
+    (item,) = ds[keyword].value
+    return item
+
+
+def content_study_uids(ds: Dataset) -> list[str]:
+    found = []
+    for item in ds.iterall():
+        if item.keyword == "ContentSequence":
+            for content in item.value:
+                names = [c.CodeValue for c in content.get("ConceptNameCodeSequence", [])]
+                if "110180" in names:
+                    found.append(str(content.UID))
+    return found
+
+
+@pytest.mark.skipif(DCENTVFY is None, reason="dicom3tools (dcentvfy) not installed")
+def test_the_forwarded_copies_carry_the_ris_identity(tmp_path: Path) -> None:
+    with exam_room(tmp_path / "room") as room:
+        accession = room.sim_room.schedule_order("L").accession_number
+        room.script().run(accession)
+        order = room.last_order()
+        item = order.ris_item
+        assert item is not None
+        objects = pacs_datasets(room)
+        assert len(objects) == 9  # five images, three unit dose reports, the exam's
+        started = mpps_start(order)
+        for ds in objects:
+            assert ds.StudyInstanceUID == item.study_instance_uid
+            assert ds.AccessionNumber == accession
+            assert ds.StudyID == item.requested_procedure_id
+            assert (ds.StudyDate, ds.StudyTime) == (
+                started.strftime("%Y%m%d"),
+                started.strftime("%H%M%S"),
+            )
+            assert ds.ReferringPhysicianName == item.referring_physician
+            assert ds.PatientName == item.patient_name and ds.PatientID == item.patient_id
+            request = request_of(ds)
+            assert request.RequestedProcedureID == item.requested_procedure_id
+            assert request.AccessionNumber == accession
+            (pps,) = ds.ReferencedPerformedProcedureStepSequence
+            assert pps.ReferencedSOPClassUID == "1.2.840.10008.3.1.2.3.3"
+            assert pps.ReferencedSOPInstanceUID == order.mpps_instance_uid
+            if ds.Modality == "SR":
+                assert content_study_uids(ds) == [item.study_instance_uid]
+                continue
+            assert request.ScheduledProcedureStepID == item.sps_id  # the RIS's, not galacto's
+            assert [c.CodeValue for c in request.ScheduledProtocolCodeSequence] == [
+                c.value for c in item.protocol_codes
+            ]
+            (performed,) = ds.PerformedProtocolCodeSequence  # the phase left the request
+            assert performed.CodingSchemeDesignator == "99GALACTO"
+            assert performed.CodeValue in ("PRE", "POST1", "POST2")
+            assert ds.SeriesDescription == performed.CodeMeaning
+        phases = {ds.SeriesDescription for ds in objects if ds.Modality == "MG"}
+        assert phases == {
+            "Galactography pre contrast",
+            "Galactography post injection 1",
+            "Galactography post injection 2",
+        }
+        # The originals stay as the unit sent them: galacto's phase step, the unit's MPPS.
+        kept = (room.data_dir / "objects" / order.study_instance_uid).glob("*.dcm")
+        original = next(ds for ds in map(dcmread, sorted(kept)) if ds.Modality == "MG")
+        assert original.RequestAttributesSequence[0].ScheduledProcedureStepID != item.sps_id
+        unit_pps = original.ReferencedPerformedProcedureStepSequence[0].ReferencedSOPInstanceUID
+        assert unit_pps != order.mpps_instance_uid
+        # One Study ID, Date and Time across the study: dicom3tools finds no inconsistency.
+        assert dcentvfy_errors(objects, tmp_path / "pacs") == []
+        # The MPPS references every object the PACS holds.
+        final = room.wait_for_final_mpps(order.mpps_instance_uid).dataset
+        listed = {
+            str(ref.ReferencedSOPInstanceUID)
+            for series in final.PerformedSeriesSequence
+            for keyword in (
+                "ReferencedImageSequence",
+                "ReferencedNonImageCompositeSOPInstanceSequence",
+            )
+            for ref in series.get(keyword, [])
+        }
+        assert listed == {str(ds.SOPInstanceUID) for ds in objects}
+        assert final.ScheduledStepAttributesSequence[0].ScheduledProcedureStepID == item.sps_id
+        (closing,) = room.entries(ORDER_AT_CLOSE, order.exam_id)
+        assert closing.payload["status"] == "as opened"
