@@ -214,6 +214,8 @@ class Message:
     transfer_syntax_uid: str | None
     payload_json: str | None
     created_at_s: float = 0.0
+    sent_at_s: float | None = None
+    committed_at_s: float | None = None
     #: SOP Instance UIDs of C-STOREs this message waits for (stored, or committed), or None.
     awaits_json: str | None = None
     hold_until_s: float | None = None  #: the wait ends then, stored or not

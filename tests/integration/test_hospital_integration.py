@@ -8,8 +8,10 @@ transfer syntax. The same is proven against Orthanc in tests/interop/test_orthan
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,15 +20,25 @@ from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from acquisition.exam_machine import ExamState
+from acquisition.commands.demo import OPERATOR
+from acquisition.exam import Patient
+from acquisition.exam_machine import ExamState, Refused
 from acquisition.hospital_identity import ORDER_AT_CLOSE, mpps_start
+from dicom_nodes import codes
 from dicom_nodes.implementation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicom_nodes.network import Timeouts, make_ae
+from dicom_nodes.outbox import Kind, Message, State
 from dicom_nodes.scu import Peer, associate
 from simulators.ris import SimulatedRis
 from tests.exam_room import WAIT_S, Room, exam_room
 
 pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def room(tmp_path: Path) -> Iterator[Room]:
+    with exam_room(tmp_path) as room:
+        yield room
 
 
 def test_the_mpps_goes_to_its_own_manager_and_the_worklist_to_the_ris(tmp_path: Path) -> None:
@@ -212,3 +224,206 @@ def test_the_forwarded_copies_carry_the_ris_identity(tmp_path: Path) -> None:
         assert final.ScheduledStepAttributesSequence[0].ScheduledProcedureStepID == item.sps_id
         (closing,) = room.entries(ORDER_AT_CLOSE, order.exam_id)
         assert closing.payload["status"] == "as opened"
+
+
+def image_and_end(room: Room, views: tuple[str, ...] = ("L-CC", "L-ML")) -> None:
+    """Pre-contrast images, then the exam ends (discontinued: the duct was not cannulated)."""
+    room.pass_checklist()
+    room.image(ExamState.PRE_CONTRAST, list(views))
+    room.exam.discontinue(codes.DISCONTINUED_PATIENT_CONDITION.value, OPERATOR)
+
+
+def test_an_unscheduled_exam_follows_the_ihe_unscheduled_case(room: Room) -> None:
+    patient = Patient(name="Walk-In^Wanda", patient_id="WALKIN-7", birth_date="19750505")
+    order = room.exam.register_unscheduled(patient, "L", OPERATOR)
+    image_and_end(room)
+    mpps = room.wait_for_final_mpps(order.mpps_instance_uid)
+    room.wait_for_outbox_drained()
+    objects = pacs_datasets(room)
+    assert {ds.Modality for ds in objects} == {"MG", "SR"}
+    for ds in objects:
+        assert ds.AccessionNumber == ""
+        assert "RequestAttributesSequence" not in ds and "ReferencedRequestSequence" not in ds
+        assert ds.StudyInstanceUID == order.study_instance_uid
+        assert ds.StudyID == order.exam_id[-16:]
+        assert (ds.PatientName, ds.PatientID) == ("Walk-In^Wanda", "WALKIN-7")
+        (pps,) = ds.ReferencedPerformedProcedureStepSequence
+        assert pps.ReferencedSOPInstanceUID == order.mpps_instance_uid
+    created = mpps.created
+    assert created is not None
+    assert (created.PatientName, created.PatientID) == ("Walk-In^Wanda", "WALKIN-7")
+    (step,) = created.ScheduledStepAttributesSequence
+    assert step.StudyInstanceUID == order.study_instance_uid and not step.AccessionNumber
+
+
+def refresh_orders(room: Room) -> None:
+    refresher = room.controller.refresher
+    assert refresher is not None
+    done = refresher.refreshes
+    refresher.wake()
+    assert refresher.wait_for_refreshes(done + 2, WAIT_S)  # one begun after the change
+
+
+def test_a_ris_change_mid_exam_is_shown_and_the_copies_carry_the_order_at_the_close(
+    room: Room,
+) -> None:
+    scheduled = room.sim_room.schedule_order("L")
+    item = room.script().ris_order(scheduled.accession_number)
+    order = room.exam.select_order(item, "L", OPERATOR)
+    assert not any("RIS changed" in alert for alert in room.controller.alerts())
+    # The RIS desk corrects the patient's name and the referring physician while she is imaged.
+    corrected = dataclasses.replace(
+        scheduled,
+        patient=dataclasses.replace(scheduled.patient, name="Müller-Lüdenscheidt^Anna"),
+        referring_physician="Other^Otto^^Dr",
+    )
+    room.ris.withdraw_order(scheduled.accession_number)
+    room.ris.add_order(corrected)
+    refresh_orders(room)
+    (alert,) = [a for a in room.controller.alerts() if "RIS changed" in a]
+    assert "patient's name" in alert and "referring physician" in alert
+    image_and_end(room)
+    room.wait_for_final_mpps(order.mpps_instance_uid)
+    room.wait_for_outbox_drained()
+    for ds in pacs_datasets(room):
+        assert ds.PatientName == "Müller-Lüdenscheidt^Anna"
+        assert ds.ReferringPhysicianName == "Other^Otto^^Dr"
+        assert ds.SpecificCharacterSet == "ISO_IR 192"
+    (closing,) = room.entries(ORDER_AT_CLOSE, order.exam_id)
+    assert closing.payload["status"] == "changed"
+    assert set(closing.payload["changes"]) == {"patient's name", "referring physician"}
+
+
+def test_a_ris_cancelling_the_order_mid_exam_is_shown_and_the_copies_keep_it(room: Room) -> None:
+    order = room.open_order("L")
+    room.ris.withdraw_order(order.accession)
+    refresh_orders(room)
+    assert any("no longer lists" in alert for alert in room.controller.alerts())
+    image_and_end(room)
+    room.wait_for_outbox_drained()
+    for ds in pacs_datasets(room):
+        assert ds.AccessionNumber == order.accession
+        assert request_of(ds).RequestedProcedureID == order.requested_procedure_id
+    (closing,) = room.entries(ORDER_AT_CLOSE, order.exam_id)
+    assert closing.payload["status"] == "no longer listed"
+
+
+# ---------------------------------------------------------------------- MPPS timing
+
+
+def final_set(room: Room, mpps_uid: str) -> Message:
+    (final,) = [
+        m
+        for m in room.outbox.messages(mpps_uid)
+        if m.kind == Kind.MPPS_SET
+        and Dataset.from_json(m.payload_json or "{}").get("PerformedProcedureStepStatus")
+        in ("COMPLETED", "DISCONTINUED")
+    ]
+    return final
+
+
+def listed_in(mpps: Dataset) -> set[str]:
+    return {
+        str(ref.ReferencedSOPInstanceUID)
+        for series in mpps.PerformedSeriesSequence
+        for keyword in ("ReferencedImageSequence", "ReferencedNonImageCompositeSOPInstanceSequence")
+        for ref in series.get(keyword, [])
+    }
+
+
+def test_the_final_mpps_waits_for_the_pacs_to_store_what_it_lists(room: Room) -> None:
+    order = room.open_order("L")
+    room.pacs.down()
+    image_and_end(room)
+    final = final_set(room, order.mpps_instance_uid)
+
+    def ris_caught_up() -> bool:  # everything for the RIS but the held final N-SET is sent
+        return all(
+            m.state == State.SENT
+            for m in room.outbox.messages(order.mpps_instance_uid)
+            if m.id != final.id
+        )
+
+    assert room.outbox.wait_for(ris_caught_up, WAIT_S)
+    assert room.outbox.run_once() >= 0  # one more round: the final N-SET stays held
+    held = next(m for m in room.outbox.messages(order.mpps_instance_uid) if m.id == final.id)
+    assert (held.state, held.attempts) == (State.PENDING, 0)
+    mpps = room.ris.mpps(order.mpps_instance_uid)
+    assert mpps is not None and not mpps.is_final
+    listed = set(held.awaits)
+    assert listed == listed_in(Dataset.from_json(held.payload_json or "{}"))
+
+    room.pacs.up()
+    mpps = room.wait_for_final_mpps(order.mpps_instance_uid)
+    assert room.outbox.wait_for(
+        lambda: final_set(room, order.mpps_instance_uid).state == State.SENT, WAIT_S
+    )
+    stores = {m.sop_instance_uid: m for m in room.outbox.messages() if m.kind == Kind.C_STORE}
+    sent = final_set(room, order.mpps_instance_uid)
+    assert sent.sent_at_s is not None
+    for uid in listed:  # every object it lists was stored before the RIS heard of it
+        stored = stores[uid].sent_at_s
+        assert stored is not None and stored <= sent.sent_at_s
+    assert listed_in(mpps.dataset) == listed
+    assert room.entries("outbox-hold-expired") == []
+
+
+def test_the_final_mpps_goes_anyway_after_the_hold_maximum(tmp_path: Path) -> None:
+    with exam_room(tmp_path, overrides={"pacs.mpps_hold_max_s": 0.5}) as room:
+        order = room.open_order("L")
+        room.pacs.down()
+        image_and_end(room)
+        mpps = room.wait_for_final_mpps(order.mpps_instance_uid)  # the PACS is still down
+        assert mpps.status == "DISCONTINUED"
+        assert room.pacs_objects() == []
+        (expired,) = room.entries("outbox-hold-expired", order.exam_id)
+        listed = len(listed_in(mpps.dataset))
+        assert expired.payload["missing"] == listed > 0
+        assert expired.payload["sop_instance_uid"] == order.mpps_instance_uid
+
+
+def test_complete_is_refused_while_the_units_step_is_in_progress(room: Room) -> None:
+    room.to_cannulation()
+    room.inject(0.1, ExamState.POST_INJECTION_1)
+    step = room.offered(ExamState.POST_INJECTION_1)
+    performed = room.unit.start_step(step)  # N-CREATE IN PROGRESS; the patient is on the unit
+    images = room.unit.acquire(performed, ["L-CC-MAG"])
+    room.unit.send_images(images)
+    room.wait_until(
+        lambda: room.counted(ExamState.POST_INJECTION_1) == 1, "the post-contrast image counted"
+    )
+
+    with pytest.raises(Refused) as refused:
+        room.exam.complete(OPERATOR)
+    assert refused.value.reason == (
+        f"the unit's step {performed.pps_id} is still in progress: close the patient on the unit"
+    )
+    assert refused.value.details == {"code": "unit-step-in-progress", "steps": performed.pps_id}
+    assert room.exam.state is ExamState.POST_INJECTION_1
+    assert room.entries()[-1].kind == "refusal"
+
+    # The unit cannot close it (say, it froze): the technologist completes with a reason.
+    room.pacs.down()  # and the PACS is down: the final MPPS is held
+    room.exam.complete(OPERATOR, override_reason="unit frozen, service called")
+    assert room.exam.state is ExamState.COMPLETED
+    (override,) = room.entries("override", room.order.exam_id)
+    assert override.payload == {
+        "what": "unit-step-in-progress",
+        "steps": [performed.pps_id],
+        "reason": "unit frozen, service called",
+    }
+    # The unit comes back and sends its dose report after Complete: the held MPPS takes it in.
+    assert room.unit.send_rdsr(performed) == 0
+    room.unit.complete_step(performed)
+    rdsr = str(performed.rdsr.SOPInstanceUID) if performed.rdsr is not None else ""
+
+    def listed_now() -> bool:
+        room.exam.report()
+        held = final_set(room, room.order.mpps_instance_uid)
+        return rdsr in held.awaits
+
+    room.wait_until(listed_now, "the late dose report in the held final MPPS")
+    room.pacs.up()
+    mpps = room.wait_for_final_mpps()
+    assert rdsr in listed_in(mpps.dataset)
+    assert room.pacs.wait_for(lambda: room.pacs.get(rdsr) is not None, WAIT_S)
