@@ -77,6 +77,8 @@ TICK_S = 0.5
 REPORT_EVERY_TICKS = 20
 #: How often a lost injector link is tried again.
 RECONNECT_S = 5.0
+#: How long a message that failed for good stays on the console.
+FAILED_ALERT_S = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -539,12 +541,41 @@ class Controller:
                 changed = f"RIS orders not readable: {exc}"
             if changed:
                 out.append(changed)
+        out += self._outbox_alerts()
         low = self.free_space()
         if low is not None:
             out.append(f"Disk space low: {low}. New exams and injections are refused.")
         for failures in (self._tick_failures, self._alert_failures):
             if failures.current is not None:
                 out.append(failures.current)
+        return out
+
+    def _outbox_alerts(self) -> list[str]:
+        """Messages stuck longer than pacs.stuck_alert_s, and those failed for good (a day)."""
+        outbox = self.outbox
+        if outbox is None:
+            return []
+        out = []
+        try:
+            stuck = outbox.stuck(self.config.pacs.stuck_alert_s)
+            failed = outbox.failed(time.time() - FAILED_ALERT_S)
+        except Exception as exc:
+            return [f"outbox not readable: {exc}"]
+        for destination in dict.fromkeys(m.destination for m in stuck):
+            mine = [m for m in stuck if m.destination == destination]
+            age_min = (time.time() - mine[0].created_at_s) / 60.0
+            out.append(
+                f"{len(mine)} message(s) to the {destination.upper()} not delivered for "
+                f"{age_min:.0f} min ({mine[0].last_error or 'not answered yet'}). galacto keeps "
+                f"trying; ask the {destination.upper()} administrator."
+            )
+        for destination in dict.fromkeys(m.destination for m in failed):
+            mine = [m for m in failed if m.destination == destination]
+            out.append(
+                f"{len(mine)} message(s) to the {destination.upper()} failed for good and are "
+                f"not retried ({mine[-1].last_error or 'refused'}). Ask the "
+                f"{destination.upper()} administrator; the journal lists them."
+            )
         return out
 
     def _unit_steps_in_progress(self, order: ExamOrder | None) -> list[str]:
@@ -666,6 +697,8 @@ class Controller:
                 if ticks % REPORT_EVERY_TICKS == 0:
                     exam.report()  # catches up a reporting that failed (disk full, locked)
                     self._retry_forwards()
+                    if self.outbox is not None:
+                        self.outbox.alert_stuck(self.config.pacs.stuck_alert_s)
             except JournalUnavailable:
                 pass  # the exam service reported it (once) and refuses commands until it heals
             except Exception as exc:  # logged once per episode, not at every tick

@@ -58,7 +58,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StorageCommitmentPushModel,
 )
 
-from dicom_nodes import mpps_scu
+from dicom_nodes import mpps_scu, store_scu
 from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, make_ae
 from dicom_nodes.scu import (
     AssociationError,
@@ -69,6 +69,7 @@ from dicom_nodes.scu import (
     category,
     status_of,
 )
+from dicom_nodes.store_scu import store_outcome
 from storage import WriteFailures, database
 
 log = logging.getLogger(__name__)
@@ -115,21 +116,8 @@ class Outcome:
     TERMINAL = mpps_scu.TERMINAL
 
 
-# -- status tables ---------------------------------------------------------------------------
-
-#: C-STORE failure ranges that retrying cannot change (PS3.4 Table B.2-1), as (mask, value):
-#: A9xxH "Data Set does not match SOP Class" and Cxxx "Cannot understand" — the PACS read the
-#: object and refused it. Out of Resources (A7xxH) and everything else is retried.
-STORE_TERMINAL_RANGES: tuple[tuple[int, int], ...] = ((0xFF00, 0xA900), (0xF000, 0xC000))
-
-
-def store_outcome(status: int) -> str:
-    """Classify a C-STORE response (PS3.4 B.2.3)."""
-    if category(status) in ("Success", "Warning"):
-        return Outcome.DONE
-    if any(status & mask == value for mask, value in STORE_TERMINAL_RANGES):
-        return Outcome.TERMINAL
-    return Outcome.RETRY
+#: What one sender reports: (outcome, status, error, recovery done to deliver it).
+SendResult = tuple[str, int | None, str | None, str | None]
 
 
 # -- schema ---------------------------------------------------------------------------------
@@ -383,6 +371,7 @@ class Outbox:
         self.poll_s = poll_s
         self._changed = threading.Condition()
         self._wake = threading.Event()
+        self._alerting = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._listener_ae: Any = None
@@ -600,6 +589,59 @@ class Outbox:
                 ).fetchall()
         return [Message.from_row(row) for row in rows]
 
+    def stuck(self, older_than_s: float) -> list[Message]:
+        """Messages still pending ``older_than_s`` after they were queued, oldest first."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT * FROM outbox_messages WHERE state = 'pending' AND created_at_s <= ? "
+                "ORDER BY created_at_s, id",
+                (self.clock() - older_than_s,),
+            ).fetchall()
+        return [Message.from_row(row) for row in rows]
+
+    def failed(self, since_s: float) -> list[Message]:
+        """Messages that failed for good (never retried) and were queued after ``since_s``."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT * FROM outbox_messages WHERE state = 'failed' AND created_at_s >= ? "
+                "AND kind != 'commitment' ORDER BY id",
+                (since_s,),
+            ).fetchall()
+        return [Message.from_row(row) for row in rows]
+
+    def alert_stuck(self, older_than_s: float) -> list[Message]:
+        """Nothing retries forever in silence: the messages stuck longer than ``older_than_s``
+        (``pacs.stuck_alert_s``); those newly stuck are marked, and reported once per
+        destination through ``on_event("stuck", oldest, {"count", "age_s", ...})``."""
+        with self._alerting:  # the tick and a caller never alert the same message twice
+            stuck = self.stuck(older_than_s)
+            new = [m for m in stuck if m.stuck_alerted_at_s is None]
+            if not new:
+                return stuck
+            now_s = self.clock()
+            with self._connect() as conn:
+                conn.executemany(
+                    "UPDATE outbox_messages SET stuck_alerted_at_s = ? WHERE id = ?",
+                    [(now_s, m.id) for m in new],
+                )
+        for destination in dict.fromkeys(m.destination for m in new):
+            of_destination = [m for m in new if m.destination == destination]
+            oldest = of_destination[0]
+            details = {
+                "count": len(of_destination),
+                "age_s": round(now_s - oldest.created_at_s, 1),
+                "last_error": oldest.last_error or _hex(oldest.last_status),
+            }
+            log.error(
+                "outbox: %d message(s) to the %s not delivered for %.0f s: %s",
+                len(of_destination),
+                destination.upper(),
+                details["age_s"],
+                details["last_error"],
+            )
+            self._event("stuck", oldest, details)
+        return stuck
+
     def counts(self) -> dict[str, int]:
         """Number of messages per state."""
         with self._connect() as conn:
@@ -718,12 +760,18 @@ class Outbox:
     def _send_one(self, conn: sqlite3.Connection, assoc: Association, message: Message) -> None:
         if message.awaits and message.recovery is None:
             self._release_held(conn, message)
+        recovery = None
         try:
-            outcome, status, error = _SENDERS[message.kind](self, assoc, message)
+            outcome, status, error, recovery = _SENDERS[message.kind](self, assoc, message)
         except (DimseError, RuntimeError, ValueError) as exc:
             outcome, status, error = Outcome.RETRY, None, str(exc)
         except FileNotFoundError as exc:
             outcome, status, error = Outcome.TERMINAL, None, f"file missing: {exc.filename}"
+        if recovery is not None:  # noted before the outcome, so that a crash keeps it
+            conn.execute(
+                "UPDATE outbox_messages SET recovery = ? WHERE id = ?", (recovery, message.id)
+            )
+            self._event("recovered", message, {"recovery": recovery, "outcome": outcome})
         self._record(conn, message, outcome, status, error)
 
     def _record(
@@ -807,29 +855,38 @@ class Outbox:
 
     # -- per kind ----------------------------------------------------------------------------------
 
-    def _send_store(
-        self, assoc: Association, message: Message
-    ) -> tuple[str, int | None, str | None]:
+    def _send_store(self, assoc: Association, message: Message) -> SendResult:
         assert message.file_path is not None
-        if not Path(message.file_path).exists():
+        path = Path(message.file_path)
+        if not path.exists():
             raise FileNotFoundError(2, "No such file", message.file_path)
-        status = status_of(assoc.send_c_store(Path(message.file_path)))
-        return store_outcome(status), status, None
+        result = store_scu.send_file(
+            assoc, path, message.sop_class_uid, message.transfer_syntax_uid
+        )
+        return result.outcome, result.status, result.error, result.recovery
 
-    def _send_mpps(
-        self, assoc: Association, message: Message
-    ) -> tuple[str, int | None, str | None]:
+    def _send_mpps(self, assoc: Association, message: Message) -> SendResult:
         assert message.payload_json is not None
-        dataset = Dataset.from_json(message.payload_json)
-        answer = mpps_scu.exchange(assoc, message.kind, message.sop_instance_uid, dataset)
-        return answer.outcome, answer.status, answer.error_comment or None
+        instance = self.messages(message.sop_instance_uid)
+        created = next((m for m in instance if m.kind == Kind.MPPS_CREATE), None)
+        delivery = mpps_scu.Delivery(
+            message.kind,
+            message.sop_instance_uid,
+            Dataset.from_json(message.payload_json),
+            created_with=(
+                Dataset.from_json(created.payload_json)
+                if created is not None and created.payload_json
+                else None
+            ),
+            recreated=any(m.recovery == mpps_scu.RECREATED for m in instance),
+        )
+        answer, recovery = mpps_scu.deliver(assoc, delivery)
+        return answer.outcome, answer.status, answer.error_comment or None, recovery
 
-    def _send_commitment(
-        self, assoc: Association, message: Message
-    ) -> tuple[str, int | None, str | None]:
+    def _send_commitment(self, assoc: Association, message: Message) -> SendResult:
         references = self._references(message.sop_instance_uid)
         if not references:
-            return Outcome.DONE, None, "nothing left to commit"
+            return Outcome.DONE, None, "nothing left to commit", None
         info = Dataset()
         info.TransactionUID = message.sop_instance_uid
         info.ReferencedSOPSequence = references
@@ -841,10 +898,10 @@ class Outbox:
         )
         status = status_of(response)
         if category(status) not in ("Success", "Warning"):
-            return Outcome.RETRY, status, "storage commitment request refused"
+            return Outcome.RETRY, status, "storage commitment request refused", None
         # Success means "accepted" (J.3.2); give the archive a moment to answer here.
         self.wait_for(lambda: self._closed(message.sop_instance_uid), self.commitment_wait_s)
-        return Outcome.DONE, status, None
+        return Outcome.DONE, status, None, None
 
     def _references(self, transaction_uid: str) -> list[Dataset]:
         with self._connect() as conn:
@@ -956,8 +1013,7 @@ def _stored_states(storage_commitment: bool) -> str:
     return "('committed')" if storage_commitment else "('sent', 'committed')"
 
 
-_SENDERS: dict[str, Callable[[Outbox, Association, Message], tuple[str, int | None, str | None]]]
-_SENDERS = {
+_SENDERS: dict[str, Callable[[Outbox, Association, Message], SendResult]] = {
     Kind.C_STORE: Outbox._send_store,
     Kind.MPPS_CREATE: Outbox._send_mpps,
     Kind.MPPS_SET: Outbox._send_mpps,
@@ -966,20 +1022,19 @@ _SENDERS = {
 
 
 def _contexts_for(batch: Sequence[Message]) -> list[PresentationContext]:
-    """One presentation context per (SOP class, transfer syntax) the batch needs.
+    """The presentation contexts the batch needs (PS3.8 9.3.2.2), at most 128.
 
-    Files are sent as they are (chunked, no re-encoding), so each proposes exactly its own
-    transfer syntax (PS3.8 9.3.2.2); MPPS and commitment use the default syntaxes.
+    Files are sent as they are (chunked, no re-encoding) when the PACS accepts their own
+    syntax, with lossless alternatives beside it (:func:`dicom_nodes.store_scu.store_contexts`);
+    MPPS and commitment use the default syntaxes.
     """
-    wanted: dict[tuple[str, str | None], None] = {}
-    for message in batch:
-        wanted[(message.sop_class_uid, message.transfer_syntax_uid)] = None
-    contexts = []
-    for sop_class, syntax in wanted:
-        if syntax is None:
-            contexts.append(build_context(sop_class))
-        else:
-            contexts.append(build_context(sop_class, [syntax]))
+    stores = dict.fromkeys(
+        (m.sop_class_uid, m.transfer_syntax_uid) for m in batch if m.kind == Kind.C_STORE
+    )
+    others = dict.fromkeys(m.sop_class_uid for m in batch if m.kind != Kind.C_STORE)
+    contexts = [build_context(sop_class) for sop_class in others]
+    if stores:
+        contexts += store_scu.store_contexts(list(stores))
     return contexts[:128]
 
 
@@ -999,4 +1054,5 @@ __all__ = [
     "OutboxError",
     "RetryPolicy",
     "describe_counts",
+    "store_outcome",
 ]

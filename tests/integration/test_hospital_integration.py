@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.uid import JPEGBaseline8Bit, JPEGLSLossless, RLELossless
 from pynetdicom import evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
@@ -24,7 +25,7 @@ from acquisition.commands.demo import OPERATOR
 from acquisition.exam import Patient
 from acquisition.exam_machine import ExamState, Refused
 from acquisition.hospital_identity import ORDER_AT_CLOSE, mpps_start
-from dicom_nodes import codes
+from dicom_nodes import codes, mpps_scu
 from dicom_nodes.implementation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicom_nodes.network import Timeouts, make_ae
 from dicom_nodes.outbox import Kind, Message, State
@@ -427,3 +428,128 @@ def test_complete_is_refused_while_the_units_step_is_in_progress(room: Room) -> 
     mpps = room.wait_for_final_mpps()
     assert rdsr in listed_in(mpps.dataset)
     assert room.pacs.wait_for(lambda: room.pacs.get(rdsr) is not None, WAIT_S)
+
+
+# ---------------------------------------------------------------------- outbox recovery
+
+
+def created_and_sent(room: Room, mpps_uid: str) -> None:
+    def sent() -> bool:
+        return any(
+            m.kind == Kind.MPPS_CREATE and m.state == State.SENT
+            for m in room.outbox.messages(mpps_uid)
+        )
+
+    assert room.outbox.wait_for(sent, WAIT_S), room.outbox.messages(mpps_uid)
+
+
+def test_a_ris_that_lost_the_mpps_gets_it_again_once(room: Room) -> None:
+    order = room.open_order("L")
+    uid = order.mpps_instance_uid
+    created_and_sent(room, uid)
+    assert room.ris.forget_mpps(uid)  # the RIS was restored from last night's backup
+    room.pass_checklist()
+    room.image(ExamState.PRE_CONTRAST)  # the N-SET with the images: answered 0112H
+
+    def recreated() -> bool:
+        mpps = room.ris.mpps(uid)
+        return mpps is not None and bool(mpps.dataset.PerformedSeriesSequence)
+
+    assert room.ris.wait_for(recreated, WAIT_S)
+    mpps = room.ris.mpps(uid)
+    assert mpps is not None
+    assert [m.operation for m in mpps.messages][:2] == ["N-CREATE", "N-SET"]  # created again
+    assert mpps.created is not None and mpps.created.PerformedProcedureStepStatus == "IN PROGRESS"
+    (recovered,) = room.entries("outbox-recovered", order.exam_id)
+    assert recovered.payload["recovery"] == mpps_scu.RECREATED
+    assert recovered.payload["outcome"] == "done"
+    room.exam.discontinue(codes.DISCONTINUED_PATIENT_CONDITION.value, OPERATOR)
+    assert room.wait_for_final_mpps(uid).status == "DISCONTINUED"
+
+
+def test_a_second_0112_for_the_same_mpps_is_terminal_with_an_alert(room: Room) -> None:
+    room.ris.faults.lose_created_mpps = True  # it loses everything it is sent
+    order = room.open_order("L")
+    room.pass_checklist()
+    room.image(ExamState.PRE_CONTRAST)
+
+    def failed() -> bool:
+        return any(m.state == State.FAILED for m in room.outbox.messages(order.mpps_instance_uid))
+
+    assert room.outbox.wait_for(failed, WAIT_S), room.outbox.messages(order.mpps_instance_uid)
+    lost = next(m for m in room.outbox.messages(order.mpps_instance_uid) if m.state == "failed")
+    assert (lost.kind, lost.last_status, lost.recovery) == (
+        Kind.MPPS_SET,
+        0x0112,
+        mpps_scu.RECREATED,
+    )
+    creates = [m for m in room.ris.mpps_messages() if m.operation == "N-CREATE"]
+    assert len(creates) == 2  # created, and re-created once: never a third time
+    delivered = [
+        e.payload for e in room.entries("dicom-delivered") if e.payload["outcome"] == "terminal"
+    ]
+    assert delivered and delivered[0]["status"] == "0112"
+    assert any("RIS failed for good" in alert for alert in room.controller.alerts())
+
+
+MG = "1.2.840.10008.5.1.4.1.1.1.2"
+
+
+def test_an_image_the_pacs_refuses_for_its_syntax_is_resent_lossless_same_uid(room: Room) -> None:
+    room.pacs.accept_only(MG, [JPEGLSLossless, RLELossless])  # no uncompressed MG images
+    order = room.open_order("L")
+    image_and_end(room)
+    room.wait_for_outbox_drained()
+    images = room.pacs_objects(MG)
+    assert len(images) == 2
+    for received in images:
+        assert received.transfer_syntax_uid == JPEGLSLossless
+        ds = received.read()
+        ds.decompress(generate_instance_uid=False)
+        study = room.data_dir / "objects" / order.study_instance_uid
+        kept = dcmread(study / f"{received.sop_instance_uid}.dcm")
+        assert ds.SOPInstanceUID == kept.SOPInstanceUID  # the same object, another encoding
+        assert ds.PixelData == kept.PixelData  # lossless: every pixel as acquired
+        assert ds.get("LossyImageCompression", "00") == "00"
+    recovered = [e.payload for e in room.entries("outbox-recovered")]
+    assert len(recovered) == 2
+    assert all("JPEG-LS Lossless" in p["recovery"] for p in recovered)
+
+
+def test_an_image_the_pacs_accepts_in_no_lossless_syntax_fails_with_an_alert(room: Room) -> None:
+    room.pacs.accept_only(MG, [JPEGBaseline8Bit])  # lossy only: never for a mammogram
+    image_and_end_of(room)
+    stores = [m for m in room.outbox.messages() if m.sop_class_uid == MG]
+
+    def settled() -> bool:
+        return all(m.state == State.FAILED for m in room.outbox.messages() if m.sop_class_uid == MG)
+
+    assert room.outbox.wait_for(settled, WAIT_S), room.outbox.messages()
+    assert len(stores) == 2
+    assert all(m.attempts == 1 for m in room.outbox.messages() if m.sop_class_uid == MG)
+    assert room.pacs_objects(MG) == []
+    failures = [m.last_error or "" for m in room.outbox.messages() if m.sop_class_uid == MG]
+    assert all("no lossless syntax" in error for error in failures)
+    assert any("PACS failed for good" in alert for alert in room.controller.alerts())
+
+
+def image_and_end_of(room: Room) -> None:
+    room.open_order("L")
+    image_and_end(room)
+
+
+def test_a_message_stuck_too_long_raises_an_alert_once(tmp_path: Path) -> None:
+    with exam_room(tmp_path, overrides={"pacs.stuck_alert_s": 1.0}) as room:
+        room.pacs.down()
+        image_and_end_of(room)
+        assert room.outbox.wait_for(lambda: bool(room.outbox.stuck(1.0)), WAIT_S)
+        stuck = room.outbox.alert_stuck(1.0)
+        assert stuck and {m.destination for m in stuck} == {"pacs"}
+        room.wait_until(
+            lambda: bool(room.entries("outbox-stuck")), "the stuck alert in the journal"
+        )
+        room.outbox.alert_stuck(1.0)  # said once, not at every look
+        (entry,) = room.entries("outbox-stuck")
+        assert entry.payload["destination"] == "pacs" and entry.payload["count"] >= 1
+        (alert,) = [a for a in room.controller.alerts() if "not delivered for" in a]
+        assert alert.startswith(f"{len(room.outbox.stuck(1.0))} message(s) to the PACS")
