@@ -192,7 +192,8 @@ def _request_item(identity: StudyIdentity, *, sr: bool) -> Dataset:
     item.RequestedProcedureID = request.requested_procedure_id
     item.RequestedProcedureDescription = request.requested_procedure_description
     item.RequestedProcedureCodeSequence = code_sequence(request.requested_procedure_codes)
-    if sr:  # Referenced Request Sequence (PS3.3 C.17.2): the order numbers are Type 2
+    if sr:  # Referenced Request Sequence (PS3.3 C.17.2): these are Type 2
+        item.ReferencedStudySequence = []
         item.PlacerOrderNumberImagingServiceRequest = ""
         item.FillerOrderNumberImagingServiceRequest = ""
         return item
