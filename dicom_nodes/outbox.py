@@ -612,7 +612,8 @@ class Outbox:
     def alert_stuck(self, older_than_s: float) -> list[Message]:
         """Nothing retries forever in silence: the messages stuck longer than ``older_than_s``
         (``pacs.stuck_alert_s``); those newly stuck are marked, and reported once per
-        destination through ``on_event("stuck", oldest, {"count", "age_s", ...})``."""
+        destination and episode (none of its messages was stuck and alerted already) through
+        ``on_event("stuck", oldest, {"count", "age_s", ...})``."""
         with self._alerting:  # the tick and a caller never alert the same message twice
             stuck = self.stuck(older_than_s)
             new = [m for m in stuck if m.stuck_alerted_at_s is None]
@@ -625,6 +626,8 @@ class Outbox:
                     [(now_s, m.id) for m in new],
                 )
         for destination in dict.fromkeys(m.destination for m in new):
+            if any(m.destination == destination and m.stuck_alerted_at_s for m in stuck):
+                continue  # the same episode: its alert was given, and stands
             of_destination = [m for m in new if m.destination == destination]
             oldest = of_destination[0]
             details = {
