@@ -24,6 +24,7 @@ new exposures into the exam (:meth:`ExamService.note_exposures`) and retries the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -38,11 +39,12 @@ from pydicom.dataset import Dataset
 from acquisition import wiring
 from acquisition.dose_log import DoseLog
 from acquisition.dose_policy import dose_policy
-from acquisition.exam.model import JournalUnavailable, phase_sps_id
+from acquisition.exam.model import PHASE_STEPS, ExamOrder, JournalUnavailable, phase_sps_id
 from acquisition.exam.service import ExamService
 from acquisition.exam_machine import ExamState, Limits
 from acquisition.exam_reporting import ExamReporting, ReportingSettings
 from acquisition.forwarding import Forwarder, contrast_administration
+from acquisition.hospital_identity import ForwardingIdentity, mismatch
 from acquisition.journal import Journal, JournalError, Witness
 from acquisition.settings import Config, ConfigError
 from device_drivers.base import InjectorABC
@@ -55,7 +57,7 @@ from dicom_nodes.outbox import PACS, RIS, RetryPolicy
 from dicom_nodes.outbox import Message as OutboxMessage
 from dicom_nodes.outbox import Outbox as DicomOutbox
 from dicom_nodes.received_objects import QuarantineItem, ReceivedObjects
-from dicom_nodes.ris_orders import RisOrderStore, WorklistRefresher, todays_query
+from dicom_nodes.ris_orders import RisOrderStore, StoredOrder, WorklistRefresher, todays_query
 from dicom_nodes.scu import Peer
 from dicom_nodes.server import UnitFacingServer
 from dicom_nodes.worklist_store import WorklistStore
@@ -70,6 +72,8 @@ TICK_S = 0.5
 REPORT_EVERY_TICKS = 20
 #: How often a lost injector link is tried again.
 RECONNECT_S = 5.0
+#: How long a message that failed for good stays on the console.
+FAILED_ALERT_S = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -231,13 +235,23 @@ class Controller:
                 storage_commitment=config.pacs.storage_commitment and PACS in destinations,
                 retry=RetryPolicy(config.pacs.retry_initial_s, config.pacs.retry_max_s),
                 on_delivery=self._on_delivery,
+                on_event=self._on_outbox_event,
                 busy_timeout_s=busy,
             )
             if destinations
             else None
         )
         if self.outbox is not None and PACS in destinations:
-            self.forwarder = Forwarder(self.outbox, self.storage_dir, self._contrast_for)
+            identity = ForwardingIdentity(
+                self.journal, lambda: self.exam.snapshot() if self.exam is not None else None
+            )
+            self.forwarder = Forwarder(
+                self.outbox,
+                self.storage_dir,
+                self._contrast_for,
+                held_for=identity.held_for,
+                identity_for=identity.identity_for,
+            )
 
     def _open_journal(self) -> Journal:
         """The journal, sealed with the site key (rotated to it from a previous key), its head
@@ -286,9 +300,10 @@ class Controller:
         calling = config.dicom.ae_title
         peers: dict[str, Peer] = {}
         if config.ris.host:
+            # the MPPS manager may be another host than the worklist provider (IHE SWF)
             peers[RIS] = Peer(
-                config.ris.host,
-                config.ris.port,
+                config.ris.mpps_host or config.ris.host,
+                config.ris.mpps_port or config.ris.port,
                 config.ris.mpps_ae_title or config.ris.ae_title,
                 calling_ae=calling,
                 timeouts=timeouts,
@@ -343,7 +358,10 @@ class Controller:
                 station_name=config.dicom.station_name,
                 ris=bool(config.ris.host),
                 pacs=bool(config.pacs.host),
+                mpps_hold_max_s=config.pacs.mpps_hold_max_s,
             ),
+            forwarder=self.forwarder,
+            ris_order=self._ris_order,
         )
         injector = config.injector
         self.exam = ExamService(
@@ -366,6 +384,7 @@ class Controller:
             uid_root=config.site.uid_root,
             laterality_terms=config.ris.laterality_terms,
             space_check=self.free_space,
+            unit_steps_in_progress=self._unit_steps_in_progress,
         )
 
     def _start_network(self) -> None:
@@ -389,13 +408,19 @@ class Controller:
             self.outbox.start()
         if self.orders is not None and RIS in (self.outbox.destinations if self.outbox else {}):
             assert self.outbox is not None
-            peer = Peer(**{**vars(self.outbox.destinations[RIS]), "ae_title": config.ris.ae_title})
+            peer = dataclasses.replace(  # the worklist provider, not the MPPS manager
+                self.outbox.destinations[RIS],
+                host=config.ris.host,
+                port=config.ris.port,
+                ae_title=config.ris.ae_title,
+            )
             station = config.ris.station_ae_title
             self.refresher = WorklistRefresher(
                 self.orders,
                 peer,
                 lambda: todays_query(station),
                 interval_s=config.ris.refresh_interval_s,
+                fallback_character_set=config.ris.fallback_character_set,
             )
             self.refresher.start()
         self.server = wiring.unit_facing_server(
@@ -506,6 +531,16 @@ class Controller:
                 "was sent under a SOP Instance UID already stored. The unit keeps its copy; "
                 "ask the physicist (galacto quarantine list)."
             )
+        exam = self.exam
+        if exam is not None:
+            order = exam.snapshot().order
+            try:
+                changed = mismatch(order, self._ris_order(order) if order else None)
+            except Exception as exc:
+                changed = f"RIS orders not readable: {exc}"
+            if changed:
+                out.append(changed)
+        out += self._outbox_alerts()
         low = self.free_space()
         if low is not None:
             out.append(f"Disk space low: {low}. New exams and injections are refused.")
@@ -513,6 +548,57 @@ class Controller:
             if failures.current is not None:
                 out.append(failures.current)
         return out
+
+    def _outbox_alerts(self) -> list[str]:
+        """Messages stuck longer than pacs.stuck_alert_s, and those failed for good (a day)."""
+        outbox = self.outbox
+        if outbox is None:
+            return []
+        out = []
+        try:
+            stuck = outbox.stuck(self.config.pacs.stuck_alert_s)
+            failed = outbox.failed(time.time() - FAILED_ALERT_S)
+        except Exception as exc:
+            return [f"outbox not readable: {exc}"]
+        for destination in dict.fromkeys(m.destination for m in stuck):
+            mine = [m for m in stuck if m.destination == destination]
+            age_min = (time.time() - mine[0].created_at_s) / 60.0
+            out.append(
+                f"{len(mine)} message(s) to the {destination.upper()} not delivered for "
+                f"{age_min:.0f} min ({mine[0].last_error or 'not answered yet'}). galacto keeps "
+                f"trying; ask the {destination.upper()} administrator."
+            )
+        for destination in dict.fromkeys(m.destination for m in failed):
+            mine = [m for m in failed if m.destination == destination]
+            out.append(
+                f"{len(mine)} message(s) to the {destination.upper()} failed for good and are "
+                f"not retried ({mine[-1].last_error or 'refused'}). Ask the "
+                f"{destination.upper()} administrator; the journal lists them."
+            )
+        return out
+
+    def _unit_steps_in_progress(self, order: ExamOrder | None) -> list[str]:
+        """The unit's MPPS steps of the exam (its study or its phase steps) still IN PROGRESS."""
+        if order is None:
+            return []
+        sps_ids = [phase_sps_id(order.exam_id, phase) for phase in PHASE_STEPS]
+        return list(self.mpps_store.in_progress(order.study_instance_uid, sps_ids))
+
+    def _ris_order(self, order: ExamOrder) -> StoredOrder | None:
+        """The exam's RIS order as the local copy of the RIS worklist knows it now."""
+        if self.orders is None or not order.scheduled:
+            return None
+        return self.orders.find(order.accession, order.ris_sps_id)
+
+    def _on_outbox_event(self, event: str, message: OutboxMessage, details: dict[str, Any]) -> None:
+        """A recovery or an alert of the outbox: journaled with its exam (outbox-<event>)."""
+        payload = {
+            "kind": message.kind,
+            "destination": message.destination,
+            "sop_instance_uid": message.sop_instance_uid,
+            **details,
+        }
+        self.journal_append(f"outbox-{event}", payload, exam_id=self._exam_of(message))
 
     def _retry_forwards(self) -> None:
         """Objects whose queueing failed on arrival (the outbox busy, a disk error)."""
@@ -610,6 +696,8 @@ class Controller:
                 if ticks % REPORT_EVERY_TICKS == 0:
                     exam.report()  # catches up a reporting that failed (disk full, locked)
                     self._retry_forwards()
+                    if self.outbox is not None:
+                        self.outbox.alert_stuck(self.config.pacs.stuck_alert_s)
             except JournalUnavailable:
                 pass  # the exam service reported it (once) and refuses commands until it heals
             except Exception as exc:  # logged once per episode, not at every tick

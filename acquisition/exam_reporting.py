@@ -11,17 +11,22 @@ call. What it enqueues:
   and journaled with the exam: a restart continues that MPPS, never creates another);
 * an N-SET with the complete Performed Series Sequence (one series per phase) whenever the
   images the exam holds differ from those of the last N-SET enqueued;
-* when the exam is completed or discontinued: the exam's X-Ray Radiation Dose SR (every
-  exposure of the exam, whatever it lacks; the accumulated AGD per breast is the one total of
-  :mod:`dose.totals`; its SOP Instance UID derived from the MPPS UID, so that a second build
-  after a crash is the same object), queued for the PACS, then the final
+* when the exam is completed or discontinued: the identity of the order as it stands then
+  (``order-at-close``, journaled once: :mod:`acquisition.hospital_identity`); the exam's objects,
+  held until then, released to the forwarder (coerced to that identity); the exam's X-Ray
+  Radiation Dose SR (every exposure of the exam, whatever it lacks; the accumulated AGD per
+  breast is the one total of :mod:`dose.totals`; its SOP Instance UID derived from the MPPS UID,
+  so that a second build after a crash is the same object), queued for the PACS; then the final
   N-SET COMPLETED or DISCONTINUED (CID 9301 reason) with the Radiation Dose module, the contrast
-  given (Billing Supplies and Devices) and the dose report in the Referenced Non-Image Composite
-  SOP Instance Sequence.
+  given (Billing Supplies and Devices) and every object received in its Performed Series.
 
-Each enqueue is journaled as a ``dicom-out`` entry after the outbox holds it. Images and the
-unit's own dose reports reach the PACS by store-and-forward (the controller's storage hook), not
-from here.
+The final N-SET is **held** in the outbox until the PACS has stored (and, with storage
+commitment, committed) every object it lists, at most ``pacs.mpps_hold_max_s``: a RIS must not
+learn of images the PACS cannot give it yet (IHE RAD-7 after RAD-8/RAD-10). While it is held, an
+object of the exam that arrives late is added to it (the unit may send its dose report after
+its own step is closed).
+
+Each enqueue is journaled as a ``dicom-out`` entry after the outbox holds it.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,8 +51,12 @@ from acquisition.exam.model import (
     phase_sps_id,
 )
 from acquisition.exam_machine import ExamState
+from acquisition.forwarding import Forwarder
+from acquisition.hospital_identity import ORDER_AT_CLOSE, order_at_close, study_id
 from acquisition.journal import Journal
 from dicom_nodes import codes, mpps_builders
+from dicom_nodes.coercion import StudyIdentity, coerce
+from dicom_nodes.implementation import stamp_file_meta
 from dicom_nodes.mpps_builders import (
     ContrastUse,
     ExposureDose,
@@ -56,7 +65,7 @@ from dicom_nodes.mpps_builders import (
     RadiationDose,
     ScheduledStep,
 )
-from dicom_nodes.outbox import Kind, Message, Outbox
+from dicom_nodes.outbox import Kind, Message, Outbox, State
 from dicom_nodes.rdsr import (
     ANODE_CODES,
     CALCULATED_AGD_COMMENT,
@@ -71,6 +80,7 @@ from dicom_nodes.rdsr import (
     IrradiationEvent,
     build_rdsr,
 )
+from dicom_nodes.ris_orders import StoredOrder
 from dose import plausibility
 from dose.record import Source
 from dose.totals import left_out_reason, per_breast_totals
@@ -98,6 +108,8 @@ class ReportingSettings:
     institution: str = ""
     ris: bool = True  #: report the MPPS (a RIS is configured)
     pacs: bool = True  #: queue the dose report (a PACS is configured)
+    #: Longest wait of the final MPPS for the PACS to store what it lists (pacs.mpps_hold_max_s).
+    mpps_hold_max_s: float = 600.0
 
 
 def derived_uid(uid_root: str, *parts: str) -> str:
@@ -116,12 +128,16 @@ class ExamReporting:
         settings: ReportingSettings,
         *,
         clock: Any = None,
+        forwarder: Forwarder | None = None,
+        ris_order: Callable[[ExamOrder], StoredOrder | None] | None = None,
     ) -> None:
         self._journal = journal
         self._dose_log = dose_log
         self._outbox = outbox
         self.settings = settings
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self._forwarder = forwarder  #: releases the exam's held objects at its end
+        self._ris_order = ris_order  #: the RIS order as the controller's copy knows it now
 
     # ------------------------------------------------------------------ the one entry point
 
@@ -134,17 +150,21 @@ class ExamReporting:
         if ris and not any(m.kind == Kind.MPPS_CREATE for m in messages):
             dataset = mpps_builders.build_mpps_in_progress(self.mpps_exam(order))
             self._enqueue_mpps(order, Kind.MPPS_CREATE, dataset)
-        last_set = _last_set(messages)
-        if last_set is not None and _status(last_set) in _FINAL_STATUSES:
-            return  # a final state is final
+        final = _final_set(messages)
+        if final is not None and final.state != State.PENDING:
+            return  # a final state is final (sent, or failed for good)
         series = self.performed_series(view)
         if view.state.is_final:
-            report = self.dose_report(view)
+            identity = self.identity_at_close(view)
+            if self._forwarder is not None and self.settings.pacs:
+                self._forwarder.forward_study(order.study_instance_uid)
+            report = self.dose_report(view, identity)
             if report is not None:
                 series.append(report)
             if ris:
-                self._enqueue_final(view, series)
+                self._enqueue_final(view, series, final)
             return
+        last_set = _last_set(messages)
         if ris and _referenced(series) != _referenced_in(last_set):
             dataset = mpps_builders.build_mpps_update(
                 self.mpps_exam(order), series, dose=self.radiation_dose(view)
@@ -171,7 +191,7 @@ class ExamReporting:
         return MppsExam(
             mpps_instance_uid=order.mpps_instance_uid,
             pps_id=order.exam_id[-16:],
-            study_id=order.exam_id[-16:],
+            study_id=study_id(order),
             station_ae=self.settings.station_ae,
             started_at=_local(order.opened_at),
             patient_name=order.patient_name,
@@ -270,8 +290,27 @@ class ExamReporting:
         uid = self.dose_report_uid(order)
         return self.settings.storage_dir / CREATED_DIR / order.study_instance_uid / f"{uid}.dcm"
 
-    def dose_report(self, view: ExamSnapshot) -> PerformedSeries | None:
-        """Write (once) and queue the exam's RDSR; its series item, or None without events."""
+    def identity_at_close(self, view: ExamSnapshot) -> StudyIdentity:
+        """The identity the exam's objects carry: journaled once when the exam has ended
+        (``order-at-close``), with the RIS order as the controller's copy knows it then."""
+        order = _order_of(view)
+        for entry in self._journal.entries(exam_id=order.exam_id):
+            if entry.kind == ORDER_AT_CLOSE:
+                return StudyIdentity.from_json(entry.payload["identity"])
+        stored = None
+        if order.scheduled and order.ris_item is not None and self._ris_order is not None:
+            stored = self._ris_order(order)
+        payload = order_at_close(order, stored)
+        self._journal.append(ORDER_AT_CLOSE, payload, exam_id=order.exam_id, now=self._clock())
+        if payload["status"] not in ("as opened", "unscheduled"):
+            log.warning("the exam ended on a RIS order %s since it opened", payload["status"])
+        return StudyIdentity.from_json(payload["identity"])
+
+    def dose_report(
+        self, view: ExamSnapshot, identity: StudyIdentity | None = None
+    ) -> PerformedSeries | None:
+        """Write (once) and queue the exam's RDSR (coerced to ``identity`` like every object
+        of the exam); its series item, or None without events."""
         order = _order_of(view)
         path = self.dose_report_path(order)
         uid = self.dose_report_uid(order)
@@ -291,6 +330,9 @@ class ExamReporting:
             except DoseReportError:
                 log.exception("the exam's dose report could not be built")
                 return None
+            if identity is not None:
+                coerce(ds, identity)
+            stamp_file_meta(ds)
             write_dataset_durably(ds, path)
             self._journal.append(
                 "dose-report",
@@ -322,7 +364,7 @@ class ExamReporting:
             patient_birth_date=order.patient_birth_date,
             patient_sex=order.patient_sex,
             accession_number=order.accession,
-            study_id=order.exam_id[-16:],
+            study_id=study_id(order),
             study_date=opened.strftime("%Y%m%d"),
             study_time=opened.strftime("%H%M%S"),
             study_description=order.requested_procedure_description,
@@ -340,8 +382,15 @@ class ExamReporting:
 
     # ------------------------------------------------------------------ enqueueing
 
-    def _enqueue_final(self, view: ExamSnapshot, series: list[PerformedSeries]) -> None:
+    def _enqueue_final(
+        self, view: ExamSnapshot, series: list[PerformedSeries], held: Message | None
+    ) -> None:
+        """Enqueue the final N-SET, held until the PACS holds what it lists; or, while it is
+        still held, bring it up to date with what arrived since (a late dose report)."""
         order = _order_of(view)
+        listed = _referenced_in(Dataset.from_json(held.payload_json or "{}")) if held else None
+        if listed is not None and listed == _referenced(series):
+            return
         exam = self.mpps_exam(order)
         ended = self._clock().astimezone().replace(tzinfo=None)
         ended = max(ended, exam.started_at)
@@ -357,7 +406,16 @@ class ExamReporting:
             dataset = mpps_builders.build_mpps_discontinued(
                 exam, series, ended, reason=reason, dose=dose, contrast=contrast
             )
-        self._enqueue_mpps(order, Kind.MPPS_SET, dataset)
+        assert self._outbox is not None
+        awaits = sorted(_referenced(series)) if self.settings.pacs else []
+        if held is not None:
+            if self._outbox.update_pending(held.id, dataset, awaits=awaits):
+                self._journal_out(order, Kind.MPPS_SET, order.mpps_instance_uid, "updated")
+            return
+        self._outbox.enqueue_mpps_set(
+            order.mpps_instance_uid, dataset, awaits=awaits, hold_s=self.settings.mpps_hold_max_s
+        )
+        self._journal_out(order, Kind.MPPS_SET, order.mpps_instance_uid, _status(dataset))
 
     def _enqueue_mpps(self, order: ExamOrder, kind: str, dataset: Dataset) -> None:
         assert self._outbox is not None
@@ -401,6 +459,16 @@ def _reason(code_value: str | None) -> codes.Code:
         if code.value == code_value:
             return code
     return codes.DISCONTINUED_UNSPECIFIED
+
+
+def _final_set(messages: Sequence[Message]) -> Message | None:
+    """The final N-SET (COMPLETED or DISCONTINUED) of an MPPS, if one was enqueued."""
+    for message in messages:
+        if message.kind != Kind.MPPS_SET or not message.payload_json:
+            continue
+        if _status(Dataset.from_json(message.payload_json)) in _FINAL_STATUSES:
+            return message
+    return None
 
 
 def _last_set(messages: Sequence[Message]) -> Dataset | None:

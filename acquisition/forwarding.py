@@ -5,13 +5,19 @@ Every object the unit stores with the controller is queued for the PACS once it 
 for whatever the outbox does not hold yet (:meth:`Forwarder.forward_kept`): a crash between a
 store and its queueing loses nothing, and the outbox is idempotent by SOP Instance UID.
 
+The objects of the open exam (its Study Instance UID) are **held** until the exam ends
+(completed or discontinued): they are forwarded then (:meth:`Forwarder.forward_study`, called
+by the exam's reporting), coerced to the identity of the order as it stands at the exam's
+close (:mod:`acquisition.hospital_identity`, :func:`dicom_nodes.coercion.coerce`). An object of
+that exam arriving later is coerced the same way; an object of no exam is forwarded as received.
+
 A post-contrast image (its SPS ID names a post-injection phase of the open exam) that arrives
 without a Contrast/Bolus module gets one from the controller's contrast records before it is
 forwarded (dicom.md §5): the unit knows the agent from the worklist at best, never the volume,
 the times or the flow of the injections. The controller, toward the hospital the acquisition
 modality, completes the forwarded copy (``<storage_dir>/forward/<study>/<sop>.dcm``; same SOP
 Instance UID: no other copy ever left the modality side) and keeps the unit's original as
-received. An image that carries its own module is forwarded as the unit wrote it.
+received. An image that carries its own module keeps it.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from acquisition.exam.model import ContrastRecord
+from dicom_nodes.coercion import StudyIdentity, coerce
 from dicom_nodes.contrast import ContrastAdministration, Injection, set_contrast_bolus
+from dicom_nodes.implementation import stamp_file_meta
 from dicom_nodes.outbox import Kind, Outbox, OutboxError, State
 from dicom_nodes.storage_scp import QUARANTINE_DIR, TMP_DIR
 from storage.files import write_dataset_durably
@@ -41,6 +49,10 @@ MG_IMAGE_CLASSES = frozenset(
 
 #: The contrast given before an image, from its header (None: not a post-contrast image).
 ContrastFor = Callable[[Dataset], ContrastAdministration | None]
+#: Whether an object waits for its exam's end (True: an object of the open exam).
+HeldFor = Callable[[Dataset], bool]
+#: The identity an object is coerced to, from its header (None: forwarded as received).
+IdentityFor = Callable[[Dataset], StudyIdentity | None]
 
 
 def contrast_administration(records: Sequence[ContrastRecord]) -> ContrastAdministration | None:
@@ -67,14 +79,27 @@ def contrast_administration(records: Sequence[ContrastRecord]) -> ContrastAdmini
 class Forwarder:
     """Queues the unit's objects for the PACS (see the module docstring)."""
 
-    def __init__(self, outbox: Outbox, storage_dir: Path, contrast_for: ContrastFor) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        storage_dir: Path,
+        contrast_for: ContrastFor,
+        *,
+        held_for: HeldFor = lambda _header: False,
+        identity_for: IdentityFor = lambda _header: None,
+    ) -> None:
         self.outbox = outbox
         self.storage_dir = storage_dir
         self.contrast_for = contrast_for
+        self.held_for = held_for
+        self.identity_for = identity_for
 
-    def forward(self, path: Path, header: Dataset) -> Path:
-        """Queue one received object (completed first when it needs to be); the queued file."""
-        queued = self._completed(path, header) or path
+    def forward(self, path: Path, header: Dataset) -> Path | None:
+        """Queue one received object (completed and coerced first when it needs to be); the
+        queued file, or None while its exam runs (held: :meth:`forward_study` at its end)."""
+        if self.held_for(header):
+            return None
+        queued = self._prepared(path, header) or path
         self.outbox.enqueue_store(queued)
         return queued
 
@@ -87,31 +112,53 @@ class Forwarder:
                 # completed copies are queued with (or instead of) their originals; received
                 # data not (yet) answered and refused objects are never forwarded
                 continue
-            queued_before = [m for m in self.outbox.messages(path.stem) if m.kind == Kind.C_STORE]
-            if any(m.state != State.FAILED for m in queued_before):
-                continue  # pending, sent or committed; a failed one is queued again
-            try:
-                self.forward(path, dcmread(path, stop_before_pixels=True))
-            except (OSError, ValueError, InvalidDicomError, OutboxError) as exc:
-                log.error("kept object %s not queued for the PACS: %s", path.name, exc)
-                continue
-            queued += 1
+            queued += self._forward_if_new(path)
         return queued
 
-    def _completed(self, path: Path, header: Dataset) -> Path | None:
-        """The forwarded copy with the Contrast/Bolus module, when the image lacks it."""
-        if str(header.get("SOPClassUID", "")) not in MG_IMAGE_CLASSES:
-            return None
-        if "ContrastBolusAgent" in header:
-            return None
-        contrast = self.contrast_for(header)
-        if contrast is None:
+    def forward_study(self, study_instance_uid: str) -> int:
+        """Queue every received object of one study the outbox does not hold yet (the exam's
+        end releases its held objects; idempotent); how many."""
+        folder = self.storage_dir / study_instance_uid
+        if study_instance_uid in ("", FORWARD_DIR, TMP_DIR, QUARANTINE_DIR) or not folder.is_dir():
+            return 0
+        return sum(self._forward_if_new(path) for path in sorted(folder.glob("*.dcm")))
+
+    def _forward_if_new(self, path: Path) -> int:
+        queued_before = [m for m in self.outbox.messages(path.stem) if m.kind == Kind.C_STORE]
+        if any(m.state != State.FAILED for m in queued_before):
+            return 0  # pending, sent or committed; a failed one is queued again
+        try:
+            queued = self.forward(path, dcmread(path, stop_before_pixels=True))
+        except (OSError, ValueError, InvalidDicomError, OutboxError) as exc:
+            log.error("kept object %s not queued for the PACS: %s", path.name, exc)
+            return 0
+        return 0 if queued is None else 1
+
+    def _prepared(self, path: Path, header: Dataset) -> Path | None:
+        """The forwarded copy, when the object needs one: the Contrast/Bolus module an image
+        lacks, the coerced identity (``<storage_dir>/forward/<study>/<sop>.dcm``, written once)."""
+        contrast = self._contrast_missing(header)
+        identity = self.identity_for(header)
+        if contrast is None and identity is None:
             return None
         study, sop = str(header.StudyInstanceUID), str(header.SOPInstanceUID)
         target = self.storage_dir / FORWARD_DIR / study / f"{sop}.dcm"
         if not target.exists():
             ds = dcmread(path)
-            set_contrast_bolus(ds, contrast)
+            if contrast is not None:
+                set_contrast_bolus(ds, contrast)
+                log.info("post-contrast image completed with its Contrast/Bolus module")
+            if identity is not None:
+                changed = coerce(ds, identity)
+                log.info("forwarded copy coerced (%s)", ", ".join(changed) or "nothing changed")
+            stamp_file_meta(ds)
             write_dataset_durably(ds, target)
-            log.info("post-contrast image completed with its Contrast/Bolus module")
         return target
+
+    def _contrast_missing(self, header: Dataset) -> ContrastAdministration | None:
+        """The contrast given before a post-contrast image that lacks its module."""
+        if str(header.get("SOPClassUID", "")) not in MG_IMAGE_CLASSES:
+            return None
+        if "ContrastBolusAgent" in header:
+            return None
+        return self.contrast_for(header)

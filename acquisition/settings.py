@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydicom.charset import python_encoding
+
 from acquisition.laterality import DEFAULT_TERMS as DEFAULT_LATERALITY_TERMS
 from acquisition.laterality import parse_terms
 
@@ -298,6 +300,19 @@ class RisSettings:
     mpps_ae_title: str = setting(
         "", "Called AE of the RIS MPPS SCP (empty: same as ae_title).", maximum=AE_MAX
     )
+    mpps_host: str = setting(
+        "",
+        "Host of the RIS MPPS SCP, when the MPPS manager is not the worklist provider "
+        "(empty: same as host).",
+    )
+    mpps_port: int = setting(
+        0, "Port of the RIS MPPS SCP (0: same as port).", minimum=0, maximum=65535
+    )
+    fallback_character_set: str = setting(
+        "",
+        "Specific Character Set assumed for a RIS worklist response that carries none, e.g. "
+        '"ISO_IR 192" or "ISO_IR 100" (empty: the standard\'s default repertoire, ASCII).',
+    )
     station_ae_title: str = setting(
         "GALACTO",
         "Scheduled Station AE Title the controller asks the RIS worklist for.",
@@ -331,6 +346,18 @@ class PacsSettings:
     )
     retry_initial_s: float = setting(2.0, "First retry delay of the outbox.", minimum=0.01)
     retry_max_s: float = setting(300.0, "Longest retry delay of the outbox.", minimum=0.01)
+    mpps_hold_max_s: float = setting(
+        600.0,
+        "Longest time the exam's final MPPS waits for the PACS to store (and, with storage "
+        "commitment, commit) the objects it lists; then it goes to the RIS anyway (journaled).",
+        minimum=0,
+    )
+    stuck_alert_s: float = setting(
+        900.0,
+        "An outbound message still not delivered after this long raises an alert on the console "
+        "and in the journal.",
+        minimum=1,
+    )
 
 
 @dataclass(frozen=True)
@@ -624,6 +651,12 @@ def _check_cross_field(config: Config) -> None:
         raise ConfigError(
             f"injector.volume_ml / injector.rate_ml_min: the default injection takes longer "
             f"than injector.max_injection_s ({inj.max_injection_s} s)"
+        )
+    charset = config.ris.fallback_character_set
+    if charset and charset not in python_encoding:
+        raise ConfigError(
+            f"ris.fallback_character_set: not a Specific Character Set term pydicom knows "
+            f'(e.g. "ISO_IR 192", "ISO_IR 100"), got {charset!r}'
         )
     try:
         parse_terms(config.ris.laterality_terms)

@@ -11,6 +11,10 @@ with :func:`mpps_outcome`:
   SOP Instance UID at the RIS);
 * 0110H with ErrorID A710 (PS3.4 Table F.7.2-2: the step is COMPLETED or DISCONTINUED) →
   terminal, never retried: a final state is final;
+* 0112H (no such instance) on N-SET: the RIS lost the MPPS. :func:`deliver` re-creates it once,
+  with its whole content (the N-CREATE IN PROGRESS it was created with, then the N-SET), on the
+  same association; a second 0112H for the same MPPS is terminal (the console and the journal
+  say so);
 * statuses that say the request itself is wrong (:data:`MPPS_TERMINAL`) → terminal: sending
   the same bytes again cannot change the verdict;
 * anything else (processing failure, resource limitation, no response, no association) →
@@ -19,6 +23,7 @@ with :func:`mpps_outcome`:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Sequence
@@ -115,6 +120,42 @@ def exchange(
     if outcome == DONE and status == MppsStatus.DUPLICATE_SOP_INSTANCE:
         log.info("MPPS N-CREATE answered 0111H: already created by an earlier attempt")
     return MppsResponse(status, error_id, comment, outcome)
+
+
+#: The recovery note of an MPPS re-created after 0112H (at most once per instance).
+RECREATED = "re-created after 0112H (the RIS had lost it)"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One N-CREATE or N-SET to send, and what its re-creation would need."""
+
+    operation: str
+    sop_instance_uid: str
+    dataset: Dataset
+    #: The N-CREATE content the instance was created with (None: not known).
+    created_with: Dataset | None = None
+    #: Whether the instance was already re-created once.
+    recreated: bool = False
+
+
+def deliver(assoc: Association, delivery: Delivery) -> tuple[MppsResponse, str | None]:
+    """:func:`exchange` one message; an N-SET answered 0112H re-creates the MPPS once (see the
+    module docstring). Returns the answer that decides the message and the recovery done."""
+    uid = delivery.sop_instance_uid
+    answer = exchange(assoc, delivery.operation, uid, delivery.dataset)
+    if delivery.operation != N_SET or answer.status != MppsStatus.NO_SUCH_OBJECT_INSTANCE:
+        return answer, None
+    if delivery.recreated or delivery.created_with is None:
+        why = "again, after it was re-created" if delivery.recreated else "(no N-CREATE to redo)"
+        log.error("MPPS N-SET answered 0112H %s: not retried", why)
+        comment = f"the RIS lost the MPPS {why}"
+        return dataclasses.replace(answer, outcome=TERMINAL, error_comment=comment), None
+    log.warning("MPPS N-SET answered 0112H: the RIS lost the MPPS; re-creating it once")
+    created = exchange(assoc, N_CREATE, uid, delivery.created_with)
+    if created.outcome != DONE:
+        return created, None  # retried (or terminal) as an N-CREATE would be
+    return exchange(assoc, N_SET, uid, delivery.dataset), RECREATED
 
 
 def new_mpps_uid(uid_root: str) -> str:

@@ -13,6 +13,7 @@ import datetime
 import io
 import logging
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -171,6 +172,26 @@ class SqliteMppsStore:
             calling_ae=row["calling_ae"],
             dataset=decode_dataset(row["dataset"]),
         )
+
+    def in_progress(self, study_instance_uid: str, sps_ids: Collection[str] = ()) -> list[str]:
+        """The Performed Procedure Step IDs (the SOP Instance UID when the unit gave none) of
+        the unit's steps still IN PROGRESS for a study: their Scheduled Step Attributes name
+        the study, or one of ``sps_ids``. Oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT sop_instance_uid, dataset FROM mpps_instance "
+                "WHERE status = 'IN PROGRESS' ORDER BY created_at, sop_instance_uid"
+            ).fetchall()
+        found = []
+        for row in rows:
+            ds = decode_dataset(row["dataset"])
+            for step in ds.get("ScheduledStepAttributesSequence") or ():
+                study = str(step.get("StudyInstanceUID", "") or "")
+                sps_id = str(step.get("ScheduledProcedureStepID", "") or "")
+                if study == study_instance_uid or (sps_id and sps_id in sps_ids):
+                    found.append(str(ds.get("PerformedProcedureStepID") or row[0]))
+                    break
+        return found
 
     def save(
         self,

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydicom.charset import convert_encodings
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pynetdicom import build_context
@@ -137,6 +138,12 @@ class WorklistItem:
     priority: str = ""
     referring_physician: str = ""
     specific_character_set: tuple[str, ...] = field(default=())
+    requesting_physician: str = ""
+    sps_location: str = ""
+    scheduled_station_name: str = ""
+    patient_weight_kg: float | None = None
+    #: The character set assumed because the response named none (``--fallback-charset``).
+    assumed_character_set: str = ""
 
     @property
     def sps_start(self) -> dt.datetime | None:
@@ -215,6 +222,8 @@ def build_query(query: WorklistQuery) -> Dataset:
     ds.MedicalAlerts = ""
     ds.AccessionNumber = query.accession_number
     ds.ReferringPhysicianName = ""
+    ds.RequestingPhysician = ""
+    ds.PatientWeight = None
     ds.RequestedProcedureID = ""
     ds.RequestedProcedureDescription = ""
     ds.RequestedProcedureCodeSequence = Sequence([_empty_code_item()])
@@ -232,6 +241,8 @@ def build_query(query: WorklistQuery) -> Dataset:
     sps.ScheduledProtocolCodeSequence = Sequence([_empty_code_item()])
     sps.RequestedContrastAgent = ""
     sps.PreMedication = ""
+    sps.ScheduledProcedureStepLocation = ""
+    sps.ScheduledStationName = ""
     ds.ScheduledProcedureStepSequence = Sequence([sps])
     return ds
 
@@ -261,17 +272,30 @@ def _codes(ds: Dataset, keyword: str) -> tuple[Code, ...]:
     return tuple(codes)
 
 
-def item_from_dataset(ds: Dataset) -> WorklistItem:
+def item_from_dataset(ds: Dataset, fallback_character_set: str = "") -> WorklistItem:
     """Decode one C-FIND response identifier into a :class:`WorklistItem`.
 
     Text is decoded per the Specific Character Set of the response (PS3.5 6.1): pydicom
     converts each element on first access with the data set's character set, sequence items
     inheriting it — the result of ``Dataset.decode()`` without converting the elements we
-    never read. A missing Scheduled Procedure Step Sequence leaves the step's fields empty.
+    never read. A response without Specific Character Set is decoded with
+    ``fallback_character_set`` when one is given (a RIS that omits it, such as DCMTK's
+    wlmscpfs as shipped, while its files hold UTF-8 or Latin-1), else with the default
+    repertoire. A missing Scheduled Procedure Step Sequence leaves the step's fields empty.
     """
+    assumed = ""
+    if fallback_character_set and not ds.get("SpecificCharacterSet"):
+        # pydicom decodes each element on first access with the character set recorded when
+        # the identifier was read: record the fallback there, before any text is read.
+        implicit_vr, little_endian = ds.original_encoding
+        ds.set_original_encoding(
+            implicit_vr, little_endian, convert_encodings(fallback_character_set)
+        )
+        assumed = fallback_character_set
     steps = ds.get("ScheduledProcedureStepSequence") or [Dataset()]
     sps = steps[0]
     pregnancy = ds.get("PregnancyStatus")
+    weight = ds.get("PatientWeight")
     charset = ds.get("SpecificCharacterSet") or ()
     return WorklistItem(
         patient_name=_text(ds, "PatientName"),
@@ -299,6 +323,11 @@ def item_from_dataset(ds: Dataset) -> WorklistItem:
         priority=_text(ds, "RequestedProcedurePriority"),
         referring_physician=_text(ds, "ReferringPhysicianName"),
         specific_character_set=(charset,) if isinstance(charset, str) else tuple(charset),
+        requesting_physician=_text(ds, "RequestingPhysician"),
+        sps_location=_text(sps, "ScheduledProcedureStepLocation"),
+        scheduled_station_name=_text(sps, "ScheduledStationName"),
+        patient_weight_kg=float(weight) if weight not in (None, "") else None,
+        assumed_character_set=assumed,
     )
 
 
@@ -311,8 +340,15 @@ class WorklistResult:
     final_status: int
 
 
-def find_worklist(peer: Peer, query: WorklistQuery, *, max_results: int = 5000) -> WorklistResult:
-    """Query ``peer`` (IHE RAD-5) and return at most ``max_results`` items.
+def find_worklist(
+    peer: Peer,
+    query: WorklistQuery,
+    *,
+    max_results: int = 5000,
+    fallback_character_set: str = "",
+) -> WorklistResult:
+    """Query ``peer`` (IHE RAD-5) and return at most ``max_results`` items; a response without
+    Specific Character Set is read in ``fallback_character_set`` (see :func:`item_from_dataset`).
 
     Raises :class:`~dicom_nodes.scu.AssociationError` when no association can be made,
     :class:`~dicom_nodes.scu.DimseError` when the SCP goes silent or aborts, and
@@ -326,6 +362,7 @@ def find_worklist(peer: Peer, query: WorklistQuery, *, max_results: int = 5000) 
         items, truncated, final = _collect(
             assoc.send_c_find(identifier, ModalityWorklistInformationFind),
             max_results,
+            fallback_character_set,
             cancel=lambda: assoc.send_c_cancel(1, query_model=ModalityWorklistInformationFind),
         )
     log.info(
@@ -340,6 +377,7 @@ def find_worklist(peer: Peer, query: WorklistQuery, *, max_results: int = 5000) 
 def _collect(
     responses: Iterator[tuple[Dataset, Dataset | None]],
     max_results: int,
+    fallback_character_set: str,
     cancel: Any,
 ) -> tuple[list[WorklistItem], bool, int]:
     items: list[WorklistItem] = []
@@ -351,7 +389,7 @@ def _collect(
             if truncated:
                 continue  # drained after our C-CANCEL
             if identifier is not None:
-                items.append(item_from_dataset(identifier))
+                items.append(item_from_dataset(identifier, fallback_character_set))
             if len(items) >= max_results:
                 truncated = True
                 cancel()

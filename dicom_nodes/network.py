@@ -19,6 +19,8 @@ from typing import Any
 
 from pynetdicom import AE, _config, evt
 
+from dicom_nodes.implementation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+
 log = logging.getLogger(__name__)
 
 
@@ -95,7 +97,8 @@ NODELAY_HANDLERS: list[tuple[Any, Any]] = [(evt.EVT_CONN_OPEN, _on_conn_open)]
 
 
 def make_ae(ae_title: str, timeouts: Timeouts, *, max_pdu: int = 262144) -> AE:
-    """An AE with every timeout set explicitly and identifier logging off."""
+    """An AE with every timeout set explicitly, identifier logging off, and galacto's
+    Implementation Class UID and Version Name."""
     quiet_identifier_logging()
     ae = AE(ae_title=ae_title)
     ae.connection_timeout = timeouts.connection_s
@@ -103,6 +106,8 @@ def make_ae(ae_title: str, timeouts: Timeouts, *, max_pdu: int = 262144) -> AE:
     ae.dimse_timeout = timeouts.dimse_s
     ae.network_timeout = timeouts.network_s
     ae.maximum_pdu_size = max_pdu
+    ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID  # galacto, not pynetdicom
+    ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
     return ae
 
 

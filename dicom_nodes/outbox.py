@@ -33,6 +33,7 @@ is asked again. The outbox never deletes the files it sends.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import random
 import sqlite3
@@ -57,7 +58,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StorageCommitmentPushModel,
 )
 
-from dicom_nodes import mpps_scu
+from dicom_nodes import mpps_scu, store_scu
 from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, make_ae
 from dicom_nodes.scu import (
     AssociationError,
@@ -68,6 +69,7 @@ from dicom_nodes.scu import (
     category,
     status_of,
 )
+from dicom_nodes.store_scu import store_outcome
 from storage import WriteFailures, database
 
 log = logging.getLogger(__name__)
@@ -114,21 +116,8 @@ class Outcome:
     TERMINAL = mpps_scu.TERMINAL
 
 
-# -- status tables ---------------------------------------------------------------------------
-
-#: C-STORE failure ranges that retrying cannot change (PS3.4 Table B.2-1), as (mask, value):
-#: A9xxH "Data Set does not match SOP Class" and Cxxx "Cannot understand" — the PACS read the
-#: object and refused it. Out of Resources (A7xxH) and everything else is retried.
-STORE_TERMINAL_RANGES: tuple[tuple[int, int], ...] = ((0xFF00, 0xA900), (0xF000, 0xC000))
-
-
-def store_outcome(status: int) -> str:
-    """Classify a C-STORE response (PS3.4 B.2.3)."""
-    if category(status) in ("Success", "Warning"):
-        return Outcome.DONE
-    if any(status & mask == value for mask, value in STORE_TERMINAL_RANGES):
-        return Outcome.TERMINAL
-    return Outcome.RETRY
+#: What one sender reports: (outcome, status, error, recovery done to deliver it).
+SendResult = tuple[str, int | None, str | None, str | None]
 
 
 # -- schema ---------------------------------------------------------------------------------
@@ -172,6 +161,16 @@ def m001_outbox_messages(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX outbox_transaction ON outbox_messages(transaction_uid)")
 
 
+@MIGRATIONS()
+def m002_holds_and_alerts(db: sqlite_utils.Database) -> None:
+    """A message may wait for stored objects (the final MPPS for the PACS), until a deadline;
+    a message stuck too long is alerted once; what a sender did to recover is noted."""
+    db.execute("ALTER TABLE outbox_messages ADD COLUMN awaits_json TEXT")
+    db.execute("ALTER TABLE outbox_messages ADD COLUMN hold_until_s REAL")
+    db.execute("ALTER TABLE outbox_messages ADD COLUMN stuck_alerted_at_s REAL")
+    db.execute("ALTER TABLE outbox_messages ADD COLUMN recovery TEXT")
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff with jitter: attempt n waits initial·2ⁿ⁻¹ (capped), ×[0.5, 1]."""
@@ -202,6 +201,18 @@ class Message:
     file_path: str | None
     transfer_syntax_uid: str | None
     payload_json: str | None
+    created_at_s: float = 0.0
+    sent_at_s: float | None = None
+    committed_at_s: float | None = None
+    #: SOP Instance UIDs of C-STOREs this message waits for (stored, or committed), or None.
+    awaits_json: str | None = None
+    hold_until_s: float | None = None  #: the wait ends then, stored or not
+    stuck_alerted_at_s: float | None = None
+    recovery: str | None = None  #: what its sender did to recover (e.g. "re-created")
+
+    @property
+    def awaits(self) -> list[str]:
+        return list(json.loads(self.awaits_json)) if self.awaits_json else []
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Message:
@@ -338,6 +349,7 @@ class Outbox:
         batch_size: int = 50,
         poll_s: float = 1.0,
         on_delivery: Callable[[Message, str, int | None], None] | None = None,
+        on_event: Callable[[str, Message, dict[str, Any]], None] | None = None,
         busy_timeout_s: float = 5.0,
     ) -> None:
         self.db_path = Path(db_path)
@@ -345,6 +357,9 @@ class Outbox:
         #: Called with (message, "done" | "terminal", status) once a delivery outcome is durable;
         #: retries are not reported (an outage would report every attempt).
         self.on_delivery = on_delivery
+        #: Called with (event, message, details) for what must reach the journal and the console:
+        #: "hold-expired", "recreated", "converted", "stuck" (see the senders and stuck()).
+        self.on_event = on_event
         self.destinations = dict(destinations)
         self.storage_commitment = storage_commitment
         self.retry = retry or RetryPolicy()
@@ -356,10 +371,12 @@ class Outbox:
         self.poll_s = poll_s
         self._changed = threading.Condition()
         self._wake = threading.Event()
+        self._alerting = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._listener_ae: Any = None
-        self.receiver = CommitmentReceiver(self.db_path, on_change=self._notify, clock=clock)
+        self._sendable = _sendable(storage_commitment)
+        self.receiver = CommitmentReceiver(self.db_path, on_change=self._committed, clock=clock)
         _config.STORE_SEND_CHUNKED_DATASET = True  # send files as they are (dicom.md §2)
         db = database.open_database(self.db_path)
         try:
@@ -472,15 +489,43 @@ class Outbox:
             payload_json=dataset.to_json(),
         )
 
-    def enqueue_mpps_set(self, sop_instance_uid: str, dataset: Dataset) -> None:
-        """Queue an MPPS N-SET (PS3.4 F.7.2.2); sent after every earlier message of the step."""
+    def enqueue_mpps_set(
+        self,
+        sop_instance_uid: str,
+        dataset: Dataset,
+        *,
+        awaits: Sequence[str] = (),
+        hold_s: float = 0.0,
+    ) -> None:
+        """Queue an MPPS N-SET (PS3.4 F.7.2.2); sent after every earlier message of the step.
+
+        ``awaits``: SOP Instance UIDs that the PACS must have stored (committed, with storage
+        commitment) before it leaves, for at most ``hold_s`` seconds from now.
+        """
         self._insert(
             Kind.MPPS_SET,
             RIS,
             ModalityPerformedProcedureStep,
             sop_instance_uid,
             payload_json=dataset.to_json(),
+            awaits=awaits,
+            hold_s=hold_s,
         )
+
+    def update_pending(
+        self, message_id: int, dataset: Dataset, *, awaits: Sequence[str] = ()
+    ) -> bool:
+        """Replace the content (and what it waits for) of a message not sent yet; False when
+        it has left meanwhile. Its place in the queue and its hold deadline stay."""
+        with self._connect() as conn:
+            updated = conn.execute(
+                "UPDATE outbox_messages SET payload_json = ?, "
+                "awaits_json = CASE WHEN awaits_json IS NULL THEN NULL ELSE ? END "
+                "WHERE id = ? AND state = 'pending'",
+                (dataset.to_json(), json.dumps(list(awaits)), message_id),
+            ).rowcount
+        self._notify()
+        return bool(updated)
 
     def _insert(
         self,
@@ -492,17 +537,21 @@ class Outbox:
         transfer_syntax_uid: str | None = None,
         file_path: str | None = None,
         payload_json: str | None = None,
+        awaits: Sequence[str] = (),
+        hold_s: float = 0.0,
     ) -> None:
         if destination not in self.destinations:
             raise OutboxError(f"no {destination.upper()} configured: cannot queue {kind}")
         now_s = self.clock()
+        awaits_json = json.dumps(list(awaits)) if awaits else None
+        hold_until_s = now_s + hold_s if awaits else None
         with self._connect() as conn:
             conn.execute(
                 """
                 INSERT INTO outbox_messages (kind, destination, sop_class_uid, sop_instance_uid,
                     transfer_syntax_uid, file_path, payload_json, state, next_attempt_at_s,
-                    created_at_s)
-                VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)
+                    created_at_s, awaits_json, hold_until_s)
+                VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)
                 ON CONFLICT (kind, sop_instance_uid)
                     WHERE kind IN ('c_store', 'mpps_create', 'commitment')
                 DO UPDATE SET state = 'pending', attempts = 0, last_error = NULL,
@@ -519,6 +568,8 @@ class Outbox:
                     payload_json,
                     now_s,
                     now_s,
+                    awaits_json,
+                    hold_until_s,
                 ),
             )
         self._notify()
@@ -537,6 +588,62 @@ class Outbox:
                     (sop_instance_uid,),
                 ).fetchall()
         return [Message.from_row(row) for row in rows]
+
+    def stuck(self, older_than_s: float) -> list[Message]:
+        """Messages still pending ``older_than_s`` after they were queued, oldest first."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT * FROM outbox_messages WHERE state = 'pending' AND created_at_s <= ? "
+                "ORDER BY created_at_s, id",
+                (self.clock() - older_than_s,),
+            ).fetchall()
+        return [Message.from_row(row) for row in rows]
+
+    def failed(self, since_s: float) -> list[Message]:
+        """Messages that failed for good (never retried) and were queued after ``since_s``."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT * FROM outbox_messages WHERE state = 'failed' AND created_at_s >= ? "
+                "AND kind != 'commitment' ORDER BY id",
+                (since_s,),
+            ).fetchall()
+        return [Message.from_row(row) for row in rows]
+
+    def alert_stuck(self, older_than_s: float) -> list[Message]:
+        """Nothing retries forever in silence: the messages stuck longer than ``older_than_s``
+        (``pacs.stuck_alert_s``); those newly stuck are marked, and reported once per
+        destination and episode (none of its messages was stuck and alerted already) through
+        ``on_event("stuck", oldest, {"count", "age_s", ...})``."""
+        with self._alerting:  # the tick and a caller never alert the same message twice
+            stuck = self.stuck(older_than_s)
+            new = [m for m in stuck if m.stuck_alerted_at_s is None]
+            if not new:
+                return stuck
+            now_s = self.clock()
+            with self._connect() as conn:
+                conn.executemany(
+                    "UPDATE outbox_messages SET stuck_alerted_at_s = ? WHERE id = ?",
+                    [(now_s, m.id) for m in new],
+                )
+        for destination in dict.fromkeys(m.destination for m in new):
+            if any(m.destination == destination and m.stuck_alerted_at_s for m in stuck):
+                continue  # the same episode: its alert was given, and stands
+            of_destination = [m for m in new if m.destination == destination]
+            oldest = of_destination[0]
+            details = {
+                "count": len(of_destination),
+                "age_s": round(now_s - oldest.created_at_s, 1),
+                "last_error": oldest.last_error or _hex(oldest.last_status),
+            }
+            log.error(
+                "outbox: %d message(s) to the %s not delivered for %.0f s: %s",
+                len(of_destination),
+                destination.upper(),
+                details["age_s"],
+                details["last_error"],
+            )
+            self._event("stuck", oldest, details)
+        return stuck
 
     def counts(self) -> dict[str, int]:
         """Number of messages per state."""
@@ -579,8 +686,8 @@ class Outbox:
         with self._connect() as conn:
             row = conn.execute(
                 f"SELECT MIN(next_attempt_at_s) AS due FROM outbox_messages AS m "
-                f"WHERE {_SENDABLE} AND destination IN ({self._destination_marks()})",
-                tuple(self.destinations),
+                f"WHERE {self._sendable} AND destination IN ({self._destination_marks()})",
+                (self.clock(), *self.destinations),
             ).fetchone()
         if row["due"] is None:
             return self.poll_s
@@ -615,9 +722,9 @@ class Outbox:
     ) -> list[Message]:
         marks = ", ".join("?" for _ in destinations) or "NULL"
         rows = conn.execute(
-            f"SELECT * FROM outbox_messages AS m WHERE {_SENDABLE} AND next_attempt_at_s <= ? "
-            f"AND destination IN ({marks}) ORDER BY id LIMIT ?",
-            (now_s, *destinations, self.batch_size),
+            f"SELECT * FROM outbox_messages AS m WHERE {self._sendable} "
+            f"AND next_attempt_at_s <= ? AND destination IN ({marks}) ORDER BY id LIMIT ?",
+            (now_s, now_s, *destinations, self.batch_size),
         ).fetchall()
         return [Message.from_row(row) for row in rows]
 
@@ -654,12 +761,20 @@ class Outbox:
         return attempted
 
     def _send_one(self, conn: sqlite3.Connection, assoc: Association, message: Message) -> None:
+        if message.awaits and message.recovery is None:
+            self._release_held(conn, message)
+        recovery = None
         try:
-            outcome, status, error = _SENDERS[message.kind](self, assoc, message)
+            outcome, status, error, recovery = _SENDERS[message.kind](self, assoc, message)
         except (DimseError, RuntimeError, ValueError) as exc:
             outcome, status, error = Outcome.RETRY, None, str(exc)
         except FileNotFoundError as exc:
             outcome, status, error = Outcome.TERMINAL, None, f"file missing: {exc.filename}"
+        if recovery is not None:  # noted before the outcome, so that a crash keeps it
+            conn.execute(
+                "UPDATE outbox_messages SET recovery = ? WHERE id = ?", (recovery, message.id)
+            )
+            self._event("recovered", message, {"recovery": recovery, "outcome": outcome})
         self._record(conn, message, outcome, status, error)
 
     def _record(
@@ -712,31 +827,69 @@ class Outbox:
             except Exception:
                 log.exception("outbox: delivery hook failed (the outcome is recorded)")
 
+    def _release_held(self, conn: sqlite3.Connection, message: Message) -> None:
+        """A held message leaves: said once when its hold ended before the PACS stored all it
+        waited for (journaled by the controller, pacs.mpps_hold_max_s)."""
+        stored = _stored_states(self.storage_commitment)
+        missing = [
+            row[0]
+            for row in conn.execute(
+                "SELECT w.value FROM json_each(?) AS w WHERE NOT EXISTS (SELECT 1 FROM "
+                "outbox_messages AS s WHERE s.kind = 'c_store' AND s.sop_instance_uid = w.value "
+                f"AND s.state IN {stored})",
+                (message.awaits_json,),
+            )
+        ]
+        if not missing:
+            return
+        note = f"sent before the PACS held {len(missing)} of the {len(message.awaits)} objects"
+        conn.execute("UPDATE outbox_messages SET recovery = ? WHERE id = ?", (note, message.id))
+        log.warning("outbox: %s message %d %s (hold ended)", message.kind, message.id, note)
+        held_s = round(self.clock() - message.created_at_s, 1)
+        self._event("hold-expired", message, {"missing": len(missing), "held_s": held_s})
+
+    def _event(self, event: str, message: Message, details: dict[str, Any]) -> None:
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(event, message, details)
+        except Exception:
+            log.exception("outbox: event hook failed (%s)", event)
+
     # -- per kind ----------------------------------------------------------------------------------
 
-    def _send_store(
-        self, assoc: Association, message: Message
-    ) -> tuple[str, int | None, str | None]:
+    def _send_store(self, assoc: Association, message: Message) -> SendResult:
         assert message.file_path is not None
-        if not Path(message.file_path).exists():
+        path = Path(message.file_path)
+        if not path.exists():
             raise FileNotFoundError(2, "No such file", message.file_path)
-        status = status_of(assoc.send_c_store(Path(message.file_path)))
-        return store_outcome(status), status, None
+        result = store_scu.send_file(
+            assoc, path, message.sop_class_uid, message.transfer_syntax_uid
+        )
+        return result.outcome, result.status, result.error, result.recovery
 
-    def _send_mpps(
-        self, assoc: Association, message: Message
-    ) -> tuple[str, int | None, str | None]:
+    def _send_mpps(self, assoc: Association, message: Message) -> SendResult:
         assert message.payload_json is not None
-        dataset = Dataset.from_json(message.payload_json)
-        answer = mpps_scu.exchange(assoc, message.kind, message.sop_instance_uid, dataset)
-        return answer.outcome, answer.status, answer.error_comment or None
+        instance = self.messages(message.sop_instance_uid)
+        created = next((m for m in instance if m.kind == Kind.MPPS_CREATE), None)
+        delivery = mpps_scu.Delivery(
+            message.kind,
+            message.sop_instance_uid,
+            Dataset.from_json(message.payload_json),
+            created_with=(
+                Dataset.from_json(created.payload_json)
+                if created is not None and created.payload_json
+                else None
+            ),
+            recreated=any(m.recovery == mpps_scu.RECREATED for m in instance),
+        )
+        answer, recovery = mpps_scu.deliver(assoc, delivery)
+        return answer.outcome, answer.status, answer.error_comment or None, recovery
 
-    def _send_commitment(
-        self, assoc: Association, message: Message
-    ) -> tuple[str, int | None, str | None]:
+    def _send_commitment(self, assoc: Association, message: Message) -> SendResult:
         references = self._references(message.sop_instance_uid)
         if not references:
-            return Outcome.DONE, None, "nothing left to commit"
+            return Outcome.DONE, None, "nothing left to commit", None
         info = Dataset()
         info.TransactionUID = message.sop_instance_uid
         info.ReferencedSOPSequence = references
@@ -748,10 +901,10 @@ class Outbox:
         )
         status = status_of(response)
         if category(status) not in ("Success", "Warning"):
-            return Outcome.RETRY, status, "storage commitment request refused"
+            return Outcome.RETRY, status, "storage commitment request refused", None
         # Success means "accepted" (J.3.2); give the archive a moment to answer here.
         self.wait_for(lambda: self._closed(message.sop_instance_uid), self.commitment_wait_s)
-        return Outcome.DONE, status, None
+        return Outcome.DONE, status, None, None
 
     def _references(self, transaction_uid: str) -> list[Dataset]:
         with self._connect() as conn:
@@ -834,18 +987,36 @@ class Outbox:
         with self._changed:
             self._changed.notify_all()
 
+    def _committed(self) -> None:
+        """A commitment result was recorded: what waited for it may leave now."""
+        self._notify()
+        self.wake()
 
-#: A pending message that may leave now: no earlier message of the same MPPS instance is still
-#: pending (PS3.4 F.7.2: N-CREATE before N-SET; N-SETs in the order they were made).
-_SENDABLE = """
+
+def _sendable(storage_commitment: bool) -> str:
+    """A pending message that may leave now (one ``?``: the time now, in seconds): no earlier
+    message of the same MPPS instance is still pending (PS3.4 F.7.2: N-CREATE before N-SET;
+    N-SETs in the order they were made), and what it waits for is stored at the PACS
+    (committed, with storage commitment) or its hold has ended."""
+    stored = _stored_states(storage_commitment)
+    return f"""
     state = 'pending' AND NOT EXISTS (
         SELECT 1 FROM outbox_messages AS e
         WHERE e.sop_instance_uid = m.sop_instance_uid AND e.id < m.id
           AND e.state = 'pending' AND e.kind IN ('mpps_create', 'mpps_set'))
-"""
+    AND (m.awaits_json IS NULL OR m.hold_until_s <= ? OR NOT EXISTS (
+        SELECT 1 FROM json_each(m.awaits_json) AS w WHERE NOT EXISTS (
+            SELECT 1 FROM outbox_messages AS s WHERE s.kind = 'c_store'
+              AND s.sop_instance_uid = w.value AND s.state IN {stored})))
+    """
 
-_SENDERS: dict[str, Callable[[Outbox, Association, Message], tuple[str, int | None, str | None]]]
-_SENDERS = {
+
+def _stored_states(storage_commitment: bool) -> str:
+    """The C-STORE states in which the PACS holds the object, as an SQL list."""
+    return "('committed')" if storage_commitment else "('sent', 'committed')"
+
+
+_SENDERS: dict[str, Callable[[Outbox, Association, Message], SendResult]] = {
     Kind.C_STORE: Outbox._send_store,
     Kind.MPPS_CREATE: Outbox._send_mpps,
     Kind.MPPS_SET: Outbox._send_mpps,
@@ -854,20 +1025,19 @@ _SENDERS = {
 
 
 def _contexts_for(batch: Sequence[Message]) -> list[PresentationContext]:
-    """One presentation context per (SOP class, transfer syntax) the batch needs.
+    """The presentation contexts the batch needs (PS3.8 9.3.2.2), at most 128.
 
-    Files are sent as they are (chunked, no re-encoding), so each proposes exactly its own
-    transfer syntax (PS3.8 9.3.2.2); MPPS and commitment use the default syntaxes.
+    Files are sent as they are (chunked, no re-encoding) when the PACS accepts their own
+    syntax, with lossless alternatives beside it (:func:`dicom_nodes.store_scu.store_contexts`);
+    MPPS and commitment use the default syntaxes.
     """
-    wanted: dict[tuple[str, str | None], None] = {}
-    for message in batch:
-        wanted[(message.sop_class_uid, message.transfer_syntax_uid)] = None
-    contexts = []
-    for sop_class, syntax in wanted:
-        if syntax is None:
-            contexts.append(build_context(sop_class))
-        else:
-            contexts.append(build_context(sop_class, [syntax]))
+    stores = dict.fromkeys(
+        (m.sop_class_uid, m.transfer_syntax_uid) for m in batch if m.kind == Kind.C_STORE
+    )
+    others = dict.fromkeys(m.sop_class_uid for m in batch if m.kind != Kind.C_STORE)
+    contexts = [build_context(sop_class) for sop_class in others]
+    if stores:
+        contexts += store_scu.store_contexts(list(stores))
     return contexts[:128]
 
 
@@ -887,4 +1057,5 @@ __all__ = [
     "OutboxError",
     "RetryPolicy",
     "describe_counts",
+    "store_outcome",
 ]

@@ -202,6 +202,15 @@ class RisOrderStore:
         )
         return len(gone)
 
+    def find(self, accession_number: str, sps_id: str) -> StoredOrder | None:
+        """One order as the store last knew it (also after the RIS stopped listing it)."""
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT * FROM ris_orders WHERE accession_number = ? AND sps_id = ?",
+                (accession_number, sps_id),
+            ).fetchone()
+        return None if row is None else _stored(row)
+
     def orders(self, *, include_disappeared: bool = False) -> list[StoredOrder]:
         """Orders by scheduled start; those the RIS withdrew only when asked."""
         where = "" if include_disappeared else "WHERE disappeared_at_s IS NULL"
@@ -210,15 +219,16 @@ class RisOrderStore:
                 f"SELECT * FROM ris_orders {where} "
                 "ORDER BY sps_start_date, sps_start_time, accession_number, sps_id"
             ).fetchall()
-        return [
-            StoredOrder(
-                WorklistItem.from_dict(json.loads(row["item_json"])),
-                row["first_seen_at_s"],
-                row["last_seen_at_s"],
-                row["disappeared_at_s"],
-            )
-            for row in rows
-        ]
+        return [_stored(row) for row in rows]
+
+
+def _stored(row: sqlite3.Row) -> StoredOrder:
+    return StoredOrder(
+        WorklistItem.from_dict(json.loads(row["item_json"])),
+        row["first_seen_at_s"],
+        row["last_seen_at_s"],
+        row["disappeared_at_s"],
+    )
 
 
 def todays_query(station_ae: str, *, days_ahead: int = 0, modality: str = "MG") -> WorklistQuery:
@@ -242,9 +252,11 @@ class WorklistRefresher:
         *,
         interval_s: float = 60.0,
         max_results: int = 5000,
+        fallback_character_set: str = "",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        self.fallback_character_set = fallback_character_set
         self.peer = peer
         self.query = query
         self.interval_s = interval_s
@@ -261,7 +273,12 @@ class WorklistRefresher:
     def refresh_once(self) -> RefreshSummary:
         """Query the RIS now and apply the answer; raises on failure."""
         query = self.query()
-        result = find_worklist(self.peer, query, max_results=self.max_results)
+        result = find_worklist(
+            self.peer,
+            query,
+            max_results=self.max_results,
+            fallback_character_set=self.fallback_character_set,
+        )
         summary = self.store.apply(result, query, self.clock())
         log.info(
             "RIS worklist refreshed: %d item(s), %d new, %d withdrawn%s",

@@ -90,6 +90,7 @@ class ScheduledStep:
     sps_status: str = "SCHEDULED"
     requested_contrast_agent: str = ""
     pre_medication: str = ""
+    sps_location: str = ""  # Scheduled Procedure Step Location (0040,0011)
     # Requested Procedure and Imaging Service Request
     requested_procedure_id: str = ""
     requested_procedure_description: str = ""
@@ -166,6 +167,7 @@ def build_identifier(step: ScheduledStep, character_set: str = UTF8) -> Dataset:
         ("ScheduledProtocolCodeSequence", code_sequence(step.protocol_codes)),
         ("ScheduledProcedureStepID", step.sps_id),
         ("ScheduledStationName", step.station_name),
+        ("ScheduledProcedureStepLocation", step.sps_location),
         ("PreMedication", step.pre_medication),
         ("ScheduledProcedureStepStatus", step.sps_status),
     ]

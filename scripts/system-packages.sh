@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages the interop tests, the browser test and the benchmarks talk to,
-# when they are missing.
+# when they are missing. Orthanc (PACS with storage commitment, and RIS through its worklists
+# plugin, which the package ships) is only started by the tests, never as a service.
 # Only as root (CI and the development machines run as root); otherwise list what is missing
 # and carry on: the interop tests then fail loudly rather than pretend.
 set -euo pipefail
@@ -8,6 +9,7 @@ declare -A wanted=(
     [findscu]=dcmtk [storescp]=dcmtk [wlmscpfs]=dcmtk [storescu]=dcmtk
     [dsrdump]=dcmtk [dciodvfy]=dicom3tools [openssl]=openssl
     [chromium]=chromium [chromedriver]=chromium-driver
+    [dcentvfy]=dicom3tools [Orthanc]=orthanc
 )
 missing=()
 for tool in "${!wanted[@]}"; do

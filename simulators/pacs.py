@@ -229,6 +229,19 @@ class SimulatedPacs(SimulatedPeer):
             self._worker.join(timeout=self.timeouts.connection_s + self.timeouts.dimse_s)
             self._worker = None
 
+    def accept_only(self, sop_class_uid: str, transfer_syntaxes: Iterable[str]) -> None:
+        """Fault: from the next association on, accept ``sop_class_uid`` only in these transfer
+        syntaxes (none: refuse the SOP class), as a PACS limited by its licence or codecs."""
+        if self._ae is None:
+            raise RuntimeError("the simulated PACS is not started")
+        self._ae.remove_supported_context(sop_class_uid)
+        syntaxes = list(transfer_syntaxes)
+        if syntaxes:
+            self._ae.add_supported_context(sop_class_uid, syntaxes)
+        if self.is_up:  # a listening server keeps the contexts it started with
+            self.down()
+            self.up()
+
     # -- queries for tests ------------------------------------------------------------------
 
     def received(self) -> list[ReceivedObject]:

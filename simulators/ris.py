@@ -76,6 +76,9 @@ class RisFaults:
     find_response_delay_s: float = 0.0
     #: Pause before each MPPS N-CREATE / N-SET is processed.
     mpps_delay_s: float = 0.0
+    #: Forget each MPPS right after its N-CREATE was accepted (its N-SETs then get 0112H): a
+    #: RIS that keeps losing what it is sent.
+    lose_created_mpps: bool = False
 
 
 @dataclass(frozen=True)
@@ -283,6 +286,12 @@ class SimulatedRis(SimulatedPeer):
             (evt.EVT_N_SET, _handle_mpps, [self, self._mpps.handle_set]),
         ]
 
+    def forget_mpps(self, sop_instance_uid: str) -> bool:
+        """Fault: lose an MPPS instance (a RIS restored from a backup, a purge): its next N-SET
+        is answered 0112H (no such instance). False if it was not known."""
+        with self._changed:
+            return self._mpps_store.instances.pop(sop_instance_uid, None) is not None
+
     # -- queries for tests ------------------------------------------------------------------------
 
     def mpps_instances(self) -> list[RisMpps]:
@@ -364,4 +373,7 @@ def _handle_mpps(
     delay_s = ris.faults.mpps_delay_s
     if delay_s:
         ris._stopping.wait(delay_s)
-    return handler(event)
+    answer = handler(event)
+    if ris.faults.lose_created_mpps and event.event is evt.EVT_N_CREATE:
+        ris.forget_mpps(str(getattr(event.request, "AffectedSOPInstanceUID", "")))
+    return answer

@@ -121,6 +121,7 @@ class DemoOrder:
     priority: str
     referring_physician: str = "Referrer^Rita^^Dr"
     performing_physician: str = "Radiologist^Rob^^Dr"
+    requesting_physician: str = "Requester^Rhea^^Dr"
 
 
 def synthetic_patient(number: int, rng: random.Random) -> DemoPatient:
@@ -208,7 +209,7 @@ def worklist_item(order: DemoOrder) -> Dataset:
     # -- Imaging Service Request (K.6.1.2.6)
     ds.AccessionNumber = order.accession_number
     ds.ReferringPhysicianName = order.referring_physician
-    ds.RequestingPhysician = order.referring_physician
+    ds.RequestingPhysician = order.requesting_physician
     ds.ReasonForTheRequestedProcedure = order.indication
     # -- Requested Procedure (K.6.1.2.5)
     ds.RequestedProcedureID = order.requested_procedure_id

@@ -305,6 +305,8 @@ class SimulatedUnit:
             "PatientSex",
             "AccessionNumber",
             "ReferringPhysicianName",
+            "RequestingPhysician",
+            "RequestedProcedurePriority",
             "RequestedProcedureID",
             "RequestedProcedureDescription",
             "StudyInstanceUID",
@@ -313,6 +315,8 @@ class SimulatedUnit:
         ):
             setattr(ds, keyword, "")
         ds.PregnancyStatus = None
+        ds.PatientWeight = None
+        ds.RequestedProcedureCodeSequence = []
         sps = Dataset()
         sps.ScheduledStationAETitle = self.station_ae
         sps.ScheduledProcedureStepStartDate = (
@@ -324,6 +328,8 @@ class SimulatedUnit:
         sps.ScheduledProcedureStepDescription = ""
         sps.ScheduledProcedureStepID = ""
         sps.ScheduledProcedureStepStatus = ""
+        sps.ScheduledProcedureStepLocation = ""
+        sps.ScheduledStationName = ""
         sps.ScheduledProtocolCodeSequence = []
         ds.ScheduledProcedureStepSequence = [sps]
         return ds
@@ -340,7 +346,7 @@ class SimulatedUnit:
                 elif code != SUCCESS:
                     raise UnitError(f"worklist query failed: status 0x{code & 0xFFFF:04X}")
         finally:
-            assoc.release()
+            _finish(assoc)
         with self._lock:
             self.state.worklist = steps
         log.info("worklist: %d step(s) for %s", len(steps), self.station_ae)
@@ -369,7 +375,7 @@ class SimulatedUnit:
         try:
             status, _ = assoc.send_n_create(attributes, MPPS_SOP_CLASS, pps_uid)
         finally:
-            assoc.release()
+            _finish(assoc)
         return _status_code(status)
 
     def _n_set(self, pps_uid: str, modifications: Dataset, times: int = 1) -> list[int]:
@@ -380,7 +386,7 @@ class SimulatedUnit:
                 for _ in range(times)
             ]
         finally:
-            assoc.release()
+            _finish(assoc)
         return statuses
 
     def update_step(self, performed: PerformedStep) -> list[int]:
@@ -543,8 +549,8 @@ class SimulatedUnit:
         finally:
             if lost:
                 assoc.abort()
-            elif assoc.is_established:
-                assoc.release()
+            else:
+                _finish(assoc)
         return statuses
 
     def build_rdsr(self, performed: PerformedStep) -> Dataset:
@@ -585,8 +591,7 @@ class SimulatedUnit:
         try:
             status = _status_code(assoc.send_c_store(ds))
         finally:
-            if assoc.is_established:
-                assoc.release()
+            _finish(assoc)
         with self._lock:
             self.state.store_statuses.append((str(ds.SOPInstanceUID), status))
         return status
@@ -616,6 +621,15 @@ class SimulatedUnit:
             self.send_rdsr(performed)
         self.complete_step(performed)
         return performed
+
+
+def _finish(assoc: Association) -> None:
+    """Release an association that still stands; close the socket of one the peer dropped
+    (a controller killed mid-exchange), which pynetdicom may otherwise leave open."""
+    if assoc.is_established:
+        assoc.release()
+    else:
+        close_unestablished(assoc)
 
 
 def _status_code(status: Dataset | None) -> int:

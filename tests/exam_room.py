@@ -113,7 +113,7 @@ class Room:
         """The order of the exam opened last, open or closed (from its ``exam-opened`` entry)."""
         opened = self.journal.last("exam-opened")
         assert opened is not None, "no exam was ever opened"
-        return ExamOrder(**opened.payload["order"])
+        return ExamOrder.from_json(opened.payload["order"])
 
     def script(self) -> ScriptedExam:
         """The demo's scripted technologist, on this room."""

@@ -15,6 +15,8 @@ import sys
 import unicodedata
 from typing import Any
 
+from pydicom.charset import python_encoding
+
 from acquisition.cli import EXIT_OK, EXIT_USAGE
 from dicom_nodes.mwl_scu import (
     WorklistItem,
@@ -68,6 +70,14 @@ def register(subparsers: Any) -> None:
         type=_positive_float,
         help="seconds allowed for connecting and for each response (default 10)",
     )
+    query.add_argument(
+        "--fallback-charset",
+        default="",
+        metavar="TERM",
+        type=_character_set,
+        help='Specific Character Set assumed when a response carries none, e.g. "ISO_IR 192" '
+        "(default: the standard's default repertoire)",
+    )
     query.add_argument("--json", action="store_true", help="one JSON object per item per line")
     query.set_defaults(func=run)
 
@@ -105,6 +115,14 @@ def _ae_title(text: str) -> str:
     return text
 
 
+def _character_set(text: str) -> str:
+    if text not in python_encoding:
+        raise argparse.ArgumentTypeError(
+            f'not a Specific Character Set term (e.g. "ISO_IR 192", "ISO_IR 100"): {text!r}'
+        )
+    return text
+
+
 def _date(text: str) -> str:
     try:
         return check_date_range(text)
@@ -130,7 +148,12 @@ def run(args: argparse.Namespace) -> int:
         patient_id=args.patient_id,
     )
     try:
-        result = find_worklist(peer, query, max_results=args.max_results)
+        result = find_worklist(
+            peer,
+            query,
+            max_results=args.max_results,
+            fallback_character_set=args.fallback_charset,
+        )
     except (ScuError, OSError) as exc:
         print(f"galacto worklist query: {exc}", file=sys.stderr)
         return EXIT_USAGE

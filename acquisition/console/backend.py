@@ -158,7 +158,7 @@ class ConsoleBackend:
             "stop-injection": self._no_args(exam.stop_injection),
             "acknowledge-fault": self._no_args(exam.acknowledge_fault),
             "reset-injector": self._no_args(exam.reset_injector),
-            "complete": self._no_args(exam.complete),
+            "complete": self._complete,
             "discontinue": self._discontinue,
             "close": self._no_args(exam.close_exam),
             "refresh-orders": self._no_args(lambda _op: self._refresh()),
@@ -563,6 +563,11 @@ class ConsoleBackend:
         volume_ml = _positive(args, "volume_ml")
         rate_ml_min = _positive(args, "rate_ml_min")
         self.exam.start_injection(volume_ml, rate_ml_min, operator)
+
+    def _complete(self, args: Mapping[str, Any], operator: str) -> None:
+        _expect(args, (), ("override_reason",))
+        override = _text(args, "override_reason", required=False)
+        self.exam.complete(operator, override_reason=override)
 
     def _discontinue(self, args: Mapping[str, Any], operator: str) -> None:
         _expect(args, ("reason_code",))

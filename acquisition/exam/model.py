@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from acquisition.exam_machine import TRANSITIONS, ExamEvent, ExamFacts, ExamState
 from dicom_nodes.codes import MODIFIER_MAGNIFICATION, VIEW_CC, VIEW_ML, Code
+from dicom_nodes.mwl_scu import WorklistItem
 
 if TYPE_CHECKING:
     from acquisition.dose_log import DoseLog
@@ -118,6 +119,17 @@ class ExamOrder:
     #: The exam's one MPPS toward the RIS, chosen when the exam is opened (never re-created).
     mpps_instance_uid: str = ""
     opened_at: str = ""  # UTC ISO 8601
+    #: The RIS order as the RIS gave it (every attribute; None for an unscheduled exam).
+    ris_item: WorklistItem | None = None
+
+    @classmethod
+    def from_json(cls, order: Mapping[str, Any]) -> ExamOrder:
+        """The order of an ``exam-opened`` entry (JSON gave lists where the order has tuples)."""
+        values = dict(order)
+        values["ris_protocol_codes"] = tuple(map(tuple, values.get("ris_protocol_codes", ())))
+        if values.get("ris_item") is not None:
+            values["ris_item"] = WorklistItem.from_dict(values["ris_item"])
+        return cls(**values)
 
 
 @dataclass(frozen=True)

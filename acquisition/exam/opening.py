@@ -43,6 +43,7 @@ def order_from_worklist(item: WorklistItem, side: str) -> ExamOrder:
         ris_sps_id=item.sps_id,
         ris_sps_description=item.sps_description,
         ris_protocol_codes=tuple((c.value, c.scheme, c.meaning) for c in item.protocol_codes),
+        ris_item=item,
     )
 
 

@@ -48,9 +48,7 @@ class ExamRecord:
         p = entry.payload
         if entry.kind == "exam-opened":
             self._reset()
-            order = dict(p["order"])  # JSON gave lists where the record has tuples
-            order["ris_protocol_codes"] = tuple(map(tuple, order.get("ris_protocol_codes", ())))
-            self.order = ExamOrder(**order)
+            self.order = ExamOrder.from_json(p["order"])
         elif entry.kind == "transition":
             self.state = S(p["to"])
             if self.state is S.IDLE:  # the exam was closed: nothing of it carries over

@@ -82,6 +82,7 @@ from acquisition.exam_machine import (
 )
 from acquisition.journal import Journal
 from acquisition.laterality import DEFAULT_TERMS, OrderSide, order_side, parse_terms
+from acquisition.unit_steps import UNIT_STEP_IN_PROGRESS, busy_refusal
 from device_drivers.base import SYRINGE_CAPACITY_ML, InjectorABC
 from device_drivers.errors import DriverError, StateError
 from dicom_nodes.codes import DISCONTINUATION_REASONS
@@ -120,8 +121,10 @@ class ExamService:
         clock: Callable[[], dt.datetime] = _now_utc,
         laterality_terms: Iterable[str] = DEFAULT_TERMS,
         space_check: Callable[[], str | None] | None = None,
+        unit_steps_in_progress: Callable[[ExamOrder | None], list[str]] | None = None,
     ) -> None:
         self._journal = journal
+        self._unit_steps_in_progress = unit_steps_in_progress
         #: Why the disks cannot take an exam's writes now (None: they can): checked when an
         #: exam opens and before each injection (storage.FreeSpace).
         self._space_check = space_check
@@ -536,14 +539,25 @@ class ExamService:
                 self._correct_last_injection(injector, operator)
             self._ledger.transition(E.ACKNOWLEDGE_FAULT, target, operator)
 
-    def complete(self, operator: str) -> None:
+    def complete(self, operator: str, override_reason: str = "") -> None:
         """Complete the exam; every exposure already stored is read in first (its final MPPS
-        and dose report are built from them)."""
+        and dose report are built from them). Refused while a unit step of the exam is still
+        in progress (:mod:`acquisition.unit_steps`) unless ``override_reason`` says why."""
+        reason = override_reason.strip()
         with self._lock:
             self._settle()
-            self._command(E.COMPLETE.value, {}, operator)
+            self._command(E.COMPLETE.value, {"override_reason": reason} if reason else {}, operator)
             self._note_exposures()
-            self._ledger.transition_checked(E.COMPLETE, operator)
+            target = self._ledger.check(E.COMPLETE, self._ledger.facts(), operator)
+            check = self._unit_steps_in_progress
+            busy = check(self._ledger.record.order) if check is not None else []
+            if busy and not reason:
+                details = {"code": UNIT_STEP_IN_PROGRESS, "steps": ", ".join(busy)}
+                self._ledger.refuse(E.COMPLETE, busy_refusal(busy), operator, details)
+            if busy:
+                override = {"what": UNIT_STEP_IN_PROGRESS, "steps": busy, "reason": reason}
+                self._ledger.append("override", override, operator)
+            self._ledger.transition(E.COMPLETE, target, operator)
 
     def discontinue(self, reason_code: str, operator: str) -> None:
         """Discontinue with a CID 9301 reason; a running injection is stopped first (STP before

@@ -21,6 +21,7 @@ from acquisition.exam.model import (
     phase_sps_id,
 )
 from acquisition.exam_machine import ExamState
+from acquisition.ris_request import with_ris_request
 from dicom_nodes.codes import MAMMARY_DUCTOGRAM
 from dicom_nodes.worklist_store import ScheduledStep, WorklistStore
 
@@ -33,7 +34,7 @@ def phase_step(
     """The Scheduled Procedure Step of one phase of the exam ``order`` (PS3.4 Table K.6-1)."""
     side = {"L": "left", "R": "right"}[order.side]
     contrast = phase is not S.PRE_CONTRAST
-    return ScheduledStep(
+    step = ScheduledStep(
         sps_id=phase_sps_id(order.exam_id, phase),
         sps_start_date=now.strftime("%Y%m%d"),
         sps_start_time=now.strftime("%H%M%S"),
@@ -51,6 +52,7 @@ def phase_step(
         patient_birth_date=order.patient_birth_date,
         patient_sex=order.patient_sex,
     )
+    return with_ris_request(step, order.ris_item)  # what the RIS gave, for the unit
 
 
 class PhaseWorklist:

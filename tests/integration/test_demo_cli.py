@@ -130,10 +130,11 @@ def test_post_contrast_images_are_forwarded_with_the_contrast_given(
     """The unit does not know the injections: the controller completes the Contrast/Bolus
     module of the post-contrast images it forwards, from its own records."""
     data_dir, _ = auto_json
-    forwarded = [
+    copies = [
         dcmread(path, stop_before_pixels=True)
         for path in sorted((data_dir / "objects" / "forward").rglob("*.dcm"))
-    ]
+    ]  # every object of the exam is forwarded as a coerced copy; these are the completed ones
+    forwarded = [ds for ds in copies if "ContrastBolusAgent" in ds]
     volumes = sorted(float(ds.ContrastBolusVolume) for ds in forwarded)
     # post-injection 1: CC and ML after 0.5 mL; post-injection 2: ML after 0.5 + 0.3 mL
     assert volumes == pytest.approx([0.5, 0.5, 0.8], abs=0.02)

@@ -35,7 +35,7 @@ from acquisition.exam.model import phase_sps_id
 from acquisition.exam_machine import ExamState
 from acquisition.journal import Journal
 from simulators.room import SimulatedRoom, offered_step
-from simulators.unit import AcquiredImage, SimulatedUnit, UnitError
+from simulators.unit import AcquiredImage, PerformedStep, SimulatedUnit, UnitError
 from simulators.unit_physics import View
 from tests.serve_process import JOURNAL_KEY, ServeProcess, write_config
 
@@ -62,6 +62,8 @@ class Campaign:
         self.lock = threading.Lock()  # held while the service is being killed and restarted
         self.unit: SimulatedUnit | None = None
         self.images: dict[str, list[AcquiredImage]] = {}  # per SPS ID, acquired once
+        self.performed: dict[str, PerformedStep] = {}  # the unit's step of each SPS ID
+        self.closed: set[str] = set()  # SPS IDs whose unit step is closed (MPPS COMPLETED)
         self.kills = 0
         self.restart_s: list[float] = []
 
@@ -126,6 +128,7 @@ class Campaign:
             elif facts["injections_started"] < 2:
                 self.inject(0.3)
             else:
+                self.close_steps()  # close the patient on the unit first
                 self.command("complete")
         elif state is S.FAULT:
             self.command("acknowledge-fault")  # an injection a kill interrupted
@@ -149,6 +152,7 @@ class Campaign:
                 time.sleep(0.2)
                 return
             performed = self.unit.start_step(step)
+            self.performed[sps_id] = performed
             self.images[sps_id] = self.unit.acquire(
                 performed, [View.parse(v) for v in VIEWS[phase]]
             )
@@ -156,7 +160,23 @@ class Campaign:
         if unanswered:
             self.unit.send_images(unanswered)
         else:
+            self.close_steps()
             time.sleep(0.2)  # the controller reads them into the exam
+
+    def close_steps(self) -> None:
+        """The unit closes each step whose images all got an answer (MPPS COMPLETED): the
+        controller refuses *Complete* while one is still in progress. A COMPLETED that got
+        through before a kill is answered 0110H when sent again: closed all the same."""
+        assert self.unit is not None
+        for sps_id, performed in self.performed.items():
+            if sps_id in self.closed or any(i.sent_status != 0 for i in self.images[sps_id]):
+                continue
+            try:
+                self.unit.complete_step(performed)
+            except UnitError as exc:
+                if "0x0110" not in str(exc):
+                    raise
+            self.closed.add(sps_id)
 
 
 @pytest.fixture

@@ -2,8 +2,9 @@
 
 The scripted demo exam runs once (a real subprocess, as `make demo AUTO=1`); then every object
 the controller created — the exam's X-Ray Radiation Dose SR under ``objects/created`` and the
-post-contrast images it completed with a Contrast/Bolus module under ``objects/forward`` — is
-checked: no ``Error`` from dciodvfy, no ``E:`` from DCMTK's dsrdump for the SR content tree.
+copies it forwards under ``objects/forward`` — is
+checked, and so is every copy it forwards (coerced to the RIS's identity): no ``Error`` from
+dciodvfy, no ``E:`` from DCMTK's dsrdump for an SR content tree.
 """
 
 from __future__ import annotations
@@ -57,11 +58,18 @@ def test_the_exam_dose_report_is_valid(objects: Path) -> None:
     assert dsrdump_errors(report) == []
 
 
-def test_the_completed_post_contrast_images_are_valid(objects: Path) -> None:
-    images = created(objects, "forward")
-    assert len(images) == 3  # CC and ML after injection 1, ML after injection 2
-    for image in images:
-        errors, warnings = dciodvfy(image)
+def test_the_forwarded_copies_are_valid(objects: Path) -> None:
+    """Every copy forwarded to the PACS is coerced to the RIS's identity (and the post-contrast
+    images completed with their Contrast/Bolus module): each still a valid object."""
+    copies = created(objects, "forward")
+    modalities = sorted(str(dcmread(c, stop_before_pixels=True).Modality) for c in copies)
+    assert modalities == ["MG"] * 5 + ["SR"] * 3  # the five images, the unit's dose reports
+    completed = [c for c in copies if "ContrastBolusAgent" in dcmread(c, stop_before_pixels=True)]
+    assert len(completed) == 3  # CC and ML after injection 1, ML after injection 2
+    for copy in copies:
+        errors, warnings = dciodvfy(copy)
         for warning in sorted(set(warnings)):
-            print(f"{image.name}: {warning}")
-        assert errors == [], image.name
+            print(f"{copy.name}: {warning}")
+        assert errors == [], copy.name
+        if dcmread(copy, stop_before_pixels=True).Modality == "SR":
+            assert dsrdump_errors(copy) == [], copy.name

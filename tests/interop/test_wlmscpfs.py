@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -192,3 +193,81 @@ def test_the_command_line_against_wlmscpfs(wlmscpfs: Wlmscpfs) -> None:
     assert done.returncode == 0, done.stderr
     names = sorted(json.loads(line)["patient_name"] for line in done.stdout.splitlines())
     assert names == ["Müller^Anna", "Øvergård^Åse"]
+
+
+@pytest.fixture
+def wlmscpfs_without_charset(tmp_path: Path) -> Iterator[Wlmscpfs]:
+    """wlmscpfs as shipped, serving a RIS export whose files hold UTF-8 names but no Specific
+    Character Set: its answers carry none either."""
+    root = tmp_path / "worklists"
+    (root / AE).mkdir(parents=True)
+    (root / AE / "lockfile").touch()
+    worklist_file(root / AE, 1, "ACC9", "", "", "20261125", "GALACTO")
+    path = root / AE / "order1.wl"
+    ds = dcmread(path)
+    ds.PatientName = "Øvergård^Åse".encode()  # raw UTF-8 bytes, no (0008,0005)
+    ds.save_as(path, enforce_file_format=True)
+    with dcmtk_server(
+        lambda port: ["wlmscpfs", "--single-process", "-csk", "-dfp", str(root), str(port)]
+    ) as port:
+        yield Wlmscpfs(port)
+
+
+def test_the_fallback_character_set_decodes_a_response_without_one(
+    wlmscpfs_without_charset: Wlmscpfs,
+) -> None:
+    server = peer(wlmscpfs_without_charset)
+    (raw,) = find_worklist(server, WorklistQuery(modality="MG")).items
+    assert raw.specific_character_set == ()
+    assert raw.patient_name != "Øvergård^Åse"  # the default repertoire cannot read it
+    (item,) = find_worklist(
+        server, WorklistQuery(modality="MG"), fallback_character_set="ISO_IR 192"
+    ).items
+    assert item.patient_name == "Øvergård^Åse"
+    assert item.assumed_character_set == "ISO_IR 192"
+
+
+def test_the_fallback_character_set_does_not_override_a_named_one(wlmscpfs: Wlmscpfs) -> None:
+    result = find_worklist(
+        peer(wlmscpfs), WorklistQuery(modality="MG"), fallback_character_set="ISO_IR 192"
+    )
+    names = {i.accession_number: (i.patient_name, i.assumed_character_set) for i in result.items}
+    assert names["ACC1"] == ("Müller^Anna", "")  # named ISO_IR 100: read as Latin-1
+
+
+def test_the_command_line_fallback_charset_against_wlmscpfs(
+    wlmscpfs_without_charset: Wlmscpfs,
+) -> None:
+    def query(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "acquisition",
+                "worklist",
+                "query",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(wlmscpfs_without_charset.port),
+                "--called-ae",
+                AE,
+                "--json",
+                "--timeout",
+                "5",
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            timeout=60,
+            env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+            check=False,
+        )
+
+    done = query("--fallback-charset", "ISO_IR 192")
+    assert done.returncode == 0, done.stderr
+    (line,) = done.stdout.splitlines()
+    assert json.loads(line)["patient_name"] == "Øvergård^Åse"
+    refused = query("--fallback-charset", "UTF-8")
+    assert refused.returncode == 2 and "not a Specific Character Set term" in refused.stderr

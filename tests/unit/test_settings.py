@@ -152,3 +152,9 @@ def test_the_witness_must_not_sit_beside_the_database(tmp_path: Path) -> None:
 def test_reserved_slots_must_leave_room_for_the_others() -> None:
     with pytest.raises(ConfigError, match=r"dicom\.max_associations: must exceed the 8 slots"):
         load(environ={}, overrides={"dicom.max_associations": "8"})
+
+
+def test_the_fallback_character_set_must_be_a_defined_term() -> None:
+    assert load(environ={}, overrides={"ris.fallback_character_set": "ISO_IR 192"})
+    with pytest.raises(ConfigError, match=r"ris\.fallback_character_set: not a Specific"):
+        load(environ={}, overrides={"ris.fallback_character_set": "UTF-8"})
