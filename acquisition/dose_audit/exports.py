@@ -1,0 +1,384 @@
+"""``galacto dose export --format {csv,json,openrem,nhsbsp}``: streamed, pseudonymised.
+
+Formats (docs/dose.md, "Exports", documents each column and its source):
+
+- ``csv`` / ``json``: every stored column of the log under its own name (units in the names,
+  TID 10003 traceable), plus ``exam_key``.
+- ``openrem``: the column layout of OpenREM 0.10's mammography CSV export, one row per
+  exposure (:data:`OPENREM_HEADER`).
+- ``nhsbsp``: the layout of OpenREM 0.10's NHSBSP mammography export, the 15 columns the
+  NCCPM breast dose surveys take (:data:`NHSBSP_HEADER`), exam by exam.
+
+**Pseudonyms** (dose.md §6): unless ``--identified``, the accession, the SPS ID and every UID
+are replaced by HMAC-SHA256 pseudonyms under ``site.pseudonym_secret`` (stable across
+exports), or left out when no secret is set. Either way each row carries an ``exam_key``: the
+HMAC of its Study Instance UID (else its accession) under the secret, or, without one, under a
+random key made for this export alone — rows group by exam within the export, and two exports
+cannot be linked.
+
+Everything is written as it is read, page by page (:mod:`.reader`): memory stays constant.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, TextIO
+
+from dose.survey import (
+    LATERALITY_MEANINGS,
+    VIEW_MEANINGS,
+    NhsbspViewCodes,
+    element_symbol,
+    nhsbsp_excluded,
+)
+
+from .filters import ExposureFilter
+from .reader import AuditLog
+
+#: Columns that identify the patient or link to their records (PS3.15 Basic Profile replaces
+#: UIDs too): the SPS ID carries the accession, and a UID finds the images in any PACS.
+IDENTIFYING_COLUMNS = (
+    "accession",
+    "study_instance_uid",
+    "series_instance_uid",
+    "sop_instance_uid",
+    "irradiation_event_uid",
+    "mpps_instance_uid",
+    "sps_id",
+)
+
+FORMATS = ("csv", "json", "openrem", "nhsbsp")
+#: The OpenREM version whose export layouts ``openrem`` and ``nhsbsp`` follow.
+OPENREM_VERSION = "0.10"
+#: Pseudonyms are this many hex digits of the HMAC-SHA256 (128 bits).
+PSEUDONYM_HEX = 32
+
+
+class Pseudonyms:
+    """HMAC-SHA256 pseudonyms under the site secret, and the per-export exam key."""
+
+    def __init__(self, secret: str, *, identified: bool = False) -> None:
+        self.identified = identified
+        self.has_secret = bool(secret)
+        self._secret = secret.encode()
+        self._exam_secret = self._secret or secrets.token_bytes(32)
+        # consecutive rows share their exam's UIDs: most lookups are cache hits
+        self.pseudonym = lru_cache(maxsize=4096)(self._pseudonym)
+        self._exam = lru_cache(maxsize=4096)(self._exam_key)
+
+    def _pseudonym(self, value: str) -> str:
+        return hmac.digest(self._secret, value.encode(), hashlib.sha256).hex()[:PSEUDONYM_HEX]
+
+    def _exam_key(self, value: str) -> str:
+        return hmac.digest(self._exam_secret, value.encode(), hashlib.sha256).hex()[:PSEUDONYM_HEX]
+
+    def identifier(self, value: Any) -> Any:
+        """An identifying value as the export writes it (itself, a pseudonym, or None)."""
+        if value is None or self.identified:
+            return value
+        return self.pseudonym(str(value)) if self.has_secret else None
+
+    def exam_key(self, study_instance_uid: Any, accession: Any) -> str | None:
+        """The exam's key in this export (module docstring); None for a row of no exam."""
+        key = study_instance_uid or accession
+        return None if key is None else self._exam(str(key))
+
+
+@dataclass(frozen=True)
+class Export:
+    """A format: what it selects, its header, and how rows become lines."""
+
+    header: tuple[str, ...]
+    #: SQL expressions over ``exposure``, in the order ``lines`` reads them
+    columns: tuple[str, ...]
+    lines: Callable[[Iterable[Sequence[Any]], Pseudonyms], Iterator[Sequence[Any]]]
+    by_exam: bool = False
+    excel: bool = False  # a UTF-8 byte order mark and CRLF lines, as OpenREM writes them
+
+
+# ------------------------------------------------------------------------------ csv / json
+
+
+def _own_format(log: AuditLog) -> Export:
+    """The log's own columns (``csv``, ``json``) plus ``exam_key``."""
+    columns = tuple(log.table_columns())
+    where = [columns.index(c) for c in IDENTIFYING_COLUMNS if c in columns]
+    study, accession = columns.index("study_instance_uid"), columns.index("accession")
+
+    def lines(rows: Iterable[Sequence[Any]], names: Pseudonyms) -> Iterator[Sequence[Any]]:
+        identifier, exam_key = names.identifier, names.exam_key
+        for row in rows:
+            out = list(row)
+            out.append(exam_key(row[study], row[accession]))
+            for i in where:
+                if out[i] is not None:
+                    out[i] = identifier(out[i])
+            yield out
+
+    return Export((*columns, "exam_key"), columns, lines)
+
+
+# ------------------------------------------------------------------------------ OpenREM
+
+#: OpenREM 0.10 mammography CSV export (remapp/exports/exportcsv.py ``exportMG2csv``, the
+#: common headers of export_common.py), one row per irradiation event.
+OPENREM_HEADER = (
+    "Institution",
+    "Manufacturer",
+    "Model name",
+    "Station name",
+    "Display name",
+    "Accession number",
+    "Operator",
+    "Study date",
+    "Study time",
+    "Age",
+    "Sex",
+    "Test patient?",
+    "Study description",
+    "Requested procedure",
+    "Study Comments",
+    "No. events",
+    "View",
+    "Laterality",
+    "Acquisition",
+    "Thickness",
+    "Radiological thickness",
+    "Force",
+    "Mag",
+    "Area",
+    "Mode",
+    "Target",
+    "Filter",
+    "Filter thickness",
+    "Focal spot size",
+    "kVp",
+    "mA",
+    "ms",
+    "uAs",
+    "ESD",
+    "AGD",
+    "% Fibroglandular tissue",
+    "Exposure mode description",
+)
+
+_OPENREM_COLUMNS = (
+    "manufacturer",
+    "model",
+    "station_ae",
+    "device_serial",
+    "accession",
+    "operator",
+    "acquisition_datetime",
+    "patient_age_years",
+    "qa_reason",
+    "study_instance_uid",
+    # No. events: the exam's events in the log, as OpenREM counts its study's
+    "(SELECT count(*) FROM exposure AS x WHERE x.study_instance_uid = exposure.study_instance_uid)",
+    "view_name",
+    "laterality",
+    "acquisition_protocol",
+    "compressed_thickness_mm",
+    "compression_force_n",
+    "magnification_factor",
+    "exposure_control_mode",
+    "anode",
+    "filter_material",
+    "filter_thickness_mm",
+    "focal_spot_mm",
+    "kvp",
+    "tube_current_ma",
+    "exposure_time_ms",
+    "exposure_uas",
+    "esak_mgy",
+    "agd_reported_mgy",
+    "glandularity_pct",
+    "comments",
+)
+
+
+def _text(value: Any) -> Any:
+    """OpenREM writes a comma inside a text as a semicolon, and nothing for None."""
+    if value is None:
+        return ""
+    return value.replace(",", ";") if isinstance(value, str) else value
+
+
+def _openrem_lines(rows: Iterable[Sequence[Any]], names: Pseudonyms) -> Iterator[Sequence[Any]]:
+    for (
+        manufacturer, model, station, serial, accession, operator, acquired, age, qa, study,
+        events, view, side, protocol, thickness, force, mag, mode, anode, filter_material,
+        filter_mm, focal, kvp, ma, ms, uas, esak, agd, glandularity, comments,
+    ) in rows:  # fmt: skip
+        date, _, time = str(acquired or "").partition("T")
+        accession_out = (
+            names.identifier(accession)
+            if names.identified or names.has_secret
+            else names.exam_key(study, accession)  # no secret: the exam still groups
+        )
+        yield [
+            _text(x)
+            for x in (
+                None,  # Institution: not kept in the dose log
+                manufacturer,
+                model,
+                station,
+                station or serial,  # Display name: the unit as galacto knows it
+                accession_out,
+                operator,
+                date or None,
+                time[:8] or None,
+                age,
+                None,  # Sex: not kept (dose.md §6)
+                qa,  # Test patient?: why it is a physics/QA exposure
+                None,
+                None,
+                None,
+                events,
+                VIEW_MEANINGS.get(view, view) if view else None,
+                LATERALITY_MEANINGS.get(side, side) if side else None,
+                protocol,
+                thickness,
+                None,  # Radiological thickness: not reported by mammography units
+                force,
+                mag,
+                None,  # Area: not kept
+                mode,
+                element_symbol(anode),
+                element_symbol(filter_material),
+                filter_mm,
+                focal,
+                kvp,
+                ma,
+                ms,
+                uas,
+                esak,
+                agd,
+                glandularity,
+                comments,
+            )
+        ]
+
+
+# ------------------------------------------------------------------------------ NHSBSP
+
+#: OpenREM 0.10 NHSBSP mammography export (remapp/exports/mg_csv_nhsbsp.py), the NCCPM
+#: breast dose survey's 15 columns.
+NHSBSP_HEADER = (
+    "Survey number",
+    "Patient number",
+    "View code",
+    "kV",
+    "Anode",
+    "Filter",
+    "Thickness",
+    "mAs",
+    "large cassette used",
+    "auto/man",
+    "Auto mode",
+    "Density setting",
+    "Age",
+    "Comment",
+    "AEC density mode",
+)
+
+_NHSBSP_COLUMNS = (
+    "coalesce(study_instance_uid, accession, 'row ' || exposure.id)",
+    "laterality",
+    "view_name",
+    "acquisition_protocol",
+    "kvp",
+    "anode",
+    "filter_material",
+    "compressed_thickness_mm",
+    "exposure_uas",
+    "exposure_control_mode",
+    "patient_age_years",
+)
+
+
+def _nhsbsp_lines(rows: Iterable[Sequence[Any]], _: Pseudonyms) -> Iterator[Sequence[Any]]:
+    """Exam by exam: the patient number counts the exams; views are numbered per exam.
+    Exposures without a side, a view, a target or a filter, and scout, biopsy, specimen …
+    acquisitions are left out (as OpenREM does)."""
+    exam_number, current, codes = 0, None, NhsbspViewCodes()
+    for exam, side, view, protocol, kvp, anode, filter_material, thickness, uas, mode, age in rows:
+        if exam != current:
+            current, codes = exam, NhsbspViewCodes()
+            exam_number += 1
+        if nhsbsp_excluded(protocol, view) or not anode or not filter_material:
+            continue
+        code = codes.next_code(side, view)
+        if code is None:
+            continue
+        upper = (mode or "").upper()
+        auto = "AUTO" if "AUTO" in upper else "MANUAL" if "MAN" in upper else None
+        yield [
+            _text(x)
+            for x in (
+                1,
+                exam_number,
+                code,
+                kvp,
+                element_symbol(anode),
+                element_symbol(filter_material),
+                thickness,
+                None if uas is None else uas / 1000.0,
+                None,  # large cassette: not applicable to digital units
+                auto,
+                mode,
+                None,  # density setting: no consistent DICOM attribute
+                age,
+                None,
+                None,
+            )
+        ]
+
+
+def export_format(name: str, log: AuditLog) -> Export:
+    if name in ("csv", "json"):
+        return _own_format(log)
+    if name == "openrem":
+        return Export(OPENREM_HEADER, _OPENREM_COLUMNS, _openrem_lines, excel=True)
+    if name == "nhsbsp":
+        return Export(NHSBSP_HEADER, _NHSBSP_COLUMNS, _nhsbsp_lines, by_exam=True, excel=True)
+    raise ValueError(f"unknown export format {name!r}")
+
+
+def write_export(
+    log: AuditLog, flt: ExposureFilter, name: str, stream: TextIO, names: Pseudonyms
+) -> int:
+    """Write the filtered exposures to ``stream`` in format ``name``; the rows written."""
+    fmt = export_format(name, log)
+    pages = (log.pages_by_exam if fmt.by_exam else log.pages)(flt, fmt.columns)
+    rows: Iterator[Sequence[Any]] = fmt.lines((row for page in pages for row in page), names)
+    if name == "json":
+        return _write_json(stream, fmt.header, rows)
+    if fmt.excel:
+        stream.write("\ufeff")
+    writer = csv.writer(stream, lineterminator="\r\n" if fmt.excel else "\n")
+    writer.writerow(fmt.header)
+    count = 0
+    for row in rows:
+        writer.writerow(row)
+        count += 1
+    return count
+
+
+def _write_json(stream: TextIO, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+    """A JSON array of objects, written one object at a time."""
+    count = 0
+    stream.write("[")
+    for row in rows:
+        stream.write(",\n" if count else "\n")
+        stream.write(json.dumps(dict(zip(header, row, strict=True)), default=str))
+        count += 1
+    stream.write("\n]\n")
+    return count
