@@ -605,6 +605,10 @@ class DoseLog:
             params = (exclude_study,)
         return self._read(sql + " ORDER BY id", params)
 
+    def exposure_count(self) -> int:
+        """How many rows (irradiation events) the log holds."""
+        return int(self._read("SELECT count(*) AS n FROM exposure")[0]["n"])
+
     def columns(self) -> list[str]:
         """The exposure table's columns, in table order (the export's header)."""
         return [row["name"] for row in self._read("PRAGMA table_info(exposure)")]

@@ -36,6 +36,7 @@ from acquisition.dose_audit import (
     lower_priority,
     write_export,
 )
+from dose.survey import element_symbol
 from dose.totals import per_breast_totals
 from storage.files import open_private
 
@@ -50,7 +51,7 @@ LIST_COLUMNS = (
     ("view", None, "{}", 8),
     ("kV", "kvp", "{:.0f}", 3),
     ("mAs", "exposure_uas", "{:.1f}", 6),
-    ("target/filter", None, "{}", 13),
+    ("target/filter", None, "{}", 6),
     ("thick mm", "compressed_thickness_mm", "{:.0f}", 8),
     ("AGD mGy", "agd_reported_mgy", "{:.3f}", 7),
     ("Dance mGy", "agd_computed_mgy", "{:.3f}", 9),
@@ -120,7 +121,8 @@ def _mas(row: dict[str, Any]) -> float | None:
 
 def _cell(row: dict[str, Any], header: str, column: str | None, fmt: str) -> str:
     if header == "target/filter":
-        return f"{row.get('anode') or '?'}/{row.get('filter_material') or '?'}"
+        anode, filter_material = row.get("anode"), row.get("filter_material")
+        return f"{element_symbol(anode) or '?'}/{element_symbol(filter_material) or '?'}"
     if header == "view":
         view = row.get("view_name") or "—"
         return f"{view} MAG" if row.get("is_magnified") else view
