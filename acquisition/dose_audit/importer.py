@@ -110,13 +110,18 @@ def read_exposures(
     """The exposures of one file, and why it gives none: ``(records, reason, bad)``; ``bad``
     is False for an object that by its kind shows no exposure of its own (GENERATED_2D)."""
     try:
-        ds = dcmread(path, stop_before_pixels=True)
+        with path.open("rb") as fh:
+            ds = dcmread(fh, stop_before_pixels=True)
+            # pydicom reads a truncated file as far as it goes: an image must reach its pixels
+            ended = fh.tell() >= os.fstat(fh.fileno()).st_size
     except InvalidDicomError:
         return [], "not a DICOM file (no DICM prefix)", True
     except Exception as exc:  # pydicom raises many kinds on a corrupt file
         return [], f"unreadable DICOM ({type(exc).__name__}: {exc})", True
     try:
         if str(ds.get("SOPClassUID", "")) in MG_IMAGE_CLASSES:
+            if ended:
+                return [], "unreadable DICOM (truncated: it ends before its Pixel Data)", True
             reason = not_an_exposure(ds)
             if reason is not None:
                 return [], reason, False
