@@ -254,6 +254,12 @@ def m004_audit(db: sqlite_utils.Database) -> None:
         ("is_implausible", "INTEGER", "trim(replace(plausibility, ';', ' ')) <> ''"),
         ("is_qa", "INTEGER", "coalesce(qa_reason, '') <> ''"),
         (
+            # the AGD statistics of the report count: the unit's AGD of a plausible row
+            "agd_plausible_mgy",
+            "REAL",
+            "CASE WHEN trim(replace(plausibility, ';', ' ')) = '' THEN agd_reported_mgy END",
+        ),
+        (
             # dose.totals.left_out_reason is None: counted in its breast's total
             "in_totals",
             "INTEGER",
@@ -274,6 +280,9 @@ def m004_audit(db: sqlite_utils.Database) -> None:
             f"ALTER TABLE exposure ADD COLUMN {column} {kind} "
             f"GENERATED ALWAYS AS ({expression}) VIRTUAL"
         )
+    # The report's indexes cover what its queries read and the common filters (dates, unit,
+    # side, QA), so that a report over millions of rows reads no table row.
+    common = "acquisition_datetime, station_ae, device_serial, laterality, is_qa"
     for name, columns in (
         ("exposure_acquired", "acquisition_datetime"),
         ("exposure_station", "station_ae, acquisition_datetime"),
@@ -282,18 +291,25 @@ def m004_audit(db: sqlite_utils.Database) -> None:
         ("exposure_laterality", "laterality, acquisition_datetime"),
         ("exposure_phase", "phase, acquisition_datetime"),
         ("exposure_thickness", "compressed_thickness_mm"),
-        # the survey table, the AGD-thickness plot, --view / --magnified, the outliers
+        # the survey table, its medians, the AGD/kV/mAs-thickness plots, --view, --magnified,
+        # the outliers
         (
             "exposure_view_band",
-            "is_magnified, view_name, thickness_band_mm, agd_reported_mgy, in_totals",
+            "is_magnified, view_name, thickness_band_mm, agd_plausible_mgy, "
+            f"compressed_thickness_mm, kvp, exposure_uas, {common}",
         ),
         # monthly median AGD per unit
         (
             "exposure_unit_month",
-            "station_ae, device_serial, acquisition_month, agd_reported_mgy, in_totals",
+            "station_ae, device_serial, acquisition_month, agd_plausible_mgy, "
+            "acquisition_datetime, laterality, is_qa, is_magnified, view_name",
         ),
         # per-exam totals per breast (replaces exposure_study)
-        ("exposure_exam_breast", "study_instance_uid, laterality, in_totals, agd_reported_mgy"),
+        (
+            "exposure_exam_breast",
+            "study_instance_uid, laterality, in_totals, agd_reported_mgy, "
+            "acquisition_datetime, station_ae, device_serial, is_qa, is_magnified, view_name",
+        ),
         ("exposure_flagged", "is_flagged, acquisition_datetime"),
         ("exposure_dance_check", "dance_check, acquisition_datetime"),
     ):

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from acquisition.cli import EXIT_OK, EXIT_USAGE, load_config
-from acquisition.dose_audit import lower_priority
+from acquisition.dose_audit import add_filter_arguments, lower_priority
 from acquisition.dose_audit.importer import ImportDatabaseError, import_paths
 from acquisition.dose_log import DoseLog
-from acquisition.dose_policy import dose_policy, qa_patterns
+from acquisition.dose_policy import dose_policy, qa_patterns, reference_levels
 
 EXIT_BAD_FILES = 1
 
@@ -46,6 +46,22 @@ def register(sub: Any) -> None:
         "--strict", action="store_true", help="exit 1 when a file was unreadable or not dose"
     )
     imp.set_defaults(func=run_import)
+
+    report = sub.add_parser(
+        "report",
+        help="one self-contained HTML page of dose plots and tables",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument("--database", metavar="PATH", help="database (default: database.path)")
+    report.add_argument(
+        "--output",
+        metavar="FILE.html|FOLDER",
+        required=True,
+        help="the page; a folder (existing, or ending in /) also gets every figure as PNG/SVG",
+    )
+    add_filter_arguments(report)
+    report.set_defaults(func=run_report)
 
 
 class ProgressBar:
@@ -99,4 +115,28 @@ def run_import(args: argparse.Namespace) -> int:
     print(summary.line(), file=sys.stderr)
     if args.strict and summary.bad:
         return EXIT_BAD_FILES
+    return EXIT_OK
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from acquisition.commands.dose import audit_filter, fail, open_audit
+    from acquisition.dose_audit.report import write_report  # matplotlib: only when reporting
+
+    flt = audit_filter(args)
+    if isinstance(flt, str):
+        return fail(flt)
+    opened = open_audit(args)
+    if isinstance(opened, str):
+        return fail(opened)
+    log, config = opened
+    levels = reference_levels(config)
+    lower_priority()
+    with log:
+        written = write_report(log, flt, args.output, levels)
+    extra = f" and {len(written.figure_files)} figure file(s)" if written.figure_files else ""
+    print(
+        f"galacto dose report: {written.page}{extra}: {written.data.overview.exposures} "
+        f"exposure(s), {written.elapsed_s:.1f} s",
+        file=sys.stderr,
+    )
     return EXIT_OK
