@@ -49,11 +49,16 @@ class Drawn:
     caption: str
     figure: Figure
 
-    def svg(self) -> str:
+    def svg_file(self) -> str:
+        """A standalone SVG document."""
         buffer = io.StringIO()
         self.figure.savefig(buffer, format="svg", metadata={"Date": None})
-        text = buffer.getvalue()
-        return text[text.index("<svg") :]  # inline: no XML prolog nor DOCTYPE
+        return buffer.getvalue()
+
+    def svg(self) -> str:
+        """The SVG element, to embed in a page (no XML prolog nor DOCTYPE)."""
+        text = self.svg_file()
+        return text[text.index("<svg") :]
 
     def png(self) -> bytes:
         buffer = io.BytesIO()

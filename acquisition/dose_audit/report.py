@@ -198,7 +198,7 @@ def write_report(
         if folder is not None:
             private_dir(folder)
             for figure in figures:
-                for extension, content in (("svg", figure.svg()), ("png", figure.png())):
+                for extension, content in (("svg", figure.svg_file()), ("png", figure.png())):
                     path = folder / f"{figure.name}.{extension}"
                     mode = "w" if isinstance(content, str) else "wb"
                     with open_private(path, mode) as out:
