@@ -21,7 +21,7 @@ import json
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from acquisition.cli import EXIT_OK, EXIT_USAGE, load_config
 from acquisition.commands import dose_audit, dose_checks
@@ -218,7 +218,7 @@ def run_export(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     with log, contextlib.ExitStack() as stack:
-        stream = (  # an export holds patient-related data: 0600
+        stream: IO[str] = (  # an export holds patient-related data: 0600
             stack.enter_context(
                 open_private(args.output, "w", newline="", encoding="utf-8", buffering=1 << 20)
             )

@@ -29,7 +29,7 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, TextIO
+from typing import IO, Any
 
 from dose.survey import (
     LATERALITY_MEANINGS,
@@ -353,7 +353,7 @@ def export_format(name: str, log: AuditLog) -> Export:
 
 
 def write_export(
-    log: AuditLog, flt: ExposureFilter, name: str, stream: TextIO, names: Pseudonyms
+    log: AuditLog, flt: ExposureFilter, name: str, stream: IO[str], names: Pseudonyms
 ) -> int:
     """Write the filtered exposures to ``stream`` in format ``name``; the rows written."""
     fmt = export_format(name, log)
@@ -372,7 +372,7 @@ def write_export(
     return count
 
 
-def _write_json(stream: TextIO, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+def _write_json(stream: IO[str], header: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
     """A JSON array of objects, written one object at a time."""
     count = 0
     stream.write("[")

@@ -148,17 +148,13 @@ def technique_thickness(data: ReportData) -> Drawn:
                 [p[index] for p in points if p[index] is not None],
                 s=4, alpha=0.35, color=color, label=label, rasterized=len(points) > 2000,
             )  # fmt: skip
-    by_band: dict[int, list[tuple[int, float | None, float | None]]] = defaultdict(list)
-    for band in data.survey:
-        if not band.magnified:
-            by_band[band.band_mm].append((band.count, band.mean_kvp, band.mean_mas))
-    xs = sorted(by_band)
-    for ax, index, name in ((kv_ax, 1, "kV"), (mas_ax, 2, "mAs")):
-        means = []
-        for x in xs:
-            values = [(n, v[index]) for v in by_band[x] if (n := v[0]) and v[index] is not None]
-            total = sum(n for n, _ in values)
-            means.append(sum(n * float(v) for n, v in values) / total if total else None)
+    contact = [b for b in data.survey if not b.magnified]
+    xs = sorted({b.band_mm for b in contact})
+    for ax, attribute, name in ((kv_ax, "mean_kvp", "kV"), (mas_ax, "mean_mas", "mAs")):
+        means = [
+            _weighted_mean([(b.count, getattr(b, attribute)) for b in contact if b.band_mm == x])
+            for x in xs
+        ]
         ax.plot(
             [x + BAND_MM / 2 for x in xs], means, "o-", color="#c0392b",
             label=f"contact: mean per {BAND_MM} mm band",
@@ -171,6 +167,13 @@ def technique_thickness(data: ReportData) -> Drawn:
     mas_ax.set_title("tube current–time product")
     figure.tight_layout()
     return Drawn("technique-thickness", "kV and mAs against compressed thickness.", figure)
+
+
+def _weighted_mean(pairs: Sequence[tuple[int, float | None]]) -> float | None:
+    """The mean of per-band means, each weighted by its count."""
+    known = [(n, v) for n, v in pairs if v is not None]
+    total = sum(n for n, _ in known)
+    return sum(n * v for n, v in known) / total if total else None
 
 
 def monthly_medians(data: ReportData) -> Drawn:
