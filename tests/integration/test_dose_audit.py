@@ -387,3 +387,25 @@ def test_the_report_page_holds_its_plots_and_tables(fleet: Path, tmp_path: Path)
     assert single.stat().st_mode & 0o077 == 0  # patient-related: private
     missing = galacto("dose", "report", "--database", str(tmp_path / "no.db"), "--output", "x")
     assert missing.returncode == 2
+
+
+def test_a_long_read_never_holds_back_the_controllers_checkpoints(tmp_path: Path) -> None:
+    """Between two pages no read transaction is open: a full WAL checkpoint of the live
+    writer (TRUNCATE) succeeds while the export is half-way."""
+    db = tmp_path / "galacto.db"
+    write_fleet(db, 600, units=2, years=1, seed=3)
+    writer = sqlite3.connect(db, isolation_level=None)
+    try:
+        with AuditLog(db) as log:
+            pages = log.pages(ExposureFilter(include_qa=True), ["id"], page_rows=100)
+            seen = list(next(pages))
+            writer.execute(
+                "INSERT INTO dose_alert (scope, exposure_id, level_id, level_name, "
+                "detail, raised_at) VALUES ('exposure', 1, 'x', 'x', 'x', 'now')"
+            )
+            busy, _, _ = writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            assert busy == 0, "a read transaction stayed open between pages"
+            seen += [row for page in pages for row in page]
+    finally:
+        writer.close()
+    assert [r[0] for r in seen] == list(range(1, 601))
