@@ -285,6 +285,8 @@ def m004_audit(db: sqlite_utils.Database) -> None:
     common = "acquisition_datetime, station_ae, device_serial, laterality, is_qa"
     for name, columns in (
         ("exposure_acquired", "acquisition_datetime"),
+        # physics/QA left out by default: every unfiltered listing, export and count
+        ("exposure_patient", "is_qa, acquisition_datetime"),
         ("exposure_station", "station_ae, acquisition_datetime"),
         ("exposure_device", "device_serial, acquisition_datetime"),
         ("exposure_manufacturer", "manufacturer, acquisition_datetime"),

@@ -36,6 +36,7 @@ from acquisition.dose_audit import (
     lower_priority,
     write_export,
 )
+from acquisition.dose_audit.exports import json_object_sql, stored_columns
 from dose.survey import element_symbol
 from dose.totals import per_breast_totals
 from storage.files import open_private
@@ -162,12 +163,13 @@ def run_list(args: argparse.Namespace) -> int:
     lower_priority()
     count = 0
     with log:
-        if args.json:
-            print('{"exposures": [', end="")
-            for row in _rows(log, flt, log.table_columns()):  # every stored column
-                print(("," if count else "") + "\n " + json.dumps(row, default=str), end="")
-                count += 1
-            print("\n]", end="")
+        if args.json:  # every stored column, each row's object built by SQLite
+            rows = log.pages(flt, [json_object_sql(stored_columns(log))])
+            sys.stdout.write('{"exposures": [\n')
+            for page in rows:
+                sys.stdout.write((",\n" if count else "") + ",\n".join(r[0] for r in page))
+                count += len(page)
+            sys.stdout.write("\n]")
         else:
             print(_line([h for h, _, _, _ in LIST_COLUMNS]))
             for row in _rows(log, flt, LIST_READS):

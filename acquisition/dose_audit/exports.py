@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import hmac
-import json
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -73,7 +72,9 @@ class Pseudonyms:
         self.pseudonym = lru_cache(maxsize=4096)(self._pseudonym)
         self._exam = lru_cache(maxsize=4096)(self._exam_key)
 
-    def _pseudonym(self, value: str) -> str:
+    def _pseudonym(self, value: str | None) -> str | None:
+        if value is None:
+            return None
         return hmac.digest(self._secret, value.encode(), hashlib.sha256).hex()[:PSEUDONYM_HEX]
 
     def _exam_key(self, value: str) -> str:
@@ -93,36 +94,93 @@ class Pseudonyms:
 
 @dataclass(frozen=True)
 class Export:
-    """A format: what it selects, its header, and how rows become lines."""
+    """An OpenREM layout: what it selects, its header, and how rows become lines."""
 
     header: tuple[str, ...]
     #: SQL expressions over ``exposure``, in the order ``lines`` reads them
     columns: tuple[str, ...]
     lines: Callable[[Iterable[Sequence[Any]], Pseudonyms], Iterator[Sequence[Any]]]
-    by_exam: bool = False
-    excel: bool = False  # a UTF-8 byte order mark and CRLF lines, as OpenREM writes them
 
 
 # ------------------------------------------------------------------------------ csv / json
 
+#: SQLite functions an export registers on its connection (pseudonyms and the exam key).
+PSEUDONYM_FUNCTION, EXAM_KEY_FUNCTION = "galacto_pseudonym", "galacto_exam_key"
+#: SQLite takes at most 127 arguments per function: JSON objects are built in parts.
+_JSON_PAIRS_PER_CALL = 60
 
-def _own_format(log: AuditLog) -> Export:
-    """The log's own columns (``csv``, ``json``) plus ``exam_key``."""
-    columns = tuple(log.table_columns())
-    where = [columns.index(c) for c in IDENTIFYING_COLUMNS if c in columns]
-    study, accession = columns.index("study_instance_uid"), columns.index("accession")
 
-    def lines(rows: Iterable[Sequence[Any]], names: Pseudonyms) -> Iterator[Sequence[Any]]:
-        identifier, exam_key = names.identifier, names.exam_key
-        for row in rows:
-            out = list(row)
-            out.append(exam_key(row[study], row[accession]))
-            for i in where:
-                if out[i] is not None:
-                    out[i] = identifier(out[i])
-            yield out
+def stored_columns(log: AuditLog) -> list[tuple[str, str, bool]]:
+    """The log's stored columns in table order: (name, SQL expression, is text)."""
+    return [
+        (name, f"exposure.{name}", str(kind).upper() == "TEXT")
+        for _, name, kind, *_ in log.conn.execute("PRAGMA table_info(exposure)")
+    ]
 
-    return Export((*columns, "exam_key"), columns, lines)
+
+def own_columns(log: AuditLog, names: Pseudonyms) -> list[tuple[str, str, bool]]:
+    """The log's stored columns and ``exam_key``: (name, SQL expression, is text)."""
+    log.conn.create_function(PSEUDONYM_FUNCTION, 1, names.pseudonym, deterministic=True)
+    log.conn.create_function(EXAM_KEY_FUNCTION, 2, names.exam_key, deterministic=True)
+    found = []
+    for name, stored, is_text in stored_columns(log):
+        expression = stored
+        if name in IDENTIFYING_COLUMNS and not names.identified:
+            expression = f"{PSEUDONYM_FUNCTION}({stored})" if names.has_secret else "NULL"
+        found.append((name, expression, is_text))
+    key = f"{EXAM_KEY_FUNCTION}(exposure.study_instance_uid, exposure.accession)"
+    found.append(("exam_key", key, False))  # hex digits: never quoted
+    return found
+
+
+#: A text needs quotes in CSV when it holds a comma, a quote or a line break (RFC 4180).
+_NEEDS_QUOTES = "'*[\",\n\r]*'"
+#: Fields per ``printf`` call (SQLite takes at most 127 arguments).
+_FIELDS_PER_CALL = 100
+
+
+def csv_line_sql(columns: Sequence[tuple[str, str, bool]]) -> str:
+    """One CSV line per row, built by SQLite: RFC 4180 quotes around a text that needs them,
+    numbers with 15 significant digits as the sqlite3 shell writes them, NULL as nothing."""
+    fields = []
+    for _, expression, is_text in columns:
+        if is_text and expression.startswith("exposure."):
+            fields.append(
+                f"CASE WHEN {expression} GLOB {_NEEDS_QUOTES} "
+                f"THEN '\"' || replace({expression}, '\"', '\"\"') || '\"' "
+                f"ELSE {expression} END"
+            )
+        else:
+            fields.append(expression)
+    calls = [
+        f"printf('{','.join(['%s'] * len(chunk))}', {', '.join(chunk)})"
+        for i in range(0, len(fields), _FIELDS_PER_CALL)
+        if (chunk := fields[i : i + _FIELDS_PER_CALL])
+    ]
+    return " || ',' || ".join(calls)
+
+
+def json_object_sql(columns: Sequence[tuple[str, str, bool]]) -> str:
+    """One JSON object per row, built by SQLite (numbers with 15 significant digits, NULL as
+    null), its keys in table order: ``json_object`` of the first columns, ``json_insert`` of
+    the others (SQLite takes at most 127 arguments per call)."""
+    n = _JSON_PAIRS_PER_CALL
+    sql = "json_object(" + ", ".join(f"'{name}', {e}" for name, e, _ in columns[:n]) + ")"
+    for i in range(n, len(columns), n):
+        pairs = ", ".join(f"'$.{name}', {e}" for name, e, _ in columns[i : i + n])
+        sql = f"json_insert({sql}, {pairs})"
+    return sql
+
+
+def _write_lines(stream: IO[str], pages: Iterable[list[tuple[Any, ...]]], sep: str) -> int:
+    """Write the one-text rows of ``pages`` separated by ``sep``; how many."""
+    count = 0
+    for page in pages:
+        if count:
+            stream.write(sep)
+        stream.write(sep.join(row[0] for row in page))
+        count += len(page)
+    return count
 
 
 # ------------------------------------------------------------------------------ OpenREM
@@ -342,43 +400,34 @@ def _nhsbsp_lines(rows: Iterable[Sequence[Any]], _: Pseudonyms) -> Iterator[Sequ
         ]
 
 
-def export_format(name: str, log: AuditLog) -> Export:
-    if name in ("csv", "json"):
-        return _own_format(log)
-    if name == "openrem":
-        return Export(OPENREM_HEADER, _OPENREM_COLUMNS, _openrem_lines, excel=True)
-    if name == "nhsbsp":
-        return Export(NHSBSP_HEADER, _NHSBSP_COLUMNS, _nhsbsp_lines, by_exam=True, excel=True)
-    raise ValueError(f"unknown export format {name!r}")
-
-
 def write_export(
     log: AuditLog, flt: ExposureFilter, name: str, stream: IO[str], names: Pseudonyms
 ) -> int:
     """Write the filtered exposures to ``stream`` in format ``name``; the rows written."""
-    fmt = export_format(name, log)
-    pages = (log.pages_by_exam if fmt.by_exam else log.pages)(flt, fmt.columns)
-    rows: Iterator[Sequence[Any]] = fmt.lines((row for page in pages for row in page), names)
-    if name == "json":
-        return _write_json(stream, fmt.header, rows)
-    if fmt.excel:
-        stream.write("\ufeff")
-    writer = csv.writer(stream, lineterminator="\r\n" if fmt.excel else "\n")
+    if name in ("csv", "json"):
+        columns = own_columns(log, names)
+        if name == "csv":
+            stream.write(",".join(column for column, _, _ in columns) + "\n")
+            count = _write_lines(stream, log.pages(flt, [csv_line_sql(columns)]), "\n")
+            stream.write("\n" if count else "")
+            return count
+        stream.write("[\n")
+        count = _write_lines(stream, log.pages(flt, [json_object_sql(columns)]), ",\n")
+        stream.write("\n]\n" if count else "]\n")
+        return count
+    if name == "openrem":
+        fmt = Export(OPENREM_HEADER, _OPENREM_COLUMNS, _openrem_lines)
+        pages = log.pages(flt, fmt.columns)
+    elif name == "nhsbsp":
+        fmt = Export(NHSBSP_HEADER, _NHSBSP_COLUMNS, _nhsbsp_lines)
+        pages = log.pages_by_exam(flt, fmt.columns)
+    else:
+        raise ValueError(f"unknown export format {name!r}")
+    stream.write("\ufeff")  # as OpenREM writes them: a byte-order mark, CRLF lines
+    writer = csv.writer(stream, lineterminator="\r\n")
     writer.writerow(fmt.header)
     count = 0
-    for row in rows:
+    for row in fmt.lines((row for page in pages for row in page), names):
         writer.writerow(row)
         count += 1
-    return count
-
-
-def _write_json(stream: IO[str], header: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
-    """A JSON array of objects, written one object at a time."""
-    count = 0
-    stream.write("[")
-    for row in rows:
-        stream.write(",\n" if count else "\n")
-        stream.write(json.dumps(dict(zip(header, row, strict=True)), default=str))
-        count += 1
-    stream.write("\n]\n")
     return count

@@ -8,6 +8,8 @@ of exposures. So it:
 - reads in **pages** of :data:`PAGE_ROWS` rows, each page one short read transaction (one
   statement, run to its end), so that the controller's WAL checkpoints are never held back
   for longer than one page takes, and memory stays constant however long the export;
+- goes in the order of the exposures' acquisition time, each page found by a seek along the
+  filter's index (keyset pagination), so that a page never reads again what earlier pages read;
 - stops at the highest row id present when it started: an export of a live log ends, and it
   is the log as it was then plus any change made meanwhile to rows not yet read;
 - lowers its own CPU priority (:func:`lower_priority`, ``os.nice(10)``) before it starts.
@@ -79,10 +81,6 @@ class AuditLog:
         self.close()
 
     # -------------------------------------------------------------------------------- reading
-    def table_columns(self) -> list[str]:
-        """The exposure table's stored columns, in table order (an export's header)."""
-        return [row[1] for row in self.conn.execute("PRAGMA table_info(exposure)")]
-
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """One statement, read to its end (one short read transaction)."""
         return self.conn.execute(sql, tuple(params)).fetchall()
@@ -93,12 +91,35 @@ class AuditLog:
     def pages(
         self, flt: ExposureFilter, columns: Sequence[str], *, page_rows: int = PAGE_ROWS
     ) -> Iterator[list[tuple[Any, ...]]]:
-        """The filtered rows, oldest first, in pages; ``columns`` are SQL expressions over
-        ``exposure`` (the row id is read too, and not returned)."""
+        """The filtered rows in pages, in the order of their acquisition time (the unit's local
+        time; rows without one first, by id); ``columns`` are SQL expressions over
+        ``exposure``. Each page is found by a seek along an index (the filter's, in time
+        order), never by reading again what earlier pages read."""
         flt = flt.resolve(self.conn)
         where, params = flt.where("exposure")
-        selected = f"SELECT exposure.id, {', '.join(columns)} FROM exposure"
-        yield from self._pages_where(selected, where, params, self.high_water_mark(), page_rows)
+        high = self.high_water_mark()
+        listed = ", ".join(columns)
+        yield from self._pages_where(
+            f"SELECT exposure.id, {listed} FROM exposure",
+            f"exposure.acquisition_datetime IS NULL AND {where}",
+            params,
+            high,
+            page_rows,
+        )
+        sql = (
+            f"SELECT exposure.id, exposure.acquisition_datetime, {listed} FROM exposure "
+            "WHERE (exposure.acquisition_datetime, exposure.id) > (?, ?) AND exposure.id <= ? "
+            f"AND {where} ORDER BY exposure.acquisition_datetime, exposure.id LIMIT ?"
+        )
+        last: tuple[str, int] = ("", 0)
+        while True:
+            rows = self.query(sql, (*last, high, *params, page_rows))
+            if not rows:
+                return
+            last = (rows[-1][1], rows[-1][0])
+            yield [row[2:] for row in rows]
+            if len(rows) < page_rows:
+                return
 
     def pages_by_exam(
         self, flt: ExposureFilter, columns: Sequence[str], *, page_exams: int = PAGE_EXAMS

@@ -107,7 +107,8 @@ FILTERS: list[tuple[str, ExposureFilter, Callable[[dict[str, Any]], bool]]] = [
 def test_every_filter_selects_what_it_says(
     fleet: Path, all_rows: list[dict[str, Any]], name: str, flt: ExposureFilter, wanted: Any
 ) -> None:
-    expected = [r["id"] for r in all_rows if wanted(r) and not is_qa(r)]
+    in_time_order = sorted(all_rows, key=lambda r: (r["acquisition_datetime"], r["id"]))
+    expected = [r["id"] for r in in_time_order if wanted(r) and not is_qa(r)]
     assert expected, f"the fleet has no row for {name}"
     with AuditLog(fleet) as log:
         got = [row[0] for page in log.pages(flt, ["id"], page_rows=97) for row in page]
@@ -409,3 +410,41 @@ def test_a_long_read_never_holds_back_the_controllers_checkpoints(tmp_path: Path
     finally:
         writer.close()
     assert [r[0] for r in seen] == list(range(1, 601))
+
+
+def test_csv_and_json_give_back_what_the_log_holds(tmp_path: Path) -> None:
+    """The lines SQLite builds: quotes where a text needs them, every value read back."""
+    db = tmp_path / "galacto.db"
+    awkward = ExposureRecord(
+        Source.IMAGE_HEADER,
+        sop_instance_uid="1.2.3.4",
+        manufacturer="HOLOGIC, Inc.",
+        comments='said "30 % glandular",\nthen\r\nmore',
+        acquisition_protocol="",
+        kvp=29.0,
+        exposure_uas=80123.5,
+        agd_reported_mgy=1.2345678901234,
+        acquisition_datetime="2026-11-25T10:15:00",
+    )
+    with DoseLog(db, writer_thread=False) as log:
+        log.record([awkward, ExposureRecord(Source.RDSR, irradiation_event_uid="2.25.9")])
+    with closing(sqlite3.connect(db)) as conn:
+        conn.row_factory = sqlite3.Row
+        stored = {str(r["id"]): dict(r) for r in conn.execute("SELECT * FROM exposure")}
+    text = export_text(db, "csv", ExposureFilter(), Pseudonyms("", identified=True))
+    as_json = json.loads(export_text(db, "json", ExposureFilter(), Pseudonyms("", identified=True)))
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == len(as_json) == 2
+    for row, obj in zip(rows, as_json, strict=True):
+        original = stored[row["id"]]
+        assert obj["id"] == int(row["id"])
+        for column, value in row.items():
+            if column == "exam_key":
+                continue
+            expected = original[column]
+            if isinstance(expected, float):
+                assert float(value) == pytest.approx(expected, rel=1e-14)
+                assert obj[column] == pytest.approx(expected, rel=1e-14)
+            else:
+                assert value == ("" if expected is None else str(expected)), column
+                assert obj[column] == expected, column
