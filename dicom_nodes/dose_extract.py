@@ -605,6 +605,16 @@ def _children(item: Dataset) -> list[Dataset]:
     return list(item.get("ContentSequence") or [])
 
 
+def _events(items: Sequence[Dataset]) -> Iterator[Dataset]:
+    """The Irradiation Event containers (113706) of a content tree, at any depth; an event's
+    own content is left for :func:`_event_record` to read (once: parsing is the cost)."""
+    for item in items:
+        if _concept(item) == CONCEPT_IRRADIATION_EVENT:
+            yield item
+        else:
+            yield from _events(_children(item))
+
+
 def _walk(items: Sequence[Dataset]) -> Iterator[Dataset]:
     for item in items:
         yield item
@@ -771,11 +781,7 @@ def from_rdsr(
         "patient_age_years": age,
         "qa_reason": _qa_reason(qa, ds, RDSR_PROTOCOL_TEXTS),
     }
-    records = [
-        _event_record(item, common, station_ae, qa)
-        for item in _walk(_children(ds))
-        if _concept(item) == CONCEPT_IRRADIATION_EVENT
-    ]
+    records = [_event_record(item, common, station_ae, qa) for item in _events(_children(ds))]
     if age_reasons:
         records = [r.with_values(review_reasons=(*r.review_reasons, *age_reasons)) for r in records]
     return records

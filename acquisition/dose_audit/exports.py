@@ -54,8 +54,6 @@ IDENTIFYING_COLUMNS = (
 )
 
 FORMATS = ("csv", "json", "openrem", "nhsbsp")
-#: The OpenREM version whose export layouts ``openrem`` and ``nhsbsp`` follow.
-OPENREM_VERSION = "0.10"
 #: Pseudonyms are this many hex digits of the HMAC-SHA256 (128 bits).
 PSEUDONYM_HEX = 32
 
