@@ -12,7 +12,8 @@ once and kept in ``$GALACTO_BENCH_DATA`` (default ``/var/tmp/galacto-bench``) be
 - ``galacto dose import`` throughput against the floor of pydicom reading the same files'
   headers (``dcmread(stop_before_pixels=True)``).
 
-``python -m bench dose_audit`` runs it. Benchmarks measure; they never assert.
+``python -m bench dose_audit`` runs it; ``python -m bench.bench_dose_audit export live`` runs
+only those parts. Benchmarks measure; they never assert.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -167,12 +169,13 @@ def bench_export(db: Path, work: Path) -> None:
         f"AND acquisition_datetime < date('{EXPORT_TO}', '+1 day') AND is_qa = 0 "
         "ORDER BY acquisition_datetime, id"
     )
-    shell = ["sqlite3", "-readonly", "-csv", "-header", str(db), shell_sql]
+    # at galacto's priority (an audit runs niced), so that both meet the same competition
+    shell = ["nice", "-n", "10", "sqlite3", "-readonly", "-csv", "-header", str(db), shell_sql]
     out = work / "export.csv"
     _run_measured(shell, out)  # warm the page cache
     rows = sum(1 for _ in out.open("rb")) - 1
     shell_s, shell_kb = min(_run_measured(shell, out) for _ in range(3))
-    results = [("sqlite3 shell -csv (reference)", shell_s, shell_kb)]
+    results = [("sqlite3 shell -csv, nice 10 (reference)", shell_s, shell_kb)]
     period = ("--from", EXPORT_FROM, "--to", EXPORT_TO)
     secret = {"GALACTO_SITE_PSEUDONYM_SECRET": "bench-secret"}
     for label, command, env in (
@@ -327,6 +330,11 @@ def bench_import(work: Path) -> None:
     for path in files:
         dcmread(path, stop_before_pixels=True)
     floor_s = time.perf_counter() - started
+    started = time.perf_counter()
+    for path in files:  # the same, every value parsed (pydicom parses lazily)
+        for element in dcmread(path, stop_before_pixels=True).iterall():
+            _ = element.value
+    values_s = time.perf_counter() - started
     with DoseLog(work / "import.db", policy=controller_policy(), writer_thread=False) as log:
         summary = import_paths(log, [folder])
     with DoseLog(work / "import.db", policy=controller_policy(), writer_thread=False) as log:
@@ -337,6 +345,7 @@ def bench_import(work: Path) -> None:
     )
     for label, seconds in (
         ("pydicom dcmread(stop_before_pixels) floor", floor_s),
+        ("pydicom, every value parsed too", values_s),
         (f"galacto dose import ({summary.rows_added} rows added)", summary.elapsed_s),
         ("galacto dose import, again (0 rows added)", again.elapsed_s),
     ):
@@ -346,15 +355,20 @@ def bench_import(work: Path) -> None:
         )
 
 
-def main() -> None:
+def main(parts: Sequence[str] = ()) -> None:
+    """Every part, or those named (``report``, ``export``, ``live``, ``import``)."""
     db = fleet_db()
     with tempfile.TemporaryDirectory(prefix="bench-dose-audit-") as tmp:
         work = Path(tmp)
-        bench_report(db)
-        bench_export(db, work)
-        bench_live_latency(db, work)
-        bench_import(work)
+        for name, run in (
+            ("report", lambda: bench_report(db)),
+            ("export", lambda: bench_export(db, work)),
+            ("live", lambda: bench_live_latency(db, work)),
+            ("import", lambda: bench_import(work)),
+        ):
+            if not parts or name in parts:
+                run()
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -102,8 +102,8 @@ class Export:
 
 # ------------------------------------------------------------------------------ csv / json
 
-#: SQLite functions an export registers on its connection (pseudonyms and the exam key).
-PSEUDONYM_FUNCTION, EXAM_KEY_FUNCTION = "galacto_pseudonym", "galacto_exam_key"
+#: The SQLite function an export registers on its connection for the pseudonyms.
+PSEUDONYM_FUNCTION = "galacto_pseudonym"
 #: SQLite takes at most 127 arguments per function: JSON objects are built in parts.
 _JSON_PAIRS_PER_CALL = 60
 
@@ -117,18 +117,20 @@ def stored_columns(log: AuditLog) -> list[tuple[str, str, bool]]:
 
 
 def own_columns(log: AuditLog, names: Pseudonyms) -> list[tuple[str, str, bool]]:
-    """The log's stored columns and ``exam_key``: (name, SQL expression, is text)."""
+    """The log's stored columns as the export writes them: (name, SQL expression, is text);
+    ``exam_key`` is added to each line in Python (one key per exam, looked up once)."""
     log.conn.create_function(PSEUDONYM_FUNCTION, 1, names.pseudonym, deterministic=True)
-    log.conn.create_function(EXAM_KEY_FUNCTION, 2, names.exam_key, deterministic=True)
     found = []
     for name, stored, is_text in stored_columns(log):
         expression = stored
         if name in IDENTIFYING_COLUMNS and not names.identified:
             expression = f"{PSEUDONYM_FUNCTION}({stored})" if names.has_secret else "NULL"
         found.append((name, expression, is_text))
-    key = f"{EXAM_KEY_FUNCTION}(exposure.study_instance_uid, exposure.accession)"
-    found.append(("exam_key", key, False))  # hex digits: never quoted
     return found
+
+
+#: What each page reads beside the line, for its exam key.
+_EXAM_COLUMNS = ("exposure.study_instance_uid", "exposure.accession")
 
 
 #: A text needs quotes in CSV when it holds a comma, a quote or a line break (RFC 4180).
@@ -170,15 +172,33 @@ def json_object_sql(columns: Sequence[tuple[str, str, bool]]) -> str:
     return sql
 
 
-def _write_lines(stream: IO[str], pages: Iterable[list[tuple[Any, ...]]], sep: str) -> int:
-    """Write the one-text rows of ``pages`` separated by ``sep``; how many."""
+def _write_lines(
+    stream: IO[str],
+    pages: Iterable[list[tuple[Any, ...]]],
+    sep: str,
+    keyed: Callable[[str, str | None], str],
+    names: Pseudonyms,
+) -> int:
+    """Write the rows of ``pages`` — (line, study, accession) — each with its exam key
+    (``keyed(line, key)``), separated by ``sep``; how many."""
     count = 0
+    exam_key = names.exam_key
     for page in pages:
         if count:
             stream.write(sep)
-        stream.write(sep.join(row[0] for row in page))
+        stream.write(sep.join(keyed(line, exam_key(study, acc)) for line, study, acc in page))
         count += len(page)
     return count
+
+
+def _csv_keyed(line: str, key: str | None) -> str:
+    return f"{line},{key or ''}"
+
+
+def _json_keyed(line: str, key: str | None) -> str:
+    """The object with ``exam_key`` last (a key is hex digits: nothing to escape)."""
+    value = "null" if key is None else f'"{key}"'
+    return line[:-1] + ',"exam_key":' + value + "}"
 
 
 # ------------------------------------------------------------------------------ OpenREM
@@ -405,12 +425,14 @@ def write_export(
     if name in ("csv", "json"):
         columns = own_columns(log, names)
         if name == "csv":
-            stream.write(",".join(column for column, _, _ in columns) + "\n")
-            count = _write_lines(stream, log.pages(flt, [csv_line_sql(columns)]), "\n")
+            stream.write(",".join([*(column for column, _, _ in columns), "exam_key"]) + "\n")
+            pages = log.pages(flt, [csv_line_sql(columns), *_EXAM_COLUMNS])
+            count = _write_lines(stream, pages, "\n", _csv_keyed, names)
             stream.write("\n" if count else "")
             return count
         stream.write("[\n")
-        count = _write_lines(stream, log.pages(flt, [json_object_sql(columns)]), ",\n")
+        pages = log.pages(flt, [json_object_sql(columns), *_EXAM_COLUMNS])
+        count = _write_lines(stream, pages, ",\n", _json_keyed, names)
         stream.write("\n]\n" if count else "]\n")
         return count
     if name == "openrem":
