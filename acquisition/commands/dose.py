@@ -10,7 +10,7 @@ reported AGD per breast). ``export --format {csv,json,openrem,nhsbsp} [--output 
 them in the log's own columns or the layouts of OpenREM's mammography and NHSBSP exports,
 pseudonymised by default (:mod:`acquisition.dose_audit.exports`; ``--identified`` keeps the
 accession, SPS ID and UIDs). Exit codes: 0 done, 2 bad arguments or a database that cannot be
-read. ``import``, ``report`` and ``browse`` are in :mod:`acquisition.commands.dose_audit`.
+read. ``import`` and ``report`` are in :mod:`acquisition.commands.dose_audit`.
 """
 
 from __future__ import annotations
@@ -20,20 +20,16 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import IO, Any
 
-from acquisition.cli import EXIT_OK, EXIT_USAGE, load_config
+from acquisition.cli import EXIT_OK
 from acquisition.commands import dose_audit, dose_checks
 from acquisition.dose_audit import (
     FORMATS,
     AuditLog,
     ExposureFilter,
-    FilterError,
     Pseudonyms,
     add_filter_arguments,
-    filter_from_args,
-    lower_priority,
     write_export,
 )
 from acquisition.dose_audit.exports import json_object_sql, stored_columns
@@ -93,28 +89,6 @@ def register(subparsers: Any) -> None:
     dose_checks.register(sub)
 
 
-def fail(message: str) -> int:
-    print(message, file=sys.stderr)
-    return EXIT_USAGE
-
-
-def open_audit(args: argparse.Namespace) -> tuple[AuditLog, Any] | str:
-    """The database read-only and the configuration, or the reason it cannot be opened
-    (:class:`~storage.DatabaseOpenError` propagates: the CLI names the file, exit 2)."""
-    config = load_config(args, **{"database.path": args.database})
-    path = Path(config.database.path)
-    if not path.exists():
-        return f"galacto dose: no database at {path}"
-    return AuditLog(path), config
-
-
-def audit_filter(args: argparse.Namespace) -> ExposureFilter | str:
-    try:
-        return filter_from_args(args)
-    except FilterError as exc:
-        return f"galacto dose: {exc}"
-
-
 def _mas(row: dict[str, Any]) -> float | None:
     uas = row.get("exposure_uas")
     return None if uas is None else uas / 1000.0
@@ -153,14 +127,10 @@ def _rows(log: AuditLog, flt: ExposureFilter, reads: Sequence[str]) -> Iterator[
 
 
 def run_list(args: argparse.Namespace) -> int:
-    flt = audit_filter(args)
-    if isinstance(flt, str):
-        return fail(flt)
-    opened = open_audit(args)
-    if isinstance(opened, str):
-        return fail(opened)
-    log, _ = opened
-    lower_priority()
+    started = dose_audit.start_audit(args)
+    if isinstance(started, int):
+        return started
+    log, flt, _ = started
     count = 0
     with log:
         if args.json:  # every stored column, each row's object built by SQLite
@@ -204,14 +174,10 @@ def _exam_totals(log: AuditLog, flt: ExposureFilter) -> Any:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    flt = audit_filter(args)
-    if isinstance(flt, str):
-        return fail(flt)
-    opened = open_audit(args)
-    if isinstance(opened, str):
-        return fail(opened)
-    log, config = opened
-    lower_priority()
+    started = dose_audit.start_audit(args)
+    if isinstance(started, int):
+        return started
+    log, flt, config = started
     names = Pseudonyms(config.site.pseudonym_secret, identified=args.identified)
     if not args.identified and not names.has_secret:
         print(

@@ -20,10 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from acquisition.cli import EXIT_OK, EXIT_USAGE, load_config
-from acquisition.dose_audit import add_filter_arguments, lower_priority
+from acquisition.dose_audit import (
+    AuditLog,
+    ExposureFilter,
+    FilterError,
+    add_filter_arguments,
+    filter_from_args,
+    lower_priority,
+)
 from acquisition.dose_audit.importer import ImportDatabaseError, import_paths
 from acquisition.dose_log import DoseLog
 from acquisition.dose_policy import dose_policy, qa_patterns, reference_levels
+from acquisition.settings import Config
 
 EXIT_BAD_FILES = 1
 
@@ -118,19 +126,33 @@ def run_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def start_audit(args: argparse.Namespace) -> tuple[AuditLog, ExposureFilter, Config] | int:
+    """What every read-only audit command starts with: its filter, the database opened
+    read-only (a :class:`~storage.DatabaseOpenError` propagates: the CLI names the file, exit
+    2), its configuration, and a lowered priority; or the exit code of a bad argument."""
+    try:
+        flt = filter_from_args(args)
+    except FilterError as exc:
+        print(f"galacto dose: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    config = load_config(args, **{"database.path": args.database})
+    path = Path(config.database.path)
+    if not path.exists():
+        print(f"galacto dose: no database at {path}", file=sys.stderr)
+        return EXIT_USAGE
+    log = AuditLog(path)
+    lower_priority()
+    return log, flt, config
+
+
 def run_report(args: argparse.Namespace) -> int:
-    from acquisition.commands.dose import audit_filter, fail, open_audit
     from acquisition.dose_audit.report import write_report  # matplotlib: only when reporting
 
-    flt = audit_filter(args)
-    if isinstance(flt, str):
-        return fail(flt)
-    opened = open_audit(args)
-    if isinstance(opened, str):
-        return fail(opened)
-    log, config = opened
+    started = start_audit(args)
+    if isinstance(started, int):
+        return started
+    log, flt, config = started
     levels = reference_levels(config)
-    lower_priority()
     with log:
         written = write_report(log, flt, args.output, levels)
     extra = f" and {len(written.figure_files)} figure file(s)" if written.figure_files else ""
