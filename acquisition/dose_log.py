@@ -208,6 +208,184 @@ def m003_dose_checks(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX dose_alert_unjournaled ON dose_alert(id) WHERE journaled = 0")
 
 
+#: CID 4014 view codes (SCT) → the short names of the physicists' forms (NHSBSP, EUREF), as
+#: written into ``view_name`` by m004 (a literal copy: an applied migration never changes).
+_M004_VIEW_NAMES = (
+    ("399162004", "CC"),
+    ("399368009", "MLO"),
+    ("399260004", "ML"),
+    ("399352003", "LM"),
+    ("399099002", "LMO"),
+    ("399192008", "XCCL"),
+    ("399101009", "XCCM"),
+    ("399196006", "FB"),
+    ("399188001", "SIO"),
+    ("441555000", "ISO"),
+)
+
+
+@migrations()
+def m004_audit(db: sqlite_utils.Database) -> None:
+    """Issue 10: the Timezone Offset From UTC, readable derived columns, an index for every
+    audit filter and report query, and the datasette-friendly views (docs/dose-log-schema.md).
+
+    The derived columns are VIRTUAL generated columns: SQLite computes them from the row, so
+    they can never disagree with it, and the indexes built on them serve the report's
+    groupings (view × magnified × 10 mm thickness band; unit × month; exam × breast) without a
+    sort."""
+    db.execute("ALTER TABLE exposure ADD COLUMN timezone_offset_from_utc TEXT")
+    view_name = " ".join(f"WHEN '{code}' THEN '{name}'" for code, name in _M004_VIEW_NAMES)
+    for column, kind, expression in (
+        ("view_name", "TEXT", f"coalesce(CASE view_code {view_name} END, view_code)"),
+        (
+            # dose.record.magnified: the CID 4015 modifier, or a factor of 1.3 or more
+            "is_magnified",
+            "INTEGER",
+            "CASE WHEN ',' || coalesce(view_modifier_codes, '') || ',' LIKE '%,399163009,%' "
+            "OR magnification_factor >= 1.3 THEN 1 ELSE 0 END",
+        ),
+        (
+            "thickness_band_mm",
+            "INTEGER",
+            "CAST(compressed_thickness_mm / 10 AS INTEGER) * 10",
+        ),
+        ("acquisition_month", "TEXT", "substr(acquisition_datetime, 1, 7)"),
+        # dose.plausibility.is_implausible / is_qa
+        ("is_implausible", "INTEGER", "trim(replace(plausibility, ';', ' ')) <> ''"),
+        ("is_qa", "INTEGER", "coalesce(qa_reason, '') <> ''"),
+        (
+            # the AGD statistics of the report count: the unit's AGD of a plausible row
+            "agd_plausible_mgy",
+            "REAL",
+            "CASE WHEN trim(replace(plausibility, ';', ' ')) = '' THEN agd_reported_mgy END",
+        ),
+        (
+            # dose.totals.left_out_reason is None: counted in its breast's total
+            "in_totals",
+            "INTEGER",
+            "coalesce(qa_reason, '') = '' AND trim(replace(plausibility, ';', ' ')) = '' "
+            "AND agd_reported_mgy IS NOT NULL",
+        ),
+        (
+            # --flagged: implausible, the Dance check disagrees (or suspects a unit), or an
+            # alert was raised
+            "is_flagged",
+            "INTEGER",
+            "trim(replace(plausibility, ';', ' ')) <> '' "
+            "OR coalesce(dance_check, '') IN ('disagrees', 'unit suspected') "
+            "OR coalesce(alert_flags, '') <> ''",
+        ),
+    ):
+        db.execute(
+            f"ALTER TABLE exposure ADD COLUMN {column} {kind} "
+            f"GENERATED ALWAYS AS ({expression}) VIRTUAL"
+        )
+    # The report's indexes cover what its queries read and the common filters (dates, unit,
+    # side, QA), so that a report over millions of rows reads no table row.
+    common = "acquisition_datetime, station_ae, device_serial, laterality, is_qa"
+    for name, columns in (
+        ("exposure_acquired", "acquisition_datetime"),
+        # physics/QA left out by default: every unfiltered listing, export and count
+        ("exposure_patient", "is_qa, acquisition_datetime"),
+        ("exposure_station", "station_ae, acquisition_datetime"),
+        ("exposure_device", "device_serial, acquisition_datetime"),
+        ("exposure_manufacturer", "manufacturer, acquisition_datetime"),
+        ("exposure_laterality", "laterality, acquisition_datetime"),
+        ("exposure_phase", "phase, acquisition_datetime"),
+        ("exposure_thickness", "compressed_thickness_mm"),
+        # the survey table, its medians, the AGD/kV/mAs-thickness plots, --view, --magnified,
+        # the outliers
+        (
+            "exposure_view_band",
+            "is_magnified, view_name, thickness_band_mm, agd_plausible_mgy, "
+            f"compressed_thickness_mm, kvp, exposure_uas, {common}",
+        ),
+        # monthly median AGD per unit
+        (
+            "exposure_unit_month",
+            "station_ae, device_serial, acquisition_month, agd_plausible_mgy, "
+            "acquisition_datetime, laterality, is_qa, is_magnified, view_name",
+        ),
+        # per-exam totals per breast (replaces exposure_study)
+        (
+            "exposure_exam_breast",
+            "study_instance_uid, laterality, in_totals, agd_reported_mgy, "
+            "acquisition_datetime, station_ae, device_serial, is_qa, is_magnified, view_name",
+        ),
+        ("exposure_flagged", "is_flagged, acquisition_datetime"),
+        ("exposure_dance_check", "dance_check, acquisition_datetime"),
+    ):
+        db.execute(f"CREATE INDEX {name} ON exposure({columns})")
+    db.execute("DROP INDEX exposure_study")
+    db.execute(
+        """CREATE VIEW exposure_readable AS SELECT
+  id AS "id",
+  acquisition_datetime AS "acquired (unit's local time)",
+  timezone_offset_from_utc AS "UTC offset",
+  station_ae AS "unit AE title",
+  manufacturer AS "manufacturer",
+  model AS "model",
+  device_serial AS "serial number",
+  accession AS "accession",
+  phase AS "phase",
+  laterality AS "side",
+  view_name AS "view",
+  is_magnified AS "magnified",
+  kvp AS "kV",
+  exposure_uas / 1000.0 AS "mAs",
+  anode AS "target",
+  filter_material AS "filter",
+  compressed_thickness_mm AS "thickness mm",
+  compression_force_n AS "force N",
+  hvl_mm_al AS "HVL mm Al",
+  esak_mgy AS "entrance air kerma mGy",
+  agd_reported_mgy AS "AGD reported mGy",
+  agd_computed_mgy AS "AGD Dance mGy",
+  dance_check AS "Dance check",
+  is_implausible AS "implausible",
+  is_qa AS "physics/QA",
+  is_flagged AS "flagged",
+  in_totals AS "in breast totals",
+  plausibility AS "plausibility findings",
+  level_comparison AS "reference levels",
+  alert_flags AS "alerts raised",
+  sources AS "sources",
+  review_reasons AS "review notes"
+FROM exposure"""
+    )
+    db.execute(
+        """CREATE VIEW exam_breast_total AS SELECT
+  study_instance_uid AS "study",
+  max(accession) AS "accession",
+  laterality AS "side",
+  coalesce(sum(CASE WHEN in_totals THEN agd_reported_mgy END), 0.0) AS "AGD total mGy",
+  sum(in_totals) AS "events",
+  sum(NOT in_totals) AS "events left out",
+  min(acquisition_datetime) AS "first exposure"
+FROM exposure
+WHERE study_instance_uid IS NOT NULL AND laterality IN ('L', 'R')
+GROUP BY study_instance_uid, laterality"""
+    )
+    db.execute(
+        """CREATE VIEW open_dose_alert AS SELECT
+  a.id AS "alert",
+  a.raised_at AS "raised (UTC)",
+  a.level_name AS "level",
+  a.value_mgy AS "value mGy",
+  a.limit_mgy AS "limit mGy",
+  a.detail AS "detail",
+  e.acquisition_datetime AS "acquired (unit's local time)",
+  e.station_ae AS "unit AE title",
+  e.device_serial AS "serial number",
+  e.accession AS "accession",
+  a.laterality AS "side",
+  e.view_name AS "view",
+  a.sop_instance_uid AS "SOP Instance UID"
+FROM dose_alert AS a LEFT JOIN exposure AS e ON e.id = a.exposure_id
+WHERE a.state = 'open'"""
+    )
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
 
@@ -445,6 +623,10 @@ class DoseLog:
             params = (exclude_study,)
         return self._read(sql + " ORDER BY id", params)
 
+    def exposure_count(self) -> int:
+        """How many rows (irradiation events) the log holds."""
+        return int(self._read("SELECT count(*) AS n FROM exposure")[0]["n"])
+
     def columns(self) -> list[str]:
         """The exposure table's columns, in table order (the export's header)."""
         return [row["name"] for row in self._read("PRAGMA table_info(exposure)")]
@@ -574,14 +756,19 @@ def _fields(record: ExposureRecord) -> dict[str, Any]:
     return {name: getattr(record, name) for name in RECORD_COLUMNS}
 
 
+def _image_uids(record: ExposureRecord) -> list[str]:
+    """The record's image and the other images of its exposure (For Processing)."""
+    own = [record.sop_instance_uid] if record.sop_instance_uid else []
+    return [*own, *(uid for uid in record.other_image_uids if uid and uid not in own)]
+
+
 def _matching_ids(conn: sqlite3.Connection, record: ExposureRecord) -> list[int]:
     ids: set[int] = set()
-    if record.sop_instance_uid:
+    for uid in _image_uids(record):
         ids.update(
             row[0]
             for row in conn.execute(
-                "SELECT exposure_id FROM exposure_image WHERE sop_instance_uid = ?",
-                (record.sop_instance_uid,),
+                "SELECT exposure_id FROM exposure_image WHERE sop_instance_uid = ?", (uid,)
             )
         )
     if record.irradiation_event_uid:
@@ -603,10 +790,62 @@ def _matching_ids(conn: sqlite3.Connection, record: ExposureRecord) -> list[int]
     return sorted(ids)
 
 
+#: The review note of a record reconciled by its technique rather than by a shared UID.
+MATCHED_BY_TECHNIQUE = (
+    "same exposure as another source by unit, acquisition time, side, view, kV and mAs "
+    "(no shared UID)"
+)
+
+
+def _same_exposure_ids(conn: sqlite3.Connection, record: ExposureRecord) -> list[int]:
+    """Rows of the same exposure that share no UID with ``record``: older units send a For
+    Processing and a For Presentation image of one exposure without an Irradiation Event UID
+    (and their RDSR, if any, has one the images lack). Same unit (serial, else AE title),
+    same acquisition time to the second, same side and view, kV and mAs within 1 %; never two
+    rows that carry different Irradiation Event UIDs. Two exposures cannot share all of these:
+    the unit needs far more than a second between exposures."""
+    when = (record.acquisition_datetime or "")[:19]
+    unit_column, unit = (
+        ("device_serial", record.device_serial)
+        if record.device_serial
+        else ("station_ae", record.station_ae)
+    )
+    if (
+        len(when) < 19
+        or not unit
+        or not record.laterality
+        or not record.view_code
+        or record.kvp is None
+        or record.exposure_uas is None
+    ):
+        return []
+    rows = conn.execute(
+        f"SELECT id, irradiation_event_uid, kvp, exposure_uas FROM exposure "
+        f"WHERE acquisition_datetime >= ? AND acquisition_datetime < ? AND {unit_column} = ? "
+        "AND laterality = ? AND view_code = ?",
+        (when, when + "\x7f", unit, record.laterality, record.view_code),
+    ).fetchall()
+    return sorted(
+        row["id"]
+        for row in rows
+        if not (row["irradiation_event_uid"] and record.irradiation_event_uid)
+        and row["kvp"] is not None
+        and row["exposure_uas"] is not None
+        and not _differs(float(row["kvp"]), float(record.kvp))
+        and not _differs(float(row["exposure_uas"]), float(record.exposure_uas))
+    )
+
+
 def _record_one(conn: sqlite3.Connection, record: ExposureRecord) -> int:
     """Insert or merge one record; returns the row id. A NaN or infinite value is stored as
     NULL (SQLite cannot keep NaN): its plausibility finding keeps what was received."""
     ids = _matching_ids(conn, record)
+    if not ids:
+        ids = _same_exposure_ids(conn, record)
+        if ids:
+            record = record.with_values(
+                review_reasons=(*record.review_reasons, MATCHED_BY_TECHNIQUE)
+            )
     incoming = {name: _to_sql(name, value) for name, value in _fields(record).items()}
     now = _now()
     if not ids:
@@ -654,10 +893,10 @@ def _record_one(conn: sqlite3.Connection, record: ExposureRecord) -> int:
             "WHERE id = ?",
             (*(merged[c] for c in updates), now, target),
         )
-    if record.sop_instance_uid:
+    for uid in _image_uids(record):
         conn.execute(
             "INSERT OR REPLACE INTO exposure_image (sop_instance_uid, exposure_id) VALUES (?, ?)",
-            (record.sop_instance_uid, target),
+            (uid, target),
         )
     return target
 
@@ -757,6 +996,9 @@ def _raise_alert(
     )
 
 
+#: The columns of the row's first image: another image of the same exposure never replaces them.
+_IMAGE_FIELDS = ("sop_instance_uid", "sop_class_uid", "series_instance_uid")
+
 #: A value and the column that says where it was taken: taken together or not at all.
 _PAIRED = {"esak_reference_point": "esak_mgy", "hvl_source": "hvl_mm_al"}
 
@@ -776,7 +1018,11 @@ def _merge(
         if new is None or name in _PAIRED:
             continue
         old = merged.get(name)
-        take = old is None or (same_source and name != "sop_instance_uid")
+        if name in _IMAGE_FIELDS:  # the row's first image names it; its other images are
+            if old is None:  # in exposure_image (For Processing and For Presentation)
+                merged[name] = new
+            continue
+        take = old is None or same_source
         if name == "esak_mgy" and not take:
             old_point, new_point = (
                 merged.get("esak_reference_point"),
@@ -791,7 +1037,7 @@ def _merge(
             for paired, value in _PAIRED.items():
                 if value == name:
                     merged[paired] = incoming.get(paired)
-        elif name != "sop_instance_uid" and _differs(old, new):
+        elif _differs(old, new):
             reason = f"sources disagree on {name}"
             if reason not in reasons:
                 reasons.append(reason)

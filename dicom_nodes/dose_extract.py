@@ -35,7 +35,7 @@ from dose.plausibility import QaPatterns
 from dose.record import DoseError, ExposureRecord, Source
 
 from . import codes
-from .rdsr import CALCULATED_AGD_COMMENT
+from .rdsr import CALCULATED_AGD_COMMENT, XRAY_RADIATION_DOSE_SR
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,8 @@ def _code_of(item: Dataset) -> str | None:
 
 
 def _datetime(ds: Dataset, dt_keyword: str, date_keyword: str, time_keyword: str) -> str | None:
-    """DT, or DA + TM, as an ISO-8601-like string (no time zone invented)."""
+    """DT, or DA + TM, as an ISO-8601-like string (no time zone invented; a DT's own offset
+    is read by :func:`timezone_offset`)."""
     raw = _text(ds, dt_keyword)
     if raw is None:
         date = _text(ds, date_keyword)
@@ -221,13 +222,35 @@ def _datetime(ds: Dataset, dt_keyword: str, date_keyword: str, time_keyword: str
     return _dicom_dt_to_iso(raw)
 
 
+#: The "&ZZXX" suffix of a DT value (PS3.5 Table 6.2-1) and Timezone Offset From UTC (0008,0201).
+_OFFSET = re.compile(r"([+-])(\d{2})(\d{2})$")
+
+
 def _dicom_dt_to_iso(raw: str) -> str:
-    raw = raw.strip()
+    """A DT (or DA + TM) as ``YYYY-MM-DDTHH:MM:SS[.ffffff]`` in the unit's local time: the
+    offset suffix of a DT is left out here (it is the record's ``timezone_offset_from_utc``)."""
+    raw = _OFFSET.sub("", raw.strip())
     date, time = raw[:8], raw[8:]
     iso = f"{date[:4]}-{date[4:6]}-{date[6:8]}" if len(date) == 8 else date
     if time:
         iso += f"T{time[:2]}:{time[2:4] or '00'}:{time[4:] or '00'}"
     return iso
+
+
+def timezone_offset(ds: Dataset, *raw_datetimes: str | None) -> tuple[str | None, list[str]]:
+    """The unit's offset from UTC, ``+HHMM`` / ``-HHMM``: the offset suffix of a DT value it
+    sent, else its Timezone Offset From UTC (0008,0201); None when it sent neither (none is
+    invented). An offset that is not one (``+2500``) is named in the review reasons."""
+    candidates = [_OFFSET.search(raw.strip()) for raw in raw_datetimes if raw]
+    found = next((m.group(0) for m in candidates if m is not None), None)
+    if found is None:
+        found = _text(ds, "TimezoneOffsetFromUTC")
+    if found is None:
+        return None, []
+    match = _OFFSET.fullmatch(found.strip())
+    if match is None or int(match.group(2)) > 14 or int(match.group(3)) >= 60:
+        return None, [f"{UNREADABLE} timezone_offset_from_utc: {found!r} is not +HHMM/-HHMM"]
+    return match.group(0), []
 
 
 #: "30 % glandularity", "glandularity 30 %": a glandularity in Comments on Radiation Dose.
@@ -296,6 +319,80 @@ MPPS_PROTOCOL_TEXTS = ("PerformedProcedureStepDescription", "PerformedProcedureT
 RDSR_PROTOCOL_TEXTS = ("StudyDescription", "SeriesDescription")
 
 
+# --------------------------------------------------------------------------- any object
+
+DIGITAL_MAMMOGRAPHY_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
+DIGITAL_MAMMOGRAPHY_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
+#: The MG image classes whose header reports an exposure (PS3.3 A.26).
+MG_IMAGE_CLASSES = frozenset(
+    {DIGITAL_MAMMOGRAPHY_FOR_PRESENTATION, DIGITAL_MAMMOGRAPHY_FOR_PROCESSING}
+)
+#: X-Ray Radiation Dose Report document title (TID 10001).
+RDSR_TITLE = "113701"
+#: Image Type value of a tomosynthesis unit's synthesised 2D image (PS3.3 C.8.11.7.1.4).
+GENERATED_2D = "GENERATED_2D"
+
+
+class NotADoseObject(DoseDataError):
+    """An object that reports no exposure by its kind (the message says what it is)."""
+
+
+def is_dose_report(ds: Dataset) -> bool:
+    """An X-Ray Radiation Dose SR whose document title is the dose report's (TID 10001)."""
+    title = _sequence_item(ds, "ConceptNameCodeSequence")
+    return title is not None and _text(title, "CodeValue") == RDSR_TITLE
+
+
+def not_an_exposure(ds: Dataset) -> str | None:
+    """Why an MG image shows no exposure of its own, or None: a tomosynthesis unit's
+    synthesised 2D image (Image Type GENERATED_2D) is computed from the projections, whose
+    dose the unit reports with them; counting it would count the breast's dose twice."""
+    try:
+        image_type = [str(value).strip().upper() for value in ds.get("ImageType") or ()]
+    except Exception as exc:
+        raise DoseDataError("unreadable Image Type") from exc
+    if GENERATED_2D in image_type:
+        return "synthesised 2D image (Image Type GENERATED_2D): not an exposure"
+    return None
+
+
+def exposures_in(
+    ds: Dataset, *, station_ae: str | None = None, qa: QaPatterns | None = None
+) -> list[ExposureRecord]:
+    """Every exposure an object reports: one for an MG image (none for a synthesised 2D
+    image), one per irradiation event for an X-Ray Radiation Dose SR. Raises
+    :class:`NotADoseObject` for any other object and :class:`DoseDataError` for one whose dose
+    content cannot be understood."""
+    sop_class = _text(ds, "SOPClassUID")
+    if sop_class in MG_IMAGE_CLASSES:
+        if not_an_exposure(ds) is not None:
+            return []
+        return [from_image_header(ds, station_ae=station_ae, qa=qa)]
+    if sop_class == XRAY_RADIATION_DOSE_SR:
+        if not is_dose_report(ds):
+            raise NotADoseObject("an X-Ray Radiation Dose SR that is not a dose report (TID 10001)")
+        return from_rdsr(ds, station_ae=station_ae, qa=qa)
+    raise NotADoseObject(f"not an MG image nor an X-Ray Radiation Dose SR (SOP class {sop_class})")
+
+
+def for_processing_sources(ds: Dataset) -> tuple[str, ...]:
+    """The For Processing images a For Presentation MG image was made from (its Source Image
+    Sequence, 0008,2112): older units send both images of one exposure without an Irradiation
+    Event UID, and this is how they are known to be one exposure."""
+    if _text(ds, "SOPClassUID") != DIGITAL_MAMMOGRAPHY_FOR_PRESENTATION:
+        return ()
+    try:
+        items = list(ds.get("SourceImageSequence") or [])
+    except Exception as exc:
+        raise DoseDataError("unreadable Source Image Sequence") from exc
+    return tuple(
+        uid
+        for item in items
+        if _text(item, "ReferencedSOPClassUID") == DIGITAL_MAMMOGRAPHY_FOR_PROCESSING
+        and (uid := _text(item, "ReferencedSOPInstanceUID"))
+    )
+
+
 # --------------------------------------------------------------------------- image header
 
 
@@ -343,6 +440,11 @@ def from_image_header(
     values["acquisition_datetime"] = _datetime(
         ds, "AcquisitionDateTime", "AcquisitionDate", "AcquisitionTime"
     )
+    values["timezone_offset_from_utc"], offset_reasons = timezone_offset(
+        ds, _text(ds, "AcquisitionDateTime")
+    )
+    reasons += offset_reasons
+    values["other_image_uids"] = for_processing_sources(ds)
     view = _sequence_item(ds, "ViewCodeSequence")
     if view is not None:
         values["view_code"] = _code_of(view)
@@ -503,6 +605,16 @@ def _children(item: Dataset) -> list[Dataset]:
     return list(item.get("ContentSequence") or [])
 
 
+def _events(items: Sequence[Dataset]) -> Iterator[Dataset]:
+    """The Irradiation Event containers (113706) of a content tree, at any depth; an event's
+    own content is left for :func:`_event_record` to read (once: parsing is the cost)."""
+    for item in items:
+        if _concept(item) == CONCEPT_IRRADIATION_EVENT:
+            yield item
+        else:
+            yield from _events(_children(item))
+
+
 def _walk(items: Sequence[Dataset]) -> Iterator[Dataset]:
     for item in items:
         yield item
@@ -614,6 +726,10 @@ def _event_record(
         elif concept == "111526":  # DateTime Started
             raw = _text(item, "DateTime")
             values["acquisition_datetime"] = _dicom_dt_to_iso(raw) if raw else None
+            if raw and _OFFSET.search(raw.strip()):
+                offset, offset_reasons = timezone_offset(item, raw)
+                values["timezone_offset_from_utc"] = offset
+                reasons += offset_reasons
     if "view_code" in values:
         values["view_code_scheme"] = SCT
     if "hvl_mm_al" in values:
@@ -648,7 +764,10 @@ def from_rdsr(
     pps = _sequence_item(ds, "ReferencedPerformedProcedureStepSequence")
     request = _sequence_item(ds, "ReferencedRequestSequence")
     age, age_reasons = patient_age_years(ds, _text(ds, "StudyDate") or _text(ds, "ContentDate"))
+    offset, offset_reasons = timezone_offset(ds)
+    age_reasons += offset_reasons
     common = {
+        "timezone_offset_from_utc": offset,
         "study_instance_uid": _text(ds, "StudyInstanceUID"),
         "accession": _text(ds, "AccessionNumber")
         or (_text(request, "AccessionNumber") if request is not None else None),
@@ -662,11 +781,7 @@ def from_rdsr(
         "patient_age_years": age,
         "qa_reason": _qa_reason(qa, ds, RDSR_PROTOCOL_TEXTS),
     }
-    records = [
-        _event_record(item, common, station_ae, qa)
-        for item in _walk(_children(ds))
-        if _concept(item) == CONCEPT_IRRADIATION_EVENT
-    ]
+    records = [_event_record(item, common, station_ae, qa) for item in _events(_children(ds))]
     if age_reasons:
         records = [r.with_values(review_reasons=(*r.review_reasons, *age_reasons)) for r in records]
     return records

@@ -48,26 +48,28 @@ from dose.plausibility import QaPatterns
 from dose.record import ExposureRecord, ExposureSink
 from storage.files import PARTIAL_SUFFIX, empty_folder, fsync_path, make_private, private_dir
 
-from .dose_extract import UNREADABLE, DoseDataError, from_image_header, from_rdsr
+from .dose_extract import (
+    MG_IMAGE_CLASSES,
+    UNREADABLE,
+    DoseDataError,
+    exposures_in,
+    is_dose_report,
+)
 from .pixel_data import PixelDataError, check_pixel_data, read_header
+from .rdsr import XRAY_RADIATION_DOSE_SR
 from .received_objects import QuarantineItem, ReceivedObjects, fingerprint
 from .status import StoreStatus, status_dataset
 from .value_lengths import overlong_elements
 
 log = logging.getLogger(__name__)
 
-DIGITAL_MAMMOGRAPHY_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
-DIGITAL_MAMMOGRAPHY_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
-XRAY_RADIATION_DOSE_SR = "1.2.840.10008.5.1.4.1.1.88.67"
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
 ENHANCED_SR = "1.2.840.10008.5.1.4.1.1.88.22"
 COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 PERFORMED_IMAGING_AGENT_ADMINISTRATION_SR = "1.2.840.10008.5.1.4.1.1.88.75"
 
-IMAGE_CLASSES = frozenset(
-    {DIGITAL_MAMMOGRAPHY_FOR_PRESENTATION, DIGITAL_MAMMOGRAPHY_FOR_PROCESSING}
-)
+IMAGE_CLASSES = MG_IMAGE_CLASSES
 SR_CLASSES = frozenset(
     {
         XRAY_RADIATION_DOSE_SR,
@@ -79,9 +81,6 @@ SR_CLASSES = frozenset(
     }
 )
 STORAGE_SOP_CLASSES: tuple[str, ...] = tuple(sorted(IMAGE_CLASSES | SR_CLASSES))
-
-#: X-Ray Radiation Dose Report document title (TID 10001).
-RDSR_TITLE = "113701"
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _HEADER_DEFER_SIZE = "64 KB"
@@ -416,10 +415,10 @@ class StorageSCP:
     def _extract(self, header: Dataset, sop_class: str, calling_ae: str) -> list[ExposureRecord]:
         try:
             records: Sequence[ExposureRecord]
-            if sop_class in IMAGE_CLASSES:
-                records = [from_image_header(header, station_ae=calling_ae, qa=self._qa)]
-            elif sop_class == XRAY_RADIATION_DOSE_SR and _is_dose_report(header):
-                records = from_rdsr(header, station_ae=calling_ae, qa=self._qa)
+            if sop_class in IMAGE_CLASSES or (
+                sop_class == XRAY_RADIATION_DOSE_SR and is_dose_report(header)
+            ):
+                records = exposures_in(header, station_ae=calling_ae, qa=self._qa)
             else:
                 records = []
         except DoseDataError as exc:
@@ -434,8 +433,3 @@ class StorageSCP:
         if self._fsync:
             fsync_path(destination)
             fsync_path(destination.parent)
-
-
-def _is_dose_report(header: Dataset) -> bool:
-    title = header.get("ConceptNameCodeSequence")
-    return bool(title) and str(title[0].get("CodeValue", "")) == RDSR_TITLE

@@ -57,6 +57,9 @@ class ExposureRecord:
     #: the unit's own Device UID (0018,1002) or its RDSR's Device Observer UID: never invented
     device_uid: str | None = None
     acquisition_datetime: str | None = None
+    #: the unit's Timezone Offset From UTC (0008,0201, or the offset of a DT value), "+HHMM" /
+    #: "-HHMM", when it sends one; ``acquisition_datetime`` stays the unit's local time
+    timezone_offset_from_utc: str | None = None
     laterality: str | None = None
     view_code: str | None = None
     view_code_scheme: str | None = None
@@ -93,6 +96,10 @@ class ExposureRecord:
     qa_reason: str | None = None
     known_step: bool = True
     review_reasons: tuple[str, ...] = ()
+    #: SOP Instance UIDs of other images of the same exposure: a For Presentation image's
+    #: Source Image Sequence naming its For Processing image (older units send both without an
+    #: Irradiation Event UID); the dose log reconciles by them as by the record's own image
+    other_image_uids: tuple[str, ...] = ()
 
     def with_values(self, **changes: object) -> ExposureRecord:
         """A copy with some fields replaced."""
@@ -103,7 +110,8 @@ class ExposureRecord:
 MEASURED_FIELDS: tuple[str, ...] = tuple(
     f.name
     for f in dataclasses.fields(ExposureRecord)
-    if f.name not in {"source", "known_step", "review_reasons", "mpps_item_index"}
+    if f.name
+    not in {"source", "known_step", "review_reasons", "mpps_item_index", "other_image_uids"}
 )
 
 

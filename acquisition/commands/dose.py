@@ -1,90 +1,92 @@
 """`galacto dose list|export`: the per-exposure dose log for technologists and physicists.
 
-``list`` prints the logged exposures (one exam with ``--exam ACCESSION``) and, for one exam,
-the accumulated reported AGD per breast. ``export`` writes every exposure as CSV or JSON with
-the log's own column names (units in the names, TID 10003 traceable). Exports are pseudonymised
-by default (dose.md §6): the accession, the SPS ID (it carries the accession) and every UID
-become HMAC-SHA256 pseudonyms under ``site.pseudonym_secret``, or are left out when no secret
-is set; ``--identified`` keeps them. The log holds no patient name or birth date.
+Both take the physicist's filters (:mod:`acquisition.dose_audit.filters`), open the database
+read-only, stream in constant memory in bounded read transactions and lower their priority
+(``os.nice(10)``): a long export never starves the live controller nor holds back its WAL
+checkpoints (:mod:`acquisition.dose_audit.reader`).
+
+``list`` prints the exposures (for one exam with ``--exam ACCESSION``, also the accumulated
+reported AGD per breast). ``export --format {csv,json,openrem,nhsbsp} [--output FILE]`` writes
+them in the log's own columns or the layouts of OpenREM's mammography and NHSBSP exports,
+pseudonymised by default (:mod:`acquisition.dose_audit.exports`; ``--identified`` keeps the
+accession, SPS ID and UIDs). Exit codes: 0 done, 2 bad arguments or a database that cannot be
+read. ``import`` and ``report`` are in :mod:`acquisition.commands.dose_audit`.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import hashlib
-import hmac
 import json
 import sys
-from collections.abc import Iterable
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import IO, Any
 
-from acquisition.cli import EXIT_OK, EXIT_USAGE, load_config
-from acquisition.commands import dose_checks
-from acquisition.dose_log import DoseLog
+from acquisition.cli import EXIT_OK
+from acquisition.commands import dose_audit, dose_checks
+from acquisition.dose_audit import (
+    FORMATS,
+    AuditLog,
+    ExposureFilter,
+    Pseudonyms,
+    add_filter_arguments,
+    write_export,
+)
+from acquisition.dose_audit.exports import json_object_sql, stored_columns
+from dose.survey import element_symbol
 from dose.totals import per_breast_totals
 from storage.files import open_private
 
-#: Columns that identify the patient or link to their records (PS3.15 Basic Profile replaces
-#: UIDs too): the SPS ID carries the accession, and a UID finds the images in any PACS.
-IDENTIFYING_COLUMNS = (
-    "accession",
-    "study_instance_uid",
-    "series_instance_uid",
-    "sop_instance_uid",
-    "irradiation_event_uid",
-    "mpps_instance_uid",
-    "sps_id",
+#: Columns of `dose list` (the export has them all): header, column, format, width.
+LIST_COLUMNS = (
+    ("id", "id", "{}", 7),
+    ("acquired", "acquisition_datetime", "{}", 19),
+    ("unit", "station_ae", "{}", 12),
+    ("accession", "accession", "{}", 14),
+    ("phase", "phase", "{}", 16),
+    ("side", "laterality", "{}", 4),
+    ("view", None, "{}", 8),
+    ("kV", "kvp", "{:.0f}", 3),
+    ("mAs", "exposure_uas", "{:.1f}", 6),
+    ("target/filter", None, "{}", 6),
+    ("thick mm", "compressed_thickness_mm", "{:.0f}", 8),
+    ("AGD mGy", "agd_reported_mgy", "{:.3f}", 7),
+    ("Dance mGy", "agd_computed_mgy", "{:.3f}", 9),
+    ("sources", "sources", "{}", 22),
+    ("flags", None, "{}", 0),
 )
 
-#: Columns of `dose list` (the export has them all).
-LIST_COLUMNS = (
-    ("id", "id", "{}"),
-    ("accession", "accession", "{}"),
-    ("phase", "phase", "{}"),
-    ("side", "laterality", "{}"),
-    ("view", "view_code", "{}"),
-    ("kV", "kvp", "{:.0f}"),
-    ("mAs", "exposure_uas", "{:.1f}"),
-    ("target/filter", None, "{}"),
-    ("thick mm", "compressed_thickness_mm", "{:.0f}"),
-    ("AGD mGy", "agd_reported_mgy", "{:.3f}"),
-    ("Dance mGy", "agd_computed_mgy", "{:.3f}"),
-    ("sources", "sources", "{}"),
-    ("flags", None, "{}"),
-)
+#: What `dose list` reads of each row.
+LIST_READS = (
+    "id", "acquisition_datetime", "station_ae", "accession", "phase", "laterality", "view_name",
+    "is_magnified", "kvp", "exposure_uas", "anode", "filter_material",
+    "compressed_thickness_mm", "agd_reported_mgy", "agd_computed_mgy", "sources",
+    "unknown_step", "review_reasons", "plausibility", "dance_check", "qa_reason", "alert_flags",
+)  # fmt: skip
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "dose", help="the per-exposure dose log: list, export, alerts; the MGD calculator"
+        "dose",
+        help="the per-exposure dose log: list, export, import, report, alerts; the MGD calculator",
     )
     sub = parser.add_subparsers(dest="dose_command", metavar="ACTION", required=True)
-    listing = sub.add_parser("list", help="the logged exposures, one exam or all")
+    listing = sub.add_parser("list", help="the logged exposures, filtered")
     listing.add_argument("--database", metavar="PATH", help="database (default: database.path)")
-    listing.add_argument("--exam", metavar="ACCESSION", help="only this exam")
     listing.add_argument("--json", action="store_true", help="one JSON document")
+    add_filter_arguments(listing)
     listing.set_defaults(func=run_list)
-    export = sub.add_parser("export", help="every exposure as CSV or JSON, pseudonymised")
+    export = sub.add_parser("export", help="the exposures as CSV, JSON, OpenREM or NHSBSP")
     export.add_argument("--database", metavar="PATH", help="database (default: database.path)")
-    export.add_argument("--format", choices=("csv", "json"), required=True)
-    export.add_argument("--output", metavar="FILE", help="write here instead of stdout")
+    export.add_argument("--format", choices=FORMATS, required=True)
+    export.add_argument("--output", metavar="FILE", help="write here (0600) instead of stdout")
     export.add_argument(
         "--identified", action="store_true", help="keep the accession, SPS ID and UIDs as they are"
     )
+    add_filter_arguments(export)
     export.set_defaults(func=run_export)
+    dose_audit.register(sub)
     dose_checks.register(sub)
-
-
-def _open(args: argparse.Namespace) -> tuple[DoseLog | None, str]:
-    config = load_config(args, **{"database.path": args.database})
-    path = Path(config.database.path)
-    if not path.exists():
-        print(f"galacto dose: no database at {path}", file=sys.stderr)
-        return None, ""
-    return DoseLog(path, read_only=True), config.site.pseudonym_secret
 
 
 def _mas(row: dict[str, Any]) -> float | None:
@@ -94,7 +96,11 @@ def _mas(row: dict[str, Any]) -> float | None:
 
 def _cell(row: dict[str, Any], header: str, column: str | None, fmt: str) -> str:
     if header == "target/filter":
-        return f"{row.get('anode') or '?'}/{row.get('filter_material') or '?'}"
+        anode, filter_material = row.get("anode"), row.get("filter_material")
+        return f"{element_symbol(anode) or '?'}/{element_symbol(filter_material) or '?'}"
+    if header == "view":
+        view = row.get("view_name") or "—"
+        return f"{view} MAG" if row.get("is_magnified") else view
     if header == "flags":
         flags = ["unknown-step"] if row.get("unknown_step") else []
         if row.get("review_reasons"):
@@ -114,26 +120,39 @@ def _cell(row: dict[str, Any], header: str, column: str | None, fmt: str) -> str
     return fmt.format(value)
 
 
+def _rows(log: AuditLog, flt: ExposureFilter, reads: Sequence[str]) -> Iterator[dict[str, Any]]:
+    for page in log.pages(flt, reads):
+        for row in page:
+            yield dict(zip(reads, row, strict=True))
+
+
 def run_list(args: argparse.Namespace) -> int:
-    log, _ = _open(args)
-    if log is None:
-        return EXIT_USAGE
+    started = dose_audit.start_audit(args)
+    if isinstance(started, int):
+        return started
+    log, flt, _ = started
+    count = 0
     with log:
-        rows = log.list_exposures(args.exam)
-    totals = per_breast_totals(rows) if args.exam else None
+        if args.json:  # every stored column, each row's object built by SQLite
+            rows = log.pages(flt, [json_object_sql(stored_columns(log))])
+            sys.stdout.write('{"exposures": [\n')
+            for page in rows:
+                sys.stdout.write((",\n" if count else "") + ",\n".join(r[0] for r in page))
+                count += len(page)
+            sys.stdout.write("\n]")
+        else:
+            print(_line([h for h, _, _, _ in LIST_COLUMNS]))
+            for row in _rows(log, flt, LIST_READS):
+                print(_line([_cell(row, h, c, f) for h, c, f, _ in LIST_COLUMNS]))
+                count += 1
+        totals = _exam_totals(log, flt) if flt.accession else None
     if args.json:
-        doc: dict[str, Any] = {"exposures": rows}
         if totals is not None:
-            doc["agd_total_mgy"] = totals.agd_mgy
-            doc["agd_total"] = totals.as_json()
-        print(json.dumps(doc, indent=1, default=str))
+            print(f', "agd_total_mgy": {json.dumps(totals.agd_mgy)}', end="")
+            print(f', "agd_total": {json.dumps(totals.as_json())}', end="")
+        print("}")
         return EXIT_OK
-    table = [[h for h, _, _ in LIST_COLUMNS]]
-    table += [[_cell(row, h, c, f) for h, c, f in LIST_COLUMNS] for row in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(LIST_COLUMNS))]
-    for line in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
-    print(f"{len(rows)} exposure(s)", file=sys.stderr)
+    print(f"{count} exposure(s)", file=sys.stderr)
     if totals is not None:
         for side, total in totals.breasts.items():
             print(f"accumulated reported AGD, {side}: {total.describe()}")
@@ -142,50 +161,38 @@ def run_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def pseudonymise(rows: Iterable[dict[str, Any]], secret: str) -> list[dict[str, Any]]:
-    """Replace identifying columns by HMAC-SHA256 pseudonyms, or drop them without a secret."""
-    out = []
-    for original in rows:
-        row = dict(original)
-        for column in IDENTIFYING_COLUMNS:
-            value = row.get(column)
-            if value is None:
-                continue
-            if secret:
-                digest = hmac.new(secret.encode(), str(value).encode(), hashlib.sha256)
-                row[column] = digest.hexdigest()[:32]
-            else:
-                row[column] = None
-        out.append(row)
-    return out
+def _line(cells: list[str]) -> str:
+    widths = [w for _, _, _, w in LIST_COLUMNS]
+    return "  ".join(cell.ljust(w) for cell, w in zip(cells, widths, strict=True)).rstrip()
+
+
+def _exam_totals(log: AuditLog, flt: ExposureFilter) -> Any:
+    """The one per-breast total (dose.totals) of the listed exam's rows."""
+    reads = ("laterality", "agd_reported_mgy", "plausibility", "qa_reason")
+    rows = (dict(zip(reads, r, strict=True)) for page in log.pages(flt, reads) for r in page)
+    return per_breast_totals(rows)
 
 
 def run_export(args: argparse.Namespace) -> int:
-    log, secret = _open(args)
-    if log is None:
-        return EXIT_USAGE
-    with log:
-        rows = log.list_exposures()
-        columns = log.columns()
-    if not args.identified:
-        rows = pseudonymise(rows, secret)
-        if not secret:
-            print(
-                "galacto dose: no site.pseudonym_secret: accession, SPS ID and UIDs left out",
-                file=sys.stderr,
+    started = dose_audit.start_audit(args)
+    if isinstance(started, int):
+        return started
+    log, flt, config = started
+    names = Pseudonyms(config.site.pseudonym_secret, identified=args.identified)
+    if not args.identified and not names.has_secret:
+        print(
+            "galacto dose: no site.pseudonym_secret: accession, SPS ID and UIDs left out; "
+            "exam_key groups the rows of an exam within this export only",
+            file=sys.stderr,
+        )
+    with log, contextlib.ExitStack() as stack:
+        stream: IO[str] = (  # an export holds patient-related data: 0600
+            stack.enter_context(
+                open_private(args.output, "w", newline="", encoding="utf-8", buffering=1 << 20)
             )
-    with contextlib.ExitStack() as stack:
-        stream = (  # an export holds patient-related data: 0600
-            stack.enter_context(open_private(args.output, "w", newline="", encoding="utf-8"))
             if args.output
             else sys.stdout
         )
-        if args.format == "json":
-            json.dump(rows, stream, indent=1, default=str)
-            stream.write("\n")
-        else:
-            writer = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-    print(f"{len(rows)} exposure(s) exported", file=sys.stderr)
+        count = write_export(log, flt, args.format, stream, names)
+    print(f"{count} exposure(s) exported", file=sys.stderr)
     return EXIT_OK

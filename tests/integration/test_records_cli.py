@@ -65,7 +65,7 @@ def test_dose_list_text(dose_db: tuple[Path, list[float]]) -> None:
     result = galacto("dose", "list", "--database", str(db))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split()[:3] == ["id", "accession", "phase"]
+    assert lines[0].split()[:4] == ["id", "acquired", "unit", "accession"]
     assert len(lines) == 1 + 3
     assert "3 exposure(s)" in result.stderr
 

@@ -1,0 +1,340 @@
+"""The report's questions, each one SQL aggregation over the filtered log.
+
+Nothing here loads the log's rows: counts, means and medians are computed by SQLite over the
+covering indexes of migration ``m004_audit`` (so a report over millions of exposures reads no
+table row), and the scatter plots get a deterministic sample of a few thousand points
+(``id % k = 0``, read from the same index).
+
+Statistics count the unit's reported AGD of plausible rows (``agd_plausible_mgy``); the
+per-exam totals are the one per-breast total of :mod:`dose.totals` (``in_totals``). Medians
+are exact: the ``n``-th value of each group walked in AGD order along the index.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from .filters import ExposureFilter
+from .reader import AuditLog
+
+#: Points of each scatter plot (sampled evenly over the row ids).
+SCATTER_POINTS = 4000
+#: Width of the bins of the per-exam totals' distribution, mGy.
+EXAM_TOTAL_BIN_MGY = 0.25
+#: An exposure is an outlier when its AGD is above this many times the median of its view and
+#: thickness band (and the band has at least :data:`OUTLIER_MIN_GROUP` exposures).
+OUTLIER_FACTOR = 2.0
+OUTLIER_MIN_GROUP = 10
+#: Rows listed in each of the report's tables of individual exposures.
+LISTED_ROWS = 50
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Overview:
+    exposures: int
+    first: str | None
+    last: str | None
+
+
+@dataclass(frozen=True)
+class BandStats:
+    """One row of the survey table: a view (contact or magnified) and a 10 mm band."""
+
+    magnified: bool
+    view: str | None
+    band_mm: int
+    count: int
+    mean_agd_mgy: float
+    median_agd_mgy: float
+    mean_thickness_mm: float | None
+    mean_kvp: float | None
+    mean_mas: float | None
+
+
+@dataclass(frozen=True)
+class UnitMonth:
+    station_ae: str | None
+    device_serial: str | None
+    month: str
+    count: int
+    median_agd_mgy: float
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Scatter points: view, magnified, thickness, AGD, kV, mAs."""
+
+    points: list[tuple[str | None, bool, float, float, float | None, float | None]]
+    every: int
+
+
+@dataclass(frozen=True)
+class ExamTotals:
+    """Distribution of the per-exam totals per breast (the one total)."""
+
+    breasts: int
+    bins: list[tuple[float, int]]  # (lower edge mGy, count)
+    median_mgy: float | None
+    p95_mgy: float | None
+    max_mgy: float | None
+
+
+@dataclass
+class ReportData:
+    overview: Overview
+    survey: list[BandStats]
+    unit_months: list[UnitMonth]
+    sample: Sample
+    exam_totals: ExamTotals
+    outliers: list[dict[str, Any]]
+    flagged: list[dict[str, Any]]
+    flagged_count: int
+    disagreements: list[dict[str, Any]]
+    disagreement_counts: dict[str, int]
+    alerts: list[dict[str, Any]]
+    alert_count: int
+    #: how long each question took, s (the bench prints them)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+#: What the report's tables of individual exposures show.
+ROW_COLUMNS = (
+    "id",
+    "acquisition_datetime",
+    "station_ae",
+    "device_serial",
+    "laterality",
+    "view_name",
+    "is_magnified",
+    "compressed_thickness_mm",
+    "kvp",
+    "agd_reported_mgy",
+    "agd_computed_mgy",
+    "dance_check",
+    "plausibility",
+    "alert_flags",
+)
+
+
+class ReportQueries:
+    """The report's questions over one audit log and one filter."""
+
+    def __init__(self, log: AuditLog, flt: ExposureFilter) -> None:
+        self.log = log
+        self.filter = flt.resolve(log.conn)
+        self.where, self.params = self.filter.where("e")
+        self.timings: dict[str, float] = {}
+
+    def _timed(self, name: str, question: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        try:
+            return question()
+        finally:
+            self.timings[name] = time.perf_counter() - started
+
+    def _rows(
+        self, sql: str, before: Sequence[Any] = (), after: Sequence[Any] = ()
+    ) -> list[tuple[Any, ...]]:
+        """``sql`` with ``before``, the filter's parameters, then ``after``."""
+        return self.log.query(sql, (*before, *self.params, *after))
+
+    # ---------------------------------------------------------------------------- questions
+    def overview(self) -> Overview:
+        ((count,),) = self._rows(f"SELECT count(*) FROM exposure AS e WHERE {self.where}")
+        ((first,),) = self._rows(
+            "SELECT min(e.acquisition_datetime) FROM exposure AS e "
+            f"WHERE e.acquisition_datetime IS NOT NULL AND {self.where}"
+        )
+        ((last,),) = self._rows(
+            f"SELECT max(e.acquisition_datetime) FROM exposure AS e WHERE {self.where}"
+        )
+        return Overview(int(count), first, last)
+
+    def survey(self) -> list[BandStats]:
+        """Per view (contact, magnified) and 10 mm band: count, mean and median AGD, means of
+        thickness, kV and mAs (the layout of a national dose survey's table)."""
+        groups = self._rows(
+            "SELECT e.is_magnified, e.view_name, e.thickness_band_mm, count(*), "
+            "avg(e.agd_plausible_mgy), avg(e.compressed_thickness_mm), avg(e.kvp), "
+            "avg(e.exposure_uas) / 1000.0 "
+            "FROM exposure AS e INDEXED BY exposure_view_band "
+            f"WHERE e.agd_plausible_mgy IS NOT NULL AND e.thickness_band_mm IS NOT NULL "
+            f"AND {self.where} "
+            "GROUP BY e.is_magnified, e.view_name, e.thickness_band_mm"
+        )
+        median_sql = (
+            "SELECT avg(agd) FROM (SELECT e.agd_plausible_mgy AS agd FROM exposure AS e "
+            "INDEXED BY exposure_view_band WHERE e.is_magnified = ? AND e.view_name IS ? "
+            "AND e.thickness_band_mm = ? AND e.agd_plausible_mgy IS NOT NULL "
+            f"AND {self.where} ORDER BY e.agd_plausible_mgy LIMIT ? OFFSET ?)"
+        )
+        table = []
+        for magnified, view, band, count, mean, thickness, kvp, mas in groups:
+            ((median,),) = self._rows(median_sql, (magnified, view, band), _middle(count))
+            table.append(
+                BandStats(
+                    bool(magnified), view, int(band), int(count), mean, median, thickness, kvp, mas
+                )
+            )
+        return table
+
+    def unit_months(self) -> list[UnitMonth]:
+        groups = self._rows(
+            "SELECT e.station_ae, e.device_serial, e.acquisition_month, count(*) "
+            "FROM exposure AS e INDEXED BY exposure_unit_month "
+            "WHERE e.agd_plausible_mgy IS NOT NULL AND e.acquisition_month IS NOT NULL "
+            f"AND {self.where} GROUP BY e.station_ae, e.device_serial, e.acquisition_month"
+        )
+        median_sql = (
+            "SELECT avg(agd) FROM (SELECT e.agd_plausible_mgy AS agd FROM exposure AS e "
+            "INDEXED BY exposure_unit_month WHERE e.station_ae IS ? AND e.device_serial IS ? "
+            "AND e.acquisition_month = ? AND e.agd_plausible_mgy IS NOT NULL "
+            f"AND {self.where} ORDER BY e.agd_plausible_mgy LIMIT ? OFFSET ?)"
+        )
+        months = []
+        for station, serial, month, count in groups:
+            ((median,),) = self._rows(median_sql, (station, serial, month), _middle(count))
+            months.append(UnitMonth(station, serial, month, int(count), median))
+        return months
+
+    def sample(self, total: int) -> Sample:
+        every = max(1, total // SCATTER_POINTS)
+        rows = self._rows(
+            "SELECT e.view_name, e.is_magnified, e.compressed_thickness_mm, "
+            "e.agd_plausible_mgy, e.kvp, e.exposure_uas / 1000.0 "
+            "FROM exposure AS e INDEXED BY exposure_view_band "
+            "WHERE e.agd_plausible_mgy IS NOT NULL AND e.compressed_thickness_mm IS NOT NULL "
+            f"AND e.id % ? = 0 AND {self.where}",
+            (every,),
+        )
+        return Sample([(v, bool(m), t, a, k, s) for v, m, t, a, k, s in rows], every)
+
+    def exam_totals(self) -> ExamTotals:
+        rows = self._rows(
+            f"SELECT CAST(total / {EXAM_TOTAL_BIN_MGY} AS INTEGER), count(*), max(total) FROM ("
+            "SELECT sum(e.agd_reported_mgy) AS total FROM exposure AS e "
+            "INDEXED BY exposure_exam_breast WHERE e.study_instance_uid IS NOT NULL "
+            f"AND e.laterality IN ('L', 'R') AND e.in_totals = 1 AND {self.where} "
+            "GROUP BY e.study_instance_uid, e.laterality) GROUP BY 1 ORDER BY 1"
+        )
+        bins = [(int(b) * EXAM_TOTAL_BIN_MGY, int(n)) for b, n, _ in rows]
+        breasts = sum(n for _, n in bins)
+        return ExamTotals(
+            breasts,
+            bins,
+            _binned_quantile(bins, breasts, 0.5),
+            _binned_quantile(bins, breasts, 0.95),
+            max((m for _, _, m in rows), default=None),
+        )
+
+    def outliers(self, survey: Sequence[BandStats]) -> list[dict[str, Any]]:
+        """Exposures above :data:`OUTLIER_FACTOR` × their view and band's median AGD, the
+        furthest first (a range seek per band along the survey's index)."""
+        found: list[dict[str, Any]] = []
+        sql = (
+            f"SELECT {', '.join('e.' + c for c in ROW_COLUMNS)} FROM exposure AS e "
+            "INDEXED BY exposure_view_band WHERE e.is_magnified = ? AND e.view_name IS ? "
+            "AND e.thickness_band_mm = ? AND e.agd_plausible_mgy > ? "
+            f"AND {self.where} ORDER BY e.agd_plausible_mgy DESC LIMIT ?"
+        )
+        for band in survey:
+            if band.count < OUTLIER_MIN_GROUP:
+                continue
+            limit = OUTLIER_FACTOR * band.median_agd_mgy
+            for row in self._rows(
+                sql, (int(band.magnified), band.view, band.band_mm, limit), (LISTED_ROWS,)
+            ):
+                found.append(
+                    {
+                        **dict(zip(ROW_COLUMNS, row, strict=True)),
+                        "band_median_mgy": band.median_agd_mgy,
+                        "times_median": row[ROW_COLUMNS.index("agd_reported_mgy")]
+                        / band.median_agd_mgy,
+                    }
+                )
+        found.sort(key=lambda r: -r["times_median"])
+        return found[:LISTED_ROWS]
+
+    def flagged(self) -> tuple[list[dict[str, Any]], int]:
+        columns = ", ".join("e." + c for c in ROW_COLUMNS)
+        rows = self._rows(
+            f"SELECT {columns} FROM exposure AS e WHERE e.is_flagged = 1 AND {self.where} "
+            "ORDER BY e.acquisition_datetime DESC LIMIT ?",
+            after=(LISTED_ROWS,),
+        )
+        ((count,),) = self._rows(
+            f"SELECT count(*) FROM exposure AS e WHERE e.is_flagged = 1 AND {self.where}"
+        )
+        return [dict(zip(ROW_COLUMNS, r, strict=True)) for r in rows], int(count)
+
+    def disagreements(self) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        columns = ", ".join("e." + c for c in ROW_COLUMNS)
+        counts = {}
+        for verdict in ("disagrees", "unit suspected"):
+            ((n,),) = self._rows(
+                f"SELECT count(*) FROM exposure AS e WHERE e.dance_check = ? AND {self.where}",
+                (verdict,),
+            )
+            counts[verdict] = int(n)
+        rows = self._rows(
+            f"SELECT {columns} FROM exposure AS e "
+            f"WHERE e.dance_check IN ('disagrees', 'unit suspected') AND {self.where} "
+            "ORDER BY e.acquisition_datetime DESC LIMIT ?",
+            after=(LISTED_ROWS,),
+        )
+        return [dict(zip(ROW_COLUMNS, r, strict=True)) for r in rows], counts
+
+    def alerts(self) -> tuple[list[dict[str, Any]], int]:
+        columns = (
+            "a.id", "a.raised_at", "a.level_name", "a.value_mgy", "a.limit_mgy", "a.scope",
+            "a.laterality", "e.acquisition_datetime", "e.station_ae", "e.view_name", "a.detail",
+        )  # fmt: skip
+        joined = (
+            "FROM dose_alert AS a JOIN exposure AS e ON e.id = a.exposure_id "
+            f"WHERE a.state = 'open' AND {self.where}"
+        )
+        rows = self._rows(
+            f"SELECT {', '.join(columns)} {joined} ORDER BY a.id DESC LIMIT ?",
+            after=(LISTED_ROWS,),
+        )
+        ((count,),) = self._rows(f"SELECT count(*) {joined}")
+        names = [c.split(".")[1] for c in columns]
+        return [dict(zip(names, r, strict=True)) for r in rows], int(count)
+
+    # ---------------------------------------------------------------------------- all
+    def run(self) -> ReportData:
+        overview = self._timed("overview", self.overview)
+        survey = self._timed("survey table and medians", self.survey)
+        unit_months = self._timed("monthly median AGD per unit", self.unit_months)
+        sample = self._timed("scatter sample", lambda: self.sample(overview.exposures))
+        exam_totals = self._timed("per-exam totals", self.exam_totals)
+        outliers = self._timed("outliers", lambda: self.outliers(survey))
+        flagged, flagged_count = self._timed("flagged rows", self.flagged)
+        disagreements, counts = self._timed("Dance disagreements", self.disagreements)
+        alerts, alert_count = self._timed("open alerts", self.alerts)
+        return ReportData(
+            overview, survey, unit_months, sample, exam_totals, outliers, flagged,
+            flagged_count, disagreements, counts, alerts, alert_count, self.timings,
+        )  # fmt: skip
+
+
+def _middle(count: int) -> tuple[int, int]:
+    """LIMIT, OFFSET of the median's one or two middle values in ``count`` sorted values."""
+    return (1 if count % 2 else 2), (count - 1) // 2
+
+
+def _binned_quantile(bins: Sequence[tuple[float, int]], total: int, q: float) -> float | None:
+    """The quantile ``q`` of binned values, to the bin (its upper edge)."""
+    if not total:
+        return None
+    seen = 0
+    for edge, count in bins:
+        seen += count
+        if seen >= q * total:
+            return edge + EXAM_TOTAL_BIN_MGY
+    return bins[-1][0] + EXAM_TOTAL_BIN_MGY
