@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
+import hmac
 import io
 import json
 import re
@@ -24,7 +26,7 @@ from typing import Any
 import pytest
 
 from acquisition.dose_audit import AuditLog, ExposureFilter, Pseudonyms, write_export
-from acquisition.dose_audit.exports import NHSBSP_HEADER, OPENREM_HEADER
+from acquisition.dose_audit.exports import IDENTIFYING_COLUMNS, NHSBSP_HEADER, OPENREM_HEADER
 from acquisition.dose_audit.filters import parse_thickness
 from acquisition.dose_audit.queries import ReportQueries
 from acquisition.dose_log import DoseLog
@@ -299,6 +301,36 @@ def test_csv_exam_key_groups_exams_without_the_secret(fleet: Path, all_rows: lis
     assert secret[0][0]["accession"] and secret[0][0]["accession"] not in {
         r["accession"] for r in by_event.values()
     }
+
+
+def test_pseudonyms_are_the_hmac_of_each_identifier(fleet: Path, all_rows: list) -> None:
+    """With the site's secret, CSV and JSON write each identifier as the HMAC-SHA256 of its
+    value (made per exam for the values an exam shares, per row for the row's own UIDs), and
+    every other column as the identified export does."""
+    flt = ExposureFilter(station_ae="MAMMO01", date_to=dt.date(2016, 9, 30), include_qa=True)
+    secret = Pseudonyms("s3cret")
+    csv_rows = list(csv.DictReader(io.StringIO(export_text(fleet, "csv", flt, secret))))
+    json_rows = json.loads(export_text(fleet, "json", flt, secret))
+    plain = list(
+        csv.DictReader(io.StringIO(export_text(fleet, "csv", flt, Pseudonyms("", identified=True))))
+    )
+    stored = {r["id"]: r for r in all_rows}
+    assert len(csv_rows) == len(json_rows) == len(plain) > 100
+
+    def hmac_of(value: str | None) -> str | None:
+        if value is None:
+            return None
+        return hmac.new(b"s3cret", value.encode(), hashlib.sha256).hexdigest()[:32]
+
+    for row, obj, identified in zip(csv_rows, json_rows, plain, strict=True):
+        original = stored[int(row["id"])]
+        for column in IDENTIFYING_COLUMNS:
+            assert obj[column] == hmac_of(original[column]), column
+            assert row[column] == (obj[column] or ""), column
+        assert row["exam_key"] == obj["exam_key"] == hmac_of(original["study_instance_uid"])
+        assert {k: v for k, v in row.items() if k not in IDENTIFYING_COLUMNS} == {
+            k: v for k, v in identified.items() if k not in (*IDENTIFYING_COLUMNS, "exam_key")
+        } | {"exam_key": row["exam_key"]}
 
 
 # ---------------------------------------------------------------------------------- report
