@@ -573,9 +573,17 @@ class DoseLog:
     # ------------------------------------------------------------------ writing
     def record(self, exposures: Sequence[ExposureRecord]) -> None:
         """Reconcile, check and commit ``exposures`` in one transaction; durable on return."""
+        self.record_counted(exposures)
+
+    def record_counted(self, exposures: Sequence[ExposureRecord]) -> int:
+        """:meth:`record`, and how many rows the log gained by it: a new exposure adds one, a
+        record merged into a known row none (an import counts its rows without counting the
+        table, which takes a pass over millions of rows)."""
         if not exposures:
-            return
-        self._write(_reconcile(exposures, self.policy))
+            return 0
+        gained = [0]
+        self._write(_reconcile(exposures, self.policy, gained))
+        return gained[0]
 
     def _write(self, work: Work) -> None:
         if self._writer is not None:
@@ -731,12 +739,15 @@ class AlertStateError(ValueError):
 Work = Callable[[sqlite3.Connection], None]
 
 
-def _reconcile(exposures: Sequence[ExposureRecord], policy: DosePolicy) -> Work:
-    """The write that reconciles and checks ``exposures`` into the table."""
+def _reconcile(exposures: Sequence[ExposureRecord], policy: DosePolicy, gained: list[int]) -> Work:
+    """The write that reconciles and checks ``exposures`` into the table; ``gained[0]`` is
+    then how many rows the table gained."""
 
     def work(conn: sqlite3.Connection) -> None:
+        gained[0] = 0  # a batch whose group transaction failed runs again on its own
         for exposure in exposures:
-            exposure_id = _record_one(conn, exposure)
+            exposure_id, added = _record_one(conn, exposure)
+            gained[0] += added
             _check_row(conn, exposure_id, plausibility.findings(_fields(exposure)), policy)
 
     return work
@@ -836,9 +847,11 @@ def _same_exposure_ids(conn: sqlite3.Connection, record: ExposureRecord) -> list
     )
 
 
-def _record_one(conn: sqlite3.Connection, record: ExposureRecord) -> int:
-    """Insert or merge one record; returns the row id. A NaN or infinite value is stored as
-    NULL (SQLite cannot keep NaN): its plausibility finding keeps what was received."""
+def _record_one(conn: sqlite3.Connection, record: ExposureRecord) -> tuple[int, int]:
+    """Insert or merge one record; returns the row id and how many rows the table gained (1
+    for a new row; 0 for a merge, less when the record joined several rows into one). A NaN
+    or infinite value is stored as NULL (SQLite cannot keep NaN): its plausibility finding
+    keeps what was received."""
     ids = _matching_ids(conn, record)
     if not ids:
         ids = _same_exposure_ids(conn, record)
@@ -861,8 +874,9 @@ def _record_one(conn: sqlite3.Connection, record: ExposureRecord) -> int:
             f"VALUES ({', '.join('?' * len(columns))}, ?, ?)",
             (*values, now, now),
         )
-        target = int(cursor.lastrowid or 0)
+        target, added = int(cursor.lastrowid or 0), 1
     else:
+        added = 1 - len(ids)
         target = ids[0]
         rows = [
             dict(conn.execute("SELECT * FROM exposure WHERE id = ?", (i,)).fetchone()) for i in ids
@@ -898,7 +912,7 @@ def _record_one(conn: sqlite3.Connection, record: ExposureRecord) -> int:
             "INSERT OR REPLACE INTO exposure_image (sop_instance_uid, exposure_id) VALUES (?, ?)",
             (uid, target),
         )
-    return target
+    return target, added
 
 
 def _union(stored: str | None, new: Sequence[str] | str | None) -> str:

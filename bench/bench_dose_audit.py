@@ -294,12 +294,27 @@ def bench_live_latency(db: Path, work: Path) -> None:
 
 
 def _import_files(folder: Path) -> list[Path]:
+    """A controller's objects of ``IMPORT_EXAMS`` exams on one unit: each exam's four MG images
+    (contact CC and ML, then magnified CC and ML after the injection; 40 s apart) and the
+    unit's RDSR of them; an exam every 20 minutes."""
+    import datetime as dt
+
     from tests.dose_factories import Exposure, mg_image, rdsr
 
     paths = []
+    first = dt.datetime(2026, 1, 5, 8, 0)
     for exam in range(IMPORT_EXAMS):
         study = f"1.2.826.0.1.3680043.8.498.77{exam}"
-        exposures = [Exposure(laterality="L", view=v) for v in ("CC", "ML", "CC", "ML")]
+        start = first + dt.timedelta(minutes=20 * exam)
+        exposures = [
+            Exposure(
+                laterality="L",
+                view=view,
+                magnified=index >= 2,
+                acquired=(start + dt.timedelta(seconds=40 * index)).strftime("%Y%m%d%H%M%S"),
+            )
+            for index, view in enumerate(("CC", "ML", "CC", "ML"))
+        ]
         for index, exposure in enumerate(exposures):
             path = folder / f"{exam:04d}-{index}.dcm"
             mg_image(exposure, study_uid=study, accession=f"IMP{exam}").save_as(
