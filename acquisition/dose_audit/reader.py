@@ -85,6 +85,13 @@ class AuditLog:
         """One statement, read to its end (one short read transaction)."""
         return self.conn.execute(sql, tuple(params)).fetchall()
 
+    def has_table(self, name: str) -> bool:
+        return self._db.has_table(name)
+
+    def has_index(self, name: str) -> bool:
+        found = self.query("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", (name,))
+        return bool(found)
+
     def high_water_mark(self) -> int:
         return int(self.query("SELECT coalesce(max(id), 0) FROM exposure")[0][0])
 
