@@ -156,6 +156,12 @@ class ReportQueries:
         """``sql`` with ``before``, the filter's parameters, then ``after``."""
         return self.log.query(sql, (*before, *self.params, *after))
 
+    def _all(self, sql: str, arguments: Sequence[tuple[Sequence[Any], Sequence[Any]]]) -> list[Any]:
+        """The one value ``sql`` gives for each ``(before, after)`` of ``arguments`` (the
+        filter's parameters between), the statements run at once (:meth:`AuditLog.query_all`)."""
+        statements = [(sql, (*before, *self.params, *after)) for before, after in arguments]
+        return [rows[0][0] for rows in self.log.query_all(statements)]
+
     def _summed(self, select: str, source: Source, rest: str = "") -> list[tuple[Any, ...]]:
         """``SELECT {select} FROM`` the summary's filtered rows ``{rest}``."""
         sql, params = source
@@ -197,33 +203,30 @@ class ReportQueries:
                 "WHERE thickness_band_mm IS NOT NULL GROUP BY 1, 2, 3 HAVING sum(n_agd) > 0",
             )
         else:
-            groups = self._survey_rows()
+            groups = self._rows(
+                "SELECT e.is_magnified, e.view_name, e.thickness_band_mm, count(*), "
+                "avg(e.agd_plausible_mgy), avg(e.compressed_thickness_mm), avg(e.kvp), "
+                "avg(e.exposure_uas) / 1000.0 "
+                "FROM exposure AS e INDEXED BY exposure_view_band "
+                f"WHERE e.agd_plausible_mgy IS NOT NULL AND e.thickness_band_mm IS NOT NULL "
+                f"AND {self.where} "
+                "GROUP BY e.is_magnified, e.view_name, e.thickness_band_mm"
+            )
         median_sql = (
             "SELECT avg(agd) FROM (SELECT e.agd_plausible_mgy AS agd FROM exposure AS e "
             "INDEXED BY exposure_view_band WHERE e.is_magnified = ? AND e.view_name IS ? "
             "AND e.thickness_band_mm = ? AND e.agd_plausible_mgy IS NOT NULL "
             f"AND {self.where} ORDER BY e.agd_plausible_mgy LIMIT ? OFFSET ?)"
         )
-        table = []
-        for magnified, view, band, count, mean, thickness, kvp, mas in groups:
-            ((median,),) = self._rows(median_sql, (magnified, view, band), _middle(count))
-            table.append(
-                BandStats(
-                    bool(magnified), view, int(band), int(count), mean, median, thickness, kvp, mas
-                )
+        medians = self._all(median_sql, [(g[:3], _middle(g[3])) for g in groups])
+        return [
+            BandStats(
+                bool(magnified), view, int(band), int(count), mean, median, thickness, kvp, mas
             )
-        return table
-
-    def _survey_rows(self) -> list[tuple[Any, ...]]:
-        return self._rows(
-            "SELECT e.is_magnified, e.view_name, e.thickness_band_mm, count(*), "
-            "avg(e.agd_plausible_mgy), avg(e.compressed_thickness_mm), avg(e.kvp), "
-            "avg(e.exposure_uas) / 1000.0 "
-            "FROM exposure AS e INDEXED BY exposure_view_band "
-            f"WHERE e.agd_plausible_mgy IS NOT NULL AND e.thickness_band_mm IS NOT NULL "
-            f"AND {self.where} "
-            "GROUP BY e.is_magnified, e.view_name, e.thickness_band_mm"
-        )
+            for (magnified, view, band, count, mean, thickness, kvp, mas), median in zip(
+                groups, medians, strict=True
+            )
+        ]
 
     def unit_months(self) -> list[UnitMonth]:
         if self.summary is not None:
@@ -245,11 +248,11 @@ class ReportQueries:
             "AND e.acquisition_month = ? AND e.agd_plausible_mgy IS NOT NULL "
             f"AND {self.where} ORDER BY e.agd_plausible_mgy LIMIT ? OFFSET ?)"
         )
-        months = []
-        for station, serial, month, count in groups:
-            ((median,),) = self._rows(median_sql, (station, serial, month), _middle(count))
-            months.append(UnitMonth(station, serial, month, int(count), median))
-        return months
+        medians = self._all(median_sql, [(g[:3], _middle(g[3])) for g in groups])
+        return [
+            UnitMonth(station, serial, month, int(count), median)
+            for (station, serial, month, count), median in zip(groups, medians, strict=True)
+        ]
 
     def sample(self, total: int) -> Sample:
         """One row in ``every``, read from the sample index (every 64th row) when the filter
