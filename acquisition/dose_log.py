@@ -386,6 +386,198 @@ WHERE a.state = 'open'"""
     )
 
 
+# The report's summaries (m005), as written by that migration (literal copies: an applied
+# migration never changes). Key columns, then measures: (column, type, per-row expression).
+_M005_SUMMARY_KEYS = (
+    ("acquisition_month", "TEXT"),
+    ("station_ae", "TEXT"),
+    ("device_serial", "TEXT"),
+    ("manufacturer", "TEXT"),
+    ("laterality", "TEXT"),
+    ("is_qa", "INTEGER"),
+    ("is_magnified", "INTEGER"),
+    ("view_name", "TEXT"),
+    ("thickness_band_mm", "INTEGER"),
+)
+_M005_PLAUSIBLE = "agd_plausible_mgy IS NOT NULL"
+_M005_SUMMARY_MEASURES = (
+    ("n_exposures", "INTEGER", "1"),
+    ("n_flagged", "INTEGER", "is_flagged"),
+    ("n_dance_disagrees", "INTEGER", "coalesce(dance_check = 'disagrees', 0)"),
+    ("n_dance_unit_suspected", "INTEGER", "coalesce(dance_check = 'unit suspected', 0)"),
+    (
+        "n_open_alerts",
+        "INTEGER",
+        "(SELECT count(*) FROM dose_alert AS a WHERE a.exposure_id = exposure.id "
+        "AND a.state = 'open')",
+    ),
+    # the survey's statistics: over the plausible rows (the unit's AGD is counted)
+    ("n_agd", "INTEGER", _M005_PLAUSIBLE),
+    ("sum_agd_mgy", "REAL", "coalesce(agd_plausible_mgy, 0.0)"),
+    (
+        "sum_thickness_mm",
+        "REAL",
+        f"CASE WHEN {_M005_PLAUSIBLE} THEN coalesce(compressed_thickness_mm, 0.0) ELSE 0.0 END",
+    ),
+    ("n_kvp", "INTEGER", f"{_M005_PLAUSIBLE} AND kvp IS NOT NULL"),
+    ("sum_kvp", "REAL", f"CASE WHEN {_M005_PLAUSIBLE} THEN coalesce(kvp, 0.0) ELSE 0.0 END"),
+    ("n_uas", "INTEGER", f"{_M005_PLAUSIBLE} AND exposure_uas IS NOT NULL"),
+    (
+        "sum_uas",
+        "REAL",
+        f"CASE WHEN {_M005_PLAUSIBLE} THEN coalesce(exposure_uas, 0.0) ELSE 0.0 END",
+    ),
+)
+#: The columns an exposure's contribution to the summaries is made of (UPDATE OF).
+_M005_WATCHED = (
+    "acquisition_datetime", "station_ae", "device_serial", "manufacturer", "laterality",
+    "qa_reason", "view_code", "view_modifier_codes", "magnification_factor",
+    "compressed_thickness_mm", "plausibility", "agd_reported_mgy", "kvp", "exposure_uas",
+    "dance_check", "alert_flags", "study_instance_uid",
+)  # fmt: skip
+#: Per-exam totals per breast: the key (a missing text as '': a WITHOUT ROWID key is never
+#: NULL) and the rows that count (dose.totals: in_totals, of a study and a breast).
+_M005_EXAM_KEYS = (
+    ("study_instance_uid", "study_instance_uid"),
+    ("laterality", "laterality"),
+    ("acquisition_date", "coalesce(substr(acquisition_datetime, 1, 10), '')"),
+    ("station_ae", "coalesce(station_ae, '')"),
+    ("device_serial", "coalesce(device_serial, '')"),
+    ("manufacturer", "coalesce(manufacturer, '')"),
+)
+_M005_EXAM_ROWS = "in_totals AND study_instance_uid IS NOT NULL AND laterality IN ('L', 'R')"
+#: The scatter plots' sample: every 64th row, with what the plots and the filters read.
+_M005_SAMPLE_EVERY = 64
+_M005_SAMPLE_COLUMNS = (
+    "acquisition_datetime, is_qa, station_ae, device_serial, manufacturer, laterality, "
+    "is_magnified, view_name, compressed_thickness_mm, agd_plausible_mgy, kvp, exposure_uas"
+)
+
+
+@migrations()
+def m005_report_summaries(db: sqlite_utils.Database) -> None:
+    """Issue 10 at fleet scale: what the report counts, kept by the database as it is written.
+
+    - ``exposure_summary``: per month, unit, side, physics/QA, view (contact or magnified)
+      and 10 mm band, the counts and sums of the report's questions (the survey table, the
+      monthly counts per unit, flagged, Dance disagreements, open alerts);
+      ``exposure_summary_row`` is one row's share of it.
+    - ``exam_breast_summary``: per exam, breast, day and unit, the one total of dose.totals
+      (``exam_breast_summary_row``: one row's share).
+    - ``exposure_sample``: an index of every 64th row for the scatter plots.
+
+    Triggers keep both summaries equal to the rows in the transaction that changes them (an
+    insert adds a row's share, a delete takes it away, an update of a column it depends on
+    does both; an alert opened, acknowledged or moved by a merge moves its count): whatever
+    writes the table — the controller, an import, the checks, a repair by hand."""
+    measures = ", ".join(f"{expr} AS {name}" for name, _, expr in _M005_SUMMARY_MEASURES)
+    db.execute(f"CREATE VIEW exposure_summary_row AS SELECT exposure.*, {measures} FROM exposure")
+    columns = [
+        *(f"{key} {kind}" for key, kind in _M005_SUMMARY_KEYS),
+        *(
+            f"{name} {kind} NOT NULL DEFAULT {'0.0' if kind == 'REAL' else '0'}"
+            for name, kind, _ in _M005_SUMMARY_MEASURES
+        ),
+    ]
+    db.execute(f"CREATE TABLE exposure_summary ({', '.join(columns)}) STRICT")
+    keys = ", ".join(key for key, _ in _M005_SUMMARY_KEYS)
+    db.execute(f"CREATE UNIQUE INDEX exposure_summary_key ON exposure_summary({keys})")
+    names = [name for name, _, _ in _M005_SUMMARY_MEASURES]
+
+    def same_key(summary: str, row: str) -> str:
+        return " AND ".join(f"{summary}.{k} IS {row}.{k}" for k, _ in _M005_SUMMARY_KEYS)
+
+    def share(row: str, sign: str) -> str:
+        """The statements that add (sign +) or take away (-) the share of exposure ``row``
+        (an UPDATE in a trigger takes no alias: the summary is named in full)."""
+        table = "exposure_summary"
+        add = ", ".join(f"{n} = {table}.{n} {sign} r.{n}" for n in names)
+        found = f"FROM exposure_summary_row AS r WHERE r.id = {row}.id"
+        statements = [
+            f"INSERT INTO {table} ({keys}) SELECT {keys} {found} AND NOT EXISTS "
+            f"(SELECT 1 FROM {table} AS s WHERE {same_key('s', 'r')})",
+            f"UPDATE {table} SET {add} {found} AND {same_key(table, 'r')}",
+        ]
+        if sign == "-":
+            statements.append(
+                f"DELETE FROM {table} WHERE rowid IN (SELECT s.rowid FROM {table} AS s, "
+                f"exposure_summary_row AS r WHERE r.id = {row}.id AND {same_key('s', 'r')} "
+                "AND s.n_exposures = 0)"
+            )
+        return "; ".join(statements) + ";"
+
+    exam_keys = ", ".join(k for k, _ in _M005_EXAM_KEYS)
+    db.execute(
+        "CREATE VIEW exam_breast_summary_row AS SELECT id, "
+        + ", ".join(f"{expr} AS {k}" for k, expr in _M005_EXAM_KEYS)
+        + f", 1 AS events, agd_reported_mgy AS total_mgy FROM exposure WHERE {_M005_EXAM_ROWS}"
+    )
+    db.execute(
+        "CREATE TABLE exam_breast_summary ("
+        + ", ".join(f"{k} TEXT NOT NULL" for k, _ in _M005_EXAM_KEYS)
+        + ", events INTEGER NOT NULL, total_mgy REAL NOT NULL, "
+        f"PRIMARY KEY ({exam_keys})) STRICT, WITHOUT ROWID"
+    )
+
+    def exam_share(row: str, sign: str) -> str:
+        statements = [
+            f"INSERT INTO exam_breast_summary ({exam_keys}, events, total_mgy) "
+            f"SELECT {exam_keys}, {sign}events, {sign}total_mgy FROM exam_breast_summary_row "
+            f"WHERE id = {row}.id ON CONFLICT ({exam_keys}) DO UPDATE SET "
+            "events = events + excluded.events, total_mgy = total_mgy + excluded.total_mgy"
+        ]
+        if sign == "-":
+            statements.append(
+                f"DELETE FROM exam_breast_summary WHERE ({exam_keys}) IN (SELECT {exam_keys} "
+                f"FROM exam_breast_summary_row WHERE id = {row}.id) AND events = 0"
+            )
+        return "; ".join(statements) + ";"
+
+    watched = ", ".join(_M005_WATCHED)
+    for name, when, row, sign in (
+        ("inserted", "AFTER INSERT", "NEW", "+"),
+        ("deleted", "BEFORE DELETE", "OLD", "-"),
+        ("updating", f"BEFORE UPDATE OF {watched}", "OLD", "-"),
+        ("updated", f"AFTER UPDATE OF {watched}", "NEW", "+"),
+    ):
+        db.execute(
+            f"CREATE TRIGGER exposure_summary_{name} {when} ON exposure BEGIN "
+            f"{share(row, sign)} {exam_share(row, sign)} END"
+        )
+
+    # an alert opened, closed or moved to another row (a merge) moves its row's count
+    def alert(row: str, sign: str) -> str:
+        return (
+            f"UPDATE exposure_summary SET n_open_alerts = n_open_alerts {sign} 1 "
+            f"FROM exposure AS e WHERE {row}.state = 'open' AND e.id = {row}.exposure_id "
+            f"AND {same_key('exposure_summary', 'e')};"
+        )
+
+    for name, when, body in (
+        ("raised", "AFTER INSERT", alert("NEW", "+")),
+        ("removed", "AFTER DELETE", alert("OLD", "-")),
+        ("changed", "AFTER UPDATE OF state, exposure_id", alert("OLD", "-") + alert("NEW", "+")),
+    ):
+        db.execute(
+            f"CREATE TRIGGER dose_alert_summary_{name} {when} ON dose_alert BEGIN {body} END"
+        )
+    # what the log already holds
+    sums = ", ".join(f"sum({n})" for n in names)
+    db.execute(
+        f"INSERT INTO exposure_summary ({keys}, {', '.join(names)}) "
+        f"SELECT {keys}, {sums} FROM exposure_summary_row GROUP BY {keys}"
+    )
+    db.execute(
+        f"INSERT INTO exam_breast_summary ({exam_keys}, events, total_mgy) "
+        f"SELECT {exam_keys}, sum(events), sum(total_mgy) FROM exam_breast_summary_row "
+        f"GROUP BY {exam_keys}"
+    )
+    db.execute(
+        f"CREATE INDEX exposure_sample ON exposure({_M005_SAMPLE_COLUMNS}) "
+        f"WHERE id % {_M005_SAMPLE_EVERY} = 0"
+    )
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
 
@@ -573,9 +765,17 @@ class DoseLog:
     # ------------------------------------------------------------------ writing
     def record(self, exposures: Sequence[ExposureRecord]) -> None:
         """Reconcile, check and commit ``exposures`` in one transaction; durable on return."""
+        self.record_counted(exposures)
+
+    def record_counted(self, exposures: Sequence[ExposureRecord]) -> int:
+        """:meth:`record`, and how many rows the log gained by it: a new exposure adds one, a
+        record merged into a known row none (an import counts its rows without counting the
+        table, which takes a pass over millions of rows)."""
         if not exposures:
-            return
-        self._write(_reconcile(exposures, self.policy))
+            return 0
+        gained = [0]
+        self._write(_reconcile(exposures, self.policy, gained))
+        return gained[0]
 
     def _write(self, work: Work) -> None:
         if self._writer is not None:
@@ -731,12 +931,15 @@ class AlertStateError(ValueError):
 Work = Callable[[sqlite3.Connection], None]
 
 
-def _reconcile(exposures: Sequence[ExposureRecord], policy: DosePolicy) -> Work:
-    """The write that reconciles and checks ``exposures`` into the table."""
+def _reconcile(exposures: Sequence[ExposureRecord], policy: DosePolicy, gained: list[int]) -> Work:
+    """The write that reconciles and checks ``exposures`` into the table; ``gained[0]`` is
+    then how many rows the table gained."""
 
     def work(conn: sqlite3.Connection) -> None:
+        gained[0] = 0  # a batch whose group transaction failed runs again on its own
         for exposure in exposures:
-            exposure_id = _record_one(conn, exposure)
+            exposure_id, added = _record_one(conn, exposure)
+            gained[0] += added
             _check_row(conn, exposure_id, plausibility.findings(_fields(exposure)), policy)
 
     return work
@@ -836,9 +1039,11 @@ def _same_exposure_ids(conn: sqlite3.Connection, record: ExposureRecord) -> list
     )
 
 
-def _record_one(conn: sqlite3.Connection, record: ExposureRecord) -> int:
-    """Insert or merge one record; returns the row id. A NaN or infinite value is stored as
-    NULL (SQLite cannot keep NaN): its plausibility finding keeps what was received."""
+def _record_one(conn: sqlite3.Connection, record: ExposureRecord) -> tuple[int, int]:
+    """Insert or merge one record; returns the row id and how many rows the table gained (1
+    for a new row; 0 for a merge, less when the record joined several rows into one). A NaN
+    or infinite value is stored as NULL (SQLite cannot keep NaN): its plausibility finding
+    keeps what was received."""
     ids = _matching_ids(conn, record)
     if not ids:
         ids = _same_exposure_ids(conn, record)
@@ -861,8 +1066,9 @@ def _record_one(conn: sqlite3.Connection, record: ExposureRecord) -> int:
             f"VALUES ({', '.join('?' * len(columns))}, ?, ?)",
             (*values, now, now),
         )
-        target = int(cursor.lastrowid or 0)
+        target, added = int(cursor.lastrowid or 0), 1
     else:
+        added = 1 - len(ids)
         target = ids[0]
         rows = [
             dict(conn.execute("SELECT * FROM exposure WHERE id = ?", (i,)).fetchone()) for i in ids
@@ -898,7 +1104,7 @@ def _record_one(conn: sqlite3.Connection, record: ExposureRecord) -> int:
             "INSERT OR REPLACE INTO exposure_image (sop_instance_uid, exposure_id) VALUES (?, ?)",
             (uid, target),
         )
-    return target
+    return target, added
 
 
 def _union(stored: str | None, new: Sequence[str] | str | None) -> str:

@@ -33,7 +33,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 FLEET_ROWS = 5_000_000
-FLEET_VERSION = 2  # bump when tests/dose_fleet.py or the dose log's schema changes
+FLEET_VERSION = 3  # bump when tests/dose_fleet.py or the dose log's schema changes
 EXPORT_FROM, EXPORT_TO = "2024-01-01", "2025-12-31"  # two of the ten years: ~1,000,000 rows
 LAST_YEAR = ("2025-01-01", "2025-12-31")
 LIVE_RECORDS = 150
@@ -76,6 +76,32 @@ def _pct(values: list[float], q: float) -> float:
 # ------------------------------------------------------------------------------ report
 
 
+def evict_from_page_cache(*paths: Path) -> None:
+    """Drop the files' pages from the OS page cache (``POSIX_FADV_DONTNEED``): the next read
+    comes from the disk, as in the first run after a reboot."""
+    for path in paths:
+        if path.exists():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def _report_cli_s(db: Path, output: Path) -> float:
+    """Wall time of ``galacto dose report`` over the whole log, the way a physicist runs it."""
+    started = time.perf_counter()
+    subprocess.run(
+        _galacto(db, "dose", "report", "--output", str(output)),
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        timeout=600,
+    )
+    return time.perf_counter() - started
+
+
 def bench_report(db: Path) -> None:
     from acquisition.dose_audit import AuditLog, ExposureFilter
     from acquisition.dose_audit.filters import parse_date
@@ -87,22 +113,35 @@ def bench_report(db: Path) -> None:
     year = ExposureFilter(
         date_from=parse_date(LAST_YEAR[0], "--from"), date_to=parse_date(LAST_YEAR[1], "--to")
     )
-    with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp, AuditLog(db) as log:
-        runs = {}
-        for name, flt in (("whole log", ExposureFilter()), ("last year", year)):
-            write_report(log, flt, Path(tmp) / "warm-up.html", levels)  # the page cache
-            runs[name] = write_report(log, flt, Path(tmp) / "report.html", levels)
+    with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp:
+        # the first run of the command with nothing of the database in the page cache
+        evict_from_page_cache(db, Path(f"{db}-wal"))
+        cold_s = _report_cli_s(db, Path(tmp) / "cold.html")
+        warm_cli_s = _report_cli_s(db, Path(tmp) / "warm.html")
+        with AuditLog(db) as log:
+            runs = {}
+            for name, flt in (("whole log", ExposureFilter()), ("last year", year)):
+                write_report(log, flt, Path(tmp) / "warm-up.html", levels)  # the page cache
+                runs[name] = write_report(log, flt, Path(tmp) / "report.html", levels)
     print("Report questions (goal: each < 1 s), and the whole HTML report (goal: < 10 s):")
     whole, last = runs["whole log"], runs["last year"]
     print(f"  {'question':32s} {'whole log':>12s} {'last year':>12s}")
     for question, seconds in whole.data.timings.items():
         print(
             f"  {question:32s} {seconds:10.3f} s {last.data.timings[question]:10.3f} s"
-            f"   ({seconds:.2f}x the 1 s goal)"
+            f"   ({max(seconds, last.data.timings[question]):.2f}x the 1 s goal)"
         )
     print(
         f"  {'whole report (queries, plots)':32s} {whole.elapsed_s:10.2f} s "
         f"{last.elapsed_s:10.2f} s   ({whole.elapsed_s / 10:.2f}x the 10 s goal)"
+    )
+    print(
+        f"  {'galacto dose report, first run':32s} {cold_s:10.2f} s {'':12s}   "
+        f"({cold_s / 10:.2f}x the 10 s goal; the database evicted from the page cache)"
+    )
+    print(
+        f"  {'galacto dose report, again':32s} {warm_cli_s:10.2f} s {'':12s}   "
+        f"({warm_cli_s / 10:.2f}x the 10 s goal; the process's start and imports included)"
     )
     print(
         f"  rows covered: {whole.data.overview.exposures:,} (whole log), "
@@ -294,12 +333,27 @@ def bench_live_latency(db: Path, work: Path) -> None:
 
 
 def _import_files(folder: Path) -> list[Path]:
+    """A controller's objects of ``IMPORT_EXAMS`` exams on one unit: each exam's four MG images
+    (contact CC and ML, then magnified CC and ML after the injection; 40 s apart) and the
+    unit's RDSR of them; an exam every 20 minutes."""
+    import datetime as dt
+
     from tests.dose_factories import Exposure, mg_image, rdsr
 
     paths = []
+    first = dt.datetime(2026, 1, 5, 8, 0)
     for exam in range(IMPORT_EXAMS):
         study = f"1.2.826.0.1.3680043.8.498.77{exam}"
-        exposures = [Exposure(laterality="L", view=v) for v in ("CC", "ML", "CC", "ML")]
+        start = first + dt.timedelta(minutes=20 * exam)
+        exposures = [
+            Exposure(
+                laterality="L",
+                view=view,
+                magnified=index >= 2,
+                acquired=(start + dt.timedelta(seconds=40 * index)).strftime("%Y%m%d%H%M%S"),
+            )
+            for index, view in enumerate(("CC", "ML", "CC", "ML"))
+        ]
         for index, exposure in enumerate(exposures):
             path = folder / f"{exam:04d}-{index}.dcm"
             mg_image(exposure, study_uid=study, accession=f"IMP{exam}").save_as(
@@ -317,7 +371,7 @@ def _import_files(folder: Path) -> list[Path]:
 def bench_import(work: Path) -> None:
     from pydicom import dcmread
 
-    from acquisition.dose_audit.importer import import_paths
+    from acquisition.dose_audit.importer import import_paths, reading_processes
     from acquisition.dose_log import DoseLog
     from bench.bench_store import controller_policy
 
@@ -339,15 +393,18 @@ def bench_import(work: Path) -> None:
         summary = import_paths(log, [folder])
     with DoseLog(work / "import.db", policy=controller_policy(), writer_thread=False) as log:
         again = import_paths(log, [folder])
+    with DoseLog(work / "one.db", policy=controller_policy(), writer_thread=False) as log:
+        alone = import_paths(log, [folder], processes=1)
     print(
-        f"Import of {len(files)} files ({IMPORT_EXAMS} exams: 4 MG images and their RDSR each), "
-        f"goal: >= 0.5x the header-reading floor:"
+        f"Import of {len(files)} files ({IMPORT_EXAMS} exams: 4 MG images and their RDSR each; "
+        f"{reading_processes()} reading processes), goal: >= 0.5x the header-reading floor:"
     )
     for label, seconds in (
         ("pydicom dcmread(stop_before_pixels) floor", floor_s),
         ("pydicom, every value parsed too", values_s),
         (f"galacto dose import ({summary.rows_added} rows added)", summary.elapsed_s),
         ("galacto dose import, again (0 rows added)", again.elapsed_s),
+        ("galacto dose import, one process reading", alone.elapsed_s),
     ):
         print(
             f"  {label:44s} {seconds:6.2f} s  {len(files) / seconds:7.0f} files/s  "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from pydicom.dataset import Dataset
 from pydicom.sr._snomed_dict import mapping as _snomed_mapping
@@ -24,6 +25,12 @@ _SHORT_CODE_VALUE_MAX = 16
 
 #: SNOMED-RT code value -> SNOMED CT code value (PS3.16 Annex O mapping, via pydicom).
 _SRT_TO_SCT: dict[str, str] = _snomed_mapping["SRT"]
+
+
+class CodeItem(Protocol):
+    """A Code Sequence item: a pydicom Dataset, or anything read like one."""
+
+    def get(self, keyword: str, default: Any = None) -> Any: ...
 
 
 class CodeError(ValueError):
@@ -44,7 +51,7 @@ class Code:
         return cls(code.value, code.scheme_designator, code.meaning)
 
     @classmethod
-    def from_item(cls, item: Dataset) -> Code:
+    def from_item(cls, item: CodeItem) -> Code:
         """Read one Code Sequence item; legacy ``SRT`` codes come back as ``SCT``.
 
         Code Value, Long Code Value and URN Code Value are all accepted (PS3.3 §8.8).

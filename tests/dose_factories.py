@@ -40,6 +40,7 @@ class Exposure:
     hvl_mm_al: float = 0.52
     sop_instance_uid: str = field(default_factory=generate_uid)
     irradiation_event_uid: str = field(default_factory=generate_uid)
+    acquired: str = "20261125101500"  # DT, the unit's local time
 
 
 def _code(value: str, scheme: str, meaning: str) -> Dataset:
@@ -79,7 +80,7 @@ def mg_image(
     ds.Manufacturer = "Acme"
     ds.ManufacturerModelName = "Mammo 3000"
     ds.DeviceSerialNumber = "SN42"
-    ds.AcquisitionDateTime = "20261125101500"
+    ds.AcquisitionDateTime = exposure.acquired
     ds.ImageLaterality = exposure.laterality
     ds.KVP = exposure.kvp
     ds.ExposureInuAs = int(exposure.exposure_uas)
@@ -176,7 +177,7 @@ def _event(exposure: Exposure) -> Dataset:
     started.RelationshipType = "CONTAINS"
     started.ValueType = "DATETIME"
     started.ConceptNameCodeSequence = Sequence([_code("111526", "DCM", "DateTime Started")])
-    started.DateTime = "20261125101500"
+    started.DateTime = exposure.acquired
     view = _coded("111031", VIEW_CODES[exposure.view])
     if exposure.magnified:
         view.ContentSequence = Sequence([_coded("111032", MAGNIFICATION)])

@@ -66,14 +66,19 @@ class Pseudonyms:
         self.has_secret = bool(secret)
         self._secret = secret.encode()
         self._exam_secret = self._secret or secrets.token_bytes(32)
+        self._keyed = hmac.new(self._secret, digestmod=hashlib.sha256)  # the key set up once
         # consecutive rows share their exam's UIDs: most lookups are cache hits
         self.pseudonym = lru_cache(maxsize=4096)(self._pseudonym)
         self._exam = lru_cache(maxsize=4096)(self._exam_key)
 
     def _pseudonym(self, value: str | None) -> str | None:
-        if value is None:
-            return None
-        return hmac.digest(self._secret, value.encode(), hashlib.sha256).hex()[:PSEUDONYM_HEX]
+        return None if value is None else self.make_pseudonym(value)
+
+    def make_pseudonym(self, value: str) -> str:
+        """The pseudonym of ``value``: HMAC-SHA256 under the site secret (not cached)."""
+        keyed = self._keyed.copy()
+        keyed.update(value.encode())
+        return keyed.hexdigest()[:PSEUDONYM_HEX]
 
     def _exam_key(self, value: str) -> str:
         return hmac.digest(self._exam_secret, value.encode(), hashlib.sha256).hex()[:PSEUDONYM_HEX]
@@ -132,32 +137,79 @@ def own_columns(log: AuditLog, names: Pseudonyms) -> list[tuple[str, str, bool]]
 #: What each page reads beside the line, for its exam key.
 _EXAM_COLUMNS = ("exposure.study_instance_uid", "exposure.accession")
 
-
-#: A text needs quotes in CSV when it holds a comma, a quote or a line break (RFC 4180).
-_NEEDS_QUOTES = "'*[\",\n\r]*'"
 #: Fields per ``printf`` call (SQLite takes at most 127 arguments).
 _FIELDS_PER_CALL = 100
 
 
 def csv_line_sql(columns: Sequence[tuple[str, str, bool]]) -> str:
-    """One CSV line per row, built by SQLite: RFC 4180 quotes around a text that needs them,
-    numbers with 15 significant digits as the sqlite3 shell writes them, NULL as nothing."""
-    fields = []
-    for _, expression, is_text in columns:
-        if is_text and expression.startswith("exposure."):
-            fields.append(
-                f"CASE WHEN {expression} GLOB {_NEEDS_QUOTES} "
-                f"THEN '\"' || replace({expression}, '\"', '\"\"') || '\"' "
-                f"ELSE {expression} END"
-            )
-        else:
-            fields.append(expression)
+    """One CSV line per row, built by SQLite's ``printf``: every text quoted, its quotes
+    doubled (``"%w"``, RFC 4180), an empty or missing text as ``""``; numbers bare, with 15
+    significant digits as the sqlite3 shell writes them, a missing one as nothing.
+
+    Quoting every text costs SQLite nothing beyond the formatting itself, where testing each
+    text for a comma, a quote or a line break (``GLOB``) cost as much again."""
+    formats = ['"%w"' if is_text else "%s" for _, _, is_text in columns]
+    values = [f"coalesce({e}, '')" if is_text else e for _, e, is_text in columns]
     calls = [
-        f"printf('{','.join(['%s'] * len(chunk))}', {', '.join(chunk)})"
-        for i in range(0, len(fields), _FIELDS_PER_CALL)
-        if (chunk := fields[i : i + _FIELDS_PER_CALL])
+        f"printf('{','.join(formats[i : i + _FIELDS_PER_CALL])}', "
+        f"{', '.join(values[i : i + _FIELDS_PER_CALL])})"
+        for i in range(0, len(columns), _FIELDS_PER_CALL)
     ]
     return " || ',' || ".join(calls)
+
+
+def csv_pages(log: AuditLog, flt: ExposureFilter, names: Pseudonyms) -> Iterator[list[str]]:
+    """The filtered rows as CSV lines, their exam key last, page by page (:mod:`.reader`).
+
+    SQLite builds the lines (:func:`csv_line_sql`). With the site's secret the identifying
+    columns are read as stored and pseudonymised here, a page at a time: one HMAC per distinct
+    value of the page — once per exam for the values its rows share (accession, study, series,
+    MPPS, SPS), once per row only for the row's own SOP Instance and Irradiation Event UIDs."""
+    pseudonymised = names.has_secret and not names.identified
+    segments: list[str] = []  # SQL: a run of columns as CSV, or one identifier as stored
+    raw: list[bool] = []  # is the segment an identifier to pseudonymise?
+    run: list[tuple[str, str, bool]] = []
+    for name, stored, is_text in stored_columns(log):
+        hidden = name in IDENTIFYING_COLUMNS and not names.identified
+        if hidden and pseudonymised:
+            if run:
+                segments.append(csv_line_sql(run))
+                raw.append(False)
+                run = []
+            segments.append(stored)
+            raw.append(True)
+        else:  # without the secret an identifier is left out
+            run.append((name, "NULL" if hidden else stored, is_text))
+    if run:
+        segments.append(csv_line_sql(run))
+        raw.append(False)
+    for page in log.pages(flt, [*segments, *_EXAM_COLUMNS]):
+        *fields, studies, accessions = zip(*page, strict=True)
+        lines: Iterable[str] = fields[0]
+        if len(fields) > 1:
+            made = [
+                _quoted_pseudonyms(names, column) if is_raw else iter(column)
+                for column, is_raw in zip(fields, raw, strict=True)
+            ]
+            lines = map(",".join, zip(*made, strict=True))
+        yield list(map(_CSV_KEYED.format, lines, exam_keys(names, studies, accessions)))
+
+
+def _quoted_pseudonyms(names: Pseudonyms, values: Sequence[str | None]) -> Iterator[str]:
+    """``values`` pseudonymised as CSV texts (an HMAC per distinct value)."""
+    known = {v: '""' if v is None else f'"{names.make_pseudonym(v)}"' for v in set(values)}
+    return map(known.__getitem__, values)
+
+
+def exam_keys(
+    names: Pseudonyms, studies: Sequence[str | None], accessions: Sequence[str | None]
+) -> list[str]:
+    """Each row's exam key as a text ("" for a row of no exam)."""
+    return [names.exam_key(s, a) or "" for s, a in zip(studies, accessions, strict=True)]
+
+
+#: A CSV line and its exam key.
+_CSV_KEYED = '{},"{}"'
 
 
 def json_object_sql(columns: Sequence[tuple[str, str, bool]]) -> str:
@@ -172,33 +224,28 @@ def json_object_sql(columns: Sequence[tuple[str, str, bool]]) -> str:
     return sql
 
 
-def _write_lines(
-    stream: IO[str],
-    pages: Iterable[list[tuple[Any, ...]]],
-    sep: str,
-    keyed: Callable[[str, str | None], str],
-    names: Pseudonyms,
-) -> int:
-    """Write the rows of ``pages`` — (line, study, accession) — each with its exam key
-    (``keyed(line, key)``), separated by ``sep``; how many."""
+def _write_lines(stream: IO[str], pages: Iterable[list[str]], sep: str) -> int:
+    """Write the lines of ``pages`` separated by ``sep``; how many."""
     count = 0
-    exam_key = names.exam_key
     for page in pages:
         if count:
             stream.write(sep)
-        stream.write(sep.join(keyed(line, exam_key(study, acc)) for line, study, acc in page))
+        stream.write(sep.join(page))
         count += len(page)
     return count
 
 
-def _csv_keyed(line: str, key: str | None) -> str:
-    return f"{line},{key or ''}"
+def json_pages(log: AuditLog, flt: ExposureFilter, names: Pseudonyms) -> Iterator[list[str]]:
+    """The filtered rows as JSON objects built by SQLite, ``exam_key`` last, page by page."""
+    objects = log.pages(flt, [json_object_sql(own_columns(log, names)), *_EXAM_COLUMNS])
+    for page in objects:
+        lines, studies, accessions = zip(*page, strict=True)
+        keys = ("null" if not key else f'"{key}"' for key in exam_keys(names, studies, accessions))
+        yield list(map(_JSON_KEYED.format, (line[:-1] for line in lines), keys))
 
 
-def _json_keyed(line: str, key: str | None) -> str:
-    """The object with ``exam_key`` last (a key is hex digits: nothing to escape)."""
-    value = "null" if key is None else f'"{key}"'
-    return line[:-1] + ',"exam_key":' + value + "}"
+#: A JSON object without its closing brace, and its exam key (hex digits: nothing to escape).
+_JSON_KEYED = '{},"exam_key":{}}}'
 
 
 # ------------------------------------------------------------------------------ OpenREM
@@ -423,16 +470,14 @@ def write_export(
 ) -> int:
     """Write the filtered exposures to ``stream`` in format ``name``; the rows written."""
     if name in ("csv", "json"):
-        columns = own_columns(log, names)
         if name == "csv":
-            stream.write(",".join([*(column for column, _, _ in columns), "exam_key"]) + "\n")
-            pages = log.pages(flt, [csv_line_sql(columns), *_EXAM_COLUMNS])
-            count = _write_lines(stream, pages, "\n", _csv_keyed, names)
+            header = [column for column, _, _ in stored_columns(log)]
+            stream.write(",".join([*header, "exam_key"]) + "\n")
+            count = _write_lines(stream, csv_pages(log, flt, names), "\n")
             stream.write("\n" if count else "")
             return count
         stream.write("[\n")
-        pages = log.pages(flt, [json_object_sql(columns), *_EXAM_COLUMNS])
-        count = _write_lines(stream, pages, ",\n", _json_keyed, names)
+        count = _write_lines(stream, json_pages(log, flt, names), ",\n")
         stream.write("\n]\n" if count else "]\n")
         return count
     if name == "openrem":

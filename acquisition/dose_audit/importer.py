@@ -16,15 +16,22 @@ Hologic's ``uAs``, GE's dGy Organ Dose) and written through the dose log's own w
 
 One bad file never stops the import: each unreadable or non-dose file is named with its reason
 in the summary. Files are written in batches (one transaction per :data:`BATCH_FILES` files
-or :data:`BATCH_SECONDS`), so the live controller's own writes wait at most one short batch.
+or :data:`BATCH_SECONDS`), so the live controller's own writes wait at most one short batch;
+a crash mid-import loses at most the batch in flight, and running the import again repairs it
+(it is idempotent). With many files, worker processes read them while this one writes
+(:func:`read_files`): parsing, an RDSR's content tree above all, is most of an import's work.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,6 +144,54 @@ def read_exposures(
     return records, None, False
 
 
+#: Files each reading process is handed at a time, and the fewest files worth starting
+#: reading processes for (a few files are read faster than processes start).
+READ_CHUNK_FILES = 16
+PARALLEL_FROM_FILES = 64
+
+
+def reading_processes() -> int:
+    """How many processes read files: one per CPU this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+#: What reading one file gives: (records, reason, bad) as :func:`read_exposures` returns it.
+Read = tuple[list[ExposureRecord], str | None, bool]
+
+
+def read_files(
+    files: Sequence[Path],
+    *,
+    station_ae: str | None,
+    qa: QaPatterns | None,
+    processes: int | None = None,
+) -> Iterator[Read]:
+    """What each file of ``files`` holds (:func:`read_exposures`), in their order.
+
+    Parsing the files is most of an import's work (an RDSR's content tree above all), and it
+    needs nothing from the dose log: with many files it runs in ``processes`` worker processes
+    (default: :func:`reading_processes`) while this one writes what they read. They are
+    forked from this process (all of them before the pool starts its own thread), with
+    pydicom imported and the lowered priority; they never touch its database connection. Should
+    they die (out of memory), the files not read yet are read here."""
+    read = functools.partial(read_exposures, station_ae=station_ae, qa=qa)
+    workers = reading_processes() if processes is None else processes
+    done = 0
+    if workers > 1 and len(files) >= PARALLEL_FROM_FILES:
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        try:
+            with ProcessPoolExecutor(workers, mp_context=context) as pool:
+                for result in pool.map(read, files, chunksize=READ_CHUNK_FILES):
+                    yield result
+                    done += 1
+        except BrokenProcessPool:
+            log.warning("the import's reading processes died; reading the rest in one process")
+    yield from map(read, files[done:])
+
+
 class Importer:
     """Reads files and writes their exposures through one :class:`DoseLog`."""
 
@@ -147,19 +202,23 @@ class Importer:
         qa: QaPatterns | None = None,
         station_ae: str | None = None,
         progress: Progress | None = None,
+        processes: int | None = None,
     ) -> None:
         self._log = dose_log
         self._qa = qa
         self._station_ae = station_ae
         self._progress = progress
+        self._processes = processes
 
     def run(self, files: Sequence[Path]) -> ImportSummary:
         summary = ImportSummary(files=len(files))
         started = time.monotonic()
         batch: list[Batch] = []
         batch_started = started
-        for done, path in enumerate(files, 1):
-            records, reason, bad = read_exposures(path, station_ae=self._station_ae, qa=self._qa)
+        reads = read_files(
+            files, station_ae=self._station_ae, qa=self._qa, processes=self._processes
+        )
+        for done, (path, (records, reason, bad)) in enumerate(zip(files, reads, strict=True), 1):
             if reason is not None:
                 (summary.bad if bad else summary.skipped).append((str(path), reason))
             else:
@@ -180,18 +239,17 @@ class Importer:
     ) -> None:
         """One transaction for the batch; if it fails, one per file, so that only the file
         at fault is named (a log that cannot be written at all stops the import)."""
-        before = self._log.exposure_count()
         try:
-            self._log.record([record for _, records in batch for record in records])
+            added = self._log.record_counted([record for _, records in batch for record in records])
             written = batch
         except Exception as exc:
             if len(batch) == 1:
                 raise ImportDatabaseError(str(exc)) from exc
-            written = []
+            written, added = [], 0
             failures: list[tuple[str, str]] = []
             for path, records in batch:
                 try:
-                    self._log.record(records)
+                    added += self._log.record_counted(records)
                     written.append((path, records))
                 except Exception as file_exc:
                     failures.append((str(path), f"could not be logged: {file_exc}"))
@@ -199,7 +257,6 @@ class Importer:
                 raise ImportDatabaseError(str(exc)) from exc
             summary.bad.extend(failures)
         count = sum(len(records) for _, records in written)
-        added = self._log.exposure_count() - before
         summary.objects += len(written)
         summary.records += count
         summary.rows_added += added
@@ -214,9 +271,14 @@ def import_paths(
     qa: QaPatterns | None = None,
     station_ae: str | None = None,
     progress: Progress | None = None,
+    processes: int | None = None,
 ) -> ImportSummary:
-    """Import every file of ``paths`` (module docstring); a missing path is a bad entry."""
+    """Import every file of ``paths`` (module docstring); a missing path is a bad entry.
+    ``processes``: how many processes read the files (:func:`read_files`)."""
     files, missing = find_files(paths, recursive=recursive)
-    summary = Importer(dose_log, qa=qa, station_ae=station_ae, progress=progress).run(files)
+    importer = Importer(
+        dose_log, qa=qa, station_ae=station_ae, progress=progress, processes=processes
+    )
+    summary = importer.run(files)
     summary.bad[:0] = [(path, "no such file or folder") for path in missing]
     return summary

@@ -1,20 +1,26 @@
 """The report's questions, each one SQL aggregation over the filtered log.
 
-Nothing here loads the log's rows: counts, means and medians are computed by SQLite over the
-covering indexes of migration ``m004_audit`` (so a report over millions of exposures reads no
-table row), and the scatter plots get a deterministic sample of a few thousand points
-(``id % k = 0``, read from the same index).
+Nothing here loads the log's rows. The counts and sums come from the summaries the dose log
+keeps as it is written (migration ``m005_report_summaries``: per month, unit, side, view and
+thickness band; per exam and breast), a few thousand rows however long the log: the whole
+months a filter covers from the summary, the days at either end of its dates from the rows
+(``exposure_summary_row``, one row's share of the summary). A filter the summary cannot
+answer (thickness, phase, flagged, one exam), or a log written before the summaries, is
+answered from the rows, along the covering indexes of migration ``m004_audit``.
 
 Statistics count the unit's reported AGD of plausible rows (``agd_plausible_mgy``); the
 per-exam totals are the one per-breast total of :mod:`dose.totals` (``in_totals``). Medians
-are exact: the ``n``-th value of each group walked in AGD order along the index.
+are exact: the ``n``-th value of each group walked in AGD order along the index. The scatter
+plots get a deterministic sample of a few thousand points (``id % k = 0``), read from the
+index of every 64th row (``exposure_sample``) when the filter covers many rows.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from .filters import ExposureFilter
@@ -30,6 +36,8 @@ OUTLIER_FACTOR = 2.0
 OUTLIER_MIN_GROUP = 10
 #: Rows listed in each of the report's tables of individual exposures.
 LISTED_ROWS = 50
+#: The rows of the sample index (migration m005: ``id % 64 = 0``).
+SAMPLE_INDEX_EVERY = 64
 
 T = TypeVar("T")
 
@@ -129,6 +137,11 @@ class ReportQueries:
         self.filter = flt.resolve(log.conn)
         self.where, self.params = self.filter.where("e")
         self.timings: dict[str, float] = {}
+        summarised = log.has_table("exposure_summary")
+        #: the summaries answer the counts (module docstring), or None: the rows do
+        self.summary = summary_source(self.filter) if summarised else None
+        self.exam_summary = exam_summary_where(self.filter) if summarised else None
+        self.sampled = log.has_index("exposure_sample")
 
     def _timed(self, name: str, question: Callable[[], T]) -> T:
         started = time.perf_counter()
@@ -143,9 +156,29 @@ class ReportQueries:
         """``sql`` with ``before``, the filter's parameters, then ``after``."""
         return self.log.query(sql, (*before, *self.params, *after))
 
+    def _all(self, sql: str, arguments: Sequence[tuple[Sequence[Any], Sequence[Any]]]) -> list[Any]:
+        """The one value ``sql`` gives for each ``(before, after)`` of ``arguments`` (the
+        filter's parameters between), the statements run at once (:meth:`AuditLog.query_all`)."""
+        statements = [(sql, (*before, *self.params, *after)) for before, after in arguments]
+        return [rows[0][0] for rows in self.log.query_all(statements)]
+
+    def _summed(self, select: str, source: Source, rest: str = "") -> list[tuple[Any, ...]]:
+        """``SELECT {select} FROM`` the summary's filtered rows ``{rest}``."""
+        sql, params = source
+        return self.log.query(f"SELECT {select} FROM ({sql}) {rest}", params)
+
+    def _count(self, measure: str) -> int | None:
+        """The sum of a summary's count over the filter, or None if the rows must say."""
+        if self.summary is None:
+            return None
+        ((count,),) = self._summed(f"coalesce(sum({measure}), 0)", self.summary(measure))
+        return int(count)
+
     # ---------------------------------------------------------------------------- questions
     def overview(self) -> Overview:
-        ((count,),) = self._rows(f"SELECT count(*) FROM exposure AS e WHERE {self.where}")
+        count = self._count("n_exposures")
+        if count is None:
+            ((count,),) = self._rows(f"SELECT count(*) FROM exposure AS e WHERE {self.where}")
         ((first,),) = self._rows(
             "SELECT min(e.acquisition_datetime) FROM exposure AS e "
             f"WHERE e.acquisition_datetime IS NOT NULL AND {self.where}"
@@ -158,70 +191,106 @@ class ReportQueries:
     def survey(self) -> list[BandStats]:
         """Per view (contact, magnified) and 10 mm band: count, mean and median AGD, means of
         thickness, kV and mAs (the layout of a national dose survey's table)."""
-        groups = self._rows(
-            "SELECT e.is_magnified, e.view_name, e.thickness_band_mm, count(*), "
-            "avg(e.agd_plausible_mgy), avg(e.compressed_thickness_mm), avg(e.kvp), "
-            "avg(e.exposure_uas) / 1000.0 "
-            "FROM exposure AS e INDEXED BY exposure_view_band "
-            f"WHERE e.agd_plausible_mgy IS NOT NULL AND e.thickness_band_mm IS NOT NULL "
-            f"AND {self.where} "
-            "GROUP BY e.is_magnified, e.view_name, e.thickness_band_mm"
-        )
+        if self.summary is not None:
+            groups = self._summed(
+                "is_magnified, view_name, thickness_band_mm, sum(n_agd), "
+                "sum(sum_agd_mgy) / sum(n_agd), sum(sum_thickness_mm) / sum(n_agd), "
+                "sum(sum_kvp) / sum(n_kvp), sum(sum_uas) / sum(n_uas) / 1000.0",
+                self.summary(
+                    "is_magnified, view_name, thickness_band_mm, n_agd, sum_agd_mgy, "
+                    "sum_thickness_mm, n_kvp, sum_kvp, n_uas, sum_uas"
+                ),
+                "WHERE thickness_band_mm IS NOT NULL GROUP BY 1, 2, 3 HAVING sum(n_agd) > 0",
+            )
+        else:
+            groups = self._rows(
+                "SELECT e.is_magnified, e.view_name, e.thickness_band_mm, count(*), "
+                "avg(e.agd_plausible_mgy), avg(e.compressed_thickness_mm), avg(e.kvp), "
+                "avg(e.exposure_uas) / 1000.0 "
+                "FROM exposure AS e INDEXED BY exposure_view_band "
+                f"WHERE e.agd_plausible_mgy IS NOT NULL AND e.thickness_band_mm IS NOT NULL "
+                f"AND {self.where} "
+                "GROUP BY e.is_magnified, e.view_name, e.thickness_band_mm"
+            )
         median_sql = (
             "SELECT avg(agd) FROM (SELECT e.agd_plausible_mgy AS agd FROM exposure AS e "
             "INDEXED BY exposure_view_band WHERE e.is_magnified = ? AND e.view_name IS ? "
             "AND e.thickness_band_mm = ? AND e.agd_plausible_mgy IS NOT NULL "
             f"AND {self.where} ORDER BY e.agd_plausible_mgy LIMIT ? OFFSET ?)"
         )
-        table = []
-        for magnified, view, band, count, mean, thickness, kvp, mas in groups:
-            ((median,),) = self._rows(median_sql, (magnified, view, band), _middle(count))
-            table.append(
-                BandStats(
-                    bool(magnified), view, int(band), int(count), mean, median, thickness, kvp, mas
-                )
+        medians = self._all(median_sql, [(g[:3], _middle(g[3])) for g in groups])
+        return [
+            BandStats(
+                bool(magnified), view, int(band), int(count), mean, median, thickness, kvp, mas
             )
-        return table
+            for (magnified, view, band, count, mean, thickness, kvp, mas), median in zip(
+                groups, medians, strict=True
+            )
+        ]
 
     def unit_months(self) -> list[UnitMonth]:
-        groups = self._rows(
-            "SELECT e.station_ae, e.device_serial, e.acquisition_month, count(*) "
-            "FROM exposure AS e INDEXED BY exposure_unit_month "
-            "WHERE e.agd_plausible_mgy IS NOT NULL AND e.acquisition_month IS NOT NULL "
-            f"AND {self.where} GROUP BY e.station_ae, e.device_serial, e.acquisition_month"
-        )
+        if self.summary is not None:
+            groups = self._summed(
+                "station_ae, device_serial, acquisition_month, sum(n_agd)",
+                self.summary("station_ae, device_serial, acquisition_month, n_agd"),
+                "WHERE acquisition_month IS NOT NULL GROUP BY 1, 2, 3 HAVING sum(n_agd) > 0",
+            )
+        else:
+            groups = self._rows(
+                "SELECT e.station_ae, e.device_serial, e.acquisition_month, count(*) "
+                "FROM exposure AS e INDEXED BY exposure_unit_month "
+                "WHERE e.agd_plausible_mgy IS NOT NULL AND e.acquisition_month IS NOT NULL "
+                f"AND {self.where} GROUP BY e.station_ae, e.device_serial, e.acquisition_month"
+            )
         median_sql = (
             "SELECT avg(agd) FROM (SELECT e.agd_plausible_mgy AS agd FROM exposure AS e "
             "INDEXED BY exposure_unit_month WHERE e.station_ae IS ? AND e.device_serial IS ? "
             "AND e.acquisition_month = ? AND e.agd_plausible_mgy IS NOT NULL "
             f"AND {self.where} ORDER BY e.agd_plausible_mgy LIMIT ? OFFSET ?)"
         )
-        months = []
-        for station, serial, month, count in groups:
-            ((median,),) = self._rows(median_sql, (station, serial, month), _middle(count))
-            months.append(UnitMonth(station, serial, month, int(count), median))
-        return months
+        medians = self._all(median_sql, [(g[:3], _middle(g[3])) for g in groups])
+        return [
+            UnitMonth(station, serial, month, int(count), median)
+            for (station, serial, month, count), median in zip(groups, medians, strict=True)
+        ]
 
     def sample(self, total: int) -> Sample:
+        """One row in ``every``, read from the sample index (every 64th row) when the filter
+        covers enough rows for it, else along the filter's own index."""
         every = max(1, total // SCATTER_POINTS)
+        source = "exposure AS e WHERE"
+        if self.sampled and every >= SAMPLE_INDEX_EVERY:
+            every -= every % SAMPLE_INDEX_EVERY  # a multiple: rows of the index
+            source = (
+                "exposure AS e INDEXED BY exposure_sample "
+                f"WHERE e.id % {SAMPLE_INDEX_EVERY} = 0 AND"
+            )
         rows = self._rows(
             "SELECT e.view_name, e.is_magnified, e.compressed_thickness_mm, "
-            "e.agd_plausible_mgy, e.kvp, e.exposure_uas / 1000.0 "
-            "FROM exposure AS e INDEXED BY exposure_view_band "
-            "WHERE e.agd_plausible_mgy IS NOT NULL AND e.compressed_thickness_mm IS NOT NULL "
+            f"e.agd_plausible_mgy, e.kvp, e.exposure_uas / 1000.0 FROM {source} "
+            "e.agd_plausible_mgy IS NOT NULL AND e.compressed_thickness_mm IS NOT NULL "
             f"AND e.id % ? = 0 AND {self.where}",
             (every,),
         )
         return Sample([(v, bool(m), t, a, k, s) for v, m, t, a, k, s in rows], every)
 
     def exam_totals(self) -> ExamTotals:
-        rows = self._rows(
-            f"SELECT CAST(total / {EXAM_TOTAL_BIN_MGY} AS INTEGER), count(*), max(total) FROM ("
-            "SELECT sum(e.agd_reported_mgy) AS total FROM exposure AS e "
-            "INDEXED BY exposure_exam_breast WHERE e.study_instance_uid IS NOT NULL "
-            f"AND e.laterality IN ('L', 'R') AND e.in_totals = 1 AND {self.where} "
-            "GROUP BY e.study_instance_uid, e.laterality) GROUP BY 1 ORDER BY 1"
-        )
+        binned = f"SELECT CAST(total / {EXAM_TOTAL_BIN_MGY} AS INTEGER), count(*), max(total)"
+        if self.exam_summary is not None:
+            where, params = self.exam_summary
+            rows = self.log.query(
+                f"{binned} FROM (SELECT sum(s.total_mgy) AS total FROM exam_breast_summary "
+                f"AS s WHERE {where} GROUP BY s.study_instance_uid, s.laterality) "
+                "GROUP BY 1 ORDER BY 1",
+                params,
+            )
+        else:
+            rows = self._rows(
+                f"{binned} FROM (SELECT sum(e.agd_reported_mgy) AS total FROM exposure AS e "
+                "INDEXED BY exposure_exam_breast WHERE e.study_instance_uid IS NOT NULL "
+                f"AND e.laterality IN ('L', 'R') AND e.in_totals = 1 AND {self.where} "
+                "GROUP BY e.study_instance_uid, e.laterality) GROUP BY 1 ORDER BY 1"
+            )
         bins = [(int(b) * EXAM_TOTAL_BIN_MGY, int(n)) for b, n, _ in rows]
         breasts = sum(n for _, n in bins)
         return ExamTotals(
@@ -267,19 +336,26 @@ class ReportQueries:
             "ORDER BY e.acquisition_datetime DESC LIMIT ?",
             after=(LISTED_ROWS,),
         )
-        ((count,),) = self._rows(
-            f"SELECT count(*) FROM exposure AS e WHERE e.is_flagged = 1 AND {self.where}"
-        )
+        count = self._count("n_flagged")
+        if count is None:
+            ((count,),) = self._rows(
+                f"SELECT count(*) FROM exposure AS e WHERE e.is_flagged = 1 AND {self.where}"
+            )
         return [dict(zip(ROW_COLUMNS, r, strict=True)) for r in rows], int(count)
 
     def disagreements(self) -> tuple[list[dict[str, Any]], dict[str, int]]:
         columns = ", ".join("e." + c for c in ROW_COLUMNS)
         counts = {}
-        for verdict in ("disagrees", "unit suspected"):
-            ((n,),) = self._rows(
-                f"SELECT count(*) FROM exposure AS e WHERE e.dance_check = ? AND {self.where}",
-                (verdict,),
-            )
+        for verdict, measure in (
+            ("disagrees", "n_dance_disagrees"),
+            ("unit suspected", "n_dance_unit_suspected"),
+        ):
+            n = self._count(measure)
+            if n is None:
+                ((n,),) = self._rows(
+                    f"SELECT count(*) FROM exposure AS e WHERE e.dance_check = ? AND {self.where}",
+                    (verdict,),
+                )
             counts[verdict] = int(n)
         rows = self._rows(
             f"SELECT {columns} FROM exposure AS e "
@@ -302,7 +378,9 @@ class ReportQueries:
             f"SELECT {', '.join(columns)} {joined} ORDER BY a.id DESC LIMIT ?",
             after=(LISTED_ROWS,),
         )
-        ((count,),) = self._rows(f"SELECT count(*) {joined}")
+        count = self._count("n_open_alerts")
+        if count is None:
+            ((count,),) = self._rows(f"SELECT count(*) {joined}")
         names = [c.split(".")[1] for c in columns]
         return [dict(zip(names, r, strict=True)) for r in rows], int(count)
 
@@ -321,6 +399,98 @@ class ReportQueries:
             overview, survey, unit_months, sample, exam_totals, outliers, flagged,
             flagged_count, disagreements, counts, alerts, alert_count, self.timings,
         )  # fmt: skip
+
+
+#: A summary's filtered rows: ``source(columns)`` is the SQL (and its parameters) of a
+#: FROM-clause subquery giving those summary columns.
+Source = tuple[str, list[Any]]
+
+
+def summary_source(flt: ExposureFilter) -> Callable[[str], Source] | None:
+    """How to read the summary ``exposure_summary`` under ``flt``: the whole months its dates
+    cover from the summary, the days at either end from the rows' shares
+    (``exposure_summary_row``); None for a filter on what the summary does not keep."""
+    if flt.thickness_mm != (None, None) or flt.phase or flt.flagged or flt.accession:
+        return None
+    months, ends = whole_months(flt.date_from, flt.date_to)
+    undated, params = replace(flt, date_from=None, date_to=None).where("s")
+    parts: list[tuple[str, str, list[Any]]] = []
+    if months is not None:
+        first, last = months
+        terms, values = [undated], list(params)
+        for term, month in (
+            ("s.acquisition_month >= ?", first),
+            ("s.acquisition_month <= ?", last),
+        ):
+            if month is not None:
+                terms.append(term)
+                values.append(month)
+        parts.append(("exposure_summary", " AND ".join(terms), values))
+    for start, end in ends:
+        where, values = replace(flt, date_from=start, date_to=end).where("s")
+        parts.append(("exposure_summary_row", where, values))
+
+    def source(columns: str) -> Source:
+        if not parts:  # no day between the dates
+            return f"SELECT {columns} FROM exposure_summary AS s WHERE 0", []
+        return (
+            " UNION ALL ".join(f"SELECT {columns} FROM {t} AS s WHERE {w}" for t, w, _ in parts),
+            [value for _, _, values in parts for value in values],
+        )
+
+    return source
+
+
+def whole_months(
+    date_from: dt.date | None, date_to: dt.date | None
+) -> tuple[tuple[str | None, str | None] | None, list[tuple[dt.date, dt.date]]]:
+    """The whole months between two dates, both included (``YYYY-MM`` of the first and the
+    last, None for an open end; None if there is none), and the days left at either end, as
+    ``(first day, last day)`` ranges."""
+    first = None if date_from is None else date_from.replace(day=1)
+    ends: list[tuple[dt.date, dt.date]] = []
+    if date_from is not None and date_from.day != 1:
+        first = _next_month(date_from)
+        ends.append((date_from, min(first - dt.timedelta(days=1), date_to or date_from.max)))
+    last = None if date_to is None else date_to.replace(day=1)
+    if date_to is not None and date_to != _next_month(date_to) - dt.timedelta(days=1):
+        start = max(date_to.replace(day=1), date_from or date_to.min)
+        if not ends or ends[0][1] < start:
+            ends.append((start, date_to))
+        last = _previous_month(date_to)
+    if first is not None and last is not None and first > last:
+        return None, ends
+    return (_month(first), _month(last)), ends
+
+
+def _month(day: dt.date | None) -> str | None:
+    return None if day is None else day.strftime("%Y-%m")
+
+
+def _next_month(day: dt.date) -> dt.date:
+    return (day.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+
+
+def _previous_month(day: dt.date) -> dt.date:
+    return (day.replace(day=1) - dt.timedelta(days=1)).replace(day=1)
+
+
+def exam_summary_where(flt: ExposureFilter) -> Source | None:
+    """The condition on ``exam_breast_summary`` (alias ``s``: per exam, breast, day and unit)
+    of a filter, or None for one on what it does not keep (the views, thickness, phase,
+    flagged, one exam). Its rows are the rows that count in a breast's total: never
+    physics/QA."""
+    if summary_source(flt) is None or flt.views or flt.magnified != "any":
+        return None
+    where, params = replace(flt, date_from=None, date_to=None, include_qa=True).where("s")
+    terms = [where]
+    if flt.date_from is not None:
+        terms.append("s.acquisition_date >= ?")
+        params.append(flt.date_from.isoformat())
+    if flt.date_to is not None:
+        terms.append("s.acquisition_date <= ?")
+        params.append(flt.date_to.isoformat())
+    return " AND ".join(terms), params
 
 
 def _middle(count: int) -> tuple[int, int]:

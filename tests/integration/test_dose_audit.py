@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
+import hmac
 import io
 import json
 import re
@@ -23,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from acquisition.dose_audit import AuditLog, ExposureFilter, Pseudonyms, write_export
-from acquisition.dose_audit.exports import NHSBSP_HEADER, OPENREM_HEADER
+from acquisition.dose_audit import AuditLog, ExposureFilter, Pseudonyms, queries, write_export
+from acquisition.dose_audit.exports import IDENTIFYING_COLUMNS, NHSBSP_HEADER, OPENREM_HEADER
 from acquisition.dose_audit.filters import parse_thickness
 from acquisition.dose_audit.queries import ReportQueries
 from acquisition.dose_log import DoseLog
@@ -301,6 +303,36 @@ def test_csv_exam_key_groups_exams_without_the_secret(fleet: Path, all_rows: lis
     }
 
 
+def test_pseudonyms_are_the_hmac_of_each_identifier(fleet: Path, all_rows: list) -> None:
+    """With the site's secret, CSV and JSON write each identifier as the HMAC-SHA256 of its
+    value (made per exam for the values an exam shares, per row for the row's own UIDs), and
+    every other column as the identified export does."""
+    flt = ExposureFilter(station_ae="MAMMO01", date_to=dt.date(2016, 9, 30), include_qa=True)
+    secret = Pseudonyms("s3cret")
+    csv_rows = list(csv.DictReader(io.StringIO(export_text(fleet, "csv", flt, secret))))
+    json_rows = json.loads(export_text(fleet, "json", flt, secret))
+    plain = list(
+        csv.DictReader(io.StringIO(export_text(fleet, "csv", flt, Pseudonyms("", identified=True))))
+    )
+    stored = {r["id"]: r for r in all_rows}
+    assert len(csv_rows) == len(json_rows) == len(plain) > 100
+
+    def hmac_of(value: str | None) -> str | None:
+        if value is None:
+            return None
+        return hmac.new(b"s3cret", value.encode(), hashlib.sha256).hexdigest()[:32]
+
+    for row, obj, identified in zip(csv_rows, json_rows, plain, strict=True):
+        original = stored[int(row["id"])]
+        for column in IDENTIFYING_COLUMNS:
+            assert obj[column] == hmac_of(original[column]), column
+            assert row[column] == (obj[column] or ""), column
+        assert row["exam_key"] == obj["exam_key"] == hmac_of(original["study_instance_uid"])
+        assert {k: v for k, v in row.items() if k not in IDENTIFYING_COLUMNS} == {
+            k: v for k, v in identified.items() if k not in (*IDENTIFYING_COLUMNS, "exam_key")
+        } | {"exam_key": row["exam_key"]}
+
+
 # ---------------------------------------------------------------------------------- report
 
 
@@ -342,6 +374,159 @@ def test_report_questions_agree_with_every_row(fleet: Path, all_rows: list) -> N
     assert data.overview.exposures == len(rows)
     for outlier in data.outliers:
         assert outlier["times_median"] > 2
+
+
+def matches(flt: ExposureFilter, r: dict[str, Any]) -> bool:
+    """The filter asked of one row, in Python (the oracle of the report's SQL)."""
+    day = (r["acquisition_datetime"] or "")[:10]
+    low, high = flt.thickness_mm
+    thickness = r["compressed_thickness_mm"]
+    return (
+        (flt.date_from is None or (bool(day) and day >= flt.date_from.isoformat()))
+        and (flt.date_to is None or (bool(day) and day <= flt.date_to.isoformat()))
+        and (flt.station_ae is None or r["station_ae"] == flt.station_ae)
+        and (flt.device_serial is None or r["device_serial"] == flt.device_serial)
+        and (
+            flt.manufacturer is None
+            or flt.manufacturer.casefold() in (r["manufacturer"] or "").casefold()
+        )
+        and (not flt.views or VIEW_OF.get(r["view_code"]) in flt.views)
+        and (flt.magnified == "any" or magnified(r) == (flt.magnified == "yes"))
+        and (low is None or (thickness is not None and thickness >= low))
+        and (high is None or (thickness is not None and thickness <= high))
+        and (flt.laterality is None or r["laterality"] == flt.laterality)
+        and (flt.phase is None or r["phase"] == flt.phase)
+        and (not flt.flagged or flagged(r))
+        and (flt.include_qa or not is_qa(r))
+        and (flt.accession is None or r["accession"] == flt.accession)
+    )
+
+
+REPORT_FILTERS = {
+    "whole log": ExposureFilter(),
+    "dates cutting months": ExposureFilter(
+        date_from=dt.date(2016, 3, 10), date_to=dt.date(2017, 2, 20)
+    ),
+    "days of one month": ExposureFilter(
+        date_from=dt.date(2016, 5, 3), date_to=dt.date(2016, 5, 20)
+    ),
+    "from a mid-month day": ExposureFilter(date_from=dt.date(2017, 1, 15)),
+    "to a mid-month day": ExposureFilter(date_to=dt.date(2016, 7, 9)),
+    "two part-months": ExposureFilter(date_from=dt.date(2016, 8, 20), date_to=dt.date(2016, 9, 5)),
+    "unit and side": ExposureFilter(station_ae="MAMMO02", laterality="L"),
+    "maker, magnified, from a day": ExposureFilter(
+        manufacturer="ge medical", magnified="yes", date_from=dt.date(2016, 2, 2)
+    ),
+    "a view in whole months": ExposureFilter(
+        views=("CC",), date_from=dt.date(2016, 4, 1), date_to=dt.date(2016, 12, 31)
+    ),
+    "physics included": ExposureFilter(include_qa=True, device_serial="SN1001"),
+    "thickness (from the rows)": ExposureFilter(thickness_mm=(40.0, 60.0)),
+    "flagged (from the rows)": ExposureFilter(flagged=True, date_from=dt.date(2016, 6, 15)),
+}
+
+
+@pytest.mark.parametrize("flt", REPORT_FILTERS.values(), ids=REPORT_FILTERS.keys())
+def test_every_report_answer_is_the_rows_answer(
+    fleet: Path, all_rows: list, flt: ExposureFilter
+) -> None:
+    """Whether the summaries answer (whole months, and the days at the ends from the rows) or
+    the rows do (a filter the summaries do not keep), each answer is the one Python gives
+    from every row."""
+    rows = [r for r in all_rows if matches(flt, r)]
+    assert rows
+    with closing(sqlite3.connect(fleet)) as conn:
+        open_alerts = [
+            e for (e,) in conn.execute("SELECT exposure_id FROM dose_alert WHERE state = 'open'")
+        ]
+    with AuditLog(fleet) as log:
+        data = ReportQueries(log, flt).run()
+    ids = {r["id"] for r in rows}
+    assert data.overview.exposures == len(rows)
+    assert data.flagged_count == sum(flagged(r) for r in rows)
+    assert data.disagreement_counts == {
+        verdict: sum(r["dance_check"] == verdict for r in rows)
+        for verdict in ("disagrees", "unit suspected")
+    }
+    assert data.alert_count == sum(e in ids for e in open_alerts)
+    plausible = [r for r in rows if not is_implausible(r) and r["agd_reported_mgy"] is not None]
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in plausible:
+        if r["compressed_thickness_mm"] is not None:
+            band = int(r["compressed_thickness_mm"] // 10 * 10)
+            groups[(magnified(r), VIEW_OF.get(r["view_code"]), band)].append(r)
+    assert {(b.magnified, b.view, b.band_mm): b.count for b in data.survey} == {
+        k: len(v) for k, v in groups.items()
+    }
+    for band in data.survey:
+        members = groups[(band.magnified, band.view, band.band_mm)]
+        agd = [r["agd_reported_mgy"] for r in members]
+        assert band.median_agd_mgy == pytest.approx(statistics.median(agd))
+        assert band.mean_agd_mgy == pytest.approx(statistics.fmean(agd))
+        assert band.mean_thickness_mm == pytest.approx(
+            statistics.fmean(r["compressed_thickness_mm"] for r in members)
+        )
+        assert band.mean_kvp == pytest.approx(statistics.fmean(r["kvp"] for r in members))
+        assert band.mean_mas == pytest.approx(
+            statistics.fmean(r["exposure_uas"] for r in members) / 1000
+        )
+    months: dict[tuple, list[float]] = defaultdict(list)
+    for r in plausible:
+        months[(r["station_ae"], r["device_serial"], r["acquisition_datetime"][:7])].append(
+            r["agd_reported_mgy"]
+        )
+    assert {(m.station_ae, m.device_serial, m.month): m.count for m in data.unit_months} == {
+        k: len(v) for k, v in months.items()
+    }
+    for point in data.unit_months:
+        values = months[(point.station_ae, point.device_serial, point.month)]
+        assert point.median_agd_mgy == pytest.approx(statistics.median(values))
+    exams: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        exams[(r["study_instance_uid"], r["laterality"])].append(r)
+    totals = [per_breast_totals(v).breasts[side] for (_, side), v in exams.items()]
+    counted = [t.agd_mgy for t in totals if t.events]
+    assert data.exam_totals.breasts == len(counted)
+    assert data.exam_totals.max_mgy == pytest.approx(max(counted))
+    bins: dict[int, int] = defaultdict(int)
+    for total in counted:
+        bins[int(total / 0.25)] += 1
+    assert [(edge, n) for edge, n in data.exam_totals.bins] == [
+        (b * 0.25, n) for b, n in sorted(bins.items())
+    ]
+    sampled = [
+        r for r in plausible
+        if r["compressed_thickness_mm"] is not None and r["id"] % data.sample.every == 0
+    ]  # fmt: skip
+    assert sorted(p[3] for p in data.sample.points) == sorted(
+        r["agd_reported_mgy"] for r in sampled
+    )
+
+
+def test_a_sample_of_many_rows_is_read_from_the_sample_index(
+    fleet: Path, all_rows: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over many rows (here: a few points asked of a few thousand rows) the scatter sample is
+    one row in a multiple of 64, read from the index of every 64th row."""
+    monkeypatch.setattr(queries, "SCATTER_POINTS", 12)
+    flt = ExposureFilter(date_from=dt.date(2016, 2, 1))
+    rows = [r for r in all_rows if matches(flt, r)]
+    with AuditLog(fleet) as log:
+        report = ReportQueries(log, flt)
+        sample = report.sample(len(rows))
+        plans = []
+        log.conn.set_trace_callback(plans.append)
+        report.sample(len(rows))
+        log.conn.set_trace_callback(None)
+        (sql,) = plans
+        assert "INDEXED BY exposure_sample" in sql
+    assert sample.every % 64 == 0 and sample.every >= 64
+    wanted = [
+        r["agd_reported_mgy"] for r in rows
+        if r["id"] % sample.every == 0 and not is_implausible(r)
+        and r["compressed_thickness_mm"] is not None
+    ]  # fmt: skip
+    assert wanted and sorted(p[3] for p in sample.points) == sorted(wanted)
 
 
 def test_the_exam_breast_view_is_the_one_total(fleet: Path, all_rows: list) -> None:

@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 
-from acquisition.dose_audit.importer import import_paths
+from acquisition.dose_audit.importer import PARALLEL_FROM_FILES, import_paths
 from acquisition.dose_log import MATCHED_BY_TECHNIQUE, DoseLog
 from tests.dose_factories import (
     MG_FOR_PROCESSING,
@@ -243,6 +243,49 @@ def test_bad_files_are_named_and_the_exit_codes(
     assert broken.returncode == 2
     assert str(not_a_database) in broken.stderr
     assert galacto("dose", "import", "--database", str(db)).returncode == 2  # no PATH
+
+
+def test_reading_processes_give_what_one_process_gives(tmp_path: Path) -> None:
+    """Many files are read by worker processes (one per CPU) while this process writes: the
+    rows, their order, the counts and the bad files named are those of one process reading
+    them all; and the counts are the table's (no row counted twice, none missed)."""
+    folder = tmp_path / "objects"
+    exams = PARALLEL_FROM_FILES // 5 + 2
+    for exam in range(exams):
+        study = f"{STUDY}.{exam}"
+        exposures = [
+            Exposure(laterality="L", view=view, acquired=f"202603{exam % 28 + 1:02d}1000{i}0")
+            for i, view in enumerate(("CC", "ML", "CC", "ML"))
+        ]
+        for i, exposure in enumerate(exposures):
+            save(mg_image(exposure, study_uid=study), folder / f"{exam:03d}-{i}.dcm")
+        save(rdsr(exposures, study_uid=study), folder / f"{exam:03d}-r.dcm")
+    (folder / "050-notes.dcm").write_text("not DICOM\n")
+    assert len(list(folder.iterdir())) >= PARALLEL_FROM_FILES
+    imported = {}
+    for processes in (1, 2):
+        db = tmp_path / f"{processes}.db"
+        with DoseLog(db, writer_thread=False) as log:
+            summary = import_paths(log, [folder], processes=processes)
+        assert (summary.rows_added, summary.merged) == (
+            len(rows(db)),
+            summary.records - len(rows(db)),
+        )
+        imported[processes] = (summary.bad, summary.rows_added, summary.merged, rows(db))
+    by_one, by_two = imported[1], imported[2]
+    assert (
+        by_two[:3]
+        == by_one[:3]
+        == (
+            [(str(folder / "050-notes.dcm"), "not a DICOM file (no DICM prefix)")],
+            exams * 4,
+            exams * 4,
+        )
+    )
+    stamps = ("created_at", "updated_at")
+    assert [{k: v for k, v in r.items() if k not in stamps} for r in by_two[3]] == [
+        {k: v for k, v in r.items() if k not in stamps} for r in by_one[3]
+    ]
 
 
 @pytest.mark.timeout(150)
