@@ -49,18 +49,23 @@ from acquisition.journal import Journal, JournalError, Witness
 from acquisition.settings import Config, ConfigError
 from device_drivers.base import InjectorABC
 from device_drivers.errors import DriverError
-from dicom_nodes.contrast import ContrastAdministration
-from dicom_nodes.mpps_scp import MODALITY_PERFORMED_PROCEDURE_STEP
-from dicom_nodes.mpps_store import SqliteMppsStore
+from dicom_nodes.datasets.contrast import ContrastAdministration
+from dicom_nodes.hospital.outbox import PACS, RIS, RetryPolicy
+from dicom_nodes.hospital.outbox import Message as OutboxMessage
+from dicom_nodes.hospital.outbox import Outbox as DicomOutbox
+from dicom_nodes.hospital.ris_orders import (
+    RisOrderStore,
+    StoredOrder,
+    WorklistRefresher,
+    todays_query,
+)
+from dicom_nodes.hospital.scu import Peer
 from dicom_nodes.network import client_tls_context, server_tls_context
-from dicom_nodes.outbox import PACS, RIS, RetryPolicy
-from dicom_nodes.outbox import Message as OutboxMessage
-from dicom_nodes.outbox import Outbox as DicomOutbox
-from dicom_nodes.received_objects import QuarantineItem, ReceivedObjects
-from dicom_nodes.ris_orders import RisOrderStore, StoredOrder, WorklistRefresher, todays_query
-from dicom_nodes.scu import Peer
-from dicom_nodes.server import UnitFacingServer
-from dicom_nodes.worklist_store import WorklistStore
+from dicom_nodes.unit_facing.mpps_scp import MODALITY_PERFORMED_PROCEDURE_STEP
+from dicom_nodes.unit_facing.mpps_store import SqliteMppsStore
+from dicom_nodes.unit_facing.received_objects import QuarantineItem, ReceivedObjects
+from dicom_nodes.unit_facing.server import UnitFacingServer
+from dicom_nodes.unit_facing.worklist_store import WorklistStore
 from dose.record import ExposureRecord
 from storage import FreeSpace, WriteFailures
 

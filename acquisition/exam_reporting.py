@@ -54,10 +54,9 @@ from acquisition.exam_machine import ExamState
 from acquisition.forwarding import Forwarder
 from acquisition.hospital_identity import ORDER_AT_CLOSE, order_at_close, study_id
 from acquisition.journal import Journal
-from dicom_nodes import codes, mpps_builders
-from dicom_nodes.coercion import StudyIdentity, coerce
-from dicom_nodes.implementation import stamp_file_meta
-from dicom_nodes.mpps_builders import (
+from dicom_nodes.datasets import codes, mpps_builders
+from dicom_nodes.datasets.coercion import StudyIdentity, coerce
+from dicom_nodes.datasets.mpps_builders import (
     ContrastUse,
     ExposureDose,
     MppsExam,
@@ -65,8 +64,7 @@ from dicom_nodes.mpps_builders import (
     RadiationDose,
     ScheduledStep,
 )
-from dicom_nodes.outbox import Kind, Message, Outbox, State
-from dicom_nodes.rdsr import (
+from dicom_nodes.datasets.rdsr import (
     ANODE_CODES,
     CALCULATED_AGD_COMMENT,
     FILTER_MATERIAL_CODES,
@@ -80,7 +78,9 @@ from dicom_nodes.rdsr import (
     IrradiationEvent,
     build_rdsr,
 )
-from dicom_nodes.ris_orders import StoredOrder
+from dicom_nodes.hospital.outbox import Kind, Message, Outbox, State
+from dicom_nodes.hospital.ris_orders import StoredOrder
+from dicom_nodes.implementation import stamp_file_meta
 from dose import plausibility
 from dose.record import Source
 from dose.totals import left_out_reason, per_breast_totals

@@ -19,12 +19,12 @@ from acquisition.settings import Config, ConfigError, InjectorSettings, reserved
 from device_drivers.driver import NewEraInjector
 from device_drivers.limits import InjectorLimits
 from device_drivers.link import LinkTiming
-from dicom_nodes.admission import RejectionHook
-from dicom_nodes.mpps_store import SqliteMppsStore
 from dicom_nodes.network import Timeouts
-from dicom_nodes.received_objects import QuarantineItem, ReceivedObjects
-from dicom_nodes.server import UnitFacingServer
-from dicom_nodes.worklist_store import WorklistStore
+from dicom_nodes.unit_facing.admission import RejectionHook
+from dicom_nodes.unit_facing.mpps_store import SqliteMppsStore
+from dicom_nodes.unit_facing.received_objects import QuarantineItem, ReceivedObjects
+from dicom_nodes.unit_facing.server import UnitFacingServer
+from dicom_nodes.unit_facing.worklist_store import WorklistStore
 from dose.record import ExposureSink
 
 # Sub-commands of `galacto`, each a module exposing register(subparsers).

@@ -221,7 +221,7 @@ def live_latencies_ms(db: Path, records: list[Any]) -> list[float]:
 
 
 def _records(count: int, tag: str) -> list[Any]:
-    from dicom_nodes.dose_extract import from_image_header
+    from dicom_nodes.datasets.dose_extract import from_image_header
     from tests.dose_factories import Exposure, mg_image
 
     study = f"1.2.826.0.1.3680043.8.498.{tag}"

@@ -46,8 +46,8 @@ STORESCP_MAX_PDU = 131072  # DCMTK's largest; ours advertises 256 KiB (dicom.md 
 def serve(directory: str, fsync: str) -> None:
     """Run our unit-facing server; print the port; on stdin EOF print latencies and exit."""
     from acquisition.dose_log import DoseLog
-    from dicom_nodes.mpps_store import SqliteMppsStore
-    from dicom_nodes.server import UnitFacingServer
+    from dicom_nodes.unit_facing.mpps_store import SqliteMppsStore
+    from dicom_nodes.unit_facing.server import UnitFacingServer
     from dose.record import ExposureRecord
 
     entered = threading.local()
@@ -264,7 +264,7 @@ def controller_policy() -> Any:
 def sink_latencies_ms(directory: Path, *, writer_thread: bool, writers: int) -> list[float]:
     """DoseLog.record() of one image-header record, from ``writers`` threads at once."""
     from acquisition.dose_log import DoseLog
-    from dicom_nodes.dose_extract import from_image_header
+    from dicom_nodes.datasets.dose_extract import from_image_header
     from tests.dose_factories import Exposure, mg_image
 
     study = "1.2.826.0.1.3680043.8.498.97"

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from dicom_nodes.codes import DUCTOGRAPHY, MAMMARY_DUCTOGRAM, Code
+from dicom_nodes.datasets.codes import DUCTOGRAPHY, MAMMARY_DUCTOGRAM, Code
 
 #: UID root for the simulator's demo Study Instance UIDs (pydicom's root + a fixed suffix).
 DEMO_UID_PREFIX = "1.2.826.0.1.3680043.8.498.77."

@@ -35,8 +35,8 @@ from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.pdu import P_DATA_TF
 
+from dicom_nodes.datasets.rdsr import CodedConcept, build_rdsr
 from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, close_unestablished, make_ae
-from dicom_nodes.rdsr import CodedConcept, build_rdsr
 from simulators.unit_images import (
     MG_FOR_PRESENTATION,
     MPPS_SOP_CLASS,

@@ -1,7 +1,8 @@
 """MG images and dose reports as the simulated unit creates them.
 
 Digital Mammography X-Ray Image Storage – For Presentation (PS3.3 A.26.2), with the full dose
-header of dose.md §1, and the unit's X-Ray Radiation Dose SR (through :mod:`dicom_nodes.rdsr`).
+header of dose.md §1, and the unit's X-Ray Radiation Dose SR (through
+:mod:`dicom_nodes.datasets.rdsr`).
 
 Modules written: Patient, General Study, General Series, DX Series, Frame of Reference,
 General Equipment, Enhanced General Equipment, General Image, General Acquisition, Image Pixel,
@@ -30,13 +31,13 @@ from pydicom.sr._snomed_dict import mapping as _snomed_mapping
 from pydicom.sr.codedict import codes
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
-from dicom_nodes.contrast import (
+from dicom_nodes.datasets.contrast import (
     ContrastAdministration,
     Injection,
     decimal_string,
     set_contrast_bolus,
 )
-from dicom_nodes.rdsr import (
+from dicom_nodes.datasets.rdsr import (
     CodedConcept,
     DoseReportContext,
     IrradiationEvent,

@@ -25,7 +25,12 @@ from typing import Any
 from acquisition.cli import EXIT_OK, EXIT_USAGE, load_config
 from acquisition.dose_log import DoseLog
 from acquisition.journal import Journal
-from dicom_nodes.received_objects import HELD, QuarantineItem, ReceivedObjects, list_quarantine
+from dicom_nodes.unit_facing.received_objects import (
+    HELD,
+    QuarantineItem,
+    ReceivedObjects,
+    list_quarantine,
+)
 from storage import open_read_only
 
 

@@ -16,7 +16,7 @@ from pydicom.uid import generate_uid
 
 from acquisition.exam.model import ExamOrder, Patient
 from acquisition.laterality import SIDE_NAMES, OrderSide
-from dicom_nodes.mwl_scu import WorklistItem
+from dicom_nodes.hospital.mwl_scu import WorklistItem
 
 
 @dataclass(frozen=True)

@@ -85,9 +85,9 @@ from acquisition.laterality import DEFAULT_TERMS, OrderSide, order_side, parse_t
 from acquisition.unit_steps import UNIT_STEP_IN_PROGRESS, busy_refusal
 from device_drivers.base import SYRINGE_CAPACITY_ML, InjectorABC
 from device_drivers.errors import DriverError, StateError
-from dicom_nodes.codes import DISCONTINUATION_REASONS
-from dicom_nodes.mwl_scu import WorklistItem
-from dicom_nodes.worklist_store import ScheduledStep, WorklistStore
+from dicom_nodes.datasets.codes import DISCONTINUATION_REASONS
+from dicom_nodes.hospital.mwl_scu import WorklistItem
+from dicom_nodes.unit_facing.worklist_store import ScheduledStep, WorklistStore
 
 log = logging.getLogger(__name__)
 

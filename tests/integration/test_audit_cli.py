@@ -20,7 +20,7 @@ import pytest
 
 from acquisition.dose_log import DoseLog
 from acquisition.journal import Journal, Witness
-from dicom_nodes.received_objects import ReceivedObjects
+from dicom_nodes.unit_facing.received_objects import ReceivedObjects
 from dose.record import ExposureRecord, Source
 from storage.database import ReadOnlyDatabase
 

@@ -25,8 +25,8 @@ import pytest
 from pydicom.uid import generate_uid
 
 from acquisition.dose_log import DoseLog
-from dicom_nodes.outbox import Outbox, RetryPolicy, State
-from dicom_nodes.scu import Peer
+from dicom_nodes.hospital.outbox import Outbox, RetryPolicy, State
+from dicom_nodes.hospital.scu import Peer
 from dose.record import ExposureRecord, Source
 from simulators.pacs import SimulatedPacs
 from tests.dose_factories import Exposure, mg_image, scu_ae

@@ -11,7 +11,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from acquisition.dose_log import ANNOTATION_COLUMNS, RECORD_COLUMNS, DoseLog
-from dicom_nodes.dose_extract import from_image_header, from_mpps, from_rdsr
+from dicom_nodes.datasets.dose_extract import from_image_header, from_mpps, from_rdsr
 from dose.record import ExposureRecord, SinkWriteError, Source
 from dose.totals import per_breast_totals
 from tests.dose_factories import Exposure, mg_image, mpps_create, mpps_set, rdsr

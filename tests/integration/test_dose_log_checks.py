@@ -14,7 +14,7 @@ from pydicom.tag import Tag
 
 from acquisition.dose_log import ALERT_ACKNOWLEDGED, AlertStateError, DoseLog
 from acquisition.dose_policy import DEFAULT_LEVELS
-from dicom_nodes.dose_extract import from_image_header, from_rdsr
+from dicom_nodes.datasets.dose_extract import from_image_header, from_rdsr
 from dose.levels import load_levels
 from dose.policy import DosePolicy
 from dose.totals import per_breast_totals

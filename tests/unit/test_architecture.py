@@ -47,6 +47,39 @@ def test_no_forbidden_import(package: str, path: Path) -> None:
     assert not bad, f"{path.relative_to(ROOT)} imports {bad}: {package} must not import these"
 
 
+# Inside dicom_nodes: the unit-facing SCPs and the hospital-facing SCUs never import each other,
+# and the dataset builders import neither (they are pure functions over pydicom datasets).
+DICOM_NODES_FORBIDDEN = {
+    "dicom_nodes.unit_facing": {"dicom_nodes.hospital"},
+    "dicom_nodes.hospital": {"dicom_nodes.unit_facing"},
+    "dicom_nodes.datasets": {"dicom_nodes.unit_facing", "dicom_nodes.hospital"},
+}
+
+
+def test_every_dicom_nodes_module_is_in_a_sub_package_or_shared() -> None:
+    shared = {"__init__", "compat", "implementation", "network", "status"}
+    flat = {p.stem for p in (ROOT / "dicom_nodes").glob("*.py")}
+    assert flat <= shared, f"put {sorted(flat - shared)} in unit_facing/, hospital/ or datasets/"
+
+
+@pytest.mark.parametrize(
+    ("sub", "path"),
+    [
+        (sub, p)
+        for sub in DICOM_NODES_FORBIDDEN
+        for p in sorted((ROOT / sub.replace(".", "/")).rglob("*.py"))
+    ],
+    ids=str,
+)
+def test_no_forbidden_import_inside_dicom_nodes(sub: str, path: Path) -> None:
+    bad = sorted(
+        m
+        for m in imported_modules(path)
+        if any(m == f or m.startswith(f + ".") for f in DICOM_NODES_FORBIDDEN[sub])
+    )
+    assert not bad, f"{path.relative_to(ROOT)} imports {bad}: {sub} must not import these"
+
+
 def test_the_checker_sees_a_forbidden_import(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("import os\nfrom simulators.injector import X\n")

@@ -39,7 +39,7 @@ from acquisition.journal import Journal
 from acquisition.laterality import OrderSide
 from device_drivers.base import InjectionResult
 from device_drivers.events import InjectorEvent
-from dicom_nodes.worklist_store import WorklistStore
+from dicom_nodes.unit_facing.worklist_store import WorklistStore
 
 S, E = ExamState, ExamEvent
 ORDER = ExamOrder("A1", "A1", "1.2.3", "DOE^JANE", "P1", "19700101", "F", "L")

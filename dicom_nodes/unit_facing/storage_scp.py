@@ -7,7 +7,8 @@ temporary folder (``<storage_dir>/tmp``, 0700, emptied at start-up: one rename m
 place, and nothing received is left behind by a refusal or a crash). The handler reads the header
 only (``stop_before_pixels``: pixel data is never decoded), checks it against the request, checks
 the value lengths and, for an image, that the Pixel Data is whole; it then looks the SOP Instance
-UID up (:mod:`dicom_nodes.received_objects`): an identical resend is acknowledged and changes
+UID up (:mod:`dicom_nodes.unit_facing.received_objects`): an identical resend is acknowledged and
+changes
 nothing, a different object under a known UID is refused and held in quarantine. A new object is
 moved into ``storage_dir/<Study Instance UID>/<SOP Instance UID>.dcm`` (0600, fsync'ed), its
 exposure(s) handed to the sink, which commits them before the C-STORE response is sent.
@@ -44,22 +45,21 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.dimse_primitives import C_STORE
 
-from dose.plausibility import QaPatterns
-from dose.record import ExposureRecord, ExposureSink
-from storage.files import PARTIAL_SUFFIX, empty_folder, fsync_path, make_private, private_dir
-
-from .dose_extract import (
+from dicom_nodes.datasets.dose_extract import (
     MG_IMAGE_CLASSES,
     UNREADABLE,
     DoseDataError,
     exposures_in,
     is_dose_report,
 )
-from .pixel_data import PixelDataError, check_pixel_data, read_header
-from .rdsr import XRAY_RADIATION_DOSE_SR
-from .received_objects import QuarantineItem, ReceivedObjects, fingerprint
-from .status import StoreStatus, status_dataset
-from .value_lengths import overlong_elements
+from dicom_nodes.datasets.rdsr import XRAY_RADIATION_DOSE_SR
+from dicom_nodes.status import StoreStatus, status_dataset
+from dicom_nodes.unit_facing.pixel_data import PixelDataError, check_pixel_data, read_header
+from dicom_nodes.unit_facing.received_objects import QuarantineItem, ReceivedObjects, fingerprint
+from dicom_nodes.unit_facing.value_lengths import overlong_elements
+from dose.plausibility import QaPatterns
+from dose.record import ExposureRecord, ExposureSink
+from storage.files import PARTIAL_SUFFIX, empty_folder, fsync_path, make_private, private_dir
 
 log = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from dicom_nodes.codes import Code, code_sequence
+from dicom_nodes.datasets.codes import Code, code_sequence
 
 #: Modality Performed Procedure Step SOP Class (PS3.4 F.7).
 MPPS_SOP_CLASS = "1.2.840.10008.3.1.2.3.3"

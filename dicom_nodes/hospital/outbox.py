@@ -58,9 +58,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StorageCommitmentPushModel,
 )
 
-from dicom_nodes import mpps_scu, store_scu
-from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, make_ae
-from dicom_nodes.scu import (
+from dicom_nodes.hospital import mpps_scu, store_scu
+from dicom_nodes.hospital.scu import (
     AssociationError,
     DimseError,
     Peer,
@@ -69,7 +68,8 @@ from dicom_nodes.scu import (
     category,
     status_of,
 )
-from dicom_nodes.store_scu import store_outcome
+from dicom_nodes.hospital.store_scu import store_outcome
+from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, make_ae
 from storage import WriteFailures, database
 
 log = logging.getLogger(__name__)
@@ -330,7 +330,7 @@ class Outbox:
     """Durable outbound queue with a sender thread; see the module docstring.
 
     ``destinations`` maps ``"pacs"`` (C-STORE, Storage Commitment) and ``"ris"`` (MPPS) to
-    their :class:`~dicom_nodes.scu.Peer`. Messages for a destination that is not configured
+    their :class:`~dicom_nodes.hospital.scu.Peer`. Messages for a destination that is not configured
     are refused at enqueue time. ``clock`` (seconds, default ``time.time``) and ``rng`` are
     injectable so that tests drive time and jitter.
     """
@@ -1028,7 +1028,8 @@ def _contexts_for(batch: Sequence[Message]) -> list[PresentationContext]:
     """The presentation contexts the batch needs (PS3.8 9.3.2.2), at most 128.
 
     Files are sent as they are (chunked, no re-encoding) when the PACS accepts their own
-    syntax, with lossless alternatives beside it (:func:`dicom_nodes.store_scu.store_contexts`);
+    syntax, with lossless alternatives beside it
+    (:func:`dicom_nodes.hospital.store_scu.store_contexts`);
     MPPS and commitment use the default syntaxes.
     """
     stores = dict.fromkeys(

@@ -1,6 +1,6 @@
 """Storage SCU toward the PACS: one C-STORE of a kept file, in a syntax the PACS accepted.
 
-The outbox (:mod:`dicom_nodes.outbox`) sends each file as it is (chunked, never re-encoded)
+The outbox (:mod:`dicom_nodes.hospital.outbox`) sends each file as it is (chunked, never re-encoded)
 when the PACS accepted the file's own transfer syntax. For each SOP class it also proposes a
 second presentation context with the **lossless** syntaxes galacto can write
 (:data:`LOSSLESS_ALTERNATIVES`: Explicit VR Little Endian, JPEG-LS lossless, JPEG 2000
@@ -37,7 +37,7 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from dicom_nodes.scu import category, status_of
+from dicom_nodes.hospital.scu import category, status_of
 
 log = logging.getLogger(__name__)
 

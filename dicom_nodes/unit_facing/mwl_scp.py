@@ -1,6 +1,7 @@
 """Modality Worklist SCP toward the unit: C-FIND on 1.2.840.10008.5.1.4.31 (PS3.4 Annex K).
 
-Compose it onto any AE (``dicom_nodes/server.py`` puts every unit-facing SCP on one port)::
+Compose it onto any AE (``dicom_nodes/unit_facing/server.py`` puts every unit-facing SCP on one
+port)::
 
     scp = WorklistSCP(store, max_results=settings.dicom.worklist_max_results)
     for context in scp.contexts:
@@ -52,8 +53,8 @@ from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 
-from dicom_nodes.mwl_matching import QueryError, WorklistQuery, parse_query
-from dicom_nodes.worklist_store import LATIN1, SUPPORTED_KEYS, WorklistStore
+from dicom_nodes.unit_facing.mwl_matching import QueryError, WorklistQuery, parse_query
+from dicom_nodes.unit_facing.worklist_store import LATIN1, SUPPORTED_KEYS, WorklistStore
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 The controller keeps the RIS's galactography orders in its own database so that the console can
 list them while the RIS is slow or down. Table ``ris_orders`` (migration set ``ris_orders``)
 holds one row per Scheduled Procedure Step, keyed by (Accession Number, SPS ID), with the whole
-:class:`~dicom_nodes.mwl_scu.WorklistItem` as JSON beside the columns the console sorts on.
+:class:`~dicom_nodes.hospital.mwl_scu.WorklistItem` as JSON beside the columns the console sorts on.
 
 A refresh **upserts** every item the query returned and **marks** (never deletes) the orders
 that the RIS no longer lists — only within the scope of the query (same station, SPS start
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import sqlite_utils
 
-from dicom_nodes.mwl_scu import WorklistItem, WorklistQuery, WorklistResult, find_worklist
-from dicom_nodes.scu import Peer, ScuError
+from dicom_nodes.hospital.mwl_scu import WorklistItem, WorklistQuery, WorklistResult, find_worklist
+from dicom_nodes.hospital.scu import Peer, ScuError
 from storage import database
 
 log = logging.getLogger(__name__)

@@ -36,13 +36,17 @@ from pydicom.uid import generate_uid
 from pynetdicom import evt
 from pynetdicom.dimse_primitives import N_CREATE, N_SET
 
+from dicom_nodes.datasets.dose_extract import DoseDataError, from_mpps, step_totals
+from dicom_nodes.status import MppsStatus, final_state_status, status_dataset
+from dicom_nodes.unit_facing.mpps_store import (
+    AtomicMppsStore,
+    MppsInstance,
+    MppsStore,
+    ReceivedMessage,
+)
+from dicom_nodes.unit_facing.value_lengths import overlong_elements
 from dose.plausibility import QaPatterns
 from dose.record import ExposureRecord, ExposureSink
-
-from .dose_extract import DoseDataError, from_mpps, step_totals
-from .mpps_store import AtomicMppsStore, MppsInstance, MppsStore, ReceivedMessage
-from .status import MppsStatus, final_state_status, status_dataset
-from .value_lengths import overlong_elements
 
 log = logging.getLogger(__name__)
 

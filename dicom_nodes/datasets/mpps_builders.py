@@ -26,8 +26,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import generate_uid
 
-from dicom_nodes import codes
-from dicom_nodes.codes import Code
+from dicom_nodes.datasets import codes
+from dicom_nodes.datasets.codes import Code
 
 MODALITY = "MG"
 IN_PROGRESS = "IN PROGRESS"

@@ -3,7 +3,8 @@
 The exam sequencer publishes one step per exam phase (pre-contrast, post-injection 1,
 post-injection 2) and withdraws it when the phase ends. Each row keeps
 
-- the matching keys, normalised (:func:`dicom_nodes.mwl_matching.column_values`), in indexed
+- the matching keys, normalised (:func:`dicom_nodes.unit_facing.mwl_matching.column_values`), in
+indexed
   columns, so a query with 100,000 steps reads only the rows it needs;
 - the complete response Identifier, **encoded once at publish time** for both transfer
   syntaxes we accept (Implicit and Explicit VR Little Endian) in UTF-8 (ISO_IR 192) and,
@@ -41,8 +42,8 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pynetdicom.dsutils import encode
 
-from dicom_nodes.codes import Code, code_sequence
-from dicom_nodes.mwl_matching import (
+from dicom_nodes.datasets.codes import Code, code_sequence
+from dicom_nodes.unit_facing.mwl_matching import (
     SPECIFIC_CHARACTER_SET,
     START_DATETIME_COLUMN,
     ReturnKeys,

@@ -28,10 +28,9 @@ from typing import Any
 import sqlite_utils
 from pydicom import dcmread
 
+from dicom_nodes.unit_facing.pixel_data import pixel_digest
 from dose.record import MEASURED_FIELDS, ExposureRecord, Source
 from storage import database
-
-from .pixel_data import pixel_digest
 
 MIGRATIONS = sqlite_utils.Migrations("received_objects")
 HELD = "held"

@@ -1,7 +1,7 @@
 """MPPS SCU toward the RIS: one Modality Performed Procedure Step per exam (PS3.4 F.7; IHE RAD-6/7).
 
 The exam sequencer reports through :class:`MppsReporter`, which only *enqueues* into the durable
-outbox (:mod:`dicom_nodes.outbox`): an RIS outage never blocks the exam and never loses a
+outbox (:mod:`dicom_nodes.hospital.outbox`): an RIS outage never blocks the exam and never loses a
 message, and the messages of one MPPS instance leave in order (N-CREATE before its N-SETs).
 The outbox calls :func:`exchange` on an established association and classifies the response
 with :func:`mpps_outcome`:
@@ -35,8 +35,8 @@ from pydicom.uid import generate_uid
 from pynetdicom.association import Association
 from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]
 
-from dicom_nodes.codes import Code
-from dicom_nodes.mpps_builders import (
+from dicom_nodes.datasets.codes import Code
+from dicom_nodes.datasets.mpps_builders import (
     ContrastUse,
     MppsExam,
     PerformedSeries,
@@ -46,11 +46,11 @@ from dicom_nodes.mpps_builders import (
     build_mpps_in_progress,
     build_mpps_update,
 )
-from dicom_nodes.scu import category, status_of
+from dicom_nodes.hospital.scu import category, status_of
 from dicom_nodes.status import FINAL_STATE_ERROR_ID, MppsStatus
 
 if TYPE_CHECKING:
-    from dicom_nodes.outbox import Message, Outbox
+    from dicom_nodes.hospital.outbox import Message, Outbox
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def exchange(
 ) -> MppsResponse:
     """Send one N-CREATE (F.7.2.1) or N-SET (F.7.2.2) on ``assoc`` and classify the answer.
 
-    Raises :class:`~dicom_nodes.scu.DimseError` when no valid response came back.
+    Raises :class:`~dicom_nodes.hospital.scu.DimseError` when no valid response came back.
     """
     if operation == N_CREATE:
         response, _ = assoc.send_n_create(dataset, ModalityPerformedProcedureStep, sop_instance_uid)
@@ -166,7 +166,8 @@ def new_mpps_uid(uid_root: str) -> str:
 class MppsReporter:
     """The exam's one MPPS (IHE RAD-6/7), reported through the durable outbox.
 
-    Each call builds the dataset (:mod:`dicom_nodes.mpps_builders`) and enqueues it; the outbox
+    Each call builds the dataset (:mod:`dicom_nodes.datasets.mpps_builders`) and enqueues it; the
+    outbox
     sends N-CREATE before the N-SETs of the same instance and retries what may be retried.
     """
 
