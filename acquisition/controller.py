@@ -50,9 +50,9 @@ from acquisition.settings import Config, ConfigError
 from device_drivers.base import InjectorABC
 from device_drivers.errors import DriverError
 from dicom_nodes.datasets.contrast import ContrastAdministration
+from dicom_nodes.hospital.dicom_outbox import DicomOutbox
 from dicom_nodes.hospital.outbox import PACS, RIS, RetryPolicy
 from dicom_nodes.hospital.outbox import Message as OutboxMessage
-from dicom_nodes.hospital.outbox import Outbox as DicomOutbox
 from dicom_nodes.hospital.ris_orders import (
     RisOrderStore,
     StoredOrder,
@@ -238,6 +238,7 @@ class Controller:
                 self.database,
                 destinations,
                 storage_commitment=config.pacs.storage_commitment and PACS in destinations,
+                uid_root=config.site.uid_root,
                 retry=RetryPolicy(config.pacs.retry_initial_s, config.pacs.retry_max_s),
                 on_delivery=self._on_delivery,
                 on_event=self._on_outbox_event,

@@ -78,7 +78,8 @@ from dicom_nodes.datasets.rdsr import (
     IrradiationEvent,
     build_rdsr,
 )
-from dicom_nodes.hospital.outbox import Kind, Message, Outbox, State
+from dicom_nodes.hospital.dicom_outbox import DicomOutbox, Kind
+from dicom_nodes.hospital.outbox import Message, State
 from dicom_nodes.hospital.ris_orders import StoredOrder
 from dicom_nodes.implementation import stamp_file_meta
 from dose import plausibility
@@ -124,7 +125,7 @@ class ExamReporting:
         self,
         journal: Journal,
         dose_log: DoseLog,
-        outbox: Outbox | None,
+        outbox: DicomOutbox | None,
         settings: ReportingSettings,
         *,
         clock: Any = None,

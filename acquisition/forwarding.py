@@ -35,7 +35,8 @@ from pydicom.errors import InvalidDicomError
 from acquisition.exam.model import ContrastRecord
 from dicom_nodes.datasets.coercion import StudyIdentity, coerce
 from dicom_nodes.datasets.contrast import ContrastAdministration, Injection, set_contrast_bolus
-from dicom_nodes.hospital.outbox import Kind, Outbox, OutboxError, State
+from dicom_nodes.hospital.dicom_outbox import DicomOutbox, Kind
+from dicom_nodes.hospital.outbox import OutboxError, State
 from dicom_nodes.implementation import stamp_file_meta
 from dicom_nodes.unit_facing.storage_scp import QUARANTINE_DIR, TMP_DIR
 from storage.files import write_dataset_durably
@@ -82,7 +83,7 @@ class Forwarder:
 
     def __init__(
         self,
-        outbox: Outbox,
+        outbox: DicomOutbox,
         storage_dir: Path,
         contrast_for: ContrastFor,
         *,

@@ -83,7 +83,7 @@ def _image(directory: Path, n: int, pixels: bytes) -> Path:
 
 
 def bench_store_send(work: Path) -> None:
-    from dicom_nodes.hospital.outbox import Outbox
+    from dicom_nodes.hospital.dicom_outbox import DicomOutbox as Outbox
     from dicom_nodes.hospital.scu import Peer
     from dicom_nodes.network import Timeouts
 
@@ -135,8 +135,9 @@ def bench_mpps(work: Path) -> None:
         build_mpps_in_progress,
         build_mpps_update,
     )
+    from dicom_nodes.hospital.dicom_outbox import DicomOutbox as Outbox
     from dicom_nodes.hospital.mpps_scu import MppsReporter, exchange
-    from dicom_nodes.hospital.outbox import Outbox, RetryPolicy
+    from dicom_nodes.hospital.outbox import RetryPolicy
     from dicom_nodes.hospital.scu import Peer, associate
     from dicom_nodes.network import Timeouts
     from simulators.ris import SimulatedRis

@@ -375,7 +375,7 @@ def _handle_mpps(
 ) -> tuple[int | Dataset, Dataset | None]:
     delay_s = ris.faults.mpps_delay_s
     if delay_s:
-        ris._stopping.wait(delay_s)
+        ris.pause(delay_s)
     answer = handler(event)
     if ris.faults.lose_created_mpps and event.event is evt.EVT_N_CREATE:
         ris.forget_mpps(str(getattr(event.request, "AffectedSOPInstanceUID", "")))

@@ -1,10 +1,14 @@
 """The durable outbox: every message toward the RIS and PACS, retried until acknowledged.
 
-One SQLite table (``outbox_messages``, migration set ``outbox``) holds each outbound DIMSE
-message: a C-STORE of a file (PS3.4 Annex B), an MPPS N-CREATE or N-SET (PS3.4 Annex F), a
-Storage Commitment N-ACTION (PS3.4 Annex J). A worker thread sends what is due, one association
-per destination and round, and records the outcome row by row, durably, right after each
-response:
+The outbox knows no message kind. It owns one SQLite table (``outbox_messages``, migration set
+``outbox``) and a registry ``{kind: sender}``: each sender (:class:`Sender`) registers the kinds
+it sends and says how — the MPPS N-CREATE/N-SET (:class:`dicom_nodes.hospital.mpps_scu.MppsSender`,
+PS3.4 Annex F), the C-STORE of a kept file (:class:`dicom_nodes.hospital.store_scu.StoreSender`,
+PS3.4 Annex B) and the Storage Commitment N-ACTION
+(:class:`dicom_nodes.hospital.commitment.CommitmentSender`, PS3.4 Annex J);
+:class:`dicom_nodes.hospital.dicom_outbox.DicomOutbox` is the outbox with those three registered.
+A worker thread sends what is due, one association per destination and round, and records the
+outcome row by row, durably, right after each response:
 
 ``pending`` ─success─▶ ``sent`` ─(commitment: event report, instance committed)─▶ ``committed``
 ``pending`` ─terminal failure─▶ ``failed``  ·  any other failure: stays ``pending``, retried with
@@ -13,21 +17,14 @@ injectable ``random.Random``).
 
 Delivery is **at least once, deduplicated by SOP Instance UID at the receiver**: a row is
 marked sent only after a success status, so a crash between the response and the commit
-resends the message; the PACS stores the same SOP Instance UID once, and an N-CREATE answered
-0111H (duplicate instance) means our earlier attempt got through. Enqueueing is idempotent by
-SOP Instance UID for C-STOREs and N-CREATEs. MPPS messages of one instance leave in the order
-they were enqueued (N-CREATE before its N-SETs): a message waits while an earlier one for the
-same instance is still pending.
+resends the message. Enqueueing is idempotent by SOP Instance UID for the kinds the schema's
+unique index names (C-STOREs, N-CREATEs, commitment transactions). The messages of one instance
+whose sender asks for order (``Sender.ordered``: N-CREATE before its N-SETs) leave in the order
+they were enqueued: a message waits while an earlier one for the same instance is still pending.
+A message may also wait for other messages to be settled at the receiver (``awaits``, for at
+most ``hold_s``): the final MPPS waits for the images it names.
 
-Storage Commitment (PS3.4 J.3): when enabled, sent objects are grouped into a transaction
-(new Transaction UID) and an N-ACTION (Action Type 1, instance 1.2.840.10008.1.20.1.1) carries
-their Referenced SOP Sequence. N-ACTION success only means "request accepted". The result
-arrives as an N-EVENT-REPORT (event 1: all committed; 2: failures exist), on the same
-association if the archive sends it while we wait, or on an association the archive opens to
-us: :class:`CommitmentReceiver` provides the handlers and presentation contexts for whichever
-server accepts it. Committed instances become ``committed``; failed ones go back to
-``pending`` and are sent again. A transaction without a report within ``commitment_timeout_s``
-is asked again. The outbox never deletes the files it sends.
+The outbox never deletes the files it sends.
 """
 
 from __future__ import annotations
@@ -37,66 +34,31 @@ import json
 import logging
 import random
 import sqlite3
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol, Self
 
 import sqlite_utils
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
-from pydicom.filereader import read_file_meta_info
-from pydicom.uid import generate_uid
-from pynetdicom import _config, build_context, evt
+from pynetdicom import _config, build_context
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
-from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-    ModalityPerformedProcedureStep,
-    StorageCommitmentPushModel,
-)
 
-from dicom_nodes.hospital import mpps_scu, store_scu
-from dicom_nodes.hospital.scu import (
-    AssociationError,
-    DimseError,
-    Peer,
-    ScuError,
-    associate,
-    category,
-    status_of,
-)
-from dicom_nodes.hospital.store_scu import store_outcome
-from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, make_ae
+from dicom_nodes.hospital.scu import AssociationError, DimseError, Peer, ScuError, associate
 from storage import WriteFailures, database
 
 log = logging.getLogger(__name__)
 
-#: Storage Commitment Push Model SOP Instance (PS3.4 J.3.5), the well-known instance UID.
-STORAGE_COMMITMENT_INSTANCE_UID = "1.2.840.10008.1.20.1.1"
-#: N-ACTION Action Type ID "Request Storage Commitment" (PS3.4 J.3.2).
-ACTION_REQUEST_COMMITMENT = 1
-#: N-EVENT-REPORT Event Type IDs (PS3.4 J.3.3).
-EVENT_ALL_COMMITTED = 1
-EVENT_FAILURES_EXIST = 2
-
+#: The destinations: the PACS (objects, commitment) and the RIS (MPPS).
 PACS = "pacs"
 RIS = "ris"
 
 
 class OutboxError(ScuError):
     """A message cannot be enqueued (unreadable file, unknown destination)."""
-
-
-class Kind:
-    """Message kinds, as stored in ``outbox_messages.kind``."""
-
-    C_STORE = "c_store"
-    MPPS_CREATE = mpps_scu.N_CREATE
-    MPPS_SET = mpps_scu.N_SET
-    COMMITMENT = "commitment"
 
 
 class State:
@@ -111,13 +73,49 @@ class State:
 class Outcome:
     """What a response means for the message that caused it."""
 
-    DONE = mpps_scu.DONE
-    RETRY = mpps_scu.RETRY
-    TERMINAL = mpps_scu.TERMINAL
+    DONE = "done"
+    RETRY = "retry"
+    TERMINAL = "terminal"
 
 
 #: What one sender reports: (outcome, status, error, recovery done to deliver it).
 SendResult = tuple[str, int | None, str | None, str | None]
+
+
+class Sender(Protocol):
+    """What the outbox asks of the sender of a message kind (registered with
+    :meth:`Outbox.register`). The outbox calls it on its sender thread only."""
+
+    #: The destination its messages go to (``"pacs"``, ``"ris"``).
+    destination: str
+    #: Whether the messages of one instance must leave in the order they were enqueued.
+    ordered: bool
+    #: Whether a message that failed for good is the operator's concern (an internal one,
+    #: asked again by the sender itself, is not alerted).
+    alerted: bool
+
+    def send(self, assoc: Association, message: Message) -> SendResult:
+        """Send ``message`` on the established ``assoc``; the outcome for its row. May raise
+        :class:`~dicom_nodes.hospital.scu.DimseError`, ``RuntimeError`` or ``ValueError``
+        (retried) and ``FileNotFoundError`` (failed for good)."""
+        ...
+
+    def contexts(self, messages: Sequence[Message]) -> list[PresentationContext]:
+        """The presentation contexts its ``messages`` need (PS3.8 9.3.2.2)."""
+        ...
+
+    def before_round(self, conn: sqlite3.Connection, now_s: float) -> None:
+        """Work of its own at the start of each round (e.g. forming a commitment transaction)."""
+        ...
+
+    def handlers(self) -> list[tuple[Any, ...]]:
+        """Event handlers to bind on every association the outbox opens."""
+        ...
+
+
+#: The kinds the schema's unique index (``outbox_once``) names: enqueued at most once per SOP
+#: Instance UID. A new kind of that sort needs a migration of the index, and its name here.
+ONCE_KINDS_SQL = "kind IN ('c_store', 'mpps_create', 'commitment')"
 
 
 # -- schema ---------------------------------------------------------------------------------
@@ -153,8 +151,8 @@ def m001_outbox_messages(db: sqlite_utils.Database) -> None:
         """
     )
     db.execute(
-        "CREATE UNIQUE INDEX outbox_once ON outbox_messages(kind, sop_instance_uid) "
-        "WHERE kind IN ('c_store', 'mpps_create', 'commitment')"
+        f"CREATE UNIQUE INDEX outbox_once ON outbox_messages(kind, sop_instance_uid) "
+        f"WHERE {ONCE_KINDS_SQL}"
     )
     db.execute("CREATE INDEX outbox_due ON outbox_messages(state, next_attempt_at_s)")
     db.execute("CREATE INDEX outbox_instance ON outbox_messages(sop_instance_uid, id)")
@@ -219,133 +217,30 @@ class Message:
         return cls(**{name: row[name] for name in cls.__dataclass_fields__})
 
 
-# -- storage commitment results (N-EVENT-REPORT, PS3.4 J.3.3) ----------------------------------
-
-
-class CommitmentReceiver:
-    """Handlers for the archive's Storage Commitment N-EVENT-REPORT, on any association.
-
-    Bind :meth:`handlers` on the server that accepts the archive's association (the
-    unit-facing server, or :meth:`Outbox.listen_for_commitment`) and add :meth:`contexts` with
-    :meth:`add_contexts` so the archive may propose the SCP role (PS3.7 D.3.3.4). The outbox
-    binds the same handler on its own N-ACTION association for reports sent there.
-    """
-
-    def __init__(
-        self,
-        db_path: str | Path,
-        on_change: Callable[[], None] | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.db_path = Path(db_path)
-        self._on_change = on_change
-        self._clock = clock
-
-    @staticmethod
-    def contexts() -> list[PresentationContext]:
-        """Storage Commitment Push Model, SCU and SCP roles both acceptable."""
-        context = build_context(StorageCommitmentPushModel)
-        context.scu_role = True
-        context.scp_role = True
-        return [context]
-
-    @classmethod
-    def add_contexts(cls, ae: Any) -> None:
-        """Add :meth:`contexts` to an acceptor AE, keeping the role selection."""
-        for cx in cls.contexts():
-            ae.add_supported_context(
-                cx.abstract_syntax, cx.transfer_syntax, scu_role=cx.scu_role, scp_role=cx.scp_role
-            )
-
-    def handlers(self) -> list[tuple[Any, ...]]:
-        """``[(evt.EVT_N_EVENT_REPORT, handler)]`` to bind on an AE or association."""
-        return [(evt.EVT_N_EVENT_REPORT, self.handle_event_report)]
-
-    def handle_event_report(self, event: evt.Event) -> tuple[int, Dataset | None]:
-        """Record an N-EVENT-REPORT of the Storage Commitment SOP class (PS3.4 J.3.3.1)."""
-        if str(getattr(event.request, "AffectedSOPClassUID", "")) != StorageCommitmentPushModel:
-            return 0x0122, None  # SOP class not supported
-        event_type = event.event_type
-        if event_type not in (EVENT_ALL_COMMITTED, EVENT_FAILURES_EXIST):
-            return 0x0113, None  # no such event type
-        info = event.event_information
-        transaction_uid = str(info.get("TransactionUID", ""))
-        committed = [str(i.ReferencedSOPInstanceUID) for i in info.get("ReferencedSOPSequence", [])]
-        failed = [
-            (str(i.ReferencedSOPInstanceUID), int(i.get("FailureReason", 0x0110)))
-            for i in info.get("FailedSOPSequence", [])
-        ]
-        self.record(transaction_uid, committed, failed)
-        return 0x0000, None
-
-    def record(
-        self,
-        transaction_uid: str,
-        committed: Sequence[str],
-        failed: Sequence[tuple[str, int]],
-        now_s: float | None = None,
-    ) -> None:
-        """Apply one commitment result to the outbox, durably, in one transaction."""
-        now_s = self._clock() if now_s is None else now_s
-        with contextlib.closing(database.connect(self.db_path)) as conn, database.atomic(conn):
-            known = conn.execute(
-                "SELECT 1 FROM outbox_messages WHERE kind = 'commitment' AND sop_instance_uid = ?",
-                (transaction_uid,),
-            ).fetchone()
-            for uid in committed:
-                # A late report of an earlier transaction still states a fact: commit it.
-                conn.execute(
-                    "UPDATE outbox_messages SET state = 'committed', committed_at_s = ? "
-                    "WHERE kind = 'c_store' AND sop_instance_uid = ? AND state = 'sent'",
-                    (now_s, uid),
-                )
-            for uid, reason in failed:
-                conn.execute(
-                    "UPDATE outbox_messages SET state = 'pending', transaction_uid = NULL, "
-                    "next_attempt_at_s = ?, last_status = ?, last_error = ? "
-                    "WHERE kind = 'c_store' AND sop_instance_uid = ? AND state = 'sent' "
-                    "AND transaction_uid = ?",
-                    (now_s, reason, f"commitment failed: 0x{reason:04X}", uid, transaction_uid),
-                )
-            conn.execute(
-                "UPDATE outbox_messages SET state = 'committed', committed_at_s = ? "
-                "WHERE kind = 'commitment' AND sop_instance_uid = ?",
-                (now_s, transaction_uid),
-            )
-        if not known:
-            log.warning("storage commitment result for a transaction we do not know")
-        log.info(
-            "storage commitment result: %d committed, %d failed (resent)",
-            len(committed),
-            len(failed),
-        )
-        if self._on_change is not None:
-            self._on_change()
-
-
 # -- the outbox --------------------------------------------------------------------------------
 
 
 class Outbox:
     """Durable outbound queue with a sender thread; see the module docstring.
 
-    ``destinations`` maps ``"pacs"`` (C-STORE, Storage Commitment) and ``"ris"`` (MPPS) to
-    their :class:`~dicom_nodes.hospital.scu.Peer`. Messages for a destination that is not configured
-    are refused at enqueue time. ``clock`` (seconds, default ``time.time``) and ``rng`` are
-    injectable so that tests drive time and jitter.
+    ``destinations`` maps a destination name (``"pacs"``, ``"ris"``) to its
+    :class:`~dicom_nodes.hospital.scu.Peer`. Messages of a kind no sender registered, or for a
+    destination that is not configured, are refused at enqueue time. ``clock`` (seconds,
+    default ``time.time``) and ``rng`` are injectable so that tests drive time and jitter.
     """
+
+    #: States in which an awaited message counts as settled at its receiver (a sender may
+    #: narrow them: with storage commitment, an object is held only once committed).
+    settled_states: ClassVar[tuple[str, ...]] = ("sent", "committed")
 
     def __init__(
         self,
         db_path: str | Path,
         destinations: Mapping[str, Peer],
         *,
-        storage_commitment: bool = False,
         retry: RetryPolicy | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
-        commitment_wait_s: float = 2.0,
-        commitment_timeout_s: float = 3600.0,
         batch_size: int = 50,
         poll_s: float = 1.0,
         on_delivery: Callable[[Message, str, int | None], None] | None = None,
@@ -361,12 +256,9 @@ class Outbox:
         #: "hold-expired", "recreated", "converted", "stuck" (see the senders and stuck()).
         self.on_event = on_event
         self.destinations = dict(destinations)
-        self.storage_commitment = storage_commitment
         self.retry = retry or RetryPolicy()
         self.rng = rng or random.Random()
         self.clock = clock
-        self.commitment_wait_s = commitment_wait_s
-        self.commitment_timeout_s = commitment_timeout_s
         self.batch_size = batch_size
         self.poll_s = poll_s
         self._changed = threading.Condition()
@@ -374,9 +266,8 @@ class Outbox:
         self._alerting = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._listener_ae: Any = None
-        self._sendable = _sendable(storage_commitment)
-        self.receiver = CommitmentReceiver(self.db_path, on_change=self._committed, clock=clock)
+        #: The registry: message kind -> its sender.
+        self.senders: dict[str, Sender] = {}
         _config.STORE_SEND_CHUNKED_DATASET = True  # send files as they are (dicom.md §2)
         db = database.open_database(self.db_path)
         try:
@@ -394,9 +285,8 @@ class Outbox:
         self._thread = threading.Thread(target=self._run, name="outbox-sender", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout_s: float = 30.0, *, release_grace_s: float = 2.0) -> None:
-        """Stop the sender after the message in flight; stop the commitment listener once the
-        archive's associations on it have ended (at most ``release_grace_s``; then aborted)."""
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop the sender after the message in flight."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
@@ -404,16 +294,10 @@ class Outbox:
             if self._thread.is_alive():
                 log.warning("the outbox sender did not stop within %.0f s", timeout_s)
             self._thread = None
-        if self._listener_ae is not None:
-            deadline = time.monotonic() + release_grace_s
-            while self._listener_ae.active_associations and time.monotonic() < deadline:
-                time.sleep(0.01)  # let the archive send its A-RELEASE after the event report
-            self._listener_ae.shutdown()
-            self._listener_ae = None
 
     close = stop
 
-    def __enter__(self) -> Outbox:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -423,94 +307,14 @@ class Outbox:
         """Look for due work now rather than at the next poll."""
         self._wake.set()
 
-    def listen_for_commitment(
-        self,
-        ae_title: str,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        timeouts: Timeouts | None = None,
-        allowed_calling_aes: Sequence[str] = (),
-        ssl_context: ssl.SSLContext | None = None,
-    ) -> tuple[str, int]:
-        """A dedicated listener for the archive's N-EVENT-REPORT association
-        (``pacs.commitment_port``); returns the bound address. Stopped by :meth:`stop`."""
-        if self._listener_ae is not None:
-            raise RuntimeError("the commitment listener is already running")
-        ae = make_ae(ae_title, timeouts or Timeouts())
-        ae.require_calling_aet = list(allowed_calling_aes)
-        self.receiver.add_contexts(ae)
-        server = ae.start_server(
-            (host, port),
-            block=False,
-            evt_handlers=[*self.receiver.handlers(), *NODELAY_HANDLERS],
-            ssl_context=ssl_context,
-        )
-        self._listener_ae = ae
-        assert server is not None
-        bound_host, bound_port = server.server_address[:2]
-        return str(bound_host), int(bound_port)
+    def register(self, kinds: Sequence[str], sender: Sender) -> None:
+        """Send the messages of ``kinds`` with ``sender`` (one sender per kind)."""
+        for kind in kinds:
+            if kind in self.senders:
+                raise ValueError(f"a sender of {kind!r} messages is already registered")
+            self.senders[kind] = sender
 
     # -- enqueue -------------------------------------------------------------------------------
-
-    def enqueue_store(self, path: str | Path) -> str:
-        """Queue a C-STORE of the DICOM file at ``path``; returns its SOP Instance UID.
-
-        Idempotent by SOP Instance UID: the same instance is queued once (a terminally failed
-        one is queued again). The file must stay in place until it is sent (or committed).
-        """
-        path = Path(path).resolve()
-        try:
-            meta = read_file_meta_info(path)
-            sop_class = str(meta.MediaStorageSOPClassUID)
-            sop_instance = str(meta.MediaStorageSOPInstanceUID)
-            syntax = str(meta.TransferSyntaxUID)
-        except (OSError, AttributeError, ValueError, EOFError, InvalidDicomError) as exc:
-            raise OutboxError(
-                f"cannot queue {path.name}: not a DICOM file with meta: {exc}"
-            ) from exc
-        self._insert(
-            Kind.C_STORE,
-            PACS,
-            sop_class,
-            sop_instance,
-            transfer_syntax_uid=syntax,
-            file_path=str(path),
-        )
-        return sop_instance
-
-    def enqueue_mpps_create(self, sop_instance_uid: str, dataset: Dataset) -> None:
-        """Queue the MPPS N-CREATE (PS3.4 F.7.2.1) of ``sop_instance_uid``; idempotent."""
-        self._insert(
-            Kind.MPPS_CREATE,
-            RIS,
-            ModalityPerformedProcedureStep,
-            sop_instance_uid,
-            payload_json=dataset.to_json(),
-        )
-
-    def enqueue_mpps_set(
-        self,
-        sop_instance_uid: str,
-        dataset: Dataset,
-        *,
-        awaits: Sequence[str] = (),
-        hold_s: float = 0.0,
-    ) -> None:
-        """Queue an MPPS N-SET (PS3.4 F.7.2.2); sent after every earlier message of the step.
-
-        ``awaits``: SOP Instance UIDs that the PACS must have stored (committed, with storage
-        commitment) before it leaves, for at most ``hold_s`` seconds from now.
-        """
-        self._insert(
-            Kind.MPPS_SET,
-            RIS,
-            ModalityPerformedProcedureStep,
-            sop_instance_uid,
-            payload_json=dataset.to_json(),
-            awaits=awaits,
-            hold_s=hold_s,
-        )
 
     def update_pending(
         self, message_id: int, dataset: Dataset, *, awaits: Sequence[str] = ()
@@ -527,7 +331,7 @@ class Outbox:
         self._notify()
         return bool(updated)
 
-    def _insert(
+    def enqueue(
         self,
         kind: str,
         destination: str,
@@ -540,6 +344,12 @@ class Outbox:
         awaits: Sequence[str] = (),
         hold_s: float = 0.0,
     ) -> None:
+        """Queue one message of a registered ``kind`` (idempotent for the kinds the unique
+        index names; a failed one is queued again). ``awaits``: SOP Instance UIDs of messages
+        that must be settled at their receiver (:attr:`settled_states`) before it leaves, for
+        at most ``hold_s`` seconds from now."""
+        if kind not in self.senders:
+            raise OutboxError(f"no sender of {kind!r} messages is registered")
         if destination not in self.destinations:
             raise OutboxError(f"no {destination.upper()} configured: cannot queue {kind}")
         now_s = self.clock()
@@ -547,13 +357,12 @@ class Outbox:
         hold_until_s = now_s + hold_s if awaits else None
         with self._connect() as conn:
             conn.execute(
-                """
+                f"""
                 INSERT INTO outbox_messages (kind, destination, sop_class_uid, sop_instance_uid,
                     transfer_syntax_uid, file_path, payload_json, state, next_attempt_at_s,
                     created_at_s, awaits_json, hold_until_s)
                 VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)
-                ON CONFLICT (kind, sop_instance_uid)
-                    WHERE kind IN ('c_store', 'mpps_create', 'commitment')
+                ON CONFLICT (kind, sop_instance_uid) WHERE {ONCE_KINDS_SQL}
                 DO UPDATE SET state = 'pending', attempts = 0, last_error = NULL,
                     next_attempt_at_s = excluded.next_attempt_at_s
                 WHERE state = 'failed'
@@ -601,11 +410,12 @@ class Outbox:
 
     def failed(self, since_s: float) -> list[Message]:
         """Messages that failed for good (never retried) and were queued after ``since_s``."""
+        quiet = [kind for kind, sender in self.senders.items() if not sender.alerted]
         with self._connect() as conn:
             rows = conn.execute(
                 "SELECT * FROM outbox_messages WHERE state = 'failed' AND created_at_s >= ? "
-                "AND kind != 'commitment' ORDER BY id",
-                (since_s,),
+                f"AND kind NOT IN ({_marks(quiet)}) ORDER BY id",
+                (since_s, *quiet),
             ).fetchall()
         return [Message.from_row(row) for row in rows]
 
@@ -683,21 +493,20 @@ class Outbox:
 
     def seconds_until_due(self) -> float:
         """Seconds until the next sendable message is due (at most ``poll_s``)."""
+        sendable, args = self._sendable(self.clock())
         with self._connect() as conn:
             row = conn.execute(
                 f"SELECT MIN(next_attempt_at_s) AS due FROM outbox_messages AS m "
-                f"WHERE {self._sendable} AND destination IN ({self._destination_marks()})",
-                (self.clock(), *self.destinations),
+                f"WHERE {sendable} AND destination IN ({_marks(self.destinations)})",
+                (*args, *self.destinations),
             ).fetchone()
         if row["due"] is None:
             return self.poll_s
         return max(0.0, min(self.poll_s, row["due"] - self.clock()))
 
-    def _destination_marks(self) -> str:
-        return ", ".join("?" for _ in self.destinations) or "NULL"
-
     def run_once(self) -> int:
-        """One round: expire commitments, form a transaction, send what is due.
+        """One round: each sender's own work (e.g. commitment transactions), then send what
+        is due.
 
         Returns the number of messages attempted. The sender thread calls it in a loop; tests
         may call it directly (without :meth:`start`) to step the outbox deterministically.
@@ -705,9 +514,8 @@ class Outbox:
         now_s = self.clock()
         attempted = 0
         with self._connect() as conn:
-            if self.storage_commitment:
-                self._expire_commitments(conn, now_s)
-                self._form_transaction(conn, now_s)
+            for sender in dict.fromkeys(self.senders.values()):
+                sender.before_round(conn, now_s)
             due = self._due(conn, tuple(self.destinations), now_s)
             for destination in dict.fromkeys(m.destination for m in due):
                 if self._stop.is_set():
@@ -720,11 +528,12 @@ class Outbox:
     def _due(
         self, conn: sqlite3.Connection, destinations: tuple[str, ...], now_s: float
     ) -> list[Message]:
-        marks = ", ".join("?" for _ in destinations) or "NULL"
+        sendable, args = self._sendable(now_s)
         rows = conn.execute(
-            f"SELECT * FROM outbox_messages AS m WHERE {self._sendable} "
-            f"AND next_attempt_at_s <= ? AND destination IN ({marks}) ORDER BY id LIMIT ?",
-            (now_s, now_s, *destinations, self.batch_size),
+            f"SELECT * FROM outbox_messages AS m WHERE {sendable} "
+            f"AND next_attempt_at_s <= ? AND destination IN ({_marks(destinations)}) "
+            "ORDER BY id LIMIT ?",
+            (*args, now_s, *destinations, self.batch_size),
         ).fetchall()
         return [Message.from_row(row) for row in rows]
 
@@ -734,13 +543,14 @@ class Outbox:
 
         Returns how many messages got an outcome.
         """
-        contexts = _contexts_for(batch)
+        contexts = self._contexts_for(batch)
         fits = {(m.sop_class_uid, m.transfer_syntax_uid) for m in batch}
         attempted = 0
         tried: set[int] = set()
         peer = self.destinations[destination]
         try:
-            with associate(peer, contexts, evt_handlers=self.receiver.handlers()) as assoc:
+            handlers = [h for s in dict.fromkeys(self.senders.values()) for h in s.handlers()]
+            with associate(peer, contexts, evt_handlers=handlers) as assoc:
                 while batch:
                     for message in batch:
                         if self._stop.is_set() or not assoc.is_established:
@@ -765,7 +575,7 @@ class Outbox:
             self._release_held(conn, message)
         recovery = None
         try:
-            outcome, status, error, recovery = _SENDERS[message.kind](self, assoc, message)
+            outcome, status, error, recovery = self.senders[message.kind].send(assoc, message)
         except (DimseError, RuntimeError, ValueError) as exc:
             outcome, status, error = Outcome.RETRY, None, str(exc)
         except FileNotFoundError as exc:
@@ -830,14 +640,14 @@ class Outbox:
     def _release_held(self, conn: sqlite3.Connection, message: Message) -> None:
         """A held message leaves: said once when its hold ended before the PACS stored all it
         waited for (journaled by the controller, pacs.mpps_hold_max_s)."""
-        stored = _stored_states(self.storage_commitment)
+        settled = self.settled_states
         missing = [
             row[0]
             for row in conn.execute(
                 "SELECT w.value FROM json_each(?) AS w WHERE NOT EXISTS (SELECT 1 FROM "
-                "outbox_messages AS s WHERE s.kind = 'c_store' AND s.sop_instance_uid = w.value "
-                f"AND s.state IN {stored})",
-                (message.awaits_json,),
+                "outbox_messages AS s WHERE s.sop_instance_uid = w.value "
+                f"AND s.state IN ({_marks(settled)}))",
+                (message.awaits_json, *settled),
             )
         ]
         if not missing:
@@ -856,124 +666,11 @@ class Outbox:
         except Exception:
             log.exception("outbox: event hook failed (%s)", event)
 
-    # -- per kind ----------------------------------------------------------------------------------
-
-    def _send_store(self, assoc: Association, message: Message) -> SendResult:
-        assert message.file_path is not None
-        path = Path(message.file_path)
-        if not path.exists():
-            raise FileNotFoundError(2, "No such file", message.file_path)
-        result = store_scu.send_file(
-            assoc, path, message.sop_class_uid, message.transfer_syntax_uid
-        )
-        return result.outcome, result.status, result.error, result.recovery
-
-    def _send_mpps(self, assoc: Association, message: Message) -> SendResult:
-        assert message.payload_json is not None
-        instance = self.messages(message.sop_instance_uid)
-        created = next((m for m in instance if m.kind == Kind.MPPS_CREATE), None)
-        delivery = mpps_scu.Delivery(
-            message.kind,
-            message.sop_instance_uid,
-            Dataset.from_json(message.payload_json),
-            created_with=(
-                Dataset.from_json(created.payload_json)
-                if created is not None and created.payload_json
-                else None
-            ),
-            recreated=any(m.recovery == mpps_scu.RECREATED for m in instance),
-        )
-        answer, recovery = mpps_scu.deliver(assoc, delivery)
-        return answer.outcome, answer.status, answer.error_comment or None, recovery
-
-    def _send_commitment(self, assoc: Association, message: Message) -> SendResult:
-        references = self._references(message.sop_instance_uid)
-        if not references:
-            return Outcome.DONE, None, "nothing left to commit", None
-        info = Dataset()
-        info.TransactionUID = message.sop_instance_uid
-        info.ReferencedSOPSequence = references
-        response, _ = assoc.send_n_action(
-            info,
-            ACTION_REQUEST_COMMITMENT,
-            StorageCommitmentPushModel,
-            STORAGE_COMMITMENT_INSTANCE_UID,
-        )
-        status = status_of(response)
-        if category(status) not in ("Success", "Warning"):
-            return Outcome.RETRY, status, "storage commitment request refused", None
-        # Success means "accepted" (J.3.2); give the archive a moment to answer here.
-        self.wait_for(lambda: self._closed(message.sop_instance_uid), self.commitment_wait_s)
-        return Outcome.DONE, status, None, None
-
-    def _references(self, transaction_uid: str) -> list[Dataset]:
-        with self._connect() as conn:
-            rows = conn.execute(
-                "SELECT sop_class_uid, sop_instance_uid FROM outbox_messages "
-                "WHERE kind = 'c_store' AND state = 'sent' AND transaction_uid = ? ORDER BY id",
-                (transaction_uid,),
-            ).fetchall()
-        references = []
-        for row in rows:
-            item = Dataset()
-            item.ReferencedSOPClassUID = row["sop_class_uid"]
-            item.ReferencedSOPInstanceUID = row["sop_instance_uid"]
-            references.append(item)
-        return references
-
-    def _closed(self, transaction_uid: str) -> bool:
-        with self._connect() as conn:
-            row = conn.execute(
-                "SELECT state FROM outbox_messages WHERE kind = 'commitment' "
-                "AND sop_instance_uid = ?",
-                (transaction_uid,),
-            ).fetchone()
-        return row is not None and row["state"] == State.COMMITTED
-
-    def _form_transaction(self, conn: sqlite3.Connection, now_s: float) -> None:
-        """Group sent, uncommitted objects into a new commitment transaction (PS3.4 J.3.2)."""
-        rows = conn.execute(
-            "SELECT id FROM outbox_messages WHERE kind = 'c_store' AND state = 'sent' "
-            "AND transaction_uid IS NULL ORDER BY id LIMIT 1000"
-        ).fetchall()
-        if not rows:
-            return
-        transaction_uid = generate_uid()
-        with database.atomic(conn):
-            conn.executemany(
-                "UPDATE outbox_messages SET transaction_uid = ? WHERE id = ?",
-                [(transaction_uid, row["id"]) for row in rows],
-            )
-            conn.execute(
-                "INSERT INTO outbox_messages (kind, destination, sop_class_uid, "
-                "sop_instance_uid, state, next_attempt_at_s, created_at_s) "
-                "VALUES ('commitment', ?, ?, ?, 'pending', ?, ?)",
-                (PACS, StorageCommitmentPushModel, transaction_uid, now_s, now_s),
-            )
-
-    def _expire_commitments(self, conn: sqlite3.Connection, now_s: float) -> None:
-        """A transaction without an event report in time is asked again, in a new one."""
-        expired = conn.execute(
-            "SELECT sop_instance_uid FROM outbox_messages WHERE kind = 'commitment' "
-            "AND state = 'sent' AND sent_at_s <= ?",
-            (now_s - self.commitment_timeout_s,),
-        ).fetchall()
-        for row in expired:
-            with database.atomic(conn):
-                conn.execute(
-                    "UPDATE outbox_messages SET transaction_uid = NULL "
-                    "WHERE kind = 'c_store' AND state = 'sent' AND transaction_uid = ?",
-                    (row["sop_instance_uid"],),
-                )
-                conn.execute(
-                    "UPDATE outbox_messages SET state = 'failed', "
-                    "last_error = 'no N-EVENT-REPORT in time; asked again' "
-                    "WHERE kind = 'commitment' AND sop_instance_uid = ?",
-                    (row["sop_instance_uid"],),
-                )
-            log.warning("storage commitment: no result in time, asking again")
-
     # -- plumbing ----------------------------------------------------------------------------------
+
+    def connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """A connection to the outbox's database, for the senders' own queries."""
+        return self._connect()
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -987,59 +684,48 @@ class Outbox:
         with self._changed:
             self._changed.notify_all()
 
-    def _committed(self) -> None:
-        """A commitment result was recorded: what waited for it may leave now."""
+    def changed(self) -> None:
+        """Rows changed outside a round (e.g. a commitment result): what waited may leave now."""
         self._notify()
         self.wake()
 
+    def event(self, event: str, message: Message, details: dict[str, Any]) -> None:
+        """Report an event of a message through ``on_event`` (a failing hook is logged)."""
+        self._event(event, message, details)
 
-def _sendable(storage_commitment: bool) -> str:
-    """A pending message that may leave now (one ``?``: the time now, in seconds): no earlier
-    message of the same MPPS instance is still pending (PS3.4 F.7.2: N-CREATE before N-SET;
-    N-SETs in the order they were made), and what it waits for is stored at the PACS
-    (committed, with storage commitment) or its hold has ended."""
-    stored = _stored_states(storage_commitment)
-    return f"""
-    state = 'pending' AND NOT EXISTS (
-        SELECT 1 FROM outbox_messages AS e
-        WHERE e.sop_instance_uid = m.sop_instance_uid AND e.id < m.id
-          AND e.state = 'pending' AND e.kind IN ('mpps_create', 'mpps_set'))
-    AND (m.awaits_json IS NULL OR m.hold_until_s <= ? OR NOT EXISTS (
-        SELECT 1 FROM json_each(m.awaits_json) AS w WHERE NOT EXISTS (
-            SELECT 1 FROM outbox_messages AS s WHERE s.kind = 'c_store'
-              AND s.sop_instance_uid = w.value AND s.state IN {stored})))
-    """
+    def _sendable(self, now_s: float) -> tuple[str, tuple[Any, ...]]:
+        """A pending message that may leave at ``now_s``, and its arguments: no earlier message
+        of the same instance is still pending when its sender asks for order (PS3.4 F.7.2:
+        N-CREATE before N-SET; N-SETs in the order they were made), and what it waits for is
+        settled at its receiver or its hold has ended."""
+        ordered = tuple(kind for kind, sender in self.senders.items() if sender.ordered)
+        settled = self.settled_states
+        sql = f"""
+        state = 'pending' AND NOT EXISTS (
+            SELECT 1 FROM outbox_messages AS e
+            WHERE e.sop_instance_uid = m.sop_instance_uid AND e.id < m.id
+              AND e.state = 'pending' AND e.kind IN ({_marks(ordered)}))
+        AND (m.awaits_json IS NULL OR m.hold_until_s <= ? OR NOT EXISTS (
+            SELECT 1 FROM json_each(m.awaits_json) AS w WHERE NOT EXISTS (
+                SELECT 1 FROM outbox_messages AS s WHERE s.sop_instance_uid = w.value
+                  AND s.state IN ({_marks(settled)}))))
+        """
+        return sql, (*ordered, now_s, *settled)
+
+    def _contexts_for(self, batch: Sequence[Message]) -> list[PresentationContext]:
+        """The presentation contexts the batch needs, each sender's for its messages (at most
+        128, PS3.8 9.3.2.2)."""
+        per_sender = [
+            sender.contexts([m for m in batch if self.senders[m.kind] is sender])
+            for sender in dict.fromkeys(self.senders[m.kind] for m in batch)
+        ]
+        # the shortest lists first: a sender with one context is never the one cut off
+        return [cx for contexts in sorted(per_sender, key=len) for cx in contexts][:128]
 
 
-def _stored_states(storage_commitment: bool) -> str:
-    """The C-STORE states in which the PACS holds the object, as an SQL list."""
-    return "('committed')" if storage_commitment else "('sent', 'committed')"
-
-
-_SENDERS: dict[str, Callable[[Outbox, Association, Message], SendResult]] = {
-    Kind.C_STORE: Outbox._send_store,
-    Kind.MPPS_CREATE: Outbox._send_mpps,
-    Kind.MPPS_SET: Outbox._send_mpps,
-    Kind.COMMITMENT: Outbox._send_commitment,
-}
-
-
-def _contexts_for(batch: Sequence[Message]) -> list[PresentationContext]:
-    """The presentation contexts the batch needs (PS3.8 9.3.2.2), at most 128.
-
-    Files are sent as they are (chunked, no re-encoding) when the PACS accepts their own
-    syntax, with lossless alternatives beside it
-    (:func:`dicom_nodes.hospital.store_scu.store_contexts`);
-    MPPS and commitment use the default syntaxes.
-    """
-    stores = dict.fromkeys(
-        (m.sop_class_uid, m.transfer_syntax_uid) for m in batch if m.kind == Kind.C_STORE
-    )
-    others = dict.fromkeys(m.sop_class_uid for m in batch if m.kind != Kind.C_STORE)
-    contexts = [build_context(sop_class) for sop_class in others]
-    if stores:
-        contexts += store_scu.store_contexts(list(stores))
-    return contexts[:128]
+def _marks(values: Sequence[Any] | Mapping[str, Any]) -> str:
+    """SQL placeholders for ``values`` (``NULL`` for none: an empty ``IN ()`` matches nothing)."""
+    return ", ".join("?" for _ in values) or "NULL"
 
 
 def _hex(status: int | None) -> str:
@@ -1051,12 +737,23 @@ def describe_counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "empty"
 
 
+def default_contexts(messages: Sequence[Message]) -> list[PresentationContext]:
+    """One presentation context per SOP class of ``messages``, default transfer syntaxes."""
+    return [
+        build_context(sop_class) for sop_class in dict.fromkeys(m.sop_class_uid for m in messages)
+    ]
+
+
 __all__ = [
-    "CommitmentReceiver",
+    "PACS",
+    "RIS",
     "Message",
     "Outbox",
     "OutboxError",
     "RetryPolicy",
+    "SendResult",
+    "Sender",
+    "State",
+    "default_contexts",
     "describe_counts",
-    "store_outcome",
 ]

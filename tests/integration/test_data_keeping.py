@@ -25,7 +25,8 @@ import pytest
 from pydicom.uid import generate_uid
 
 from acquisition.dose_log import DoseLog
-from dicom_nodes.hospital.outbox import Outbox, RetryPolicy, State
+from dicom_nodes.hospital.dicom_outbox import DicomOutbox as Outbox
+from dicom_nodes.hospital.outbox import RetryPolicy, State
 from dicom_nodes.hospital.scu import Peer
 from dose.record import ExposureRecord, Source
 from simulators.pacs import SimulatedPacs

@@ -40,8 +40,9 @@ from dicom_nodes.datasets.codes import (
     VIEW_ML,
 )
 from dicom_nodes.datasets.dose_extract import from_image_header
+from dicom_nodes.hospital.dicom_outbox import DicomOutbox as Outbox
 from dicom_nodes.hospital.mwl_scu import WorklistItem
-from dicom_nodes.hospital.outbox import RIS, Outbox
+from dicom_nodes.hospital.outbox import RIS
 from dicom_nodes.hospital.scu import Peer
 from dicom_nodes.unit_facing.mpps_store import SqliteMppsStore
 from dicom_nodes.unit_facing.server import UnitFacingServer

@@ -28,7 +28,8 @@ from acquisition.hospital_identity import ORDER_AT_CLOSE, mpps_start
 from acquisition.journal import Entry
 from dicom_nodes.datasets import codes
 from dicom_nodes.hospital import mpps_scu
-from dicom_nodes.hospital.outbox import Kind, Message, State
+from dicom_nodes.hospital.dicom_outbox import Kind
+from dicom_nodes.hospital.outbox import Message, State
 from dicom_nodes.hospital.scu import Peer, associate
 from dicom_nodes.implementation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicom_nodes.network import Timeouts, make_ae

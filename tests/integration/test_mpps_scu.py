@@ -21,8 +21,9 @@ from dicom_nodes.datasets.mpps_builders import (
     ScheduledStep,
     build_mpps_in_progress,
 )
+from dicom_nodes.hospital.dicom_outbox import DicomOutbox as Outbox
 from dicom_nodes.hospital.mpps_scu import MppsReporter, new_mpps_uid
-from dicom_nodes.hospital.outbox import Outbox, RetryPolicy, State
+from dicom_nodes.hospital.outbox import RetryPolicy, State
 from dicom_nodes.hospital.scu import Peer
 from dicom_nodes.network import Timeouts
 from simulators.ris import SimulatedRis

@@ -11,7 +11,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom.sop_class import DigitalMammographyXRayImageStorageForPresentation
 
-from dicom_nodes.hospital.outbox import Outbox, OutboxError, RetryPolicy, State
+from dicom_nodes.hospital.dicom_outbox import DicomOutbox as Outbox
+from dicom_nodes.hospital.outbox import OutboxError, RetryPolicy, State
 from dicom_nodes.hospital.scu import Peer
 from dicom_nodes.network import Timeouts
 from simulators.pacs import PacsFaults, Refusal, SimulatedPacs

@@ -156,3 +156,82 @@ def test_no_import_cycle_among_the_rooms() -> None:
         for p in paths
     }
     assert find_cycle(graph) is None
+
+
+def project_graph() -> dict[str, set[str]]:
+    """Every module of the project -> the project's modules it imports (function-level and
+    ``TYPE_CHECKING`` imports count; ``from package import module`` names the module)."""
+    paths = [p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))]
+    names = {module_name(p) for p in paths}
+    graph: dict[str, set[str]] = {}
+    for path in paths:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        found: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+                found |= {f"{node.module}.{alias.name}" for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level:  # relative: resolved
+                package = module_name(path).split(".")
+                if path.name != "__init__.py":
+                    package = package[:-1]
+                base = ".".join(package[: len(package) - node.level + 1])
+                module = f"{base}.{node.module}" if node.module else base
+                found.add(module)
+                found |= {f"{module}.{alias.name}" for alias in node.names}
+        graph[module_name(path)] = {m for m in found if m in names and m != module_name(path)}
+    return graph
+
+
+def test_no_import_cycle_among_the_project_s_modules() -> None:
+    assert find_cycle(project_graph()) is None
+
+
+def private_names_defined(tree: ast.Module) -> set[str]:
+    """The ``_names`` a module defines: functions, classes, attributes it assigns."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return {n for n in names if n.startswith("_")}
+
+
+#: Private attributes of libraries we rely on, each in the one compat module (issue 13 §7).
+LIBRARY_PRIVATES_ALLOWED_IN = {"dicom_nodes/compat.py"}
+
+
+def reaches_into_private(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    own = private_names_defined(tree)
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute) or not node.attr.startswith("_"):
+            continue
+        if node.attr.startswith("__") or node.attr in own:
+            continue
+        value = node.value
+        if isinstance(value, ast.Name) and value.id in ("self", "cls"):
+            continue
+        found.append(f"{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+@pytest.mark.parametrize(("package", "path"), all_modules(), ids=str)
+def test_no_module_reaches_into_another_s_private_attributes(package: str, path: Path) -> None:
+    if str(path.relative_to(ROOT)) in LIBRARY_PRIVATES_ALLOWED_IN:
+        return
+    assert not reaches_into_private(path), f"{path.relative_to(ROOT)}: {reaches_into_private(path)}"
+
+
+def test_the_private_check_sees_a_reach(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("def f(x):\n    return x._hidden\n\ndef _mine(y):\n    return y._mine\n")
+    assert reaches_into_private(module) == ["2: x._hidden"]
