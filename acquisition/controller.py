@@ -68,6 +68,7 @@ from dicom_nodes.unit_facing.server import UnitFacingServer
 from dicom_nodes.unit_facing.worklist_store import WorklistStore
 from dose.record import ExposureRecord
 from storage import FreeSpace, WriteFailures
+from storage.writer import Database, shared
 
 log = logging.getLogger(__name__)
 
@@ -223,30 +224,31 @@ class Controller:
 
     def _open_stores(self) -> None:
         config = self.config
-        busy = config.database.busy_timeout_s
-        self.journal = self._keep(self._open_journal())
-        self.received = ReceivedObjects(self.database, busy_timeout_s=busy)
-        self.dose_log = self._keep(
-            DoseLog(self.database, busy_timeout_s=busy, policy=dose_policy(config))
-        )
-        self.mpps_store = self._keep(SqliteMppsStore(self.database, busy_timeout_s=busy))
-        self.worklist = WorklistStore(self.database)
-        self.orders = RisOrderStore(self.database) if config.ris.host else None
+        # One database object for every store: one writer thread, no contention between
+        # the stores for SQLite's write lock (storage.writer).
+        db = self._keep(shared(self.database, busy_timeout_s=config.database.busy_timeout_s))
+        self.journal = self._keep(self._open_journal(db))
+        self.received = self._keep(ReceivedObjects(db))
+        self.dose_log = self._keep(DoseLog(db, policy=dose_policy(config)))
+        self.mpps_store = self._keep(SqliteMppsStore(db))
+        self.worklist = self._keep(WorklistStore(db))
+        self.orders = self._keep(RisOrderStore(db)) if config.ris.host else None
         destinations = self._destinations()
         self.outbox = (
             DicomOutbox(
-                self.database,
+                db,
                 destinations,
                 storage_commitment=config.pacs.storage_commitment and PACS in destinations,
                 uid_root=config.site.uid_root,
                 retry=RetryPolicy(config.pacs.retry_initial_s, config.pacs.retry_max_s),
                 on_delivery=self._on_delivery,
                 on_event=self._on_outbox_event,
-                busy_timeout_s=busy,
             )
             if destinations
             else None
         )
+        if self.outbox is not None:
+            self._keep(self.outbox)
         if self.outbox is not None and PACS in destinations:
             identity = ForwardingIdentity(
                 self.journal, lambda: self.exam.snapshot() if self.exam is not None else None
@@ -259,7 +261,7 @@ class Controller:
                 identity_for=identity.identity_for,
             )
 
-    def _open_journal(self) -> Journal:
+    def _open_journal(self, db: Database) -> Journal:
         """The journal, sealed with the site key (rotated to it from a previous key), its head
         witnessed at start-up (issue 12 §11)."""
         site = self.config.site
@@ -275,12 +277,7 @@ class Controller:
                 "site.journal_witness not set: a database restored from an older copy would verify"
             )
         witness = Witness(site.journal_witness) if site.journal_witness else None
-        journal = Journal(
-            self.database,
-            key=key,
-            busy_timeout_s=self.config.database.busy_timeout_s,
-            witness=witness,
-        )
+        journal = Journal(db, key=key, witness=witness)
         try:
             journal.adopt_key([k.encode() for k in site.journal_previous_keys])
         except JournalError as exc:

@@ -15,11 +15,11 @@ already in ``sources`` is an update from that source and replaces the stored one
 ever double-counted or dropped; an exposure that no source ties to a known step keeps
 ``unknown_step = 1``.
 
-Writes go to one writer thread that owns the write connection (datasette's pattern): the SCP
-threads hand it their batch through a queue and wait for its COMMIT; batches queued meanwhile
-share the next transaction (group commit). Reads use a second, lock-guarded connection.
-``writer_thread=False`` serialises writers on that lock-guarded connection instead;
-``bench/bench_store.py`` measures both beside the bare commit floor.
+Writes go to the database's one writer thread (:class:`storage.writer.Database`, datasette's
+pattern), shared with every other store of the file: the SCP threads hand it their batch and
+wait for its COMMIT; batches queued meanwhile share the next transaction (group commit). Reads
+use the calling thread's own read connection. ``bench/bench_store.py`` measures it beside the
+bare commit floor, alone and with the other stores writing at the same time.
 
 Checks: every record written is checked in the same transaction (:mod:`dose.policy`:
 plausibility, the independent Dance check, reference levels) and raises its alerts (table
@@ -32,11 +32,9 @@ from __future__ import annotations
 import datetime
 import logging
 import math
-import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +44,8 @@ from dose import plausibility
 from dose.policy import IMPLAUSIBLE_ALERT, IMPLAUSIBLE_ALERT_NAME, AlertSpec, DosePolicy
 from dose.record import MEASURED_FIELDS, ExposureRecord, SinkWriteError
 from dose.totals import per_breast_totals
-from storage.database import DatabaseOpenError, atomic, connect, migrate, open_read_only
+from storage.database import DatabaseOpenError, open_read_only
+from storage.writer import Database, DatabaseClosed, WriteTimeout, shared
 
 log = logging.getLogger(__name__)
 
@@ -415,117 +414,23 @@ def _reasons(text: str | None) -> list[str]:
     return [part.strip() for part in (text or "").split(";") if part.strip()]
 
 
-class _WriterThread:
-    """One thread owning the write connection; callers hand it batches and wait for COMMIT.
-
-    The datasette pattern (style.md §5), with group commit: batches queued while a COMMIT is
-    in progress are written together in the next transaction (one fsync for all of them).
-    ``write`` raises :class:`SinkWriteError` when its batch was not committed or no commit
-    came within ``timeout_s``.
-    """
-
-    def __init__(self, path: str | Path, busy_timeout_s: float, timeout_s: float) -> None:
-        self._path, self._busy_timeout_s, self._timeout_s = path, busy_timeout_s, timeout_s
-        self._queue: queue.Queue[tuple[Work, Future[None]] | None] = queue.Queue()
-        self._ready = threading.Event()
-        self._open_error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="dose-log-writer", daemon=True)
-        self._thread.start()
-        # The writer's connection (and its WAL file) is open before the first exposure comes:
-        # an unusable database fails here, at start-up, not at the first C-STORE.
-        if not self._ready.wait(timeout_s):
-            raise SinkWriteError("the dose log's writer did not open its database in time")
-        if self._open_error is not None:
-            raise SinkWriteError(f"the dose log cannot be written: {self._open_error}")
-
-    def _run(self) -> None:
-        try:
-            conn = connect(self._path, busy_timeout_s=self._busy_timeout_s, check_same_thread=False)
-            conn.execute("SELECT COUNT(*) FROM exposure").fetchone()  # opens the WAL too
-        except BaseException as exc:
-            self._open_error = exc
-            return
-        finally:
-            self._ready.set()
-        try:
-            while (first := self._queue.get()) is not None:
-                pending = [first]
-                stop = False
-                while not stop:  # group commit: everything queued meanwhile, one COMMIT
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        stop = True
-                    else:
-                        pending.append(item)
-                self._commit(conn, pending)
-                if stop:
-                    break
-        finally:
-            conn.close()
-            self._fail_pending()
-
-    def _fail_pending(self) -> None:
-        """Batches queued after close: tell their callers now rather than at their timeout."""
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if item is not None:
-                item[1].set_exception(SinkWriteError("dose log is closed"))
-
-    @staticmethod
-    def _commit(conn: sqlite3.Connection, pending: list[tuple[Work, Future[None]]]) -> None:
-        try:
-            _write_batch(conn, [work for work, _ in pending])
-        except Exception as exc:
-            if len(pending) == 1:
-                pending[0][1].set_exception(exc)
-                return
-            for work, done in pending:  # find which batch failed: one transaction each
-                _WriterThread._commit(conn, [(work, done)])
-            return
-        for _, done in pending:
-            done.set_result(None)
-
-    def write(self, work: Work) -> None:
-        if not self._thread.is_alive():
-            raise SinkWriteError("dose log is closed")
-        done: Future[None] = Future()
-        self._queue.put((work, done))
-        try:
-            done.result(timeout=self._timeout_s)
-        except TimeoutError as exc:
-            raise SinkWriteError("dose log writer did not commit in time") from exc
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=self._timeout_s)
-
-
 class DoseLog:
     """SQLite per-exposure dose log; an :class:`~dose.record.ExposureSink`."""
 
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path | Database,
         *,
         busy_timeout_s: float = 5.0,
-        writer_thread: bool = True,
         write_timeout_s: float = 10.0,
         policy: DosePolicy | None = None,
         read_only: bool = False,
     ) -> None:
         """Open (and migrate) the dose log at ``path``.
 
-        ``writer_thread`` (default): hand writes to one writer thread through a queue, with
-        group commit; ``False`` serialises callers on a lock-guarded connection instead.
-        ``bench_store`` compares both: with several SCP threads writing at once the writer
-        thread keeps p99 near the commit floor, the lock does not (waiters are not served in
-        order and each pays its own fsync).
+        ``path`` (or the :class:`~storage.writer.Database` of it): writes go to its one writer
+        thread, with group commit; a write not committed within ``write_timeout_s`` raises
+        :class:`~dose.record.SinkWriteError`.
 
         ``policy`` is what every record is checked against as it is written (plausibility,
         the independent Dance check, reference levels and alerts); the default has no
@@ -537,32 +442,34 @@ class DoseLog:
         self.policy = policy or DosePolicy()
         self._lock = threading.Lock()
         self._closed = False
-        self._read_only = open_read_only(path, busy_timeout_s=busy_timeout_s) if read_only else None
-        if self._read_only is not None:
-            self._conn = self._read_only.connection
-            self._writer = None
+        self._write_timeout_s = write_timeout_s
+        self.db: Database | None = None
+        self._read_only = None
+        if read_only:
+            assert not isinstance(path, Database), "a read-only dose log opens its own file"
+            self._read_only = open_read_only(path, busy_timeout_s=busy_timeout_s)
             if not self._read_only.has_table("exposure"):
                 self._read_only.close()
                 raise DatabaseOpenError(path, "it holds no dose log")
             return
-        self._conn = connect(path, busy_timeout_s=busy_timeout_s, check_same_thread=False)
-        migrate(self._conn, migrations)
-        self._writer = (
-            _WriterThread(path, busy_timeout_s, write_timeout_s) if writer_thread else None
-        )
+        self.db = shared(path, busy_timeout_s=busy_timeout_s)
+        try:
+            self.db.migrate(migrations)
+        except BaseException:
+            self.db.close()
+            raise
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
-        """Close the connection (idempotent)."""
-        if self._writer is not None:
-            self._writer.close()
+        """Close the log (idempotent); the database closes with its last store."""
         with self._lock:
-            if not self._closed:
-                self._closed = True
-                if self._read_only is not None:
-                    self._read_only.close()  # and its private copy, if it made one
-                else:
-                    self._conn.close()
+            if self._closed:
+                return
+            self._closed = True
+        if self._read_only is not None:
+            self._read_only.close()  # and its private copy, if it made one
+        elif self.db is not None:
+            self.db.close()
 
     def __enter__(self) -> DoseLog:
         return self
@@ -578,17 +485,27 @@ class DoseLog:
         self._write(_reconcile(exposures, self.policy))
 
     def _write(self, work: Work) -> None:
-        if self._writer is not None:
-            self._writer.write(work)
-            return
-        with self._lock:
-            if self._closed:
-                raise SinkWriteError("dose log is closed")
-            _write_batch(self._conn, [work])
+        """Run ``work`` on the database's writer; committed on return (a failure of SQLite's,
+        a timeout or a closed log: :class:`SinkWriteError`, the cause chained)."""
+        if self._closed or self.db is None:
+            raise SinkWriteError("dose log is closed")
+        try:
+            self.db.run(work, self._write_timeout_s)
+        except WriteTimeout as exc:
+            raise SinkWriteError("dose log writer did not commit in time") from exc
+        except DatabaseClosed as exc:
+            raise SinkWriteError("dose log is closed") from exc
+        except sqlite3.Error as exc:
+            raise SinkWriteError(f"dose log write failed: {exc}") from exc
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._conn.execute(sql, tuple(params)).fetchall()
+        if self._read_only is not None:
+            with self._lock:
+                rows = self._read_only.connection.execute(sql, tuple(params)).fetchall()
+        else:
+            assert self.db is not None
+            with self.db.read() as conn:
+                rows = conn.execute(sql, tuple(params)).fetchall()
         return [dict(row) for row in rows]
 
     # ------------------------------------------------------------------ reading
@@ -740,16 +657,6 @@ def _reconcile(exposures: Sequence[ExposureRecord], policy: DosePolicy) -> Work:
             _check_row(conn, exposure_id, plausibility.findings(_fields(exposure)), policy)
 
     return work
-
-
-def _write_batch(conn: sqlite3.Connection, works: Sequence[Work]) -> None:
-    """Run ``works`` in one transaction (COMMIT before return)."""
-    try:
-        with atomic(conn):  # a full disk is named as such, never "cannot rollback"
-            for work in works:
-                work(conn)
-    except sqlite3.Error as exc:
-        raise SinkWriteError(f"dose log write failed: {exc}") from exc
 
 
 def _fields(record: ExposureRecord) -> dict[str, Any]:

@@ -110,7 +110,7 @@ def run_accept(args: argparse.Namespace) -> int:
             record.with_values(sop_instance_uid=None, review_reasons=(*record.review_reasons, note))
             for record in item.records()
         ]
-        with DoseLog(path, writer_thread=False) as dose_log:
+        with DoseLog(path) as dose_log:
             dose_log.record(records)
         try:
             objects.accept(item.id, operator, reason)

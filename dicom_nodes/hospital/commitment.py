@@ -42,7 +42,6 @@ from dicom_nodes.hospital.outbox import (
 )
 from dicom_nodes.hospital.scu import category, status_of
 from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, make_ae
-from storage import database
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +127,8 @@ class CommitmentReceiver:
     ) -> None:
         """Apply one commitment result to the outbox, durably, in one transaction."""
         now_s = self._clock() if now_s is None else now_s
-        with self.outbox.connect() as conn, database.atomic(conn):
+
+        def apply(conn: sqlite3.Connection) -> bool:
             known = conn.execute(
                 "SELECT 1 FROM outbox_messages WHERE kind = ? AND sop_instance_uid = ?",
                 (COMMITMENT, transaction_uid),
@@ -160,6 +160,9 @@ class CommitmentReceiver:
                 "WHERE kind = ? AND sop_instance_uid = ?",
                 (now_s, COMMITMENT, transaction_uid),
             )
+            return known is not None
+
+        known = self.outbox.db.run(apply)
         if not known:
             log.warning("storage commitment result for a transaction we do not know")
         log.info(
@@ -212,10 +215,10 @@ class CommitmentSender:
     def contexts(self, messages: Sequence[Message]) -> list[PresentationContext]:
         return default_contexts(messages)
 
-    def before_round(self, conn: sqlite3.Connection, now_s: float) -> None:
+    def before_round(self, now_s: float) -> None:
         if self.enabled:
-            self._expire(conn, now_s)
-            self._form_transaction(conn, now_s)
+            self.outbox.db.run(lambda conn: self._expire(conn, now_s))
+            self.outbox.db.run(lambda conn: self._form_transaction(conn, now_s))
 
     def send(self, assoc: Association, message: Message) -> SendResult:
         references = self._references(message.sop_instance_uid)
@@ -238,7 +241,7 @@ class CommitmentSender:
         return Outcome.DONE, status, None, None
 
     def _references(self, transaction_uid: str) -> list[Dataset]:
-        with self.outbox.connect() as conn:
+        with self.outbox.db.read() as conn:
             rows = conn.execute(
                 "SELECT sop_class_uid, sop_instance_uid FROM outbox_messages "
                 "WHERE kind = ? AND state = 'sent' AND transaction_uid = ? ORDER BY id",
@@ -253,7 +256,7 @@ class CommitmentSender:
         return references
 
     def _closed(self, transaction_uid: str) -> bool:
-        with self.outbox.connect() as conn:
+        with self.outbox.db.read() as conn:
             row = conn.execute(
                 "SELECT state FROM outbox_messages WHERE kind = ? AND sop_instance_uid = ?",
                 (COMMITMENT, transaction_uid),
@@ -270,17 +273,16 @@ class CommitmentSender:
         if not rows:
             return
         transaction_uid = new_uid(self.uid_root)
-        with database.atomic(conn):
-            conn.executemany(
-                "UPDATE outbox_messages SET transaction_uid = ? WHERE id = ?",
-                [(transaction_uid, row["id"]) for row in rows],
-            )
-            conn.execute(
-                "INSERT INTO outbox_messages (kind, destination, sop_class_uid, "
-                "sop_instance_uid, state, next_attempt_at_s, created_at_s) "
-                "VALUES (?, ?, ?, ?, 'pending', ?, ?)",
-                (COMMITMENT, PACS, StorageCommitmentPushModel, transaction_uid, now_s, now_s),
-            )
+        conn.executemany(
+            "UPDATE outbox_messages SET transaction_uid = ? WHERE id = ?",
+            [(transaction_uid, row["id"]) for row in rows],
+        )
+        conn.execute(
+            "INSERT INTO outbox_messages (kind, destination, sop_class_uid, "
+            "sop_instance_uid, state, next_attempt_at_s, created_at_s) "
+            "VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+            (COMMITMENT, PACS, StorageCommitmentPushModel, transaction_uid, now_s, now_s),
+        )
 
     def _expire(self, conn: sqlite3.Connection, now_s: float) -> None:
         """A transaction without an event report in time is asked again, in a new one."""
@@ -290,18 +292,17 @@ class CommitmentSender:
             (COMMITMENT, now_s - self.timeout_s),
         ).fetchall()
         for row in expired:
-            with database.atomic(conn):
-                conn.execute(
-                    "UPDATE outbox_messages SET transaction_uid = NULL "
-                    "WHERE kind = ? AND state = 'sent' AND transaction_uid = ?",
-                    (COMMITTED_KIND, row["sop_instance_uid"]),
-                )
-                conn.execute(
-                    "UPDATE outbox_messages SET state = 'failed', "
-                    "last_error = 'no N-EVENT-REPORT in time; asked again' "
-                    "WHERE kind = ? AND sop_instance_uid = ?",
-                    (COMMITMENT, row["sop_instance_uid"]),
-                )
+            conn.execute(
+                "UPDATE outbox_messages SET transaction_uid = NULL "
+                "WHERE kind = ? AND state = 'sent' AND transaction_uid = ?",
+                (COMMITTED_KIND, row["sop_instance_uid"]),
+            )
+            conn.execute(
+                "UPDATE outbox_messages SET state = 'failed', "
+                "last_error = 'no N-EVENT-REPORT in time; asked again' "
+                "WHERE kind = ? AND sop_instance_uid = ?",
+                (COMMITMENT, row["sop_instance_uid"]),
+            )
             log.warning("storage commitment: no result in time, asking again")
 
     # -- the dedicated listener (pacs.commitment_port) ---------------------------------------------

@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -240,7 +239,7 @@ class MppsSender:
     def contexts(self, messages: Sequence[Message]) -> list[PresentationContext]:
         return default_contexts(messages)
 
-    def before_round(self, conn: sqlite3.Connection, now_s: float) -> None:
+    def before_round(self, now_s: float) -> None:
         """Nothing of its own: the outbox's order and holds are enough."""
 
     def handlers(self) -> list[tuple[Any, ...]]:

@@ -29,14 +29,13 @@ The outbox never deletes the files it sends.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self
@@ -48,7 +47,8 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 
 from dicom_nodes.hospital.scu import AssociationError, DimseError, Peer, ScuError, associate
-from storage import WriteFailures, database
+from storage import WriteFailures
+from storage.writer import Database, shared
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +104,9 @@ class Sender(Protocol):
         """The presentation contexts its ``messages`` need (PS3.8 9.3.2.2)."""
         ...
 
-    def before_round(self, conn: sqlite3.Connection, now_s: float) -> None:
-        """Work of its own at the start of each round (e.g. forming a commitment transaction)."""
+    def before_round(self, now_s: float) -> None:
+        """Work of its own at the start of each round (e.g. forming a commitment transaction),
+        written through the outbox's database (:attr:`Outbox.db`)."""
         ...
 
     def handlers(self) -> list[tuple[Any, ...]]:
@@ -235,7 +236,7 @@ class Outbox:
 
     def __init__(
         self,
-        db_path: str | Path,
+        db_path: str | Path | Database,
         destinations: Mapping[str, Peer],
         *,
         retry: RetryPolicy | None = None,
@@ -247,8 +248,6 @@ class Outbox:
         on_event: Callable[[str, Message, dict[str, Any]], None] | None = None,
         busy_timeout_s: float = 5.0,
     ) -> None:
-        self.db_path = Path(db_path)
-        self.busy_timeout_s = busy_timeout_s
         #: Called with (message, "done" | "terminal", status) once a delivery outcome is durable;
         #: retries are not reported (an outage would report every attempt).
         self.on_delivery = on_delivery
@@ -269,11 +268,14 @@ class Outbox:
         #: The registry: message kind -> its sender.
         self.senders: dict[str, Sender] = {}
         _config.STORE_SEND_CHUNKED_DATASET = True  # send files as they are (dicom.md §2)
-        db = database.open_database(self.db_path)
+        #: The database: writes through its one writer, reads on per-thread connections.
+        self.db = shared(db_path, busy_timeout_s=busy_timeout_s)
+        self._closed = False
         try:
-            database.migrate(db, MIGRATIONS)
-        finally:
-            db.close()
+            self.db.migrate(MIGRATIONS)
+        except BaseException:
+            self.db.close()
+            raise
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -295,13 +297,18 @@ class Outbox:
                 log.warning("the outbox sender did not stop within %.0f s", timeout_s)
             self._thread = None
 
-    close = stop
+    def close(self) -> None:
+        """Stop, and let go of the database (idempotent)."""
+        self.stop()
+        if not self._closed:
+            self._closed = True
+            self.db.close()
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        self.close()
 
     def wake(self) -> None:
         """Look for due work now rather than at the next poll."""
@@ -321,13 +328,17 @@ class Outbox:
     ) -> bool:
         """Replace the content (and what it waits for) of a message not sent yet; False when
         it has left meanwhile. Its place in the queue and its hold deadline stay."""
-        with self._connect() as conn:
-            updated = conn.execute(
-                "UPDATE outbox_messages SET payload_json = ?, "
-                "awaits_json = CASE WHEN awaits_json IS NULL THEN NULL ELSE ? END "
-                "WHERE id = ? AND state = 'pending'",
-                (dataset.to_json(), json.dumps(list(awaits)), message_id),
-            ).rowcount
+        values = (dataset.to_json(), json.dumps(list(awaits)), message_id)
+        updated: int = self.db.run(
+            lambda conn: (
+                conn.execute(
+                    "UPDATE outbox_messages SET payload_json = ?, "
+                    "awaits_json = CASE WHEN awaits_json IS NULL THEN NULL ELSE ? END "
+                    "WHERE id = ? AND state = 'pending'",
+                    values,
+                ).rowcount
+            )
+        )
         self._notify()
         return bool(updated)
 
@@ -355,8 +366,8 @@ class Outbox:
         now_s = self.clock()
         awaits_json = json.dumps(list(awaits)) if awaits else None
         hold_until_s = now_s + hold_s if awaits else None
-        with self._connect() as conn:
-            conn.execute(
+        self.db.run(
+            lambda conn: conn.execute(
                 f"""
                 INSERT INTO outbox_messages (kind, destination, sop_class_uid, sop_instance_uid,
                     transfer_syntax_uid, file_path, payload_json, state, next_attempt_at_s,
@@ -381,6 +392,7 @@ class Outbox:
                     hold_until_s,
                 ),
             )
+        )
         self._notify()
         self.wake()
 
@@ -388,7 +400,7 @@ class Outbox:
 
     def messages(self, sop_instance_uid: str | None = None) -> list[Message]:
         """Every message (of one instance), oldest first."""
-        with self._connect() as conn:
+        with self.db.read() as conn:
             if sop_instance_uid is None:
                 rows = conn.execute("SELECT * FROM outbox_messages ORDER BY id").fetchall()
             else:
@@ -400,7 +412,7 @@ class Outbox:
 
     def stuck(self, older_than_s: float) -> list[Message]:
         """Messages still pending ``older_than_s`` after they were queued, oldest first."""
-        with self._connect() as conn:
+        with self.db.read() as conn:
             rows = conn.execute(
                 "SELECT * FROM outbox_messages WHERE state = 'pending' AND created_at_s <= ? "
                 "ORDER BY created_at_s, id",
@@ -411,7 +423,7 @@ class Outbox:
     def failed(self, since_s: float) -> list[Message]:
         """Messages that failed for good (never retried) and were queued after ``since_s``."""
         quiet = [kind for kind, sender in self.senders.items() if not sender.alerted]
-        with self._connect() as conn:
+        with self.db.read() as conn:
             rows = conn.execute(
                 "SELECT * FROM outbox_messages WHERE state = 'failed' AND created_at_s >= ? "
                 f"AND kind NOT IN ({_marks(quiet)}) ORDER BY id",
@@ -430,11 +442,12 @@ class Outbox:
             if not new:
                 return stuck
             now_s = self.clock()
-            with self._connect() as conn:
-                conn.executemany(
-                    "UPDATE outbox_messages SET stuck_alerted_at_s = ? WHERE id = ?",
-                    [(now_s, m.id) for m in new],
+            marks = [(now_s, m.id) for m in new]
+            self.db.run(
+                lambda conn: conn.executemany(
+                    "UPDATE outbox_messages SET stuck_alerted_at_s = ? WHERE id = ?", marks
                 )
+            )
         for destination in dict.fromkeys(m.destination for m in new):
             if any(m.destination == destination and m.stuck_alerted_at_s for m in stuck):
                 continue  # the same episode: its alert was given, and stands
@@ -457,7 +470,7 @@ class Outbox:
 
     def counts(self) -> dict[str, int]:
         """Number of messages per state."""
-        with self._connect() as conn:
+        with self.db.read() as conn:
             rows = conn.execute(
                 "SELECT state, COUNT(*) AS n FROM outbox_messages GROUP BY state"
             ).fetchall()
@@ -494,7 +507,7 @@ class Outbox:
     def seconds_until_due(self) -> float:
         """Seconds until the next sendable message is due (at most ``poll_s``)."""
         sendable, args = self._sendable(self.clock())
-        with self._connect() as conn:
+        with self.db.read() as conn:
             row = conn.execute(
                 f"SELECT MIN(next_attempt_at_s) AS due FROM outbox_messages AS m "
                 f"WHERE {sendable} AND destination IN ({_marks(self.destinations)})",
@@ -513,31 +526,29 @@ class Outbox:
         """
         now_s = self.clock()
         attempted = 0
-        with self._connect() as conn:
-            for sender in dict.fromkeys(self.senders.values()):
-                sender.before_round(conn, now_s)
-            due = self._due(conn, tuple(self.destinations), now_s)
-            for destination in dict.fromkeys(m.destination for m in due):
-                if self._stop.is_set():
-                    break
-                batch = [m for m in due if m.destination == destination]
-                attempted += self._send_batch(conn, destination, batch)
+        for sender in dict.fromkeys(self.senders.values()):
+            sender.before_round(now_s)
+        due = self._due(tuple(self.destinations), now_s)
+        for destination in dict.fromkeys(m.destination for m in due):
+            if self._stop.is_set():
+                break
+            batch = [m for m in due if m.destination == destination]
+            attempted += self._send_batch(destination, batch)
         self._notify()
         return attempted
 
-    def _due(
-        self, conn: sqlite3.Connection, destinations: tuple[str, ...], now_s: float
-    ) -> list[Message]:
+    def _due(self, destinations: tuple[str, ...], now_s: float) -> list[Message]:
         sendable, args = self._sendable(now_s)
-        rows = conn.execute(
-            f"SELECT * FROM outbox_messages AS m WHERE {sendable} "
-            f"AND next_attempt_at_s <= ? AND destination IN ({_marks(destinations)}) "
-            "ORDER BY id LIMIT ?",
-            (*args, now_s, *destinations, self.batch_size),
-        ).fetchall()
+        with self.db.read() as conn:
+            rows = conn.execute(
+                f"SELECT * FROM outbox_messages AS m WHERE {sendable} "
+                f"AND next_attempt_at_s <= ? AND destination IN ({_marks(destinations)}) "
+                "ORDER BY id LIMIT ?",
+                (*args, now_s, *destinations, self.batch_size),
+            ).fetchall()
         return [Message.from_row(row) for row in rows]
 
-    def _send_batch(self, conn: sqlite3.Connection, destination: str, batch: list[Message]) -> int:
+    def _send_batch(self, destination: str, batch: list[Message]) -> int:
         """Send ``batch`` on one association, then whatever became due for the same peer
         meanwhile (e.g. the N-SET behind its N-CREATE) and fits the negotiated contexts.
 
@@ -556,23 +567,23 @@ class Outbox:
                         if self._stop.is_set() or not assoc.is_established:
                             return attempted
                         tried.add(message.id)
-                        self._send_one(conn, assoc, message)
+                        self._send_one(assoc, message)
                         attempted += 1
                     batch = [
                         m
-                        for m in self._due(conn, (destination,), self.clock())
+                        for m in self._due((destination,), self.clock())
                         if m.id not in tried and (m.sop_class_uid, m.transfer_syntax_uid) in fits
                     ]
         except AssociationError as exc:
             log.warning("outbox: %s", exc)
             for message in batch:
-                self._record(conn, message, Outcome.RETRY, None, str(exc))
+                self._record(message, Outcome.RETRY, None, str(exc))
             attempted = len(batch)
         return attempted
 
-    def _send_one(self, conn: sqlite3.Connection, assoc: Association, message: Message) -> None:
+    def _send_one(self, assoc: Association, message: Message) -> None:
         if message.awaits and message.recovery is None:
-            self._release_held(conn, message)
+            self._release_held(message)
         recovery = None
         try:
             outcome, status, error, recovery = self.senders[message.kind].send(assoc, message)
@@ -581,15 +592,19 @@ class Outbox:
         except FileNotFoundError as exc:
             outcome, status, error = Outcome.TERMINAL, None, f"file missing: {exc.filename}"
         if recovery is not None:  # noted before the outcome, so that a crash keeps it
-            conn.execute(
-                "UPDATE outbox_messages SET recovery = ? WHERE id = ?", (recovery, message.id)
-            )
+            self._note_recovery(message, recovery)
             self._event("recovered", message, {"recovery": recovery, "outcome": outcome})
-        self._record(conn, message, outcome, status, error)
+        self._record(message, outcome, status, error)
+
+    def _note_recovery(self, message: Message, note: str) -> None:
+        self.db.run(
+            lambda conn: conn.execute(
+                "UPDATE outbox_messages SET recovery = ? WHERE id = ?", (note, message.id)
+            )
+        )
 
     def _record(
         self,
-        conn: sqlite3.Connection,
         message: Message,
         outcome: str,
         status: int | None,
@@ -598,7 +613,7 @@ class Outbox:
         now_s = self.clock()
         attempts = message.attempts + 1
         if outcome == Outcome.DONE:
-            conn.execute(
+            self._update(
                 "UPDATE outbox_messages SET attempts = ?, sent_at_s = ?, last_status = ?, "
                 "last_error = NULL, state = CASE state WHEN 'pending' THEN 'sent' ELSE state END "
                 "WHERE id = ?",
@@ -611,7 +626,7 @@ class Outbox:
                 message.id,
                 error or _hex(status),
             )
-            conn.execute(
+            self._update(
                 "UPDATE outbox_messages SET state = 'failed', attempts = ?, last_status = ?, "
                 "last_error = ? WHERE id = ?",
                 (attempts, status, error, message.id),
@@ -625,7 +640,7 @@ class Outbox:
                 delay_s,
                 error or _hex(status),
             )
-            conn.execute(
+            self._update(
                 "UPDATE outbox_messages SET attempts = ?, next_attempt_at_s = ?, "
                 "last_status = ?, last_error = ? WHERE id = ?",
                 (attempts, now_s + delay_s, status, error, message.id),
@@ -637,23 +652,24 @@ class Outbox:
             except Exception:
                 log.exception("outbox: delivery hook failed (the outcome is recorded)")
 
-    def _release_held(self, conn: sqlite3.Connection, message: Message) -> None:
+    def _release_held(self, message: Message) -> None:
         """A held message leaves: said once when its hold ended before the PACS stored all it
         waited for (journaled by the controller, pacs.mpps_hold_max_s)."""
         settled = self.settled_states
-        missing = [
-            row[0]
-            for row in conn.execute(
-                "SELECT w.value FROM json_each(?) AS w WHERE NOT EXISTS (SELECT 1 FROM "
-                "outbox_messages AS s WHERE s.sop_instance_uid = w.value "
-                f"AND s.state IN ({_marks(settled)}))",
-                (message.awaits_json, *settled),
-            )
-        ]
+        with self.db.read() as conn:
+            missing = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT w.value FROM json_each(?) AS w WHERE NOT EXISTS (SELECT 1 FROM "
+                    "outbox_messages AS s WHERE s.sop_instance_uid = w.value "
+                    f"AND s.state IN ({_marks(settled)}))",
+                    (message.awaits_json, *settled),
+                )
+            ]
         if not missing:
             return
         note = f"sent before the PACS held {len(missing)} of the {len(message.awaits)} objects"
-        conn.execute("UPDATE outbox_messages SET recovery = ? WHERE id = ?", (note, message.id))
+        self._note_recovery(message, note)
         log.warning("outbox: %s message %d %s (hold ended)", message.kind, message.id, note)
         held_s = round(self.clock() - message.created_at_s, 1)
         self._event("hold-expired", message, {"missing": len(missing), "held_s": held_s})
@@ -668,17 +684,9 @@ class Outbox:
 
     # -- plumbing ----------------------------------------------------------------------------------
 
-    def connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        """A connection to the outbox's database, for the senders' own queries."""
-        return self._connect()
-
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = database.connect(self.db_path, busy_timeout_s=self.busy_timeout_s)
-        try:
-            yield conn
-        finally:
-            conn.close()
+    def _update(self, sql: str, params: tuple[Any, ...]) -> None:
+        """One statement through the writer; committed on return."""
+        self.db.run(lambda conn: conn.execute(sql, params))
 
     def _notify(self) -> None:
         with self._changed:

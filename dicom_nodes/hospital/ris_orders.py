@@ -14,14 +14,13 @@ is unmarked.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import sqlite_utils
 
 from dicom_nodes.hospital.mwl_scu import WorklistItem, WorklistQuery, WorklistResult, find_worklist
 from dicom_nodes.hospital.scu import Peer, ScuError
-from storage import database
+from storage.writer import Database, shared
 
 log = logging.getLogger(__name__)
 
@@ -99,28 +98,30 @@ def _date_bounds(text: str) -> tuple[str, str]:
 
 
 class RisOrderStore:
-    """Read and update the ``ris_orders`` table; every call uses its own short connection."""
+    """Read and update the ``ris_orders`` table: writes through the database's one writer
+    (:class:`storage.writer.Database`), reads on the calling thread's read connection."""
 
-    def __init__(self, db_path: str | Path) -> None:
-        self.db_path = Path(db_path)
-        db = database.open_database(self.db_path)
+    def __init__(self, db_path: str | Path | Database) -> None:
+        self.db = shared(db_path)
+        self.db_path = self.db.path
+        self._closed = False
         try:
-            database.migrate(db, MIGRATIONS)
-        finally:
-            db.close()
+            self.db.migrate(MIGRATIONS)
+        except BaseException:
+            self.db.close()
+            raise
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = database.connect(self.db_path)
-        try:
-            yield conn
-        finally:
-            conn.close()
+    def close(self) -> None:
+        """Close the store (idempotent); the database closes with its last store."""
+        if not self._closed:
+            self._closed = True
+            self.db.close()
 
     def apply(self, result: WorklistResult, query: WorklistQuery, now_s: float) -> RefreshSummary:
         """Upsert ``result`` and mark what vanished within ``query``'s scope, atomically."""
         seen = {(i.accession_number, i.sps_id) for i in result.items}
-        with self._connect() as conn, database.atomic(conn):
+
+        def upsert(conn: sqlite3.Connection) -> tuple[dict[tuple[str, str], float | None], int]:
             known = {
                 (row["accession_number"], row["sps_id"]): row["disappeared_at_s"]
                 for row in conn.execute(
@@ -132,6 +133,9 @@ class RisOrderStore:
             disappeared = 0
             if not result.truncated:
                 disappeared = self._mark_vanished(conn, query, seen, now_s)
+            return known, disappeared
+
+        known, disappeared = self.db.run(upsert)
         return RefreshSummary(
             received=len(result.items),
             added=len(seen - known.keys()),
@@ -204,7 +208,7 @@ class RisOrderStore:
 
     def find(self, accession_number: str, sps_id: str) -> StoredOrder | None:
         """One order as the store last knew it (also after the RIS stopped listing it)."""
-        with self._connect() as conn:
+        with self.db.read() as conn:
             row = conn.execute(
                 "SELECT * FROM ris_orders WHERE accession_number = ? AND sps_id = ?",
                 (accession_number, sps_id),
@@ -214,7 +218,7 @@ class RisOrderStore:
     def orders(self, *, include_disappeared: bool = False) -> list[StoredOrder]:
         """Orders by scheduled start; those the RIS withdrew only when asked."""
         where = "" if include_disappeared else "WHERE disappeared_at_s IS NULL"
-        with self._connect() as conn:
+        with self.db.read() as conn:
             rows = conn.execute(
                 f"SELECT * FROM ris_orders {where} "
                 "ORDER BY sps_start_date, sps_start_time, accession_number, sps_id"

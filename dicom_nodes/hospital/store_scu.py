@@ -18,7 +18,6 @@ nothing for the objects of a round: each object then gets its own verdict.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,7 +231,7 @@ class StoreSender:
             list(dict.fromkeys((m.sop_class_uid, m.transfer_syntax_uid) for m in messages))
         )
 
-    def before_round(self, conn: sqlite3.Connection, now_s: float) -> None:
+    def before_round(self, now_s: float) -> None:
         """Nothing of its own."""
 
     def handlers(self) -> list[tuple[Any, ...]]:

@@ -28,11 +28,9 @@ def policy() -> DosePolicy:
     return DosePolicy(levels=load_levels([DEFAULT_LEVELS]))
 
 
-@pytest.fixture(params=[False, True], ids=["lock", "writer-thread"])
-def dose_log(
-    tmp_path: Path, policy: DosePolicy, request: pytest.FixtureRequest
-) -> Iterator[DoseLog]:
-    log = DoseLog(tmp_path / "galacto.sqlite", writer_thread=request.param, policy=policy)
+@pytest.fixture
+def dose_log(tmp_path: Path, policy: DosePolicy) -> Iterator[DoseLog]:
+    log = DoseLog(tmp_path / "galacto.sqlite", policy=policy)
     yield log
     log.close()
 

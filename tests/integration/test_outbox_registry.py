@@ -46,7 +46,7 @@ class EchoSender:
     def contexts(self, messages: Sequence[Message]) -> list[PresentationContext]:
         return [build_context(Verification)]
 
-    def before_round(self, conn: sqlite3.Connection, now_s: float) -> None:
+    def before_round(self, now_s: float) -> None:
         self.rounds += 1
 
     def handlers(self) -> list[tuple[Any, ...]]:

@@ -42,8 +42,7 @@ def test_sent_objects_form_a_transaction_under_the_site_root(tmp_path: Path) -> 
     outbox = DicomOutbox(db, {"pacs": NOWHERE}, storage_commitment=True, uid_root=SITE_ROOT)
     uids = [outbox.enqueue_store(kept_file(tmp_path)) for _ in range(2)]
     mark_sent(db)
-    with outbox.connect() as conn:
-        outbox.commitment.before_round(conn, 10.0)
+    outbox.commitment.before_round(10.0)
     (transaction,) = [m for m in outbox.messages() if m.kind == COMMITMENT]
     assert transaction.sop_instance_uid.startswith(SITE_ROOT + ".")
     assert {m.transaction_uid for m in outbox.messages() if m.sop_instance_uid in uids} == {
@@ -56,8 +55,7 @@ def test_without_commitment_no_transaction_is_formed(tmp_path: Path) -> None:
     outbox = DicomOutbox(db, {"pacs": NOWHERE}, uid_root=SITE_ROOT)
     outbox.enqueue_store(kept_file(tmp_path))
     mark_sent(db)
-    with outbox.connect() as conn:
-        outbox.commitment.before_round(conn, 10.0)
+    outbox.commitment.before_round(10.0)
     assert [m.kind for m in outbox.messages()] == ["c_store"]
 
 
@@ -66,11 +64,9 @@ def test_a_transaction_without_a_report_in_time_is_asked_again(tmp_path: Path) -
     outbox = DicomOutbox(db, {"pacs": NOWHERE}, storage_commitment=True, commitment_timeout_s=60.0)
     uid = outbox.enqueue_store(kept_file(tmp_path))
     mark_sent(db)
-    with outbox.connect() as conn:
-        outbox.commitment.before_round(conn, 10.0)
+    outbox.commitment.before_round(10.0)
     mark_sent(db, sent_at_s=10.0)  # the N-ACTION was accepted at 10 s
-    with outbox.connect() as conn:
-        outbox.commitment.before_round(conn, 100.0)  # no report by 70 s: a new transaction
+    outbox.commitment.before_round(100.0)  # no report by 70 s: a new transaction
     transactions = [m for m in outbox.messages() if m.kind == COMMITMENT]
     assert [t.state for t in transactions] == ["failed", "pending"]
     (store,) = outbox.messages(uid)
