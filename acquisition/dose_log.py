@@ -43,6 +43,8 @@ import sqlite_utils
 from acquisition.dose_reconcile import (
     ALERT_ACKNOWLEDGED,
     ALERT_OPEN,
+    MATCHED_BY_TECHNIQUE,
+    RECORD_COLUMNS,
     Work,
     reconcile,
     utc_now,
@@ -612,3 +614,16 @@ class DoseLog:
 
 class AlertStateError(ValueError):
     """The alert is not open (already acknowledged)."""
+
+
+__all__ = [
+    "ALERT_ACKNOWLEDGED",
+    "ALERT_OPEN",
+    "ANNOTATION_COLUMNS",
+    "CHECK_COLUMNS",
+    "MATCHED_BY_TECHNIQUE",
+    "RECORD_COLUMNS",
+    "AlertStateError",
+    "DoseLog",
+    "migrations",
+]
