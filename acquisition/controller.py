@@ -37,6 +37,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from acquisition import wiring
+from acquisition.alerts import outbox_alerts
 from acquisition.dose_log import DoseLog
 from acquisition.dose_policy import dose_policy
 from acquisition.exam.model import PHASE_STEPS, ExamOrder, JournalUnavailable, phase_sps_id
@@ -59,8 +60,7 @@ from dicom_nodes.hospital.ris_orders import (
     WorklistRefresher,
     todays_query,
 )
-from dicom_nodes.hospital.scu import Peer
-from dicom_nodes.network import client_tls_context, server_tls_context
+from dicom_nodes.network import server_tls_context
 from dicom_nodes.unit_facing.mpps_scp import MODALITY_PERFORMED_PROCEDURE_STEP
 from dicom_nodes.unit_facing.mpps_store import SqliteMppsStore
 from dicom_nodes.unit_facing.received_objects import QuarantineItem, ReceivedObjects
@@ -233,7 +233,7 @@ class Controller:
         self.mpps_store = self._keep(SqliteMppsStore(db))
         self.worklist = self._keep(WorklistStore(db))
         self.orders = self._keep(RisOrderStore(db)) if config.ris.host else None
-        destinations = self._destinations()
+        destinations = wiring.hospital_destinations(config)
         self.outbox = (
             DicomOutbox(
                 db,
@@ -289,41 +289,6 @@ class Controller:
     def _keep(self, closable: Any) -> Any:
         self._opened.append(closable)
         return closable
-
-    def _destinations(self) -> dict[str, Peer]:
-        config = self.config
-        timeouts = wiring.dicom_timeouts(config)
-        tls = (
-            client_tls_context(
-                config.dicom.tls_ca, config.dicom.tls_certificate, config.dicom.tls_private_key
-            )
-            if config.dicom.tls_certificate
-            else None
-        )
-        calling = config.dicom.ae_title
-        peers: dict[str, Peer] = {}
-        if config.ris.host:
-            # the MPPS manager may be another host than the worklist provider (IHE SWF)
-            peers[RIS] = Peer(
-                config.ris.mpps_host or config.ris.host,
-                config.ris.mpps_port or config.ris.port,
-                config.ris.mpps_ae_title or config.ris.ae_title,
-                calling_ae=calling,
-                timeouts=timeouts,
-                tls=tls,
-                max_pdu=config.dicom.max_pdu,
-            )
-        if config.pacs.host:
-            peers[PACS] = Peer(
-                config.pacs.host,
-                config.pacs.port,
-                config.pacs.ae_title,
-                calling_ae=calling,
-                timeouts=timeouts,
-                tls=tls,
-                max_pdu=config.dicom.max_pdu,
-            )
-        return peers
 
     def _connect_injector(self) -> None:
         if self.injector is None and self.config.injector.url:
@@ -554,31 +519,9 @@ class Controller:
 
     def _outbox_alerts(self) -> list[str]:
         """Messages stuck longer than pacs.stuck_alert_s, and those failed for good (a day)."""
-        outbox = self.outbox
-        if outbox is None:
+        if self.outbox is None:
             return []
-        out = []
-        try:
-            stuck = outbox.stuck(self.config.pacs.stuck_alert_s)
-            failed = outbox.failed(time.time() - FAILED_ALERT_S)
-        except Exception as exc:
-            return [f"outbox not readable: {exc}"]
-        for destination in dict.fromkeys(m.destination for m in stuck):
-            mine = [m for m in stuck if m.destination == destination]
-            age_min = (time.time() - mine[0].created_at_s) / 60.0
-            out.append(
-                f"{len(mine)} message(s) to the {destination.upper()} not delivered for "
-                f"{age_min:.0f} min ({mine[0].last_error or 'not answered yet'}). galacto keeps "
-                f"trying; ask the {destination.upper()} administrator."
-            )
-        for destination in dict.fromkeys(m.destination for m in failed):
-            mine = [m for m in failed if m.destination == destination]
-            out.append(
-                f"{len(mine)} message(s) to the {destination.upper()} failed for good and are "
-                f"not retried ({mine[-1].last_error or 'refused'}). Ask the "
-                f"{destination.upper()} administrator; the journal lists them."
-            )
-        return out
+        return outbox_alerts(self.outbox, self.config.pacs.stuck_alert_s, FAILED_ALERT_S)
 
     def _unit_steps_in_progress(self, order: ExamOrder | None) -> list[str]:
         """The unit's MPPS steps of the exam (its study or its phase steps) still IN PROGRESS."""
