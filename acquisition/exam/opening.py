@@ -48,7 +48,9 @@ def order_from_worklist(item: WorklistItem, side: str, uid_root: str | None = No
     )
 
 
-def unscheduled_order(patient: Patient, side: str, exam_id: str, uid_root: str | None) -> ExamOrder:
+def unscheduled_order(
+    patient: Patient, side: str, exam_id: str, uid_root: str | None = None
+) -> ExamOrder:
     """The exam of a patient registered at the console: no accession number (IHE's unscheduled
     case: none is invented for the images), its own Study Instance UID under ``uid_root``."""
     return ExamOrder(
