@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
 
 from acquisition.dose_log import DoseLog
 from acquisition.exam.model import (
@@ -78,6 +77,7 @@ from dicom_nodes.datasets.rdsr import (
     IrradiationEvent,
     build_rdsr,
 )
+from dicom_nodes.datasets.uids import derived_uid
 from dicom_nodes.hospital.dicom_outbox import DicomOutbox, Kind
 from dicom_nodes.hospital.outbox import Message, State
 from dicom_nodes.hospital.ris_orders import StoredOrder
@@ -111,11 +111,6 @@ class ReportingSettings:
     pacs: bool = True  #: queue the dose report (a PACS is configured)
     #: Longest wait of the final MPPS for the PACS to store what it lists (pacs.mpps_hold_max_s).
     mpps_hold_max_s: float = 600.0
-
-
-def derived_uid(uid_root: str, *parts: str) -> str:
-    """A UID under ``uid_root`` derived from ``parts``: the same parts give the same UID."""
-    return str(generate_uid(prefix=uid_root.rstrip(".") + ".", entropy_srcs=list(parts)))
 
 
 class ExamReporting:
@@ -203,6 +198,7 @@ class ExamReporting:
             study_instance_uid=order.study_instance_uid,
             station_name=self.settings.station_name,
             performed_protocol_codes=(codes.MAMMARY_DUCTOGRAM,),
+            uid_root=self.settings.uid_root,
         )
 
     def _rows(self, view: ExamSnapshot) -> list[dict[str, Any]]:

@@ -55,7 +55,9 @@ from simulators.unit_physics import (
     expose,
 )
 
-#: UID root of everything the simulated unit creates (below the project's root).
+#: UID root of everything the simulated unit creates (below the project's root). The simulated
+#: unit stands for the mammography unit, another maker's equipment, which names its images,
+#: series and irradiation events under its own root: not galacto's ``site.uid_root``.
 SIM_UID_ROOT = "1.2.826.0.1.3680043.10.1466.99."
 MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
 MPPS_SOP_CLASS = "1.2.840.10008.3.1.2.3.3"

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import generate_uid
 
 from dicom_nodes.datasets import codes
 from dicom_nodes.datasets.codes import Code
+from dicom_nodes.datasets.uids import derived_uid
 
 MODALITY = "MG"
 IN_PROGRESS = "IN PROGRESS"
@@ -83,6 +83,8 @@ class MppsExam:
     procedure_codes: tuple[Code, ...] = (codes.DUCTOGRAPHY,)
     performed_protocol_codes: tuple[Code, ...] = ()
     specific_character_set: str = "ISO_IR 192"
+    #: The site's root (``site.uid_root``) for the UIDs the MPPS itself must make.
+    uid_root: str = ""
 
 
 @dataclass(frozen=True)
@@ -316,7 +318,8 @@ def build_mpps_discontinued(
     if not any(reason.same_concept(known) for known in DISCONTINUATION_REASONS):
         raise MppsBuildError(f"not a CID 9301 discontinuation reason: {reason.value}")
     if not series:
-        series = [PerformedSeries(generate_uid(), exam.description, "No images acquired")]
+        empty = derived_uid(exam.uid_root or None, exam.mpps_instance_uid, "series without images")
+        series = [PerformedSeries(empty, exam.description, "No images acquired")]
     ds = _final(exam, series, ended_at, DISCONTINUED, dose=dose, contrast=contrast)
     ds.PerformedProcedureStepDiscontinuationReasonCodeSequence = _code_sequence([reason])
     return ds

@@ -45,7 +45,9 @@ from typing import Protocol
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
-from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian
+
+from dicom_nodes.datasets.uids import new_uid
 
 XRAY_RADIATION_DOSE_SR = "1.2.840.10008.5.1.4.1.1.88.67"
 
@@ -388,7 +390,7 @@ def observer_context(context: DoseReportContext) -> list[Dataset]:
         uidref_item(
             "HAS OBS CONTEXT",
             codes.DCM.DeviceObserverUID,
-            context.device_observer_uid or generate_uid(prefix=context.uid_prefix),
+            context.device_observer_uid or new_uid(context.uid_prefix),
         ),
     ]
     optional = (
@@ -588,7 +590,7 @@ def build_rdsr(
         raise DoseReportError("a dose report needs at least one irradiation event")
     now = context.content_datetime or dt.datetime.now()
     prefix = context.uid_prefix
-    sop_uid = sop_instance_uid or generate_uid(prefix=prefix)
+    sop_uid = sop_instance_uid or new_uid(prefix)
 
     ds = Dataset()
     ds.file_meta = _file_meta(sop_uid)
@@ -601,7 +603,7 @@ def build_rdsr(
     set_patient_and_study(ds, context, now)
     # SR Document Series
     ds.Modality = "SR"
-    ds.SeriesInstanceUID = series_instance_uid or generate_uid(prefix=prefix)
+    ds.SeriesInstanceUID = series_instance_uid or new_uid(prefix)
     ds.SeriesNumber = context.series_number
     ds.ReferencedPerformedProcedureStepSequence = _pps_reference(
         context.performed_procedure_step_uid
