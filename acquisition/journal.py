@@ -33,7 +33,6 @@ import hmac
 import json
 import logging
 import sqlite3
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,7 @@ import sqlite_utils
 
 from storage.database import StorageError
 from storage.files import append_line_durably, private_dir
-from storage.writer import Database, shared
+from storage.writer import Database, Store
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +192,7 @@ def _chain_hash(key: bytes | None, prev_hash: str, fields: tuple[Any, ...]) -> s
     return hashlib.sha256(material).hexdigest()
 
 
-class Journal:
+class Journal(Store):
     """Append and read the journal. Thread-safe: appends go to the database's one writer
     (:class:`storage.writer.Database`), reads to the calling thread's read connection.
 
@@ -202,6 +201,8 @@ class Journal:
     a previous key (or with none) to ``key``. ``witness`` receives the head at
     :meth:`witness_head`.
     """
+
+    migrations = MIGRATIONS
 
     def __init__(
         self,
@@ -213,13 +214,7 @@ class Journal:
     ) -> None:
         self._key = key or None
         self._witness = witness
-        self._closed = threading.Event()
-        self.db = shared(path, busy_timeout_s=busy_timeout_s)
-        try:
-            self.db.migrate(MIGRATIONS)
-        except BaseException:
-            self.db.close()
-            raise
+        super().__init__(path, busy_timeout_s=busy_timeout_s)
 
     def adopt_key(self, previous_keys: Sequence[bytes] = ()) -> Entry | None:
         """Make the journal sealed with this journal's key, before anything is appended.
@@ -259,18 +254,6 @@ class Journal:
         log.warning("journal key rotated at entry %d (new key %s)", entry.seq, key_id(self._key))
         return entry
 
-    def close(self) -> None:
-        """Close the journal (idempotent); the database closes with its last store."""
-        if not self._closed.is_set():
-            self._closed.set()
-            self.db.close()
-
-    def __enter__(self) -> Journal:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def append(
         self,
         kind: str,
@@ -291,7 +274,7 @@ class Journal:
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the database's writer; committed on return (any failure to write:
         :class:`JournalError`, the cause chained)."""
-        if self._closed.is_set():
+        if self.closed:
             raise JournalError("journal append failed: the journal is closed")
         try:
             return self.db.run(fn)

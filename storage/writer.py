@@ -28,15 +28,21 @@ Errors are the original ones (``sqlite3.Error``, a full disk included — :func:
 .is_disk_full` sees them — or whatever ``fn`` raised); :class:`WriteTimeout` when no commit came
 in time; :class:`DatabaseClosed` after :meth:`~Database.close`.
 
-Adopting it in a store::
+Adopting it in a store: subclass :class:`Store`, name its migrations, write and read::
 
-    self.db = storage.shared(path, busy_timeout_s=busy_timeout_s)
-    self.db.migrate(MIGRATIONS)                  # the store's own sqlite-utils Migrations
-    self.db.run(lambda conn: conn.execute("INSERT ...", values))        # durable on return
-    with self.db.read() as conn:
-        rows = conn.execute("SELECT ...").fetchall()
+    class UserStore(Store):
+        migrations = sqlite_utils.Migrations("users")   # the store's own, applied at opening
+
+        def add(self, name: str) -> None:
+            self.db.run(lambda conn: conn.execute("INSERT INTO users VALUES (?)", (name,)))
+
+        def names(self) -> list[str]:
+            with self.db.read() as conn:
+                return [row[0] for row in conn.execute("SELECT name FROM users")]
+
+    users = UserStore(path_or_database)   # the process's Database of that file
     ...
-    self.db.close()                              # in the store's close()
+    users.close()                          # the file closes with its last store
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import sqlite_utils
 
@@ -416,6 +422,41 @@ def _settle(job: _Job, call: Callable[[], Any]) -> None:
         job.future.set_exception(exc)
     else:
         job.future.set_result(result)
+
+
+class Store:
+    """Base of a store kept in one database file: it holds the file's :class:`Database` (one
+    writer for every store of the process), applies its own :attr:`migrations` at opening,
+    and lets go of the database once on :meth:`close`."""
+
+    #: The store's own sqlite-utils migration set (named after the store), or None.
+    migrations: sqlite_utils.Migrations | None = None
+
+    def __init__(self, path: str | Path | Database, *, busy_timeout_s: float = 5.0) -> None:
+        self.db = shared(path, busy_timeout_s=busy_timeout_s)
+        self._store_closed = False
+        if self.migrations is not None:
+            try:
+                self.db.migrate(self.migrations)
+            except BaseException:
+                self.db.close()
+                raise
+
+    @property
+    def closed(self) -> bool:
+        return self._store_closed
+
+    def close(self) -> None:
+        """Close the store (idempotent); the database closes with its last store."""
+        if not self._store_closed:
+            self._store_closed = True
+            self.db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # -- one Database per file and process ---------------------------------------------------------

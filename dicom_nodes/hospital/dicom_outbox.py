@@ -13,18 +13,14 @@ It is the one place that names the three; the queue names none of them.
 
 from __future__ import annotations
 
-import ssl
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-from pydicom.dataset import Dataset
 
 from dicom_nodes.hospital.commitment import COMMITMENT, CommitmentReceiver, CommitmentSender
 from dicom_nodes.hospital.mpps_scu import N_CREATE, N_SET, MppsSender
 from dicom_nodes.hospital.outbox import Outbox
 from dicom_nodes.hospital.store_scu import C_STORE, StoreSender
-from dicom_nodes.network import Timeouts
+from storage.writer import Database
 
 
 class Kind:
@@ -44,7 +40,7 @@ class DicomOutbox(Outbox):
 
     def __init__(
         self,
-        db_path: str | Path,
+        db_path: str | Path | Database,
         destinations: Any,
         *,
         storage_commitment: bool = False,
@@ -64,60 +60,23 @@ class DicomOutbox(Outbox):
             wait_s=commitment_wait_s,
             timeout_s=commitment_timeout_s,
         )
+        #: The senders' own enqueueing, under the names callers know.
+        self.enqueue_store = self.store.enqueue
+        self.enqueue_mpps_create = self.mpps.create
+        self.enqueue_mpps_set = self.mpps.set
+        #: The dedicated listener of ``pacs.commitment_port`` (stopped by :meth:`stop`).
+        self.listen_for_commitment = self.commitment.listen
 
     @property
     def receiver(self) -> CommitmentReceiver:
         """The handlers of the archive's Storage Commitment N-EVENT-REPORT."""
         return self.commitment.receiver
 
-    def enqueue_store(self, path: str | Path) -> str:
-        """Queue a C-STORE of the DICOM file at ``path``; its SOP Instance UID
-        (:meth:`StoreSender.enqueue <dicom_nodes.hospital.store_scu.StoreSender.enqueue>`)."""
-        return self.store.enqueue(path)
-
-    def enqueue_mpps_create(self, sop_instance_uid: str, dataset: Dataset) -> None:
-        """Queue the MPPS N-CREATE of ``sop_instance_uid`` (:meth:`MppsSender.create`)."""
-        self.mpps.create(sop_instance_uid, dataset)
-
-    def enqueue_mpps_set(
-        self,
-        sop_instance_uid: str,
-        dataset: Dataset,
-        *,
-        awaits: Sequence[str] = (),
-        hold_s: float = 0.0,
-    ) -> None:
-        """Queue an MPPS N-SET (:meth:`MppsSender.set`)."""
-        self.mpps.set(sop_instance_uid, dataset, awaits=awaits, hold_s=hold_s)
-
-    def listen_for_commitment(
-        self,
-        ae_title: str,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        timeouts: Timeouts | None = None,
-        allowed_calling_aes: Sequence[str] = (),
-        ssl_context: ssl.SSLContext | None = None,
-    ) -> tuple[str, int]:
-        """The dedicated listener of ``pacs.commitment_port`` (:meth:`CommitmentSender.listen`);
-        stopped by :meth:`stop`."""
-        return self.commitment.listen(
-            ae_title,
-            host,
-            port,
-            timeouts=timeouts,
-            allowed_calling_aes=allowed_calling_aes,
-            ssl_context=ssl_context,
-        )
-
     def stop(self, timeout_s: float = 30.0, *, release_grace_s: float = 2.0) -> None:
         """Stop the sender, then the commitment listener once the archive's associations on
         it have ended (at most ``release_grace_s``; then aborted)."""
         super().stop(timeout_s)
         self.commitment.stop(release_grace_s)
-
-    close = stop
 
 
 __all__ = ["DicomOutbox", "Kind"]

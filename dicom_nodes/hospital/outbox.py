@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, Self
+from typing import Any, ClassVar, Protocol
 
 import sqlite_utils
 from pydicom.dataset import Dataset
@@ -48,7 +48,7 @@ from pynetdicom.presentation import PresentationContext
 
 from dicom_nodes.hospital.scu import AssociationError, DimseError, Peer, ScuError, associate
 from storage import WriteFailures
-from storage.writer import Database, shared
+from storage.writer import Database, Store
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ class Message:
 # -- the outbox --------------------------------------------------------------------------------
 
 
-class Outbox:
+class Outbox(Store):
     """Durable outbound queue with a sender thread; see the module docstring.
 
     ``destinations`` maps a destination name (``"pacs"``, ``"ris"``) to its
@@ -232,6 +232,7 @@ class Outbox:
 
     #: States in which an awaited message counts as settled at its receiver (a sender may
     #: narrow them: with storage commitment, an object is held only once committed).
+    migrations = MIGRATIONS
     settled_states: ClassVar[tuple[str, ...]] = ("sent", "committed")
 
     def __init__(
@@ -268,14 +269,7 @@ class Outbox:
         #: The registry: message kind -> its sender.
         self.senders: dict[str, Sender] = {}
         _config.STORE_SEND_CHUNKED_DATASET = True  # send files as they are (dicom.md §2)
-        #: The database: writes through its one writer, reads on per-thread connections.
-        self.db = shared(db_path, busy_timeout_s=busy_timeout_s)
-        self._closed = False
-        try:
-            self.db.migrate(MIGRATIONS)
-        except BaseException:
-            self.db.close()
-            raise
+        super().__init__(db_path, busy_timeout_s=busy_timeout_s)
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -300,15 +294,7 @@ class Outbox:
     def close(self) -> None:
         """Stop, and let go of the database (idempotent)."""
         self.stop()
-        if not self._closed:
-            self._closed = True
-            self.db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        super().close()
 
     def wake(self) -> None:
         """Look for due work now rather than at the next poll."""

@@ -22,13 +22,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import sqlite_utils
 
 from dicom_nodes.hospital.mwl_scu import WorklistItem, WorklistQuery, WorklistResult, find_worklist
 from dicom_nodes.hospital.scu import Peer, ScuError
-from storage.writer import Database, shared
+from storage.writer import Store
 
 log = logging.getLogger(__name__)
 
@@ -97,25 +96,11 @@ def _date_bounds(text: str) -> tuple[str, str]:
     return low, high or "99999999"
 
 
-class RisOrderStore:
+class RisOrderStore(Store):
     """Read and update the ``ris_orders`` table: writes through the database's one writer
     (:class:`storage.writer.Database`), reads on the calling thread's read connection."""
 
-    def __init__(self, db_path: str | Path | Database) -> None:
-        self.db = shared(db_path)
-        self.db_path = self.db.path
-        self._closed = False
-        try:
-            self.db.migrate(MIGRATIONS)
-        except BaseException:
-            self.db.close()
-            raise
-
-    def close(self) -> None:
-        """Close the store (idempotent); the database closes with its last store."""
-        if not self._closed:
-            self._closed = True
-            self.db.close()
+    migrations = MIGRATIONS
 
     def apply(self, result: WorklistResult, query: WorklistQuery, now_s: float) -> RefreshSummary:
         """Upsert ``result`` and mark what vanished within ``query``'s scope, atomically."""

@@ -13,10 +13,8 @@ import datetime
 import io
 import logging
 import sqlite3
-import threading
 from collections.abc import Collection
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import sqlite_utils
@@ -25,7 +23,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 
-from storage.writer import Database, shared
+from storage.writer import Store
 
 log = logging.getLogger(__name__)
 
@@ -138,33 +136,11 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
 
 
-class SqliteMppsStore:
+class SqliteMppsStore(Store):
     """:class:`MppsStore` on a SQLite file (WAL, synchronous=FULL): writes through the
     database's one writer, committed before they return (:class:`storage.writer.Database`)."""
 
-    def __init__(self, path: str | Path | Database, *, busy_timeout_s: float = 5.0) -> None:
-        self._lock = threading.Lock()
-        self._closed = False
-        self.db = shared(path, busy_timeout_s=busy_timeout_s)
-        try:
-            self.db.migrate(migrations)
-        except BaseException:
-            self.db.close()
-            raise
-
-    def close(self) -> None:
-        """Close the store (idempotent); the database closes with its last store."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        self.db.close()
-
-    def __enter__(self) -> SqliteMppsStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    migrations = migrations
 
     def get(self, sop_instance_uid: str) -> MppsInstance | None:
         with self.db.read() as conn:

@@ -28,7 +28,7 @@ from pydicom import dcmread
 
 from dicom_nodes.unit_facing.pixel_data import pixel_digest
 from dose.record import MEASURED_FIELDS, ExposureRecord, Source
-from storage.writer import Database, shared
+from storage.writer import Database, Store
 
 MIGRATIONS = sqlite_utils.Migrations("received_objects")
 HELD = "held"
@@ -181,24 +181,14 @@ class QuarantineItem:
         return out
 
 
-class ReceivedObjects:
+class ReceivedObjects(Store):
     """The SOP Instance UID index and the quarantine, in the controller's database."""
 
-    def __init__(self, db_path: str | Path | Database, *, busy_timeout_s: float = 5.0) -> None:
-        self.db = shared(db_path, busy_timeout_s=busy_timeout_s)
-        self.db_path = self.db.path
-        self._closed = False
-        try:
-            self.db.migrate(MIGRATIONS)
-        except BaseException:
-            self.db.close()
-            raise
+    migrations = MIGRATIONS
 
-    def close(self) -> None:
-        """Close the index (idempotent); the database closes with its last store."""
-        if not self._closed:
-            self._closed = True
-            self.db.close()
+    def __init__(self, db_path: str | Path | Database, *, busy_timeout_s: float = 5.0) -> None:
+        super().__init__(db_path, busy_timeout_s=busy_timeout_s)
+        self.db_path = self.db.path
 
     def file_of(self, sop_instance_uid: str) -> Path | None:
         with self.db.read() as conn:

@@ -50,7 +50,7 @@ from dicom_nodes.unit_facing.mwl_matching import (
     column_values,
     requested_keys,
 )
-from storage.writer import Database, shared
+from storage.writer import Database, Store
 
 log = logging.getLogger(__name__)
 
@@ -504,29 +504,19 @@ class _LruCache:
 _LAST_REVISION = "SELECT coalesce(max(revision), 0) FROM worklist_step"
 
 
-class WorklistStore:
+class WorklistStore(Store):
     """The controller's worklist in SQLite: publish, withdraw, query.
 
     Safe to share between threads: writes go to the database's one writer
     (:class:`storage.writer.Database`), reads to the calling thread's read connection.
     """
 
+    migrations = MIGRATIONS
+
     def __init__(self, path: str | Path | Database, *, trimmed_cache_size: int = 20_000) -> None:
-        self.db = shared(path)
+        super().__init__(path)
         self.path = self.db.path
         self._trimmed = _LruCache(trimmed_cache_size)
-        self._closed = False
-        try:
-            self.db.migrate(MIGRATIONS)
-        except BaseException:
-            self.db.close()
-            raise
-
-    def close(self) -> None:
-        """Close the store (idempotent); the database closes with its last store."""
-        if not self._closed:
-            self._closed = True
-            self.db.close()
 
     def publish(self, step: ScheduledStep) -> None:
         """Offer ``step`` on the worklist (replacing a step with the same SPS ID)."""

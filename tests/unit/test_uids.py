@@ -27,7 +27,7 @@ def test_uids_are_under_the_given_root_and_valid() -> None:
 
 
 def test_the_implementation_class_uid_is_a_constant_of_the_software() -> None:
-    assert IMPLEMENTATION_CLASS_UID == f"{GALACTO_UID_ROOT}.0.1"
+    assert f"{GALACTO_UID_ROOT}.0.1" == IMPLEMENTATION_CLASS_UID
 
 
 def test_only_the_uid_module_calls_generate_uid() -> None:
