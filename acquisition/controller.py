@@ -402,6 +402,10 @@ class Controller:
             on_quarantined=self._on_quarantined,
             on_rejected=self._on_rejected,
         )
+        worklist = self.server.worklist_scp
+        if worklist is not None and worklist.slow_path_reason is not None:
+            reason = {"reason": worklist.slow_path_reason}
+            self.journal_append("mwl-public-path", reason)  # the probe logged it (WARNING)
         commitment = self.outbox is not None and config.pacs.storage_commitment
         if commitment and not config.pacs.commitment_port:
             # The archive's N-EVENT-REPORT association comes to the main port (PS3.4 J.3.3);

@@ -35,6 +35,7 @@ from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.pdu import P_DATA_TF
 
+from dicom_nodes import compat
 from dicom_nodes.datasets.rdsr import CodedConcept, build_rdsr
 from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, close_unestablished, make_ae
 from simulators.unit_images import (
@@ -648,10 +649,10 @@ class _Dropper:
         if not self.armed or not isinstance(event.pdu, P_DATA_TF):
             return
         self.armed = False
-        sock = event.assoc.dul.socket
-        if sock is not None and sock.socket is not None:
+        sock = compat.association_socket(event.assoc)
+        if sock is not None:
             with contextlib.suppress(OSError):
-                sock.socket.shutdown(socket.SHUT_RDWR)
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 def malform(ds: Dataset) -> None:

@@ -171,18 +171,25 @@ def project_graph() -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 found |= {alias.name for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                found.add(node.module)
-                found |= {f"{node.module}.{alias.name}" for alias in node.names}
+                found |= from_import(node.module, [alias.name for alias in node.names], names)
             elif isinstance(node, ast.ImportFrom) and node.level:  # relative: resolved
                 package = module_name(path).split(".")
                 if path.name != "__init__.py":
                     package = package[:-1]
                 base = ".".join(package[: len(package) - node.level + 1])
                 module = f"{base}.{node.module}" if node.module else base
-                found.add(module)
-                found |= {f"{module}.{alias.name}" for alias in node.names}
+                found |= from_import(module, [alias.name for alias in node.names], names)
         graph[module_name(path)] = {m for m in found if m in names and m != module_name(path)}
     return graph
+
+
+def from_import(module: str, imported: list[str], modules: set[str]) -> set[str]:
+    """What ``from module import a, b`` depends on: the submodules it names (a package's
+    ``__init__`` importing its own modules is the package pattern, not a cycle), and the module
+    itself when it takes anything else from it."""
+    submodules = {f"{module}.{name}" for name in imported if f"{module}.{name}" in modules}
+    takes_names = len(submodules) < len(imported)
+    return submodules | ({module} if takes_names else set())
 
 
 def test_no_import_cycle_among_the_project_s_modules() -> None:
@@ -235,3 +242,21 @@ def test_the_private_check_sees_a_reach(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("def f(x):\n    return x._hidden\n\ndef _mine(y):\n    return y._mine\n")
     assert reaches_into_private(module) == ["2: x._hidden"]
+
+
+#: pynetdicom's internals galacto relies on; only dicom_nodes/compat.py may name them.
+PYNETDICOM_INTERNALS = {"dul", "dimse", "msg_queue", "to_provider_queue", "send_pdu"}
+
+
+@pytest.mark.parametrize(("package", "path"), all_modules(), ids=str)
+def test_pynetdicom_s_internals_are_reached_only_from_compat(package: str, path: Path) -> None:
+    if path == ROOT / "dicom_nodes/compat.py":
+        return
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    reached = sorted(
+        f"{node.lineno}: {ast.unparse(node)}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr in PYNETDICOM_INTERNALS
+    )
+    imports = [m for m in imported_modules(path) if m.startswith("pynetdicom.dimse_messages")]
+    assert not reached and not imports, f"{path.relative_to(ROOT)}: {reached + imports}"
