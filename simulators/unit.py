@@ -36,6 +36,7 @@ from pynetdicom.association import Association
 from pynetdicom.pdu import P_DATA_TF
 
 from dicom_nodes import compat
+from dicom_nodes.datasets.codes import Code
 from dicom_nodes.datasets.rdsr import CodedConcept, build_rdsr
 from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, close_unestablished, make_ae
 from simulators.unit_images import (
@@ -813,8 +814,4 @@ def _reference(sop_class: str, sop_instance: str) -> Dataset:
 
 
 def _code(value: str, scheme: str, meaning: str) -> Dataset:
-    item = Dataset()
-    item.CodeValue = value
-    item.CodingSchemeDesignator = scheme
-    item.CodeMeaning = meaning
-    return item
+    return Code(value, scheme, meaning).to_dataset()  # the one coded-item builder

@@ -31,6 +31,7 @@ from pydicom.sr._snomed_dict import mapping as _snomed_mapping
 from pydicom.sr.codedict import codes
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
+from dicom_nodes.datasets.codes import Code
 from dicom_nodes.datasets.contrast import (
     ContrastAdministration,
     Injection,
@@ -133,11 +134,7 @@ class UidSource:
 
 
 def _code_item(value: str, scheme: str, meaning: str) -> Dataset:
-    item = Dataset()
-    item.CodeValue = value
-    item.CodingSchemeDesignator = scheme
-    item.CodeMeaning = meaning
-    return item
+    return Code(value, scheme, meaning).to_dataset()  # the one coded-item builder
 
 
 _ds = decimal_string
