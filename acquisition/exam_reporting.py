@@ -55,13 +55,13 @@ from acquisition.hospital_identity import ORDER_AT_CLOSE, order_at_close, study_
 from acquisition.journal import Journal
 from dicom_nodes.datasets import codes, mpps_builders
 from dicom_nodes.datasets.coercion import StudyIdentity, coerce
+from dicom_nodes.datasets.identity import RequestedStep
 from dicom_nodes.datasets.mpps_builders import (
     ContrastUse,
     ExposureDose,
     MppsExam,
     PerformedSeries,
     RadiationDose,
-    ScheduledStep,
 )
 from dicom_nodes.datasets.rdsr import (
     ANODE_CODES,
@@ -171,10 +171,10 @@ class ExamReporting:
 
     def mpps_exam(self, order: ExamOrder) -> MppsExam:
         """The exam as its MPPS reports it (scheduled: the RIS step; else unscheduled)."""
-        steps: tuple[ScheduledStep, ...] = ()
+        steps: tuple[RequestedStep, ...] = ()
         if order.scheduled:
             steps = (
-                ScheduledStep(
+                RequestedStep(
                     study_instance_uid=order.study_instance_uid,
                     accession_number=order.accession,
                     requested_procedure_id=order.requested_procedure_id,

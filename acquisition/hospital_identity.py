@@ -30,7 +30,8 @@ from pydicom.dataset import Dataset
 from acquisition.exam.model import PHASE_STEPS, ExamOrder, ExamSnapshot, phase_sps_id
 from acquisition.journal import Journal
 from dicom_nodes.datasets.codes import Code
-from dicom_nodes.datasets.coercion import PHASE_SCHEME, Phase, Request, StudyIdentity
+from dicom_nodes.datasets.coercion import PHASE_SCHEME, Phase, StudyIdentity
+from dicom_nodes.datasets.identity import RequestedStep
 from dicom_nodes.hospital.mwl_scu import WorklistItem
 from dicom_nodes.hospital.ris_orders import StoredOrder
 
@@ -100,7 +101,7 @@ def study_identity(order: ExamOrder, current: WorklistItem | None = None) -> Stu
         )
     item = current or order.ris_item
     if item is None:  # an exam journaled before the order was kept whole
-        request = Request(
+        request = RequestedStep(
             accession_number=order.accession,
             requested_procedure_id=order.requested_procedure_id,
             requested_procedure_description=order.requested_procedure_description,
@@ -120,7 +121,7 @@ def study_identity(order: ExamOrder, current: WorklistItem | None = None) -> Stu
             request=request,
             **common,
         )
-    request = Request(
+    request = RequestedStep(
         accession_number=item.accession_number,
         requested_procedure_id=item.requested_procedure_id,
         requested_procedure_description=item.requested_procedure_description,

@@ -13,12 +13,12 @@ import pytest
 from pydicom.uid import generate_uid
 
 from dicom_nodes.datasets import codes
+from dicom_nodes.datasets.identity import RequestedStep as ScheduledStep
 from dicom_nodes.datasets.mpps_builders import (
     ExposureDose,
     MppsExam,
     PerformedSeries,
     RadiationDose,
-    ScheduledStep,
     build_mpps_in_progress,
 )
 from dicom_nodes.hospital.dicom_outbox import DicomOutbox as Outbox

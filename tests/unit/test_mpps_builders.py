@@ -9,6 +9,7 @@ from pydicom.dataset import Dataset
 
 from dicom_nodes.datasets import codes
 from dicom_nodes.datasets.codes import Code
+from dicom_nodes.datasets.identity import RequestedStep as ScheduledStep
 from dicom_nodes.datasets.mpps_builders import (
     ContrastUse,
     ExposureDose,
@@ -16,7 +17,6 @@ from dicom_nodes.datasets.mpps_builders import (
     MppsExam,
     PerformedSeries,
     RadiationDose,
-    ScheduledStep,
     build_mpps_completed,
     build_mpps_discontinued,
     build_mpps_in_progress,
