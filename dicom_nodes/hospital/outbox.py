@@ -47,6 +47,7 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 
 from dicom_nodes.hospital.scu import AssociationError, DimseError, Peer, ScuError, associate
+from dicom_nodes.hospital.worker import Worker
 from storage import WriteFailures
 from storage.writer import Database, Store
 
@@ -221,7 +222,7 @@ class Message:
 # -- the outbox --------------------------------------------------------------------------------
 
 
-class Outbox(Store):
+class Outbox(Store, Worker):
     """Durable outbound queue with a sender thread; see the module docstring.
 
     ``destinations`` maps a destination name (``"pacs"``, ``"ris"``) to its
@@ -232,6 +233,7 @@ class Outbox(Store):
 
     #: States in which an awaited message counts as settled at its receiver (a sender may
     #: narrow them: with storage commitment, an object is held only once committed).
+    thread_name = "outbox-sender"
     migrations = MIGRATIONS
     settled_states: ClassVar[tuple[str, ...]] = ("sent", "committed")
 
@@ -262,10 +264,9 @@ class Outbox(Store):
         self.batch_size = batch_size
         self.poll_s = poll_s
         self._changed = threading.Condition()
-        self._wake = threading.Event()
         self._alerting = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        Worker.__init__(self)
+        self._round_failures = WriteFailures(log, "outbox round failed")  # a full disk: once
         #: The registry: message kind -> its sender.
         self.senders: dict[str, Sender] = {}
         _config.STORE_SEND_CHUNKED_DATASET = True  # send files as they are (dicom.md §2)
@@ -273,32 +274,10 @@ class Outbox(Store):
 
     # -- life cycle --------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start the sender thread (pending work from an earlier run is resumed)."""
-        if self._thread is not None:
-            raise RuntimeError("the outbox is already started")
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="outbox-sender", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """Stop the sender after the message in flight."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            if self._thread.is_alive():
-                log.warning("the outbox sender did not stop within %.0f s", timeout_s)
-            self._thread = None
-
     def close(self) -> None:
         """Stop, and let go of the database (idempotent)."""
         self.stop()
         super().close()
-
-    def wake(self) -> None:
-        """Look for due work now rather than at the next poll."""
-        self._wake.set()
 
     def register(self, kinds: Sequence[str], sender: Sender) -> None:
         """Send the messages of ``kinds`` with ``sender`` (one sender per kind)."""
@@ -475,20 +454,17 @@ class Outbox(Store):
 
     # -- the sender -------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        failures = WriteFailures(log, "outbox round failed")  # a full disk: said once
-        while not self._stop.is_set():
-            try:
-                worked = self.run_once()
-            except Exception as exc:  # keep sending; the rows say what is pending
-                failures.failed(exc)
-                worked = 0
-            else:
-                failures.recovered()
-            if worked:
-                continue
-            self._wake.wait(self.seconds_until_due())
-            self._wake.clear()
+    def work(self) -> float | None:
+        """One round of the sender thread; at once again when it attempted something, else
+        when the next message is due (a failed round is said once, and retried)."""
+        try:
+            worked = self.run_once()
+        except Exception as exc:  # keep sending; the rows say what is pending
+            self._round_failures.failed(exc)
+            worked = 0
+        else:
+            self._round_failures.recovered()
+        return None if worked else self.seconds_until_due()
 
     def seconds_until_due(self) -> float:
         """Seconds until the next sendable message is due (at most ``poll_s``)."""
@@ -516,7 +492,7 @@ class Outbox(Store):
             sender.before_round(now_s)
         due = self._due(tuple(self.destinations), now_s)
         for destination in dict.fromkeys(m.destination for m in due):
-            if self._stop.is_set():
+            if self.stopping:
                 break
             batch = [m for m in due if m.destination == destination]
             attempted += self._send_batch(destination, batch)
@@ -550,7 +526,7 @@ class Outbox(Store):
             with associate(peer, contexts, evt_handlers=handlers) as assoc:
                 while batch:
                     for message in batch:
-                        if self._stop.is_set() or not assoc.is_established:
+                        if self.stopping or not assoc.is_established:
                             return attempted
                         tried.add(message.id)
                         self._send_one(assoc, message)

@@ -27,6 +27,7 @@ import sqlite_utils
 
 from dicom_nodes.hospital.mwl_scu import WorklistItem, WorklistQuery, WorklistResult, find_worklist
 from dicom_nodes.hospital.scu import Peer, ScuError
+from dicom_nodes.hospital.worker import Worker
 from storage.writer import Store
 
 log = logging.getLogger(__name__)
@@ -226,12 +227,14 @@ def todays_query(station_ae: str, *, days_ahead: int = 0, modality: str = "MG") 
     return WorklistQuery.broad(station_ae, today, today + dt.timedelta(days=days_ahead), modality)
 
 
-class WorklistRefresher:
+class WorklistRefresher(Worker):
     """A thread that queries the RIS every ``interval_s`` and applies the answer to the store.
 
     A failed refresh (RIS down, rejected, timeout) is logged without patient data and tried
     again at the next interval; the local orders stay as they were.
     """
+
+    thread_name = "ris-worklist"
 
     def __init__(
         self,
@@ -254,10 +257,8 @@ class WorklistRefresher:
         self.last_summary: RefreshSummary | None = None
         self.last_error: str | None = None
         self.refreshes = 0
-        self._stop = threading.Event()
-        self._wake = threading.Event()
         self._done = threading.Condition()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     def refresh_once(self) -> RefreshSummary:
         """Query the RIS now and apply the answer; raises on failure."""
@@ -278,40 +279,20 @@ class WorklistRefresher:
         )
         return summary
 
-    def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("the worklist refresher is already running")
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="ris-worklist", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """Stop after the refresh in flight (bounded by the peer's timeouts)."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
-
-    def wake(self) -> None:
-        """Refresh now rather than at the next interval."""
-        self._wake.set()
-
     def wait_for_refreshes(self, count: int, timeout_s: float) -> bool:
         """Block until ``count`` refreshes (successful or not) have run; False on timeout."""
         with self._done:
             return self._done.wait_for(lambda: self.refreshes >= count, timeout_s)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.last_summary = self.refresh_once()
-                self.last_error = None
-            except (ScuError, OSError, sqlite3.Error) as exc:
-                self.last_error = str(exc)
-                log.warning("RIS worklist refresh failed: %s", exc)
-            with self._done:
-                self.refreshes += 1
-                self._done.notify_all()
-            self._wake.wait(self.interval_s)
-            self._wake.clear()
+    def work(self) -> float:
+        """One refresh (its failure logged and kept in :attr:`last_error`); then the interval."""
+        try:
+            self.last_summary = self.refresh_once()
+            self.last_error = None
+        except (ScuError, OSError, sqlite3.Error) as exc:
+            self.last_error = str(exc)
+            log.warning("RIS worklist refresh failed: %s", exc)
+        with self._done:
+            self.refreshes += 1
+            self._done.notify_all()
+        return self.interval_s
