@@ -78,6 +78,9 @@ TICK_S = 0.5
 REPORT_EVERY_TICKS = 20
 #: How often a lost injector link is tried again.
 RECONNECT_S = 5.0
+#: How long the database's writer and connections stay without use before they are let go (the
+#: controller closes them at stop; meanwhile an exposure never waits for a connection).
+IDLE_S = 60.0
 #: How long a message that failed for good stays on the console.
 FAILED_ALERT_S = 24 * 3600.0
 
@@ -226,7 +229,9 @@ class Controller:
         config = self.config
         # One database object for every store: one writer thread, no contention between
         # the stores for SQLite's write lock (storage.writer).
-        db = self._keep(shared(self.database, busy_timeout_s=config.database.busy_timeout_s))
+        db = self._keep(
+            shared(self.database, busy_timeout_s=config.database.busy_timeout_s, idle_s=IDLE_S)
+        )
         self.journal = self._keep(self._open_journal(db))
         self.received = self._keep(ReceivedObjects(db))
         self.dose_log = self._keep(DoseLog(db, policy=dose_policy(config)))

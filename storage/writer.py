@@ -71,8 +71,10 @@ T = TypeVar("T")
 #: How long :meth:`Database.run` waits for a commit by default.
 WRITE_TIMEOUT_S = 30.0
 #: After this long without a read or a write, the writer thread and the connections are let
-#: go (reopened at the next use: a connection costs well under a millisecond).
-IDLE_S = 0.1
+#: go (reopened at the next use: a connection costs about half a millisecond). Short by default,
+#: so that a store nobody closed (a command line's, a test's) holds nothing for long; a
+#: long-running owner that closes its stores (the controller) passes a longer ``idle_s``.
+IDLE_S = 0.01
 
 
 class DatabaseClosed(StorageError):
@@ -323,11 +325,14 @@ def _writer_loop(state: _State, ready: Future[None] | None) -> None:
         ready.set_result(None)
     try:
         while True:
-            try:
-                first = state.jobs.get(timeout=state.idle_s)
-            except queue.Empty:
+            wait_s = state.last_used + state.idle_s - time.monotonic()
+            if wait_s <= 0:
                 if _let_go_when_idle(state):
                     return
+                wait_s = state.idle_s  # a reader is still reading: look again later
+            try:
+                first = state.jobs.get(timeout=wait_s)
+            except queue.Empty:
                 continue
             if first is _STOP:
                 return
@@ -470,9 +475,11 @@ def shared(
     *,
     busy_timeout_s: float = 5.0,
     setting: str = DATABASE_SETTING,
+    idle_s: float = IDLE_S,
 ) -> Database:
-    """The process's :class:`Database` of ``path`` (made on first use), with one more user:
-    call its :meth:`~Database.close` once when done. Given a :class:`Database`, that one."""
+    """The process's :class:`Database` of ``path`` (made on first use, with these options),
+    with one more user: call its :meth:`~Database.close` once when done. Given a
+    :class:`Database`, that one."""
     if isinstance(path, Database):
         return path.acquire()
     key = Path(path).resolve() if str(path) != ":memory:" else Path(":memory:")
@@ -481,7 +488,7 @@ def shared(
         if existing is not None:
             with contextlib.suppress(DatabaseClosed):
                 return existing.acquire()
-        database = Database(path, busy_timeout_s=busy_timeout_s, setting=setting)
+        database = Database(path, busy_timeout_s=busy_timeout_s, setting=setting, idle_s=idle_s)
         if key != Path(":memory:"):
             _shared[key] = database
         return database
