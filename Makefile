@@ -21,6 +21,10 @@ demo: $(STAMP)
 system-packages:
 	scripts/system-packages.sh
 
+## unit: the fast loop — the pure and quick in-process tests (slow and interop left out), < 1 min.
+unit: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -m "not slow and not interop" $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -8,6 +8,7 @@ Every command module exposes ``register(subparsers)`` and sets ``func`` on its p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import sys
@@ -54,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     for module_name in wiring.COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
     for sub in list(subparsers.choices.values()):
-        if "--config" not in sub._option_string_actions:
-            # SUPPRESS: a sub-command that does not repeat an option keeps the main one.
+        # SUPPRESS: a sub-command that does not repeat an option keeps the main one; one that
+        # declares --config itself refuses the first of them (a conflicting option string).
+        with contextlib.suppress(argparse.ArgumentError):
             _add_common_options(sub, argparse.SUPPRESS)
     return parser
 

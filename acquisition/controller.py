@@ -37,6 +37,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from acquisition import wiring
+from acquisition.alerts import outbox_alerts
 from acquisition.dose_log import DoseLog
 from acquisition.dose_policy import dose_policy
 from acquisition.exam.model import PHASE_STEPS, ExamOrder, JournalUnavailable, phase_sps_id
@@ -49,20 +50,25 @@ from acquisition.journal import Journal, JournalError, Witness
 from acquisition.settings import Config, ConfigError
 from device_drivers.base import InjectorABC
 from device_drivers.errors import DriverError
-from dicom_nodes.contrast import ContrastAdministration
-from dicom_nodes.mpps_scp import MODALITY_PERFORMED_PROCEDURE_STEP
-from dicom_nodes.mpps_store import SqliteMppsStore
-from dicom_nodes.network import client_tls_context, server_tls_context
-from dicom_nodes.outbox import PACS, RIS, RetryPolicy
-from dicom_nodes.outbox import Message as OutboxMessage
-from dicom_nodes.outbox import Outbox as DicomOutbox
-from dicom_nodes.received_objects import QuarantineItem, ReceivedObjects
-from dicom_nodes.ris_orders import RisOrderStore, StoredOrder, WorklistRefresher, todays_query
-from dicom_nodes.scu import Peer
-from dicom_nodes.server import UnitFacingServer
-from dicom_nodes.worklist_store import WorklistStore
+from dicom_nodes.datasets.contrast import ContrastAdministration
+from dicom_nodes.hospital.dicom_outbox import DicomOutbox
+from dicom_nodes.hospital.outbox import PACS, RIS, RetryPolicy
+from dicom_nodes.hospital.outbox import Message as OutboxMessage
+from dicom_nodes.hospital.ris_orders import (
+    RisOrderStore,
+    StoredOrder,
+    WorklistRefresher,
+    todays_query,
+)
+from dicom_nodes.network import server_tls_context
+from dicom_nodes.unit_facing.mpps_scp import MODALITY_PERFORMED_PROCEDURE_STEP
+from dicom_nodes.unit_facing.mpps_store import SqliteMppsStore
+from dicom_nodes.unit_facing.received_objects import QuarantineItem, ReceivedObjects
+from dicom_nodes.unit_facing.server import UnitFacingServer
+from dicom_nodes.unit_facing.worklist_store import WorklistStore
 from dose.record import ExposureRecord
 from storage import FreeSpace, WriteFailures
+from storage.writer import Database, shared
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +78,9 @@ TICK_S = 0.5
 REPORT_EVERY_TICKS = 20
 #: How often a lost injector link is tried again.
 RECONNECT_S = 5.0
+#: How long the database's writer and connections stay without use before they are let go (the
+#: controller closes them at stop; meanwhile an exposure never waits for a connection).
+IDLE_S = 60.0
 #: How long a message that failed for good stays on the console.
 FAILED_ALERT_S = 24 * 3600.0
 
@@ -218,29 +227,33 @@ class Controller:
 
     def _open_stores(self) -> None:
         config = self.config
-        busy = config.database.busy_timeout_s
-        self.journal = self._keep(self._open_journal())
-        self.received = ReceivedObjects(self.database, busy_timeout_s=busy)
-        self.dose_log = self._keep(
-            DoseLog(self.database, busy_timeout_s=busy, policy=dose_policy(config))
+        # One database object for every store: one writer thread, no contention between
+        # the stores for SQLite's write lock (storage.writer).
+        db = self._keep(
+            shared(self.database, busy_timeout_s=config.database.busy_timeout_s, idle_s=IDLE_S)
         )
-        self.mpps_store = self._keep(SqliteMppsStore(self.database, busy_timeout_s=busy))
-        self.worklist = WorklistStore(self.database)
-        self.orders = RisOrderStore(self.database) if config.ris.host else None
-        destinations = self._destinations()
+        self.journal = self._keep(self._open_journal(db))
+        self.received = self._keep(ReceivedObjects(db))
+        self.dose_log = self._keep(DoseLog(db, policy=dose_policy(config)))
+        self.mpps_store = self._keep(SqliteMppsStore(db))
+        self.worklist = self._keep(WorklistStore(db))
+        self.orders = self._keep(RisOrderStore(db)) if config.ris.host else None
+        destinations = wiring.hospital_destinations(config)
         self.outbox = (
             DicomOutbox(
-                self.database,
+                db,
                 destinations,
                 storage_commitment=config.pacs.storage_commitment and PACS in destinations,
+                uid_root=config.site.uid_root,
                 retry=RetryPolicy(config.pacs.retry_initial_s, config.pacs.retry_max_s),
                 on_delivery=self._on_delivery,
                 on_event=self._on_outbox_event,
-                busy_timeout_s=busy,
             )
             if destinations
             else None
         )
+        if self.outbox is not None:
+            self._keep(self.outbox)
         if self.outbox is not None and PACS in destinations:
             identity = ForwardingIdentity(
                 self.journal, lambda: self.exam.snapshot() if self.exam is not None else None
@@ -253,7 +266,7 @@ class Controller:
                 identity_for=identity.identity_for,
             )
 
-    def _open_journal(self) -> Journal:
+    def _open_journal(self, db: Database) -> Journal:
         """The journal, sealed with the site key (rotated to it from a previous key), its head
         witnessed at start-up (issue 12 §11)."""
         site = self.config.site
@@ -269,12 +282,7 @@ class Controller:
                 "site.journal_witness not set: a database restored from an older copy would verify"
             )
         witness = Witness(site.journal_witness) if site.journal_witness else None
-        journal = Journal(
-            self.database,
-            key=key,
-            busy_timeout_s=self.config.database.busy_timeout_s,
-            witness=witness,
-        )
+        journal = Journal(db, key=key, witness=witness)
         try:
             journal.adopt_key([k.encode() for k in site.journal_previous_keys])
         except JournalError as exc:
@@ -286,41 +294,6 @@ class Controller:
     def _keep(self, closable: Any) -> Any:
         self._opened.append(closable)
         return closable
-
-    def _destinations(self) -> dict[str, Peer]:
-        config = self.config
-        timeouts = wiring.dicom_timeouts(config)
-        tls = (
-            client_tls_context(
-                config.dicom.tls_ca, config.dicom.tls_certificate, config.dicom.tls_private_key
-            )
-            if config.dicom.tls_certificate
-            else None
-        )
-        calling = config.dicom.ae_title
-        peers: dict[str, Peer] = {}
-        if config.ris.host:
-            # the MPPS manager may be another host than the worklist provider (IHE SWF)
-            peers[RIS] = Peer(
-                config.ris.mpps_host or config.ris.host,
-                config.ris.mpps_port or config.ris.port,
-                config.ris.mpps_ae_title or config.ris.ae_title,
-                calling_ae=calling,
-                timeouts=timeouts,
-                tls=tls,
-                max_pdu=config.dicom.max_pdu,
-            )
-        if config.pacs.host:
-            peers[PACS] = Peer(
-                config.pacs.host,
-                config.pacs.port,
-                config.pacs.ae_title,
-                calling_ae=calling,
-                timeouts=timeouts,
-                tls=tls,
-                max_pdu=config.dicom.max_pdu,
-            )
-        return peers
 
     def _connect_injector(self) -> None:
         if self.injector is None and self.config.injector.url:
@@ -434,6 +407,10 @@ class Controller:
             on_quarantined=self._on_quarantined,
             on_rejected=self._on_rejected,
         )
+        worklist = self.server.worklist_scp
+        if worklist is not None and worklist.slow_path_reason is not None:
+            reason = {"reason": worklist.slow_path_reason}
+            self.journal_append("mwl-public-path", reason)  # the probe logged it (WARNING)
         commitment = self.outbox is not None and config.pacs.storage_commitment
         if commitment and not config.pacs.commitment_port:
             # The archive's N-EVENT-REPORT association comes to the main port (PS3.4 J.3.3);
@@ -551,31 +528,9 @@ class Controller:
 
     def _outbox_alerts(self) -> list[str]:
         """Messages stuck longer than pacs.stuck_alert_s, and those failed for good (a day)."""
-        outbox = self.outbox
-        if outbox is None:
+        if self.outbox is None:
             return []
-        out = []
-        try:
-            stuck = outbox.stuck(self.config.pacs.stuck_alert_s)
-            failed = outbox.failed(time.time() - FAILED_ALERT_S)
-        except Exception as exc:
-            return [f"outbox not readable: {exc}"]
-        for destination in dict.fromkeys(m.destination for m in stuck):
-            mine = [m for m in stuck if m.destination == destination]
-            age_min = (time.time() - mine[0].created_at_s) / 60.0
-            out.append(
-                f"{len(mine)} message(s) to the {destination.upper()} not delivered for "
-                f"{age_min:.0f} min ({mine[0].last_error or 'not answered yet'}). galacto keeps "
-                f"trying; ask the {destination.upper()} administrator."
-            )
-        for destination in dict.fromkeys(m.destination for m in failed):
-            mine = [m for m in failed if m.destination == destination]
-            out.append(
-                f"{len(mine)} message(s) to the {destination.upper()} failed for good and are "
-                f"not retried ({mine[-1].last_error or 'refused'}). Ask the "
-                f"{destination.upper()} administrator; the journal lists them."
-            )
-        return out
+        return outbox_alerts(self.outbox, self.config.pacs.stuck_alert_s, FAILED_ALERT_S)
 
     def _unit_steps_in_progress(self, order: ExamOrder | None) -> list[str]:
         """The unit's MPPS steps of the exam (its study or its phase steps) still IN PROGRESS."""

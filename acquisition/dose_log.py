@@ -15,11 +15,13 @@ already in ``sources`` is an update from that source and replaces the stored one
 ever double-counted or dropped; an exposure that no source ties to a known step keeps
 ``unknown_step = 1``.
 
-Writes go to one writer thread that owns the write connection (datasette's pattern): the SCP
-threads hand it their batch through a queue and wait for its COMMIT; batches queued meanwhile
-share the next transaction (group commit). Reads use a second, lock-guarded connection.
-``writer_thread=False`` serialises writers on that lock-guarded connection instead;
-``bench/bench_store.py`` measures both beside the bare commit floor.
+Writes go to the database's one writer thread (:class:`storage.writer.Database`, datasette's
+pattern), shared with every other store of the file: the SCP threads hand it their batch and
+wait for its COMMIT; batches queued meanwhile share the next transaction (group commit). Reads
+use the calling thread's own read connection. ``bench/bench_store.py`` measures it beside the
+bare commit floor, alone and with the other stores writing at the same time.
+
+The reconciliation and the checks are the writes of :mod:`acquisition.dose_reconcile`.
 
 Checks: every record written is checked in the same transaction (:mod:`dose.policy`:
 plausibility, the independent Dance check, reference levels) and raises its alerts (table
@@ -29,32 +31,32 @@ finding of the exposure, which is committed all the same.
 
 from __future__ import annotations
 
-import datetime
 import logging
-import math
-import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
-from dose import plausibility
-from dose.policy import IMPLAUSIBLE_ALERT, IMPLAUSIBLE_ALERT_NAME, AlertSpec, DosePolicy
-from dose.record import MEASURED_FIELDS, ExposureRecord, SinkWriteError
-from dose.totals import per_breast_totals
-from storage.database import DatabaseOpenError, atomic, connect, migrate, open_read_only
+from acquisition.dose_reconcile import (
+    ALERT_ACKNOWLEDGED,
+    ALERT_OPEN,
+    MATCHED_BY_TECHNIQUE,
+    RECORD_COLUMNS,
+    Work,
+    reconcile,
+    utc_now,
+)
+from dose.policy import DosePolicy
+from dose.record import ExposureRecord, SinkWriteError
+from storage.database import DatabaseOpenError, open_read_only
+from storage.writer import Database, DatabaseClosed, WriteTimeout, shared
 
 log = logging.getLogger(__name__)
 
 migrations = sqlite_utils.Migrations("dose_log")
-
-#: Columns of ``exposure`` that come from an :class:`ExposureRecord` (a test checks that this
-#: is every measured field of the record: a new field needs a new migration).
-RECORD_COLUMNS: tuple[str, ...] = (*MEASURED_FIELDS, "mpps_item_index")
 
 #: Columns written later by the exam (``annotate``), not by the SCPs.
 ANNOTATION_COLUMNS: tuple[str, ...] = ("phase", "operator", "repeat_reason")
@@ -73,9 +75,6 @@ CHECK_COLUMNS: tuple[str, ...] = (
     "level_comparison",
     "alert_flags",
 )
-
-#: States of an alert (table ``dose_alert``).
-ALERT_OPEN, ALERT_ACKNOWLEDGED = "open", "acknowledged"
 
 
 @migrations()
@@ -578,146 +577,23 @@ def m005_report_summaries(db: sqlite_utils.Database) -> None:
     )
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
-
-
-def _to_sql(name: str, value: Any) -> Any:
-    if isinstance(value, tuple):
-        return ",".join(value) if value else None
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # SQLite keeps no NaN; the plausibility finding records what came
-    return value
-
-
-def _differs(old: Any, new: Any) -> bool:
-    if isinstance(old, float) and isinstance(new, float):
-        return not math.isclose(old, new, rel_tol=0.01, abs_tol=1e-6)
-    return bool(old != new)
-
-
-def _split(text: str | None) -> list[str]:
-    return [part for part in (text or "").split(",") if part]
-
-
-REASON_SEPARATOR = "; "
-
-
-def _reasons(text: str | None) -> list[str]:
-    return [part.strip() for part in (text or "").split(";") if part.strip()]
-
-
-class _WriterThread:
-    """One thread owning the write connection; callers hand it batches and wait for COMMIT.
-
-    The datasette pattern (style.md §5), with group commit: batches queued while a COMMIT is
-    in progress are written together in the next transaction (one fsync for all of them).
-    ``write`` raises :class:`SinkWriteError` when its batch was not committed or no commit
-    came within ``timeout_s``.
-    """
-
-    def __init__(self, path: str | Path, busy_timeout_s: float, timeout_s: float) -> None:
-        self._path, self._busy_timeout_s, self._timeout_s = path, busy_timeout_s, timeout_s
-        self._queue: queue.Queue[tuple[Work, Future[None]] | None] = queue.Queue()
-        self._ready = threading.Event()
-        self._open_error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="dose-log-writer", daemon=True)
-        self._thread.start()
-        # The writer's connection (and its WAL file) is open before the first exposure comes:
-        # an unusable database fails here, at start-up, not at the first C-STORE.
-        if not self._ready.wait(timeout_s):
-            raise SinkWriteError("the dose log's writer did not open its database in time")
-        if self._open_error is not None:
-            raise SinkWriteError(f"the dose log cannot be written: {self._open_error}")
-
-    def _run(self) -> None:
-        try:
-            conn = connect(self._path, busy_timeout_s=self._busy_timeout_s, check_same_thread=False)
-            conn.execute("SELECT COUNT(*) FROM exposure").fetchone()  # opens the WAL too
-        except BaseException as exc:
-            self._open_error = exc
-            return
-        finally:
-            self._ready.set()
-        try:
-            while (first := self._queue.get()) is not None:
-                pending = [first]
-                stop = False
-                while not stop:  # group commit: everything queued meanwhile, one COMMIT
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        stop = True
-                    else:
-                        pending.append(item)
-                self._commit(conn, pending)
-                if stop:
-                    break
-        finally:
-            conn.close()
-            self._fail_pending()
-
-    def _fail_pending(self) -> None:
-        """Batches queued after close: tell their callers now rather than at their timeout."""
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if item is not None:
-                item[1].set_exception(SinkWriteError("dose log is closed"))
-
-    @staticmethod
-    def _commit(conn: sqlite3.Connection, pending: list[tuple[Work, Future[None]]]) -> None:
-        try:
-            _write_batch(conn, [work for work, _ in pending])
-        except Exception as exc:
-            if len(pending) == 1:
-                pending[0][1].set_exception(exc)
-                return
-            for work, done in pending:  # find which batch failed: one transaction each
-                _WriterThread._commit(conn, [(work, done)])
-            return
-        for _, done in pending:
-            done.set_result(None)
-
-    def write(self, work: Work) -> None:
-        if not self._thread.is_alive():
-            raise SinkWriteError("dose log is closed")
-        done: Future[None] = Future()
-        self._queue.put((work, done))
-        try:
-            done.result(timeout=self._timeout_s)
-        except TimeoutError as exc:
-            raise SinkWriteError("dose log writer did not commit in time") from exc
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=self._timeout_s)
-
-
 class DoseLog:
     """SQLite per-exposure dose log; an :class:`~dose.record.ExposureSink`."""
 
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path | Database,
         *,
         busy_timeout_s: float = 5.0,
-        writer_thread: bool = True,
         write_timeout_s: float = 10.0,
         policy: DosePolicy | None = None,
         read_only: bool = False,
     ) -> None:
         """Open (and migrate) the dose log at ``path``.
 
-        ``writer_thread`` (default): hand writes to one writer thread through a queue, with
-        group commit; ``False`` serialises callers on a lock-guarded connection instead.
-        ``bench_store`` compares both: with several SCP threads writing at once the writer
-        thread keeps p99 near the commit floor, the lock does not (waiters are not served in
-        order and each pays its own fsync).
+        ``path`` (or the :class:`~storage.writer.Database` of it): writes go to its one writer
+        thread, with group commit; a write not committed within ``write_timeout_s`` raises
+        :class:`~dose.record.SinkWriteError`.
 
         ``policy`` is what every record is checked against as it is written (plausibility,
         the independent Dance check, reference levels and alerts); the default has no
@@ -729,32 +605,34 @@ class DoseLog:
         self.policy = policy or DosePolicy()
         self._lock = threading.Lock()
         self._closed = False
-        self._read_only = open_read_only(path, busy_timeout_s=busy_timeout_s) if read_only else None
-        if self._read_only is not None:
-            self._conn = self._read_only.connection
-            self._writer = None
+        self._write_timeout_s = write_timeout_s
+        self.db: Database | None = None
+        self._read_only = None
+        if read_only:
+            assert not isinstance(path, Database), "a read-only dose log opens its own file"
+            self._read_only = open_read_only(path, busy_timeout_s=busy_timeout_s)
             if not self._read_only.has_table("exposure"):
                 self._read_only.close()
                 raise DatabaseOpenError(path, "it holds no dose log")
             return
-        self._conn = connect(path, busy_timeout_s=busy_timeout_s, check_same_thread=False)
-        migrate(self._conn, migrations)
-        self._writer = (
-            _WriterThread(path, busy_timeout_s, write_timeout_s) if writer_thread else None
-        )
+        self.db = shared(path, busy_timeout_s=busy_timeout_s)
+        try:
+            self.db.migrate(migrations)
+        except BaseException:
+            self.db.close()
+            raise
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
-        """Close the connection (idempotent)."""
-        if self._writer is not None:
-            self._writer.close()
+        """Close the log (idempotent); the database closes with its last store."""
         with self._lock:
-            if not self._closed:
-                self._closed = True
-                if self._read_only is not None:
-                    self._read_only.close()  # and its private copy, if it made one
-                else:
-                    self._conn.close()
+            if self._closed:
+                return
+            self._closed = True
+        if self._read_only is not None:
+            self._read_only.close()  # and its private copy, if it made one
+        elif self.db is not None:
+            self.db.close()
 
     def __enter__(self) -> DoseLog:
         return self
@@ -774,21 +652,31 @@ class DoseLog:
         if not exposures:
             return 0
         gained = [0]
-        self._write(_reconcile(exposures, self.policy, gained))
+        self._write(reconcile(exposures, self.policy, gained))
         return gained[0]
 
     def _write(self, work: Work) -> None:
-        if self._writer is not None:
-            self._writer.write(work)
-            return
-        with self._lock:
-            if self._closed:
-                raise SinkWriteError("dose log is closed")
-            _write_batch(self._conn, [work])
+        """Run ``work`` on the database's writer; committed on return (a failure of SQLite's,
+        a timeout or a closed log: :class:`SinkWriteError`, the cause chained)."""
+        if self._closed or self.db is None:
+            raise SinkWriteError("dose log is closed")
+        try:
+            self.db.run(work, self._write_timeout_s)
+        except WriteTimeout as exc:
+            raise SinkWriteError("dose log writer did not commit in time") from exc
+        except DatabaseClosed as exc:
+            raise SinkWriteError("dose log is closed") from exc
+        except sqlite3.Error as exc:
+            raise SinkWriteError(f"dose log write failed: {exc}") from exc
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._conn.execute(sql, tuple(params)).fetchall()
+        if self._read_only is not None:
+            with self._lock:
+                rows = self._read_only.connection.execute(sql, tuple(params)).fetchall()
+        else:
+            assert self.db is not None
+            with self.db.read() as conn:
+                rows = conn.execute(sql, tuple(params)).fetchall()
         return [dict(row) for row in rows]
 
     # ------------------------------------------------------------------ reading
@@ -843,7 +731,7 @@ class DoseLog:
         def work(conn: sqlite3.Connection) -> None:
             cursor = conn.execute(
                 f"UPDATE exposure SET {assignments}, updated_at = ? WHERE id = ?",
-                (*values.values(), _now(), exposure_id),
+                (*values.values(), utc_now(), exposure_id),
             )
             if cursor.rowcount != 1:
                 raise KeyError(f"no exposure {exposure_id}")
@@ -904,7 +792,7 @@ class DoseLog:
             conn.execute(
                 "UPDATE dose_alert SET state = ?, acknowledged_at = ?, acknowledged_by = ?, "
                 "acknowledgement_reason = ? WHERE id = ?",
-                (ALERT_ACKNOWLEDGED, _now(), user.strip(), reason.strip(), alert_id),
+                (ALERT_ACKNOWLEDGED, utc_now(), user.strip(), reason.strip(), alert_id),
             )
 
         self._write(work)
@@ -928,329 +816,14 @@ class AlertStateError(ValueError):
     """The alert is not open (already acknowledged)."""
 
 
-Work = Callable[[sqlite3.Connection], None]
-
-
-def _reconcile(exposures: Sequence[ExposureRecord], policy: DosePolicy, gained: list[int]) -> Work:
-    """The write that reconciles and checks ``exposures`` into the table; ``gained[0]`` is
-    then how many rows the table gained."""
-
-    def work(conn: sqlite3.Connection) -> None:
-        gained[0] = 0  # a batch whose group transaction failed runs again on its own
-        for exposure in exposures:
-            exposure_id, added = _record_one(conn, exposure)
-            gained[0] += added
-            _check_row(conn, exposure_id, plausibility.findings(_fields(exposure)), policy)
-
-    return work
-
-
-def _write_batch(conn: sqlite3.Connection, works: Sequence[Work]) -> None:
-    """Run ``works`` in one transaction (COMMIT before return)."""
-    try:
-        with atomic(conn):  # a full disk is named as such, never "cannot rollback"
-            for work in works:
-                work(conn)
-    except sqlite3.Error as exc:
-        raise SinkWriteError(f"dose log write failed: {exc}") from exc
-
-
-def _fields(record: ExposureRecord) -> dict[str, Any]:
-    return {name: getattr(record, name) for name in RECORD_COLUMNS}
-
-
-def _image_uids(record: ExposureRecord) -> list[str]:
-    """The record's image and the other images of its exposure (For Processing)."""
-    own = [record.sop_instance_uid] if record.sop_instance_uid else []
-    return [*own, *(uid for uid in record.other_image_uids if uid and uid not in own)]
-
-
-def _matching_ids(conn: sqlite3.Connection, record: ExposureRecord) -> list[int]:
-    ids: set[int] = set()
-    for uid in _image_uids(record):
-        ids.update(
-            row[0]
-            for row in conn.execute(
-                "SELECT exposure_id FROM exposure_image WHERE sop_instance_uid = ?", (uid,)
-            )
-        )
-    if record.irradiation_event_uid:
-        ids.update(
-            row[0]
-            for row in conn.execute(
-                "SELECT id FROM exposure WHERE irradiation_event_uid = ?",
-                (record.irradiation_event_uid,),
-            )
-        )
-    if record.mpps_instance_uid and record.mpps_item_index is not None:
-        ids.update(
-            row[0]
-            for row in conn.execute(
-                "SELECT id FROM exposure WHERE mpps_instance_uid = ? AND mpps_item_index = ?",
-                (record.mpps_instance_uid, record.mpps_item_index),
-            )
-        )
-    return sorted(ids)
-
-
-#: The review note of a record reconciled by its technique rather than by a shared UID.
-MATCHED_BY_TECHNIQUE = (
-    "same exposure as another source by unit, acquisition time, side, view, kV and mAs "
-    "(no shared UID)"
-)
-
-
-def _same_exposure_ids(conn: sqlite3.Connection, record: ExposureRecord) -> list[int]:
-    """Rows of the same exposure that share no UID with ``record``: older units send a For
-    Processing and a For Presentation image of one exposure without an Irradiation Event UID
-    (and their RDSR, if any, has one the images lack). Same unit (serial, else AE title),
-    same acquisition time to the second, same side and view, kV and mAs within 1 %; never two
-    rows that carry different Irradiation Event UIDs. Two exposures cannot share all of these:
-    the unit needs far more than a second between exposures."""
-    when = (record.acquisition_datetime or "")[:19]
-    unit_column, unit = (
-        ("device_serial", record.device_serial)
-        if record.device_serial
-        else ("station_ae", record.station_ae)
-    )
-    if (
-        len(when) < 19
-        or not unit
-        or not record.laterality
-        or not record.view_code
-        or record.kvp is None
-        or record.exposure_uas is None
-    ):
-        return []
-    rows = conn.execute(
-        f"SELECT id, irradiation_event_uid, kvp, exposure_uas FROM exposure "
-        f"WHERE acquisition_datetime >= ? AND acquisition_datetime < ? AND {unit_column} = ? "
-        "AND laterality = ? AND view_code = ?",
-        (when, when + "\x7f", unit, record.laterality, record.view_code),
-    ).fetchall()
-    return sorted(
-        row["id"]
-        for row in rows
-        if not (row["irradiation_event_uid"] and record.irradiation_event_uid)
-        and row["kvp"] is not None
-        and row["exposure_uas"] is not None
-        and not _differs(float(row["kvp"]), float(record.kvp))
-        and not _differs(float(row["exposure_uas"]), float(record.exposure_uas))
-    )
-
-
-def _record_one(conn: sqlite3.Connection, record: ExposureRecord) -> tuple[int, int]:
-    """Insert or merge one record; returns the row id and how many rows the table gained (1
-    for a new row; 0 for a merge, less when the record joined several rows into one). A NaN
-    or infinite value is stored as NULL (SQLite cannot keep NaN): its plausibility finding
-    keeps what was received."""
-    ids = _matching_ids(conn, record)
-    if not ids:
-        ids = _same_exposure_ids(conn, record)
-        if ids:
-            record = record.with_values(
-                review_reasons=(*record.review_reasons, MATCHED_BY_TECHNIQUE)
-            )
-    incoming = {name: _to_sql(name, value) for name, value in _fields(record).items()}
-    now = _now()
-    if not ids:
-        columns = [*RECORD_COLUMNS, "sources", "unknown_step", "review_reasons"]
-        values = [
-            *incoming.values(),
-            record.source.value,
-            int(not record.known_step),
-            REASON_SEPARATOR.join(record.review_reasons),
-        ]
-        cursor = conn.execute(
-            f"INSERT INTO exposure ({', '.join(columns)}, created_at, updated_at) "
-            f"VALUES ({', '.join('?' * len(columns))}, ?, ?)",
-            (*values, now, now),
-        )
-        target, added = int(cursor.lastrowid or 0), 1
-    else:
-        added = 1 - len(ids)
-        target = ids[0]
-        rows = [
-            dict(conn.execute("SELECT * FROM exposure WHERE id = ?", (i,)).fetchone()) for i in ids
-        ]
-        merged = rows[0]
-        for other in rows[1:]:
-            merged = _merge(merged, other, same_source=False, new_sources=other["sources"])
-            merged["plausibility"] = _union(merged["plausibility"], other["plausibility"])
-        merged = _merge(
-            merged,
-            {
-                **incoming,
-                "unknown_step": int(not record.known_step),
-                "review_reasons": REASON_SEPARATOR.join(record.review_reasons),
-            },
-            same_source=record.source.value in _split(merged["sources"]),
-            new_sources=record.source.value,
-        )
-        for other_id in ids[1:]:
-            for table, column in (("exposure_image", "exposure_id"), ("dose_alert", "exposure_id")):
-                conn.execute(
-                    f"UPDATE {table} SET {column} = ? WHERE {column} = ?", (target, other_id)
-                )
-            conn.execute("DELETE FROM exposure WHERE id = ?", (other_id,))
-        updates = [*RECORD_COLUMNS, "sources", "unknown_step", "review_reasons", "plausibility"]
-        conn.execute(
-            f"UPDATE exposure SET {', '.join(f'{c} = ?' for c in updates)}, updated_at = ? "
-            "WHERE id = ?",
-            (*(merged[c] for c in updates), now, target),
-        )
-    for uid in _image_uids(record):
-        conn.execute(
-            "INSERT OR REPLACE INTO exposure_image (sop_instance_uid, exposure_id) VALUES (?, ?)",
-            (uid, target),
-        )
-    return target, added
-
-
-def _union(stored: str | None, new: Sequence[str] | str | None) -> str:
-    """Findings of ``stored`` followed by those of ``new`` not already there."""
-    found = plausibility.split(stored)
-    for item in plausibility.split(new) if isinstance(new, str | None) else new:
-        if item not in found:
-            found.append(item)
-    return plausibility.SEPARATOR.join(found)
-
-
-def _check_row(
-    conn: sqlite3.Connection, exposure_id: int, received: Sequence[str], policy: DosePolicy
-) -> None:
-    """Apply the dose checks to one row just written (same transaction), raise its alerts.
-
-    A failure of the checks themselves never loses the exposure: the row is committed with
-    the failure as a finding (so it is flagged and raises an alert)."""
-    row = dict(conn.execute("SELECT * FROM exposure WHERE id = ?", (exposure_id,)).fetchone())
-    findings = tuple(plausibility.split(_union(row["plausibility"], received)))
-    try:
-        assessment = policy.assess(row, findings)
-        columns = assessment.columns()
-        alerts = list(assessment.alerts)
-    except Exception as exc:
-        log.exception("dose checks failed on exposure %d; the exposure is kept", exposure_id)
-        failure = f"dose checks failed ({type(exc).__name__}: {exc})"
-        columns = {"plausibility": _union(row["plausibility"], [*received, failure])}
-        alerts = [AlertSpec(IMPLAUSIBLE_ALERT, IMPLAUSIBLE_ALERT_NAME, None, None, failure)]
-    conn.execute(
-        f"UPDATE exposure SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?",
-        (*columns.values(), exposure_id),
-    )
-    row.update(columns)
-    for alert in alerts:
-        _raise_alert(conn, "exposure", row, alert)
-    _check_exam_breast(conn, row, policy)
-
-
-def _check_exam_breast(conn: sqlite3.Connection, row: dict[str, Any], policy: DosePolicy) -> None:
-    """The exam levels per breast (scope: the study, as TID 10005 accumulates) after a write."""
-    study, side = row.get("study_instance_uid"), row.get("laterality")
-    levels = [level for level in policy.levels.enabled("exam-breast") if level.mgy is not None]
-    if not study or side not in ("L", "R") or not levels:
-        return
-    rows = [
-        dict(r)
-        for r in conn.execute(
-            "SELECT laterality, agd_reported_mgy, plausibility, qa_reason FROM exposure "
-            "WHERE study_instance_uid = ? AND laterality = ?",
-            (study, side),
-        )
-    ]
-    total = per_breast_totals(rows).breasts[side]
-    for alert in policy.exam_breast_alerts(total):
-        _raise_alert(conn, "exam-breast", row, alert)
-
-
-def _raise_alert(
-    conn: sqlite3.Connection, scope: str, row: Mapping[str, Any], alert: AlertSpec
-) -> None:
-    """Insert an alert unless the same one was raised before (per exposure and level, or per
-    study, breast and level): an alert, once raised, stays until acknowledged."""
-    if scope == "exposure":
-        exists = conn.execute(
-            "SELECT 1 FROM dose_alert WHERE scope = 'exposure' AND exposure_id = ? "
-            "AND level_id = ?",
-            (row["id"], alert.level_id),
-        ).fetchone()
-    else:
-        exists = conn.execute(
-            "SELECT 1 FROM dose_alert WHERE scope = 'exam-breast' AND study_instance_uid = ? "
-            "AND laterality = ? AND level_id = ?",
-            (row["study_instance_uid"], row["laterality"], alert.level_id),
-        ).fetchone()
-    if exists:
-        return
-    conn.execute(
-        "INSERT INTO dose_alert (scope, exposure_id, sop_instance_uid, study_instance_uid, "
-        "laterality, level_id, level_name, limit_mgy, value_mgy, detail, raised_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            scope,
-            row["id"],
-            row.get("sop_instance_uid"),
-            row.get("study_instance_uid"),
-            row.get("laterality"),
-            alert.level_id,
-            alert.level_name,
-            alert.limit_mgy,
-            alert.value_mgy,
-            alert.detail,
-            _now(),
-        ),
-    )
-
-
-#: The columns of the row's first image: another image of the same exposure never replaces them.
-_IMAGE_FIELDS = ("sop_instance_uid", "sop_class_uid", "series_instance_uid")
-
-#: A value and the column that says where it was taken: taken together or not at all.
-_PAIRED = {"esak_reference_point": "esak_mgy", "hvl_source": "hvl_mm_al"}
-
-
-def _merge(
-    stored: dict[str, Any], incoming: dict[str, Any], *, same_source: bool, new_sources: str
-) -> dict[str, Any]:
-    """Fill missing fields of ``stored`` from ``incoming``; flag cross-source disagreements.
-
-    The Entrance Exposure at RP goes with its reference point: an image's Entrance Dose in mGy
-    (no reference point) and an RDSR's 111636 at 4.2 cm above the support are two quantities,
-    not a disagreement; the value that names its reference point is kept."""
-    merged = dict(stored)
-    reasons = _reasons(stored.get("review_reasons"))
-    for name in RECORD_COLUMNS:
-        new = incoming.get(name)
-        if new is None or name in _PAIRED:
-            continue
-        old = merged.get(name)
-        if name in _IMAGE_FIELDS:  # the row's first image names it; its other images are
-            if old is None:  # in exposure_image (For Processing and For Presentation)
-                merged[name] = new
-            continue
-        take = old is None or same_source
-        if name == "esak_mgy" and not take:
-            old_point, new_point = (
-                merged.get("esak_reference_point"),
-                incoming.get("esak_reference_point"),
-            )
-            if old_point != new_point:
-                take = old_point is None  # the one with a known reference point wins
-                if not take:
-                    continue  # two known points: keep the first, nothing disagrees
-        if take:
-            merged[name] = new
-            for paired, value in _PAIRED.items():
-                if value == name:
-                    merged[paired] = incoming.get(paired)
-        elif _differs(old, new):
-            reason = f"sources disagree on {name}"
-            if reason not in reasons:
-                reasons.append(reason)
-    for reason in _reasons(incoming.get("review_reasons")):
-        if reason not in reasons:
-            reasons.append(reason)
-    merged["review_reasons"] = REASON_SEPARATOR.join(reasons)
-    merged["sources"] = ",".join(sorted({*_split(stored["sources"]), *_split(new_sources)}))
-    merged["unknown_step"] = int(bool(stored["unknown_step"]) and bool(incoming["unknown_step"]))
-    return merged
+__all__ = [
+    "ALERT_ACKNOWLEDGED",
+    "ALERT_OPEN",
+    "ANNOTATION_COLUMNS",
+    "CHECK_COLUMNS",
+    "MATCHED_BY_TECHNIQUE",
+    "RECORD_COLUMNS",
+    "AlertStateError",
+    "DoseLog",
+    "migrations",
+]

@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
 
 from acquisition.dose_log import DoseLog
 from acquisition.exam.model import (
@@ -54,19 +53,17 @@ from acquisition.exam_machine import ExamState
 from acquisition.forwarding import Forwarder
 from acquisition.hospital_identity import ORDER_AT_CLOSE, order_at_close, study_id
 from acquisition.journal import Journal
-from dicom_nodes import codes, mpps_builders
-from dicom_nodes.coercion import StudyIdentity, coerce
-from dicom_nodes.implementation import stamp_file_meta
-from dicom_nodes.mpps_builders import (
+from dicom_nodes.datasets import codes, mpps_builders
+from dicom_nodes.datasets.coercion import StudyIdentity, coerce
+from dicom_nodes.datasets.identity import RequestedStep
+from dicom_nodes.datasets.mpps_builders import (
     ContrastUse,
     ExposureDose,
     MppsExam,
     PerformedSeries,
     RadiationDose,
-    ScheduledStep,
 )
-from dicom_nodes.outbox import Kind, Message, Outbox, State
-from dicom_nodes.rdsr import (
+from dicom_nodes.datasets.rdsr import (
     ANODE_CODES,
     CALCULATED_AGD_COMMENT,
     FILTER_MATERIAL_CODES,
@@ -80,7 +77,11 @@ from dicom_nodes.rdsr import (
     IrradiationEvent,
     build_rdsr,
 )
-from dicom_nodes.ris_orders import StoredOrder
+from dicom_nodes.datasets.uids import derived_uid
+from dicom_nodes.hospital.dicom_outbox import DicomOutbox, Kind
+from dicom_nodes.hospital.outbox import Message, State
+from dicom_nodes.hospital.ris_orders import StoredOrder
+from dicom_nodes.implementation import stamp_file_meta
 from dose import plausibility
 from dose.record import Source
 from dose.totals import left_out_reason, per_breast_totals
@@ -112,11 +113,6 @@ class ReportingSettings:
     mpps_hold_max_s: float = 600.0
 
 
-def derived_uid(uid_root: str, *parts: str) -> str:
-    """A UID under ``uid_root`` derived from ``parts``: the same parts give the same UID."""
-    return str(generate_uid(prefix=uid_root.rstrip(".") + ".", entropy_srcs=list(parts)))
-
-
 class ExamReporting:
     """Keeps the outbox in step with the exam (see the module docstring)."""
 
@@ -124,7 +120,7 @@ class ExamReporting:
         self,
         journal: Journal,
         dose_log: DoseLog,
-        outbox: Outbox | None,
+        outbox: DicomOutbox | None,
         settings: ReportingSettings,
         *,
         clock: Any = None,
@@ -175,10 +171,10 @@ class ExamReporting:
 
     def mpps_exam(self, order: ExamOrder) -> MppsExam:
         """The exam as its MPPS reports it (scheduled: the RIS step; else unscheduled)."""
-        steps: tuple[ScheduledStep, ...] = ()
+        steps: tuple[RequestedStep, ...] = ()
         if order.scheduled:
             steps = (
-                ScheduledStep(
+                RequestedStep(
                     study_instance_uid=order.study_instance_uid,
                     accession_number=order.accession,
                     requested_procedure_id=order.requested_procedure_id,
@@ -202,6 +198,7 @@ class ExamReporting:
             study_instance_uid=order.study_instance_uid,
             station_name=self.settings.station_name,
             performed_protocol_codes=(codes.MAMMARY_DUCTOGRAM,),
+            uid_root=self.settings.uid_root,
         )
 
     def _rows(self, view: ExamSnapshot) -> list[dict[str, Any]]:

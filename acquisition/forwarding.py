@@ -8,7 +8,8 @@ store and its queueing loses nothing, and the outbox is idempotent by SOP Instan
 The objects of the open exam (its Study Instance UID) are **held** until the exam ends
 (completed or discontinued): they are forwarded then (:meth:`Forwarder.forward_study`, called
 by the exam's reporting), coerced to the identity of the order as it stands at the exam's
-close (:mod:`acquisition.hospital_identity`, :func:`dicom_nodes.coercion.coerce`). An object of
+close (:mod:`acquisition.hospital_identity`, :func:`dicom_nodes.datasets.coercion.coerce`). An
+object of
 that exam arriving later is coerced the same way; an object of no exam is forwarded as received.
 
 A post-contrast image (its SPS ID names a post-injection phase of the open exam) that arrives
@@ -32,11 +33,12 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from acquisition.exam.model import ContrastRecord
-from dicom_nodes.coercion import StudyIdentity, coerce
-from dicom_nodes.contrast import ContrastAdministration, Injection, set_contrast_bolus
+from dicom_nodes.datasets.coercion import StudyIdentity, coerce
+from dicom_nodes.datasets.contrast import ContrastAdministration, Injection, set_contrast_bolus
+from dicom_nodes.hospital.dicom_outbox import DicomOutbox, Kind
+from dicom_nodes.hospital.outbox import OutboxError, State
 from dicom_nodes.implementation import stamp_file_meta
-from dicom_nodes.outbox import Kind, Outbox, OutboxError, State
-from dicom_nodes.storage_scp import QUARANTINE_DIR, TMP_DIR
+from dicom_nodes.unit_facing.storage_scp import QUARANTINE_DIR, TMP_DIR
 from storage.files import write_dataset_durably
 
 log = logging.getLogger(__name__)
@@ -81,7 +83,7 @@ class Forwarder:
 
     def __init__(
         self,
-        outbox: Outbox,
+        outbox: DicomOutbox,
         storage_dir: Path,
         contrast_for: ContrastFor,
         *,

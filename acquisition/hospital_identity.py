@@ -2,7 +2,8 @@
 
 IHE Scheduled Workflow (RAD TF-1 4; RAD TF-2x Appendix A) wants the worklist, the images and
 the MPPS to agree. The controller coerces the copies it forwards
-(:func:`dicom_nodes.coercion.coerce`) to the :class:`~dicom_nodes.coercion.StudyIdentity` built
+(:func:`dicom_nodes.datasets.coercion.coerce`) to the
+:class:`~dicom_nodes.datasets.coercion.StudyIdentity` built
 here:
 
 * a scheduled exam carries the RIS order — **as it stands when the exam ends** (completed or
@@ -28,10 +29,11 @@ from pydicom.dataset import Dataset
 
 from acquisition.exam.model import PHASE_STEPS, ExamOrder, ExamSnapshot, phase_sps_id
 from acquisition.journal import Journal
-from dicom_nodes.codes import Code
-from dicom_nodes.coercion import PHASE_SCHEME, Phase, Request, StudyIdentity
-from dicom_nodes.mwl_scu import WorklistItem
-from dicom_nodes.ris_orders import StoredOrder
+from dicom_nodes.datasets.codes import Code
+from dicom_nodes.datasets.coercion import PHASE_SCHEME, Phase, StudyIdentity
+from dicom_nodes.datasets.identity import RequestedStep
+from dicom_nodes.hospital.mwl_scu import WorklistItem
+from dicom_nodes.hospital.ris_orders import StoredOrder
 
 #: Journal kind of the identity the exam's objects are forwarded with (written once, at its end).
 ORDER_AT_CLOSE = "order-at-close"
@@ -99,7 +101,7 @@ def study_identity(order: ExamOrder, current: WorklistItem | None = None) -> Stu
         )
     item = current or order.ris_item
     if item is None:  # an exam journaled before the order was kept whole
-        request = Request(
+        request = RequestedStep(
             accession_number=order.accession,
             requested_procedure_id=order.requested_procedure_id,
             requested_procedure_description=order.requested_procedure_description,
@@ -119,7 +121,7 @@ def study_identity(order: ExamOrder, current: WorklistItem | None = None) -> Stu
             request=request,
             **common,
         )
-    request = Request(
+    request = RequestedStep(
         accession_number=item.accession_number,
         requested_procedure_id=item.requested_procedure_id,
         requested_procedure_description=item.requested_procedure_description,

@@ -33,18 +33,20 @@ import hmac
 import json
 import logging
 import sqlite3
-import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlite_utils
 
-from storage.database import atomic, connect, migrate
+from storage.database import StorageError
 from storage.files import append_line_durably, private_dir
+from storage.writer import Database, Store
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 GENESIS = "0" * 64
 #: The entry kind that hands the chain from one key to the next.
@@ -190,8 +192,9 @@ def _chain_hash(key: bytes | None, prev_hash: str, fields: tuple[Any, ...]) -> s
     return hashlib.sha256(material).hexdigest()
 
 
-class Journal:
-    """Append and read the journal. Thread-safe: one connection behind a lock.
+class Journal(Store):
+    """Append and read the journal. Thread-safe: appends go to the database's one writer
+    (:class:`storage.writer.Database`), reads to the calling thread's read connection.
 
     ``key`` seals the chain. Opening changes nothing (an audit may open any journal);
     :meth:`adopt_key` — called by the service at start-up — rotates a journal still sealed with
@@ -199,9 +202,11 @@ class Journal:
     :meth:`witness_head`.
     """
 
+    migrations = MIGRATIONS
+
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path | Database,
         *,
         key: bytes | None = None,
         busy_timeout_s: float = 5.0,
@@ -209,10 +214,7 @@ class Journal:
     ) -> None:
         self._key = key or None
         self._witness = witness
-        self._lock = threading.Lock()
-        # One connection, used only under the lock, from whichever thread holds it.
-        self._conn = connect(path, busy_timeout_s=busy_timeout_s, check_same_thread=False)
-        migrate(sqlite_utils.Database(self._conn), MIGRATIONS)
+        super().__init__(path, busy_timeout_s=busy_timeout_s)
 
     def adopt_key(self, previous_keys: Sequence[bytes] = ()) -> Entry | None:
         """Make the journal sealed with this journal's key, before anything is appended.
@@ -222,13 +224,15 @@ class Journal:
         the old key (or none), and returned. Sealed with another key: :class:`JournalError`
         (appending under the wrong key would break the chain).
         """
-        if not self._key:
+        new_key = self._key
+        if not new_key:
             return None
-        with self._lock:
-            entries, head, seal = self._conn.execute(
+
+        def rotate(conn: sqlite3.Connection) -> Entry | None:
+            entries, head, seal = conn.execute(
                 "SELECT entries, head_hash, head_mac FROM journal_head WHERE id = 1"
             ).fetchone()
-            if not entries or seal == _head_mac(self._key, entries, head):
+            if not entries or seal == _head_mac(new_key, entries, head):
                 return None
             old: bytes | None = None  # seal NULL: an unkeyed journal gets its first key
             if seal is not None:
@@ -239,22 +243,16 @@ class Journal:
                         "of site.journal_previous_keys: set the key it was written with"
                     )
                 old = matching[0]
-            payload = {"new_key_id": key_id(self._key), "old_key_id": key_id(old)}
-            entry = self._append_locked(
-                KEY_ROTATED, payload, exam_id=None, operator=None, now=None, key=old
+            payload = {"new_key_id": key_id(new_key), "old_key_id": key_id(old)}
+            return _append(
+                conn, KEY_ROTATED, payload, exam_id=None, operator=None, now=None, key=old
             )
+
+        entry = self._write(rotate)
+        if entry is None:
+            return None
         log.warning("journal key rotated at entry %d (new key %s)", entry.seq, key_id(self._key))
         return entry
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    def __enter__(self) -> Journal:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def append(
         self,
@@ -266,44 +264,22 @@ class Journal:
         now: dt.datetime | None = None,
     ) -> Entry:
         """Append one entry durably (committed before returning) and return it."""
-        with self._lock:
-            return self._append_locked(
-                kind, payload, exam_id=exam_id, operator=operator, now=now, key=self._key
+        key = self._key
+        return self._write(
+            lambda conn: _append(
+                conn, kind, payload, exam_id=exam_id, operator=operator, now=now, key=key
             )
+        )
 
-    def _append_locked(
-        self,
-        kind: str,
-        payload: Mapping[str, Any] | None,
-        *,
-        exam_id: str | None,
-        operator: str | None,
-        now: dt.datetime | None,
-        key: bytes | None,
-    ) -> Entry:
-        """Append under ``key`` (the caller holds the lock)."""
-        payload_json = _canonical(payload or {})
-        recorded = (now or dt.datetime.now(dt.UTC)).isoformat(timespec="microseconds")
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the database's writer; committed on return (any failure to write:
+        :class:`JournalError`, the cause chained)."""
+        if self.closed:
+            raise JournalError("journal append failed: the journal is closed")
         try:
-            with atomic(self._conn):
-                entries, head = self._conn.execute(
-                    "SELECT entries, head_hash FROM journal_head WHERE id = 1"
-                ).fetchone()
-                seq = entries + 1
-                digest = _chain_hash(
-                    key, head, (seq, recorded, kind, exam_id, operator, payload_json)
-                )
-                self._conn.execute(
-                    "INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (seq, recorded, kind, exam_id, operator, payload_json, head, digest),
-                )
-                self._conn.execute(
-                    "UPDATE journal_head SET entries = ?, head_hash = ?, head_mac = ? WHERE id = 1",
-                    (seq, digest, _head_mac(key, seq, digest)),
-                )
-        except sqlite3.Error as exc:
+            return self.db.run(fn)
+        except (sqlite3.Error, StorageError) as exc:
             raise JournalError(f"journal append failed: {exc}") from exc
-        return Entry(seq, recorded, kind, exam_id, operator, dict(payload or {}), head, digest)
 
     def entries(self, *, exam_id: str | None = None, after_seq: int = 0) -> Iterator[Entry]:
         sql = "SELECT * FROM journal WHERE seq > ?"
@@ -311,15 +287,15 @@ class Journal:
         if exam_id is not None:
             sql += " AND exam_id = ?"
             params.append(exam_id)
-        with self._lock:
-            rows = self._conn.execute(sql + " ORDER BY seq", params).fetchall()
+        with self.db.read() as conn:
+            rows = conn.execute(sql + " ORDER BY seq", params).fetchall()
         for row in rows:
             yield _entry(row)
 
     def last(self, kind: str) -> Entry | None:
         """The most recent entry of ``kind``, or None (indexed)."""
-        with self._lock:
-            row = self._conn.execute(
+        with self.db.read() as conn:
+            row = conn.execute(
                 "SELECT * FROM journal WHERE kind = ? ORDER BY seq DESC LIMIT 1", (kind,)
             ).fetchone()
         return None if row is None else _entry(row)
@@ -327,16 +303,16 @@ class Journal:
     def key_matches(self) -> bool:
         """Whether appending now continues the chain: the head is sealed with this journal's
         key (or, without a key, not sealed), or the journal is empty."""
-        with self._lock:
-            entries, head, seal = self._conn.execute(
+        with self.db.read() as conn:
+            entries, head, seal = conn.execute(
                 "SELECT entries, head_hash, head_mac FROM journal_head WHERE id = 1"
             ).fetchone()
         return not entries or seal == _head_mac(self._key, entries, head)
 
     def head(self) -> Head:
         """The last entry's number and hash (0 and the genesis hash when empty)."""
-        with self._lock:
-            entries, digest = self._conn.execute(
+        with self.db.read() as conn:
+            entries, digest = conn.execute(
                 "SELECT entries, head_hash FROM journal_head WHERE id = 1"
             ).fetchone()
         return Head(
@@ -357,8 +333,38 @@ class Journal:
         return head
 
     def verify(self, previous_keys: Sequence[bytes] = ()) -> VerifyResult:
-        with self._lock:
-            return verify_connection(self._conn, self._key, previous_keys)
+        with self.db.read() as conn:
+            return verify_connection(conn, self._key, previous_keys)
+
+
+def _append(
+    conn: sqlite3.Connection,
+    kind: str,
+    payload: Mapping[str, Any] | None,
+    *,
+    exam_id: str | None,
+    operator: str | None,
+    now: dt.datetime | None,
+    key: bytes | None,
+) -> Entry:
+    """Append one entry under ``key`` (inside the writer's transaction): the chain's next link
+    and the head that seals it."""
+    payload_json = _canonical(payload or {})
+    recorded = (now or dt.datetime.now(dt.UTC)).isoformat(timespec="microseconds")
+    entries, head = conn.execute(
+        "SELECT entries, head_hash FROM journal_head WHERE id = 1"
+    ).fetchone()
+    seq = entries + 1
+    digest = _chain_hash(key, head, (seq, recorded, kind, exam_id, operator, payload_json))
+    conn.execute(
+        "INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (seq, recorded, kind, exam_id, operator, payload_json, head, digest),
+    )
+    conn.execute(
+        "UPDATE journal_head SET entries = ?, head_hash = ?, head_mac = ? WHERE id = 1",
+        (seq, digest, _head_mac(key, seq, digest)),
+    )
+    return Entry(seq, recorded, kind, exam_id, operator, dict(payload or {}), head, digest)
 
 
 def _entry(row: sqlite3.Row) -> Entry:

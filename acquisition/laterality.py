@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from dicom_nodes.mwl_scu import WorklistItem
+from dicom_nodes.hospital.mwl_scu import WorklistItem
 
 SIDES = ("L", "R")
 SIDE_NAMES = {"L": "left", "R": "right"}

@@ -13,9 +13,9 @@ import dataclasses
 import logging
 from typing import Any
 
-from dicom_nodes.codes import MAMMARY_DUCTOGRAM
-from dicom_nodes.mwl_scu import WorklistItem
-from dicom_nodes.worklist_store import InvalidStepError, ScheduledStep, encode_step
+from dicom_nodes.datasets.codes import MAMMARY_DUCTOGRAM
+from dicom_nodes.hospital.mwl_scu import WorklistItem
+from dicom_nodes.unit_facing.worklist_store import InvalidStepError, ScheduledStep, encode_step
 
 log = logging.getLogger(__name__)
 

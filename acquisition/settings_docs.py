@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import typing
@@ -56,14 +57,12 @@ def render_toml() -> str:
         "# > environment (GALACTO_SECTION_NAME)",
         "# > this file > built-in defaults.",
     ]
-    section = None
-    for info in iter_settings():
-        if info.section != section:
-            section = info.section
-            lines += ["", f"[{section}]"]
-        bounds = _bounds(info)
-        lines.append(f"# {info.help}" + (f" ({bounds})" if bounds else ""))
-        lines.append(f"{info.name} = {_toml_value(info.default)}")
+    for section, infos in itertools.groupby(iter_settings(), key=lambda i: i.section):
+        lines += ["", f"[{section}]"]
+        for info in infos:
+            bounds = _bounds(info)
+            lines.append(f"# {info.help}" + (f" ({bounds})" if bounds else ""))
+            lines.append(f"{info.name} = {_toml_value(info.default)}")
     return "\n".join(lines) + "\n"
 
 
@@ -84,25 +83,17 @@ def render_markdown() -> str:
         "Secrets are redacted (`***`) wherever the effective configuration is logged; set them",
         "from the environment, never in a committed file.",
     ]
-    section = None
-    for info in iter_settings():
-        if info.section != section:
-            section = info.section
-            lines += [
-                "",
-                f"## [{section}]",
-                "",
-                "| setting | type | default | environment | meaning |",
-                "|---|---|---|---|---|",
-            ]
-        bounds = _bounds(info)
-        meaning = (
-            info.help + (f" ({bounds})" if bounds else "") + (" **Secret.**" if info.secret else "")
-        )
-        lines.append(
-            f"| `{info.key}` | {_type_label(info)} | `{_toml_value(info.default)}` | "
-            f"`{info.env}` | {meaning} |"
-        )
+    header = ["| setting | type | default | environment | meaning |", "|---|---|---|---|---|"]
+    for section, infos in itertools.groupby(iter_settings(), key=lambda i: i.section):
+        lines += ["", f"## [{section}]", "", *header]
+        for info in infos:
+            bounds = _bounds(info)
+            secret = " **Secret.**" if info.secret else ""
+            meaning = info.help + (f" ({bounds})" if bounds else "") + secret
+            lines.append(
+                f"| `{info.key}` | {_type_label(info)} | `{_toml_value(info.default)}` | "
+                f"`{info.env}` | {meaning} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -4,7 +4,8 @@ A unit reports each phase step it performs by MPPS (N-CREATE IN PROGRESS … N-S
 the controller. While one of the exam's steps is still IN PROGRESS on the unit, the exam is not
 complete: the unit may still expose, store images or send its dose report, and the final MPPS
 toward the RIS would miss them. The controller reads the unit's MPPS store
-(:meth:`dicom_nodes.mpps_store.SqliteMppsStore.in_progress`); *Complete* is then refused with
+(:meth:`dicom_nodes.unit_facing.mpps_store.SqliteMppsStore.in_progress`); *Complete* is then
+refused with
 :func:`busy_refusal` unless the technologist gives a reason to override (journaled): a unit
 that never closes its step (a crash, a unit without MPPS) must not hold the room.
 """

@@ -19,12 +19,14 @@ from acquisition.settings import Config, ConfigError, InjectorSettings, reserved
 from device_drivers.driver import NewEraInjector
 from device_drivers.limits import InjectorLimits
 from device_drivers.link import LinkTiming
-from dicom_nodes.admission import RejectionHook
-from dicom_nodes.mpps_store import SqliteMppsStore
-from dicom_nodes.network import Timeouts
-from dicom_nodes.received_objects import QuarantineItem, ReceivedObjects
-from dicom_nodes.server import UnitFacingServer
-from dicom_nodes.worklist_store import WorklistStore
+from dicom_nodes.hospital.outbox import PACS, RIS
+from dicom_nodes.hospital.scu import Peer
+from dicom_nodes.network import Timeouts, client_tls_context
+from dicom_nodes.unit_facing.admission import RejectionHook
+from dicom_nodes.unit_facing.mpps_store import SqliteMppsStore
+from dicom_nodes.unit_facing.received_objects import QuarantineItem, ReceivedObjects
+from dicom_nodes.unit_facing.server import UnitFacingServer
+from dicom_nodes.unit_facing.worklist_store import WorklistStore
 from dose.record import ExposureSink
 
 # Sub-commands of `galacto`, each a module exposing register(subparsers).
@@ -163,3 +165,40 @@ def driver_from(settings: InjectorSettings) -> NewEraInjector:
         limits=limits_from(settings),
         timing=timing_from(settings),
     )
+
+
+def hospital_destinations(config: Config) -> dict[str, Peer]:
+    """The outbox's peers from the ``[ris]`` and ``[pacs]`` settings: the RIS's MPPS manager
+    and the PACS, with the ``[dicom]`` timeouts and TLS."""
+    timeouts = dicom_timeouts(config)
+    tls = (
+        client_tls_context(
+            config.dicom.tls_ca, config.dicom.tls_certificate, config.dicom.tls_private_key
+        )
+        if config.dicom.tls_certificate
+        else None
+    )
+    calling = config.dicom.ae_title
+    peers: dict[str, Peer] = {}
+    if config.ris.host:
+        # the MPPS manager may be another host than the worklist provider (IHE SWF)
+        peers[RIS] = Peer(
+            config.ris.mpps_host or config.ris.host,
+            config.ris.mpps_port or config.ris.port,
+            config.ris.mpps_ae_title or config.ris.ae_title,
+            calling_ae=calling,
+            timeouts=timeouts,
+            tls=tls,
+            max_pdu=config.dicom.max_pdu,
+        )
+    if config.pacs.host:
+        peers[PACS] = Peer(
+            config.pacs.host,
+            config.pacs.port,
+            config.pacs.ae_title,
+            calling_ae=calling,
+            timeouts=timeouts,
+            tls=tls,
+            max_pdu=config.dicom.max_pdu,
+        )
+    return peers

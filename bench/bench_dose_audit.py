@@ -260,7 +260,7 @@ def live_latencies_ms(db: Path, records: list[Any]) -> list[float]:
 
 
 def _records(count: int, tag: str) -> list[Any]:
-    from dicom_nodes.dose_extract import from_image_header
+    from dicom_nodes.datasets.dose_extract import from_image_header
     from tests.dose_factories import Exposure, mg_image
 
     study = f"1.2.826.0.1.3680043.8.498.{tag}"
@@ -389,11 +389,11 @@ def bench_import(work: Path) -> None:
         for element in dcmread(path, stop_before_pixels=True).iterall():
             _ = element.value
     values_s = time.perf_counter() - started
-    with DoseLog(work / "import.db", policy=controller_policy(), writer_thread=False) as log:
+    with DoseLog(work / "import.db", policy=controller_policy()) as log:
         summary = import_paths(log, [folder])
-    with DoseLog(work / "import.db", policy=controller_policy(), writer_thread=False) as log:
+    with DoseLog(work / "import.db", policy=controller_policy()) as log:
         again = import_paths(log, [folder])
-    with DoseLog(work / "one.db", policy=controller_policy(), writer_thread=False) as log:
+    with DoseLog(work / "one.db", policy=controller_policy()) as log:
         alone = import_paths(log, [folder], processes=1)
     print(
         f"Import of {len(files)} files ({IMPORT_EXAMS} exams: 4 MG images and their RDSR each; "

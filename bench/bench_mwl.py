@@ -32,11 +32,11 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pynetdicom.dsutils import encode_file_meta
 
-from dicom_nodes import codes
-from dicom_nodes.mwl_matching import WorklistQuery
-from dicom_nodes.mwl_scp import MWL_FIND_UID, TRANSFER_SYNTAXES, WorklistSCP
+from dicom_nodes.datasets import codes
 from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, make_ae
-from dicom_nodes.worklist_store import SUPPORTED_KEYS, ScheduledStep, WorklistStore
+from dicom_nodes.unit_facing.mwl_matching import WorklistQuery
+from dicom_nodes.unit_facing.mwl_scp import MWL_FIND_UID, TRANSFER_SYNTAXES, WorklistSCP
+from dicom_nodes.unit_facing.worklist_store import SUPPORTED_KEYS, ScheduledStep, WorklistStore
 
 SIZES = (1_000, 10_000, 100_000)
 STATIONS = 10

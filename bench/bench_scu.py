@@ -83,9 +83,9 @@ def _image(directory: Path, n: int, pixels: bytes) -> Path:
 
 
 def bench_store_send(work: Path) -> None:
+    from dicom_nodes.hospital.dicom_outbox import DicomOutbox as Outbox
+    from dicom_nodes.hospital.scu import Peer
     from dicom_nodes.network import Timeouts
-    from dicom_nodes.outbox import Outbox
-    from dicom_nodes.scu import Peer
 
     pixels = bytes(range(256)) * (ROWS * COLUMNS * 2 // 256)
     files = [_image(work, n, pixels) for n in range(IMAGES)]
@@ -129,16 +129,17 @@ def bench_mpps(work: Path) -> None:
     from pynetdicom import build_context
     from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]
 
-    from dicom_nodes.mpps_builders import (
+    from dicom_nodes.datasets.mpps_builders import (
         MppsExam,
         PerformedSeries,
         build_mpps_in_progress,
         build_mpps_update,
     )
-    from dicom_nodes.mpps_scu import MppsReporter, exchange
+    from dicom_nodes.hospital.dicom_outbox import DicomOutbox as Outbox
+    from dicom_nodes.hospital.mpps_scu import MppsReporter, exchange
+    from dicom_nodes.hospital.outbox import RetryPolicy
+    from dicom_nodes.hospital.scu import Peer, associate
     from dicom_nodes.network import Timeouts
-    from dicom_nodes.outbox import Outbox, RetryPolicy
-    from dicom_nodes.scu import Peer, associate
     from simulators.ris import SimulatedRis
 
     def exam() -> MppsExam:
@@ -211,9 +212,9 @@ def _worklist_files(directory: Path, count: int) -> None:
 
 
 def bench_mwl(work: Path) -> None:
-    from dicom_nodes.mwl_scu import WorklistQuery, find_worklist
+    from dicom_nodes.hospital.mwl_scu import WorklistQuery, find_worklist
+    from dicom_nodes.hospital.scu import Peer
     from dicom_nodes.network import Timeouts
-    from dicom_nodes.scu import Peer
 
     root = work / "wl"
     (root / "WLM").mkdir(parents=True)

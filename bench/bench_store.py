@@ -8,7 +8,9 @@
 - Exposure-to-durable-record latency (C-STORE handler entered → row committed, with the dose
   checks of a default controller: plausibility, the Dance check, the published levels) over
   small images, median and p99, beside the SQLite commit floor (one INSERT + COMMIT, WAL,
-  synchronous=FULL) measured alone on the same disk.
+  synchronous=FULL) measured alone on the same disk; and ``DoseLog.record()`` alone, from one
+  and four threads, and with three other stores (journal, MPPS, received objects) writing to
+  the same file at the same time (issue 13 §8: the four writers).
 - MPPS N-CREATE + N-SET round trip: in one association, and one association per pair.
 
 ``python -m bench store`` runs it; ``python -m bench.bench_store serve DIR FSYNC`` is the
@@ -46,8 +48,8 @@ STORESCP_MAX_PDU = 131072  # DCMTK's largest; ours advertises 256 KiB (dicom.md 
 def serve(directory: str, fsync: str) -> None:
     """Run our unit-facing server; print the port; on stdin EOF print latencies and exit."""
     from acquisition.dose_log import DoseLog
-    from dicom_nodes.mpps_store import SqliteMppsStore
-    from dicom_nodes.server import UnitFacingServer
+    from dicom_nodes.unit_facing.mpps_store import SqliteMppsStore
+    from dicom_nodes.unit_facing.server import UnitFacingServer
     from dose.record import ExposureRecord
 
     entered = threading.local()
@@ -261,10 +263,10 @@ def controller_policy() -> Any:
     return dose_policy(load(None, environ={}))
 
 
-def sink_latencies_ms(directory: Path, *, writer_thread: bool, writers: int) -> list[float]:
+def sink_latencies_ms(directory: Path, *, writers: int) -> list[float]:
     """DoseLog.record() of one image-header record, from ``writers`` threads at once."""
     from acquisition.dose_log import DoseLog
-    from dicom_nodes.dose_extract import from_image_header
+    from dicom_nodes.datasets.dose_extract import from_image_header
     from tests.dose_factories import Exposure, mg_image
 
     study = "1.2.826.0.1.3680043.8.498.97"
@@ -274,8 +276,8 @@ def sink_latencies_ms(directory: Path, *, writer_thread: bool, writers: int) -> 
         for _ in range(writers)
     ]
     timings: list[float] = []
-    path = directory / f"sink-{writer_thread}-{writers}.sqlite"
-    with DoseLog(path, writer_thread=writer_thread, policy=controller_policy()) as dose_log:
+    path = directory / f"sink-{writers}.sqlite"
+    with DoseLog(path, policy=controller_policy()) as dose_log:
 
         def run(batch: list[Any]) -> None:
             for record in batch:
@@ -288,6 +290,62 @@ def sink_latencies_ms(directory: Path, *, writer_thread: bool, writers: int) -> 
             thread.start()
         for thread in threads:
             thread.join()
+    return timings
+
+
+def four_writer_latencies_ms(directory: Path) -> list[float]:
+    """DoseLog.record() of one record per call while three other stores write to the same
+    file as fast as they can (the journal, the unit's MPPS messages, the received-objects
+    index): the controller's four writers at once. Each store opened as the controller does."""
+    from pydicom.dataset import Dataset
+
+    from acquisition.dose_log import DoseLog
+    from acquisition.journal import Journal
+    from dicom_nodes.datasets.dose_extract import from_image_header
+    from dicom_nodes.unit_facing.mpps_store import SqliteMppsStore
+    from dicom_nodes.unit_facing.received_objects import ReceivedObjects
+    from tests.dose_factories import Exposure, mg_image
+
+    study = "1.2.826.0.1.3680043.8.498.98"
+    records = [from_image_header(mg_image(Exposure(), study_uid=study)) for _ in range(150)]
+    path = directory / "four-writers.sqlite"
+    timings: list[float] = []
+    done = threading.Event()
+    journal = Journal(path)
+    mpps = SqliteMppsStore(path)
+    received = ReceivedObjects(path)
+    message = Dataset()
+    message.PerformedProcedureStepStatus = "IN PROGRESS"
+    others = [
+        lambda n: journal.append("bench", {"n": n}),
+        lambda n: mpps.log_message(f"1.2.3.{n}", "N-SET", "UNIT", 0, message),
+        lambda n: received.register(f"1.2.4.{n}", "1.2.840.10008.5.1.4.1.1.1.2", path),
+    ]
+    with DoseLog(path, policy=controller_policy()) as dose_log:
+
+        def other(write: Any) -> None:
+            n = 0
+            while not done.is_set():
+                n += 1
+                write(n)
+
+        def dose() -> None:
+            for record in records:
+                started = time.perf_counter()
+                dose_log.record([record])
+                timings.append((time.perf_counter() - started) * 1000)
+            done.set()
+
+        threads = [threading.Thread(target=other, args=(w,)) for w in others]
+        threads.append(threading.Thread(target=dose))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    for store in (journal, mpps, received):
+        close = getattr(store, "close", None)
+        if close is not None:
+            close()
     return timings
 
 
@@ -395,14 +453,18 @@ def main() -> None:
             f"  p99 {_pct(floor, 0.99):6.2f} ms"
         )
         print("  DoseLog.record() alone (one record per call):")
-        for writer_thread in (False, True):
-            for writers in (1, 4):
-                lat = sink_latencies_ms(work, writer_thread=writer_thread, writers=writers)
-                label = f"{'writer thread' if writer_thread else 'lock'}, {writers} writer(s)"
-                print(
-                    f"    {label:30s} median {statistics.median(lat):6.2f} ms"
-                    f"  p99 {_pct(lat, 0.99):6.2f} ms"
-                )
+        for writers in (1, 4):
+            lat = sink_latencies_ms(work, writers=writers)
+            label = f"{writers} thread(s) recording"
+            print(
+                f"    {label:30s} median {statistics.median(lat):6.2f} ms"
+                f"  p99 {_pct(lat, 0.99):6.2f} ms"
+            )
+        lat = four_writer_latencies_ms(work)
+        print(
+            f"    {'with 3 other stores writing':30s} median {statistics.median(lat):6.2f} ms"
+            f"  p99 {_pct(lat, 0.99):6.2f} ms  (four writers: dose log, journal, MPPS, objects)"
+        )
         for fsync in (True, False):
             _, _, _, lat = _ours(work, small_files, fsync=fsync)
             label = "galacto, fsync objects" if fsync else "galacto, no object fsync"

@@ -20,10 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from acquisition.dose_log import DoseLog
-from dicom_nodes.codes import Code
-from dicom_nodes.mpps_store import SqliteMppsStore
-from dicom_nodes.server import UnitFacingServer
-from dicom_nodes.worklist_store import ScheduledStep, WorklistStore
+from dicom_nodes.datasets.codes import Code
+from dicom_nodes.unit_facing.mpps_store import SqliteMppsStore
+from dicom_nodes.unit_facing.server import UnitFacingServer
+from dicom_nodes.unit_facing.worklist_store import ScheduledStep, WorklistStore
 from simulators.unit import SimulatedUnit
 from simulators.unit_images import sample_mg_image, sample_rdsr
 

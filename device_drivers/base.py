@@ -14,7 +14,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from types import TracebackType
 
 from device_drivers.errors import DriverTimeoutError
 from device_drivers.events import InjectorEvent
@@ -268,10 +267,5 @@ class InjectorABC(abc.ABC):
     def __enter__(self) -> InjectorABC:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

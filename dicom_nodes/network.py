@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
 from pynetdicom import AE, _config, evt
 
+from dicom_nodes import compat
 from dicom_nodes.implementation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 log = logging.getLogger(__name__)
@@ -74,22 +74,12 @@ def read_exactly(sock: Any, nr_bytes: int) -> bytearray:
 
 def _on_conn_open(event: evt.Event) -> None:
     """Nagle off, and the large-read ``recv``, on every socket as soon as it is connected."""
-    dul_socket = event.assoc.dul.socket
-    if dul_socket is None or dul_socket.socket is None:
+    sock = compat.association_socket(event.assoc)
+    if sock is None:
         return
-    set_nodelay(dul_socket.socket)
-    if not event.assoc.is_acceptor:
-        return  # the large reads pay off receiving images; an SCU reads small responses
-
-    owner = weakref.ref(dul_socket)
-
-    def recv(nr_bytes: int) -> bytearray:
-        # A weak reference, looked up at each call: a strong one would make a reference cycle
-        # that keeps a dropped association's socket (and its descriptor) open until the
-        # garbage collector runs.
-        return read_exactly(owner().socket, nr_bytes)  # type: ignore[union-attr]
-
-    dul_socket.recv = recv  # type: ignore[method-assign]
+    set_nodelay(sock)
+    if event.assoc.is_acceptor:  # the large reads pay off receiving images, not responses
+        compat.replace_recv(event.assoc, read_exactly)
 
 
 #: Bind these with every AE (SCU and SCP): ``handlers + NODELAY_HANDLERS``.
@@ -138,6 +128,4 @@ def close_unestablished(assoc: Any) -> None:
     during association negotiation; an exception that keeps the association alive (a log
     record, a traceback) would then keep the descriptor open too.
     """
-    dul_socket = assoc.dul.socket
-    if dul_socket is not None:
-        dul_socket.close()
+    compat.close_socket(assoc)

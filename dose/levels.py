@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import bisect
 import math
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 from pydicom.sr.codedict import codes
 
 from dose.record import DoseError, magnified
+from dose.tables import read_toml
 
 #: CID 4014 view codes → the short names levels and physicists use.
 VIEW_NAMES: Mapping[str, str] = {
@@ -201,13 +201,7 @@ def _interpolate(xs: Sequence[float], ys: Sequence[float], x: float) -> float | 
 
 
 def _read(path: str | Path) -> dict[str, Any]:
-    try:
-        with Path(path).open("rb") as fh:
-            return tomllib.load(fh)
-    except OSError as exc:
-        raise LevelError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise LevelError(f"{path}: not valid TOML ({exc})") from exc
+    return read_toml(path, LevelError)
 
 
 def _numbers(value: Any, where: str) -> tuple[float, ...]:

@@ -74,14 +74,19 @@ def symbol_pair(anode: str, filter_material: str) -> str:
     return f"{SYMBOLS.get(a, a)}/{SYMBOLS.get(f, f)}"
 
 
-def _read(path: str | Path) -> dict[str, Any]:
+def read_toml(path: str | Path, error: type[DoseError]) -> dict[str, Any]:
+    """A physicist's TOML file; ``error`` names the file and what is wrong with it."""
     try:
         with Path(path).open("rb") as fh:
             return tomllib.load(fh)
     except OSError as exc:
-        raise TableError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+        raise error(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise TableError(f"{path}: not valid TOML ({exc})") from exc
+        raise error(f"{path}: not valid TOML ({exc})") from exc
+
+
+def _read(path: str | Path) -> dict[str, Any]:
+    return read_toml(path, TableError)
 
 
 def _number(value: Any, where: str) -> float:

@@ -62,6 +62,10 @@ class SimulatedPeer:
             raise
         return self.address
 
+    def pause(self, seconds: float) -> bool:
+        """Wait ``seconds`` (a fault's delay) unless the peer stops first; True if it stopped."""
+        return self._stopping.wait(seconds)
+
     def stop(self) -> None:
         """Stop listening and abort open associations (idempotent)."""
         self._stopping.set()

@@ -142,7 +142,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from types import TracebackType
 
 from simulators.injector_faults import (
     FAULT_NAMES,
@@ -375,12 +374,7 @@ class InjectorSimulator:
     def __enter__(self) -> InjectorSimulator:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def describe(self) -> str:

@@ -20,28 +20,20 @@ from collections.abc import Callable
 from typing import Protocol
 
 from device_drivers.codec import ETX, STX, Decoder, Frame, ReplyError, Role, encode_safe
+from simulators.injector_faults import LINK_FAULTS
 from simulators.injector_pump import EventKind, InjectorPump, PumpReply
 
 log = logging.getLogger(__name__)
 
 #: Faults that act once on the wire's next matching exchange.
-WIRE_ONE_SHOTS = frozenset(
-    {
-        "no_reply",
-        "late_reply",
-        "partial_frame",
-        "trickle",
-        "garbage",
-        "bitflip_reply",
-        "bitflip_request",
-        "wrong_length",
-        "missing_etx",
-        "duplicate_reply",
-        "wrong_address",
-        "wrong_shape",
-        "echo",
-    }
-)
+#: (Every link fault but those that last — no reply ever, a vanished port — and those acted on
+#: elsewhere: the CRC that spells STX/ETX, the alarm interleaved by the pump.)
+WIRE_ONE_SHOTS = frozenset(LINK_FAULTS) - {
+    "no_reply_forever",
+    "stx_etx_in_crc",
+    "auto_alarm_interleaved",
+    "port_vanish",
+}
 
 
 class Transport(Protocol):

@@ -6,9 +6,11 @@ What it models
   (today's galactography orders, non-ASCII names with their Specific Character Set, allergies,
   pregnancy status, medical alerts, requested contrast agent). Matching, the return-key
   selection and the refusal of malformed identifiers are those of
-  :mod:`dicom_nodes.mwl_matching` (PS3.4 §C.2.2.2, §K.2.2); values on keys it does not match on
+  :mod:`dicom_nodes.unit_facing.mwl_matching` (PS3.4 §C.2.2.2, §K.2.2); values on keys it does not
+  match on
   are answered Pending FF01 (Table K.4-1). C-CANCEL is honoured between responses (Cancel FE00).
-- **MPPS** (PS3.4 Annex F) through :class:`dicom_nodes.mpps_scp.MppsSCP`, so the RIS enforces
+- **MPPS** (PS3.4 Annex F) through :class:`dicom_nodes.unit_facing.mpps_scp.MppsSCP`, so the RIS
+enforces
   the same rules as the controller (0106H, 0110H + A710, 0111H, 0112H, 0120H/0121H) with an
   in-memory store that records every N-CREATE / N-SET as received and the status answered.
 - **Faults** (mutable at run time through ``ris.faults``): a delay before each worklist
@@ -40,10 +42,11 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from dicom_nodes.codes import Code, CodeError
-from dicom_nodes.mpps_scp import MppsSCP
-from dicom_nodes.mpps_store import MppsInstance
-from dicom_nodes.mwl_matching import (
+from dicom_nodes.datasets.codes import Code, CodeError
+from dicom_nodes.network import Timeouts, make_ae
+from dicom_nodes.unit_facing.mpps_scp import MppsSCP
+from dicom_nodes.unit_facing.mpps_store import MppsInstance
+from dicom_nodes.unit_facing.mwl_matching import (
     QueryError,
     ReturnKeys,
     WorklistQuery,
@@ -52,7 +55,6 @@ from dicom_nodes.mwl_matching import (
     requested_keys,
     select_return_keys,
 )
-from dicom_nodes.network import Timeouts, make_ae
 
 from .dicom_peer import SimulatedPeer
 from .pacs import wait_until
@@ -127,7 +129,8 @@ class RisMpps:
 
 
 class _RisMppsStore:
-    """:class:`dicom_nodes.mpps_store.MppsStore` in memory, notifying the RIS of each change."""
+    """:class:`dicom_nodes.unit_facing.mpps_store.MppsStore` in memory, notifying the RIS of each
+    change."""
 
     def __init__(self, changed: threading.Condition) -> None:
         self._changed = changed
@@ -372,7 +375,7 @@ def _handle_mpps(
 ) -> tuple[int | Dataset, Dataset | None]:
     delay_s = ris.faults.mpps_delay_s
     if delay_s:
-        ris._stopping.wait(delay_s)
+        ris.pause(delay_s)
     answer = handler(event)
     if ris.faults.lose_created_mpps and event.event is evt.EVT_N_CREATE:
         ris.forget_mpps(str(getattr(event.request, "AffectedSOPInstanceUID", "")))

@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from dicom_nodes.codes import DUCTOGRAPHY, MAMMARY_DUCTOGRAM, Code
+from dicom_nodes.datasets.codes import DUCTOGRAPHY, MAMMARY_DUCTOGRAM, Code
 
-#: UID root for the simulator's demo Study Instance UIDs (pydicom's root + a fixed suffix).
+#: UID root for the simulator's demo Study Instance UIDs (pydicom's root + a fixed suffix). The
+#: simulated RIS stands for the hospital's RIS, which makes its own UIDs: its own root, not
+#: galacto's ``site.uid_root``.
 DEMO_UID_PREFIX = "1.2.826.0.1.3680043.8.498.77."
 
 #: Pregnancy Status (0010,21C0) enumerated values (PS3.3 C.7.1.3).

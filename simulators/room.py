@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dicom_nodes.contrast import ContrastAdministration
+from dicom_nodes.datasets.contrast import ContrastAdministration
 from dicom_nodes.network import Timeouts
 from simulators import injsim
 from simulators.injector import InjectorSimulator

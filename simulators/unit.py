@@ -35,8 +35,10 @@ from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.pdu import P_DATA_TF
 
+from dicom_nodes import compat
+from dicom_nodes.datasets.codes import Code
+from dicom_nodes.datasets.rdsr import CodedConcept, build_rdsr
 from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, close_unestablished, make_ae
-from dicom_nodes.rdsr import CodedConcept, build_rdsr
 from simulators.unit_images import (
     MG_FOR_PRESENTATION,
     MPPS_SOP_CLASS,
@@ -648,10 +650,10 @@ class _Dropper:
         if not self.armed or not isinstance(event.pdu, P_DATA_TF):
             return
         self.armed = False
-        sock = event.assoc.dul.socket
-        if sock is not None and sock.socket is not None:
+        sock = compat.association_socket(event.assoc)
+        if sock is not None:
             with contextlib.suppress(OSError):
-                sock.socket.shutdown(socket.SHUT_RDWR)
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 def malform(ds: Dataset) -> None:
@@ -812,8 +814,4 @@ def _reference(sop_class: str, sop_instance: str) -> Dataset:
 
 
 def _code(value: str, scheme: str, meaning: str) -> Dataset:
-    item = Dataset()
-    item.CodeValue = value
-    item.CodingSchemeDesignator = scheme
-    item.CodeMeaning = meaning
-    return item
+    return Code(value, scheme, meaning).to_dataset()  # the one coded-item builder

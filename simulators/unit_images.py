@@ -1,7 +1,8 @@
 """MG images and dose reports as the simulated unit creates them.
 
 Digital Mammography X-Ray Image Storage – For Presentation (PS3.3 A.26.2), with the full dose
-header of dose.md §1, and the unit's X-Ray Radiation Dose SR (through :mod:`dicom_nodes.rdsr`).
+header of dose.md §1, and the unit's X-Ray Radiation Dose SR (through
+:mod:`dicom_nodes.datasets.rdsr`).
 
 Modules written: Patient, General Study, General Series, DX Series, Frame of Reference,
 General Equipment, Enhanced General Equipment, General Image, General Acquisition, Image Pixel,
@@ -30,13 +31,14 @@ from pydicom.sr._snomed_dict import mapping as _snomed_mapping
 from pydicom.sr.codedict import codes
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
-from dicom_nodes.contrast import (
+from dicom_nodes.datasets.codes import Code
+from dicom_nodes.datasets.contrast import (
     ContrastAdministration,
     Injection,
     decimal_string,
     set_contrast_bolus,
 )
-from dicom_nodes.rdsr import (
+from dicom_nodes.datasets.rdsr import (
     CodedConcept,
     DoseReportContext,
     IrradiationEvent,
@@ -54,7 +56,9 @@ from simulators.unit_physics import (
     expose,
 )
 
-#: UID root of everything the simulated unit creates (below the project's root).
+#: UID root of everything the simulated unit creates (below the project's root). The simulated
+#: unit stands for the mammography unit, another maker's equipment, which names its images,
+#: series and irradiation events under its own root: not galacto's ``site.uid_root``.
 SIM_UID_ROOT = "1.2.826.0.1.3680043.10.1466.99."
 MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
 MPPS_SOP_CLASS = "1.2.840.10008.3.1.2.3.3"
@@ -130,11 +134,7 @@ class UidSource:
 
 
 def _code_item(value: str, scheme: str, meaning: str) -> Dataset:
-    item = Dataset()
-    item.CodeValue = value
-    item.CodingSchemeDesignator = scheme
-    item.CodeMeaning = meaning
-    return item
+    return Code(value, scheme, meaning).to_dataset()  # the one coded-item builder
 
 
 _ds = decimal_string

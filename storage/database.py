@@ -67,8 +67,10 @@ def _prepare_private_file(path: Path, setting: str) -> None:
             os.chmod(path, PRIVATE_FILE_MODE)
         for suffix in (WAL_SUFFIX, SHM_SUFFIX):  # from an older version, or another umask
             sidecar = Path(f"{path}{suffix}")
-            if sidecar.exists() and os.stat(sidecar).st_mode & 0o077:
-                os.chmod(sidecar, PRIVATE_FILE_MODE)
+            # gone meanwhile: the last connection of another thread or process closed
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(sidecar).st_mode & 0o077:
+                    os.chmod(sidecar, PRIVATE_FILE_MODE)
     except OSError as exc:
         raise DatabaseOpenError(path, _reason(exc), setting=setting) from exc
 

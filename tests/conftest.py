@@ -61,6 +61,56 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "allow_leaks: the test owns long-lived resources")
 
 
+#: Modules whose tests are slow — each over a second, or a subprocess (the CLI, ``galacto
+#: serve``), a pty, a browser, a long exam over loopback, or scaled real time — so that ``make
+#: unit`` (``-m "not slow and not interop"``) runs the pure and quick in-process tests in under
+#: a minute. ``make test`` runs everything. A test may also carry ``@pytest.mark.slow`` itself.
+SLOW_MODULES = frozenset(
+    {
+        "audit_cli",
+        "console",
+        "console_browser",
+        "crash_restart",
+        "data_keeping",
+        "demo_cli",
+        "dose_audit",
+        "dose_checks_cli",
+        "dose_import",
+        "exam_room",
+        "fuzz",
+        "hospital_integration",
+        "inject_cli",
+        "injection_safety",
+        "injector_driver",
+        "injector_faults",
+        "injector_sim",
+        "injector_sim_cli",
+        "injector_sim_faults",
+        "injector_soak",
+        "mwl_scp",
+        "outbox",
+        "pacs_sim",
+        "records_cli",
+        "ris_sim",
+        "ris_sim_cli",
+        "serial_port",
+        "serve_cli",
+        "sigkill_campaign",
+        "storage_scp",
+        "unit_sim",
+        "unit_sim_server",
+        "worklist_cli",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.path.stem.removeprefix("test_")
+        if item.path.parent.name in ("integration", "fuzz") and module in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """With GALACTO_REQUIRE_PEERS=1 (CI), a test skipped for a missing peer fails instead.

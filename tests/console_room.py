@@ -22,10 +22,10 @@ from acquisition.exam.service import ExamService
 from acquisition.exam_machine import ExamState, Limits
 from acquisition.journal import Journal
 from device_drivers.driver import NewEraInjector
-from dicom_nodes.dose_extract import from_image_header
-from dicom_nodes.mwl_scu import WorklistItem, WorklistQuery, WorklistResult
-from dicom_nodes.ris_orders import RisOrderStore
-from dicom_nodes.worklist_store import WorklistStore
+from dicom_nodes.datasets.dose_extract import from_image_header
+from dicom_nodes.hospital.mwl_scu import WorklistItem, WorklistQuery, WorklistResult
+from dicom_nodes.hospital.ris_orders import RisOrderStore
+from dicom_nodes.unit_facing.worklist_store import WorklistStore
 from dose.check import DanceTables
 from dose.levels import load_levels
 from dose.policy import DosePolicy

@@ -1,6 +1,7 @@
 """Small builders of realistic test objects: MG images with a dose header, RDSRs, MPPS lists.
 
-Local stand-ins until ``simulators/unit_images.py`` and ``dicom_nodes/rdsr.py`` land. Values
+Local stand-ins until ``simulators/unit_images.py`` and ``dicom_nodes/datasets/rdsr.py`` land.
+Values
 follow dose.md §1 (Organ Dose in dGy, Entrance Dose in mGy in 0040,8302, Exposure in µAs).
 """
 

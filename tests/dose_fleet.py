@@ -151,7 +151,7 @@ def write_fleet(
     batch: int = 50_000,
 ) -> int:
     """Create the dose log at ``path`` and write ``count`` synthetic exposures; the count."""
-    DoseLog(path, writer_thread=False).close()  # the real schema, migrated
+    DoseLog(path).close()  # the real schema, migrated
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA cache_size=-1000000")  # 1 GB: index pages stay in memory
     conn.execute("PRAGMA synchronous=OFF")  # a fixture: rebuilt if the machine stops

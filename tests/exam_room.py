@@ -30,7 +30,7 @@ from acquisition.exam.model import ExamOrder
 from acquisition.exam.service import ExamService
 from acquisition.exam_machine import ExamState
 from acquisition.journal import Entry, Journal
-from dicom_nodes.outbox import Outbox
+from dicom_nodes.hospital.dicom_outbox import DicomOutbox as Outbox
 from simulators import room as room_module
 from simulators.injector import InjectorSimulator
 from simulators.pacs import ReceivedObject, SimulatedPacs

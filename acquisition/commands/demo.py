@@ -35,7 +35,7 @@ from acquisition.controller import Controller
 from acquisition.exam.model import ExamError, exam_exposures
 from acquisition.exam.service import ExamService
 from acquisition.exam_machine import ExamState, Refused
-from dicom_nodes import codes
+from dicom_nodes.datasets import codes
 from dose.totals import per_breast_totals
 from storage.files import create_private_file, open_private
 

@@ -100,9 +100,7 @@ def run_import(args: argparse.Namespace) -> int:
     config = load_config(args, **{"database.path": args.database})
     lower_priority()
     progress = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
-    with DoseLog(
-        Path(config.database.path), policy=dose_policy(config), writer_thread=False
-    ) as dose_log:
+    with DoseLog(Path(config.database.path), policy=dose_policy(config)) as dose_log:
         try:
             summary = import_paths(
                 dose_log,

@@ -155,7 +155,7 @@ def _open_log(args: argparse.Namespace) -> tuple[DoseLog, Any] | None:
     path = Path(config.database.path)
     if not path.exists():
         return None
-    return DoseLog(path, writer_thread=False), config
+    return DoseLog(path), config
 
 
 ALERT_FIELDS = (

@@ -25,7 +25,12 @@ from typing import Any
 from acquisition.cli import EXIT_OK, EXIT_USAGE, load_config
 from acquisition.dose_log import DoseLog
 from acquisition.journal import Journal
-from dicom_nodes.received_objects import HELD, QuarantineItem, ReceivedObjects, list_quarantine
+from dicom_nodes.unit_facing.received_objects import (
+    HELD,
+    QuarantineItem,
+    ReceivedObjects,
+    list_quarantine,
+)
 from storage import open_read_only
 
 
@@ -105,7 +110,7 @@ def run_accept(args: argparse.Namespace) -> int:
             record.with_values(sop_instance_uid=None, review_reasons=(*record.review_reasons, note))
             for record in item.records()
         ]
-        with DoseLog(path, writer_thread=False) as dose_log:
+        with DoseLog(path) as dose_log:
             dose_log.record(records)
         try:
             objects.accept(item.id, operator, reason)

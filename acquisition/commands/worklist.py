@@ -18,14 +18,14 @@ from typing import Any
 from pydicom.charset import python_encoding
 
 from acquisition.cli import EXIT_OK, EXIT_USAGE
-from dicom_nodes.mwl_scu import (
+from dicom_nodes.hospital.mwl_scu import (
     WorklistItem,
     WorklistQuery,
     check_date_range,
     find_worklist,
 )
+from dicom_nodes.hospital.scu import Peer, ScuError
 from dicom_nodes.network import Timeouts
-from dicom_nodes.scu import Peer, ScuError
 
 COLUMNS = (
     ("Patient", 30),

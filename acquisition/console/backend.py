@@ -39,9 +39,9 @@ from acquisition.exam.service import ExamService
 from acquisition.exam_machine import ExamEvent, ExamFacts, ExamState, Refused, next_state
 from device_drivers.base import InjectorABC, InjectorState
 from device_drivers.errors import DriverError
-from dicom_nodes.codes import DISCONTINUATION_REASONS, VIEW_MODIFIERS, VIEWS
-from dicom_nodes.mwl_scu import WorklistItem
-from dicom_nodes.ris_orders import RisOrderStore
+from dicom_nodes.datasets.codes import DISCONTINUATION_REASONS, VIEW_MODIFIERS, VIEWS
+from dicom_nodes.hospital.mwl_scu import WorklistItem
+from dicom_nodes.hospital.ris_orders import RisOrderStore
 from dose.totals import per_breast_totals
 
 log = logging.getLogger(__name__)

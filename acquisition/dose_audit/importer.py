@@ -2,7 +2,8 @@
 
 Historic data, other units, a controller's own ``objects/``: every file is read (headers only,
 ``stop_before_pixels``), its exposures extracted exactly as the Storage SCP extracts them
-(:func:`dicom_nodes.dose_extract.exposures_in`: the vendor quirks of dose.md §1, legacy codes,
+(:func:`dicom_nodes.datasets.dose_extract.exposures_in`: the vendor quirks of dose.md §1, legacy
+codes,
 Hologic's ``uAs``, GE's dGy Organ Dose) and written through the dose log's own write
 (:meth:`acquisition.dose_log.DoseLog.record`), which reconciles and checks them:
 
@@ -39,7 +40,7 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from acquisition.dose_log import DoseLog
-from dicom_nodes.dose_extract import (
+from dicom_nodes.datasets.dose_extract import (
     MG_IMAGE_CLASSES,
     DoseDataError,
     NotADoseObject,

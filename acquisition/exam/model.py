@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from acquisition.exam_machine import TRANSITIONS, ExamEvent, ExamFacts, ExamState
-from dicom_nodes.codes import MODIFIER_MAGNIFICATION, VIEW_CC, VIEW_ML, Code
-from dicom_nodes.mwl_scu import WorklistItem
+from dicom_nodes.datasets.codes import MODIFIER_MAGNIFICATION, VIEW_CC, VIEW_ML, Code
+from dicom_nodes.hospital.mwl_scu import WorklistItem
 
 if TYPE_CHECKING:
     from acquisition.dose_log import DoseLog

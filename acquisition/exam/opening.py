@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydicom.uid import generate_uid
-
 from acquisition.exam.model import ExamOrder, Patient
+from acquisition.journal import Journal
 from acquisition.laterality import SIDE_NAMES, OrderSide
-from dicom_nodes.mwl_scu import WorklistItem
+from dicom_nodes.datasets.uids import new_uid
+from dicom_nodes.hospital.mwl_scu import WorklistItem
 
 
 @dataclass(frozen=True)
@@ -27,12 +27,13 @@ class SideMismatch:
     details: dict[str, str]
 
 
-def order_from_worklist(item: WorklistItem, side: str) -> ExamOrder:
-    """The exam of a RIS worklist order, on the breast ``side``."""
+def order_from_worklist(item: WorklistItem, side: str, uid_root: str | None = None) -> ExamOrder:
+    """The exam of a RIS worklist order, on the breast ``side`` (the order's Study Instance
+    UID; a new one under ``uid_root`` when the RIS gave none)."""
     return ExamOrder(
         exam_id=item.accession_number or item.sps_id,
         accession=item.accession_number,
-        study_instance_uid=item.study_instance_uid or str(generate_uid()),
+        study_instance_uid=item.study_instance_uid or new_uid(uid_root),
         patient_name=item.patient_name,
         patient_id=item.patient_id,
         patient_birth_date=item.patient_birth_date,
@@ -47,13 +48,15 @@ def order_from_worklist(item: WorklistItem, side: str) -> ExamOrder:
     )
 
 
-def unscheduled_order(patient: Patient, side: str, exam_id: str) -> ExamOrder:
+def unscheduled_order(
+    patient: Patient, side: str, exam_id: str, uid_root: str | None = None
+) -> ExamOrder:
     """The exam of a patient registered at the console: no accession number (IHE's unscheduled
-    case: none is invented for the images), its own Study Instance UID."""
+    case: none is invented for the images), its own Study Instance UID under ``uid_root``."""
     return ExamOrder(
         exam_id=exam_id,
         accession="",
-        study_instance_uid=str(generate_uid()),
+        study_instance_uid=new_uid(uid_root),
         patient_name=patient.name,
         patient_id=patient.patient_id,
         patient_birth_date=patient.birth_date,
@@ -87,3 +90,14 @@ def laterality_decision(
     )
     details = {"code": "laterality-mismatch", "order_side": found.side, "chosen_side": chosen}
     return SideMismatch(reason, details)
+
+
+def unused_exam_id(journal: Journal, wanted: str) -> str:
+    """``wanted`` (the accession), or ``wanted-2``, ``-3``… when an earlier exam of the same
+    order is in the journal (an exam repeated after a discontinuation): each exam keeps its own
+    journal entries, worklist steps and MPPS."""
+    candidate, number = wanted, 1
+    while any(e.kind == "exam-opened" for e in journal.entries(exam_id=candidate)):
+        number += 1
+        candidate = f"{wanted}-{number}"
+    return candidate

@@ -40,8 +40,6 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from pydicom.uid import generate_uid
-
 from acquisition.dose_log import DoseLog
 from acquisition.exam.exposures import ExposureNoter
 from acquisition.exam.injection import InjectionSupervisor, correction, interrupted_entry
@@ -70,6 +68,7 @@ from acquisition.exam.opening import (
     laterality_decision,
     order_from_worklist,
     unscheduled_order,
+    unused_exam_id,
 )
 from acquisition.exam.record import ExamRecord, replay
 from acquisition.exam.worklist import PhaseWorklist
@@ -85,9 +84,10 @@ from acquisition.laterality import DEFAULT_TERMS, OrderSide, order_side, parse_t
 from acquisition.unit_steps import UNIT_STEP_IN_PROGRESS, busy_refusal
 from device_drivers.base import SYRINGE_CAPACITY_ML, InjectorABC
 from device_drivers.errors import DriverError, StateError
-from dicom_nodes.codes import DISCONTINUATION_REASONS
-from dicom_nodes.mwl_scu import WorklistItem
-from dicom_nodes.worklist_store import ScheduledStep, WorklistStore
+from dicom_nodes.datasets.codes import DISCONTINUATION_REASONS
+from dicom_nodes.datasets.uids import new_uid
+from dicom_nodes.hospital.mwl_scu import WorklistItem
+from dicom_nodes.unit_facing.worklist_store import ScheduledStep, WorklistStore
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class ExamService:
         self.limits = limits or Limits()
         self.syringe = syringe
         self.laterality_terms = parse_terms(laterality_terms)
-        self._uid_prefix = None if uid_root is None else uid_root.rstrip(".") + "."
+        self._uid_root = uid_root  # every instance UID under the site's root
         self._clock = clock
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)  # notified on every transition
@@ -262,7 +262,7 @@ class ExamService:
         taken as chosen explicitly (journaled too). A disagreement is refused with the details
         ``{"code": "laterality-mismatch", "order_side": …, "chosen_side": …}``.
         """
-        exam = order_from_worklist(order, side)
+        exam = order_from_worklist(order, side, self._uid_root)
         found = self.order_side(order)
         return self._open(E.SELECT_ORDER, exam, operator, (found, side_override_reason.strip()))
 
@@ -274,7 +274,7 @@ class ExamService:
         worklist steps, images and dose rows are tied to it by its own Study Instance UID.
         """
         exam_id = "U" + self._clock().strftime("%Y%m%d%H%M%S")
-        exam = unscheduled_order(patient, side, exam_id)
+        exam = unscheduled_order(patient, side, exam_id, self._uid_root)
         return self._open(E.REGISTER_UNSCHEDULED, exam, operator)
 
     def _open(
@@ -288,7 +288,7 @@ class ExamService:
         reason to override them (empty when none)."""
         with self._lock:
             self._settle()
-            exam = dataclasses.replace(exam, exam_id=self._unused_exam_id(exam.exam_id))
+            exam = dataclasses.replace(exam, exam_id=unused_exam_id(self._journal, exam.exam_id))
             args = {"exam_id": exam.exam_id, "side": exam.side}
             if laterality is not None and laterality[1]:
                 args["side_override_reason"] = laterality[1]
@@ -305,7 +305,7 @@ class ExamService:
                 decision = found
             exam = dataclasses.replace(
                 exam,
-                mpps_instance_uid=str(generate_uid(prefix=self._uid_prefix)),
+                mpps_instance_uid=new_uid(self._uid_root),
                 opened_at=self._clock().isoformat(),
             )
             self._ledger.append(
@@ -319,16 +319,6 @@ class ExamService:
             log.debug("exam %s opened", exam.exam_id)
             log.info("exam opened (%s breast)", exam.side)
             return exam
-
-    def _unused_exam_id(self, wanted: str) -> str:
-        """``wanted`` (the accession), or ``wanted-2``, ``-3``… when an earlier exam of the
-        same order is in the journal (an exam repeated after a discontinuation): each exam
-        keeps its own journal entries, worklist steps and MPPS."""
-        candidate, number = wanted, 1
-        while any(e.kind == "exam-opened" for e in self._journal.entries(exam_id=candidate)):
-            number += 1
-            candidate = f"{wanted}-{number}"
-        return candidate
 
     # ------------------------------------------------------------------ checklist, confirmations
 

@@ -22,8 +22,8 @@ from acquisition.exam.model import (
 )
 from acquisition.exam_machine import ExamState
 from acquisition.ris_request import with_ris_request
-from dicom_nodes.codes import MAMMARY_DUCTOGRAM
-from dicom_nodes.worklist_store import ScheduledStep, WorklistStore
+from dicom_nodes.datasets.codes import MAMMARY_DUCTOGRAM
+from dicom_nodes.unit_facing.worklist_store import ScheduledStep, WorklistStore
 
 S = ExamState
 

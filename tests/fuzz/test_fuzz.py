@@ -29,9 +29,9 @@ from acquisition.console.backend import COMMANDS
 from acquisition.dose_log import DoseLog
 from acquisition.exam.model import CHECKLIST
 from device_drivers.codec import Decoder, ProtocolError, Role, encode_safe, parse_reply
-from dicom_nodes.mpps_store import SqliteMppsStore
-from dicom_nodes.server import UnitFacingServer
-from dicom_nodes.worklist_store import WorklistStore
+from dicom_nodes.unit_facing.mpps_store import SqliteMppsStore
+from dicom_nodes.unit_facing.server import UnitFacingServer
+from dicom_nodes.unit_facing.worklist_store import WorklistStore
 from tests.console_room import console_room, request
 from tests.dose_factories import (
     MG_FOR_PRESENTATION,

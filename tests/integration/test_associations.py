@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from acquisition.dose_log import DoseLog
-from dicom_nodes.mpps_store import SqliteMppsStore
 from dicom_nodes.network import Timeouts
-from dicom_nodes.server import UnitFacingServer
-from dicom_nodes.worklist_store import WorklistStore
+from dicom_nodes.unit_facing.mpps_store import SqliteMppsStore
+from dicom_nodes.unit_facing.server import UnitFacingServer
+from dicom_nodes.unit_facing.worklist_store import WorklistStore
 from tests.dose_factories import scu_ae
 
 VERIFICATION = "1.2.840.10008.1.1"

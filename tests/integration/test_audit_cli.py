@@ -20,7 +20,7 @@ import pytest
 
 from acquisition.dose_log import DoseLog
 from acquisition.journal import Journal, Witness
-from dicom_nodes.received_objects import ReceivedObjects
+from dicom_nodes.unit_facing.received_objects import ReceivedObjects
 from dose.record import ExposureRecord, Source
 from storage.database import ReadOnlyDatabase
 
@@ -86,7 +86,7 @@ def _database_with_rows_only_in_its_wal(folder: Path) -> Path:
     """A database whose newest rows are only in its ``-wal`` (as a running service leaves it),
     copied into ``folder`` as it would be found on a read-only medium."""
     live = folder.parent / "live"
-    with DoseLog(live / "galacto.db", writer_thread=False) as dose_log:
+    with DoseLog(live / "galacto.db") as dose_log:
         dose_log.record([exposure(1)])
     with Journal(live / "galacto.db", key=KEY.encode()) as journal:
         journal.append("transition", {"to": "checklist"})
@@ -94,7 +94,7 @@ def _database_with_rows_only_in_its_wal(folder: Path) -> Path:
     try:
         writer.execute("PRAGMA wal_autocheckpoint=0")
         writer.execute("SELECT COUNT(*) FROM exposure").fetchone()  # open: the -wal stays
-        with DoseLog(live / "galacto.db", writer_thread=False) as dose_log:
+        with DoseLog(live / "galacto.db") as dose_log:
             dose_log.record([exposure(2)])  # only in the -wal: the writer keeps it open
         folder.mkdir(parents=True, exist_ok=True)
         for suffix in ("", "-wal"):
@@ -174,7 +174,7 @@ def test_quarantine_list_and_accept(tmp_path: Path) -> None:
         records=[exposure(1)],
         place=lambda _id: held_file,
     )
-    with DoseLog(db, writer_thread=False) as dose_log:
+    with DoseLog(db) as dose_log:
         dose_log.record([exposure(1).with_values(kvp=29.0, irradiation_event_uid="1.2.4.0")])
     with Journal(db, key=KEY.encode()) as journal:
         journal.append("transition", {})
@@ -200,7 +200,7 @@ def test_quarantine_list_and_accept(tmp_path: Path) -> None:
     assert accepted.returncode == 0, accepted.stderr
     again = galacto("quarantine", "accept", str(item.id), "--reason", "x", "--database", str(db))
     assert again.returncode == 2 and "already accepted" in again.stderr
-    with DoseLog(db, writer_thread=False) as dose_log:
+    with DoseLog(db) as dose_log:
         rows = dose_log.list_exposures()
     assert [r["kvp"] for r in rows] == [29.0, 29.0]  # the first stays; the held one is its own
     assert rows[1]["sop_instance_uid"] is None

@@ -18,7 +18,7 @@ from acquisition.commands.demo import ALL_CLEAR
 from acquisition.console import ConsoleBackend
 from acquisition.exam.model import CHECKLIST
 from acquisition.exam_machine import ExamState
-from dicom_nodes.codes import DISCONTINUED_EXTRAVASATION
+from dicom_nodes.datasets.codes import DISCONTINUED_EXTRAVASATION
 from tests.console_room import (
     ACC,
     ORDER,

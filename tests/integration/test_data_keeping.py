@@ -7,7 +7,7 @@ or update, a write lock held by another connection — as a full disk or a locke
   controller's tick (``Controller._retry_forwards``) and, across a restart, queued again at
   start-up (``Forwarder.forward_kept``), an unreadable kept file skipped without stopping it;
 - a failing write inside a group of dose-log writes: only that write fails, the others of the
-  group are committed (``_WriterThread._commit``);
+  group are committed (``storage.writer``'s group commit);
 - the outbox's sender thread survives a failed round and delivers once the database heals.
 """
 
@@ -25,8 +25,9 @@ import pytest
 from pydicom.uid import generate_uid
 
 from acquisition.dose_log import DoseLog
-from dicom_nodes.outbox import Outbox, RetryPolicy, State
-from dicom_nodes.scu import Peer
+from dicom_nodes.hospital.dicom_outbox import DicomOutbox as Outbox
+from dicom_nodes.hospital.outbox import RetryPolicy, State
+from dicom_nodes.hospital.scu import Peer
 from dose.record import ExposureRecord, Source
 from simulators.pacs import SimulatedPacs
 from tests.dose_factories import Exposure, mg_image, scu_ae
@@ -130,7 +131,7 @@ def test_a_failing_write_inside_a_group_fails_alone(tmp_path: Path) -> None:
         thread.start()
         return thread
 
-    writer_queue = dose_log._writer._queue  # type: ignore[union-attr]
+    writer_queue = dose_log.db._state.jobs  # type: ignore[union-attr]  # the writer queue
     try:
         blocker.execute("BEGIN IMMEDIATE")  # the writer waits for the lock on the first batch
         threads = [run("first", lambda: dose_log.record([record(1)]))]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from dicom_nodes.outbox import Outbox
+from dicom_nodes.hospital.dicom_outbox import DicomOutbox as Outbox
 
 pytestmark = pytest.mark.timeout(150)
 

@@ -146,7 +146,7 @@ def test_an_index_serves_every_filter(fleet: Path, name: str, flt: ExposureFilte
 def test_dates_are_the_units_local_dates_inclusive(tmp_path: Path) -> None:
     db = tmp_path / "galacto.db"
     times = ("2026-03-31T23:59:59", "2026-04-01T00:00:00", "2026-04-30T23:59:59.5", "2026-05-01")
-    with DoseLog(db, writer_thread=False) as log:
+    with DoseLog(db) as log:
         log.record(
             [
                 ExposureRecord(
@@ -611,7 +611,7 @@ def test_csv_and_json_give_back_what_the_log_holds(tmp_path: Path) -> None:
         agd_reported_mgy=1.2345678901234,
         acquisition_datetime="2026-11-25T10:15:00",
     )
-    with DoseLog(db, writer_thread=False) as log:
+    with DoseLog(db) as log:
         log.record([awkward, ExposureRecord(Source.RDSR, irradiation_event_uid="2.25.9")])
     with closing(sqlite3.connect(db)) as conn:
         conn.row_factory = sqlite3.Row

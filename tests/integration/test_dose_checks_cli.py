@@ -20,7 +20,7 @@ from acquisition.commands.dose_checks import (
 from acquisition.dose_log import DoseLog
 from acquisition.dose_policy import DEFAULT_LEVELS
 from acquisition.journal import Journal
-from dicom_nodes.dose_extract import from_image_header
+from dicom_nodes.datasets.dose_extract import from_image_header
 from dose.levels import load_levels
 from dose.policy import DosePolicy
 from tests.dose_factories import Exposure, mg_image

@@ -95,7 +95,7 @@ def test_images_and_the_units_rdsr_become_one_row_per_event(
 ) -> None:
     folder, (cc, mlo) = vendor_files
     db = tmp_path / "galacto.db"
-    with DoseLog(db, writer_thread=False) as log:
+    with DoseLog(db) as log:
         first = import_paths(log, [folder], recursive=True)
     assert (first.files, first.records, first.rows_added, first.merged) == (3, 4, 2, 2)
     assert not first.bad and not first.skipped
@@ -108,7 +108,7 @@ def test_images_and_the_units_rdsr_become_one_row_per_event(
     assert legacy["exposure_uas"] == pytest.approx(95000.0)  # Hologic's uAs: read, not lost
     assert "unit 'uAs' read as UCUM 'uA.s'" in legacy["review_reasons"]
 
-    with DoseLog(db, writer_thread=False) as log:  # idempotent
+    with DoseLog(db) as log:  # idempotent
         second = import_paths(log, [folder], recursive=True)
     assert (second.rows_added, second.merged) == (0, 4)
     assert [r["id"] for r in rows(db)] == [ge["id"], legacy["id"]]
@@ -118,7 +118,7 @@ def test_without_recursive_only_the_folders_own_files(
     tmp_path: Path, vendor_files: tuple[Path, list[Exposure]]
 ) -> None:
     folder, _ = vendor_files
-    with DoseLog(tmp_path / "galacto.db", writer_thread=False) as log:
+    with DoseLog(tmp_path / "galacto.db") as log:
         summary = import_paths(log, [folder / "unit1"])
     assert summary.files == 2  # cc.dcm and rdsr.dcm, not nested/mlo.dcm
     assert summary.rows_added == 2  # the RDSR names both exposures
@@ -160,7 +160,7 @@ def test_for_processing_and_for_presentation_are_one_exposure(
     files.append(save(tomo, folder / "c-synthesised.dcm"))
 
     db = tmp_path / "galacto.db"
-    with DoseLog(db, writer_thread=False) as log:
+    with DoseLog(db) as log:
         summary = import_paths(log, files)
     assert summary.rows_added == 2, "one exposure per pair; the synthesised 2D image none"
     ((skipped, reason),) = summary.skipped
@@ -173,7 +173,7 @@ def test_for_processing_and_for_presentation_are_one_exposure(
     assert MATCHED_BY_TECHNIQUE in by_kv[30.0]["review_reasons"]  # no shared UID: by technique
     assert MATCHED_BY_TECHNIQUE not in by_kv[28.0]["review_reasons"]  # the Source Image Seq.
 
-    with DoseLog(db, writer_thread=False) as log:
+    with DoseLog(db) as log:
         assert import_paths(log, files).rows_added == 0
 
 
@@ -189,7 +189,7 @@ def test_a_dt_offset_and_the_timezone_offset_are_kept(tmp_path: Path) -> None:
         for n, ds in enumerate((with_dt_offset, with_element, bad_offset))
     ]
     db = tmp_path / "galacto.db"
-    with DoseLog(db, writer_thread=False) as log:
+    with DoseLog(db) as log:
         import_paths(log, paths)
     found = {r["sop_instance_uid"]: r for r in rows(db)}
     first = found[with_dt_offset.SOPInstanceUID]
@@ -265,7 +265,7 @@ def test_reading_processes_give_what_one_process_gives(tmp_path: Path) -> None:
     imported = {}
     for processes in (1, 2):
         db = tmp_path / f"{processes}.db"
-        with DoseLog(db, writer_thread=False) as log:
+        with DoseLog(db) as log:
             summary = import_paths(log, [folder], processes=processes)
         assert (summary.rows_added, summary.merged) == (
             len(rows(db)),

@@ -11,7 +11,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from acquisition.dose_log import ANNOTATION_COLUMNS, RECORD_COLUMNS, DoseLog
-from dicom_nodes.dose_extract import from_image_header, from_mpps, from_rdsr
+from dicom_nodes.datasets.dose_extract import from_image_header, from_mpps, from_rdsr
 from dose.record import ExposureRecord, SinkWriteError, Source
 from dose.totals import per_breast_totals
 from tests.dose_factories import Exposure, mg_image, mpps_create, mpps_set, rdsr
@@ -19,9 +19,9 @@ from tests.dose_factories import Exposure, mg_image, mpps_create, mpps_set, rdsr
 STUDY = "1.2.3.4"
 
 
-@pytest.fixture(params=[False, True], ids=["lock", "writer-thread"])
-def dose_log(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[DoseLog]:
-    log = DoseLog(tmp_path / "galacto.sqlite", writer_thread=request.param)
+@pytest.fixture
+def dose_log(tmp_path: Path) -> Iterator[DoseLog]:
+    log = DoseLog(tmp_path / "galacto.sqlite")
     yield log
     log.close()
 
@@ -125,9 +125,8 @@ def test_row_is_visible_to_another_connection_on_return(tmp_path: Path) -> None:
     assert mode == "wal"
 
 
-@pytest.mark.parametrize("writer_thread", [False, True])
-def test_closed_log_refuses_writes(tmp_path: Path, writer_thread: bool) -> None:
-    dose_log = DoseLog(tmp_path / "galacto.sqlite", writer_thread=writer_thread)
+def test_closed_log_refuses_writes(tmp_path: Path) -> None:
+    dose_log = DoseLog(tmp_path / "galacto.sqlite")
     dose_log.close()
     with pytest.raises(SinkWriteError):
         dose_log.record([ExposureRecord(source=Source.RDSR, irradiation_event_uid="1.2")])

@@ -14,7 +14,7 @@ from pydicom.tag import Tag
 
 from acquisition.dose_log import ALERT_ACKNOWLEDGED, AlertStateError, DoseLog
 from acquisition.dose_policy import DEFAULT_LEVELS
-from dicom_nodes.dose_extract import from_image_header, from_rdsr
+from dicom_nodes.datasets.dose_extract import from_image_header, from_rdsr
 from dose.levels import load_levels
 from dose.policy import DosePolicy
 from dose.totals import per_breast_totals
@@ -28,11 +28,9 @@ def policy() -> DosePolicy:
     return DosePolicy(levels=load_levels([DEFAULT_LEVELS]))
 
 
-@pytest.fixture(params=[False, True], ids=["lock", "writer-thread"])
-def dose_log(
-    tmp_path: Path, policy: DosePolicy, request: pytest.FixtureRequest
-) -> Iterator[DoseLog]:
-    log = DoseLog(tmp_path / "galacto.sqlite", writer_thread=request.param, policy=policy)
+@pytest.fixture
+def dose_log(tmp_path: Path, policy: DosePolicy) -> Iterator[DoseLog]:
+    log = DoseLog(tmp_path / "galacto.sqlite", policy=policy)
     yield log
     log.close()
 

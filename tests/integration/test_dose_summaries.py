@@ -21,7 +21,7 @@ from pydicom.uid import generate_uid
 
 from acquisition.dose_log import DoseLog, migrations
 from acquisition.dose_policy import DEFAULT_LEVELS
-from dicom_nodes.dose_extract import from_image_header, from_rdsr
+from dicom_nodes.datasets.dose_extract import from_image_header, from_rdsr
 from dose.levels import load_levels
 from dose.policy import DosePolicy
 from dose.record import ExposureRecord, Source
@@ -129,7 +129,7 @@ def test_the_summaries_follow_every_write(tmp_path: Path) -> None:
         Exposure(laterality="L", view="ML", agd_mgy=9.0, thickness_mm=51.0),  # above a level
         Exposure(laterality="R", view="CC", magnified=True, agd_mgy=2.4, acquired="20261201080000"),
     ]
-    with DoseLog(db, policy=policy(), writer_thread=False) as log:
+    with DoseLog(db, policy=policy()) as log:
         log.record([from_image_header(mg_image(e, study_uid=study)) for e in exposures])
         assert_summaries_hold(db)  # inserts, and the checks' updates of the same rows
         log.record(from_rdsr(rdsr(exposures, study_uid=study)))
@@ -201,5 +201,5 @@ def test_the_migration_summarises_a_log_written_before_it(tmp_path: Path) -> Non
             "SELECT 1 FROM sqlite_master WHERE name = 'exposure_summary'"
         ).fetchall()
         assert conn.execute("SELECT count(*) FROM dose_alert WHERE state = 'open'").fetchone()[0]
-    DoseLog(db, writer_thread=False).close()
+    DoseLog(db).close()
     assert_summaries_hold(db)

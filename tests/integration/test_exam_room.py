@@ -33,9 +33,10 @@ from acquisition.journal import Entry
 from device_drivers.base import InjectorState
 from device_drivers.codec import Prompt
 from device_drivers.events import InjectorEvent
-from dicom_nodes import codes
-from dicom_nodes.codes import Code
-from dicom_nodes.outbox import Kind, State
+from dicom_nodes.datasets import codes
+from dicom_nodes.datasets.codes import Code
+from dicom_nodes.hospital.dicom_outbox import Kind
+from dicom_nodes.hospital.outbox import State
 from simulators.unit import Fault
 from tests.exam_room import (
     MG_FOR_PRESENTATION,

@@ -32,20 +32,21 @@ from acquisition.exam_reporting import ExamReporting, ReportingSettings
 from acquisition.journal import Entry, Journal
 from device_drivers.base import InjectorState
 from device_drivers.driver import NewEraInjector
-from dicom_nodes.codes import (
+from dicom_nodes.datasets.codes import (
     DISCONTINUED_EQUIPMENT_FAILURE,
     DISCONTINUED_EXTRAVASATION,
     DISCONTINUED_PATIENT_REFUSED,
     VIEW_CC,
     VIEW_ML,
 )
-from dicom_nodes.dose_extract import from_image_header
-from dicom_nodes.mpps_store import SqliteMppsStore
-from dicom_nodes.mwl_scu import WorklistItem
-from dicom_nodes.outbox import RIS, Outbox
-from dicom_nodes.scu import Peer
-from dicom_nodes.server import UnitFacingServer
-from dicom_nodes.worklist_store import WorklistStore
+from dicom_nodes.datasets.dose_extract import from_image_header
+from dicom_nodes.hospital.dicom_outbox import DicomOutbox as Outbox
+from dicom_nodes.hospital.mwl_scu import WorklistItem
+from dicom_nodes.hospital.outbox import RIS
+from dicom_nodes.hospital.scu import Peer
+from dicom_nodes.unit_facing.mpps_store import SqliteMppsStore
+from dicom_nodes.unit_facing.server import UnitFacingServer
+from dicom_nodes.unit_facing.worklist_store import WorklistStore
 from simulators.injector import InjectorSimulator
 from simulators.unit import SimulatedUnit
 from simulators.unit_images import StudyContext, sample_mg_image

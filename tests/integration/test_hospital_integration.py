@@ -26,11 +26,13 @@ from acquisition.exam import Patient
 from acquisition.exam_machine import ExamState, Refused
 from acquisition.hospital_identity import ORDER_AT_CLOSE, mpps_start
 from acquisition.journal import Entry
-from dicom_nodes import codes, mpps_scu
+from dicom_nodes.datasets import codes
+from dicom_nodes.hospital import mpps_scu
+from dicom_nodes.hospital.dicom_outbox import Kind
+from dicom_nodes.hospital.outbox import Message, State
+from dicom_nodes.hospital.scu import Peer, associate
 from dicom_nodes.implementation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicom_nodes.network import Timeouts, make_ae
-from dicom_nodes.outbox import Kind, Message, State
-from dicom_nodes.scu import Peer, associate
 from simulators.ris import SimulatedRis
 from tests.exam_room import WAIT_S, Room, exam_room
 

@@ -12,9 +12,9 @@ from pydicom.uid import generate_uid
 from pynetdicom import evt
 
 from acquisition.dose_log import DoseLog
-from dicom_nodes.mpps_store import SqliteMppsStore
 from dicom_nodes.network import NODELAY_HANDLERS
-from dicom_nodes.server import UnitFacingServer
+from dicom_nodes.unit_facing.mpps_store import SqliteMppsStore
+from dicom_nodes.unit_facing.server import UnitFacingServer
 from tests.dose_factories import MPPS_SOP_CLASS, Exposure, mpps_create, mpps_set, scu_ae
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"

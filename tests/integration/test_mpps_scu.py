@@ -12,19 +12,20 @@ from pathlib import Path
 import pytest
 from pydicom.uid import generate_uid
 
-from dicom_nodes import codes
-from dicom_nodes.mpps_builders import (
+from dicom_nodes.datasets import codes
+from dicom_nodes.datasets.identity import RequestedStep as ScheduledStep
+from dicom_nodes.datasets.mpps_builders import (
     ExposureDose,
     MppsExam,
     PerformedSeries,
     RadiationDose,
-    ScheduledStep,
     build_mpps_in_progress,
 )
-from dicom_nodes.mpps_scu import MppsReporter, new_mpps_uid
+from dicom_nodes.hospital.dicom_outbox import DicomOutbox as Outbox
+from dicom_nodes.hospital.mpps_scu import MppsReporter, new_mpps_uid
+from dicom_nodes.hospital.outbox import RetryPolicy, State
+from dicom_nodes.hospital.scu import Peer
 from dicom_nodes.network import Timeouts
-from dicom_nodes.outbox import Outbox, RetryPolicy, State
-from dicom_nodes.scu import Peer
 from simulators.ris import SimulatedRis
 
 FAST = Timeouts(connection_s=2.0, acse_s=5.0, dimse_s=5.0, network_s=10.0)

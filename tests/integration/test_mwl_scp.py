@@ -13,8 +13,9 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import build_context
 from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
 
-from dicom_nodes import codes
-from dicom_nodes.mwl_scp import (
+from dicom_nodes.datasets import codes
+from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, make_ae
+from dicom_nodes.unit_facing.mwl_scp import (
     MWL_FIND_UID,
     STATUS_CANCEL,
     STATUS_OUT_OF_RESOURCES,
@@ -22,8 +23,7 @@ from dicom_nodes.mwl_scp import (
     STATUS_PENDING_UNSUPPORTED_KEYS,
     WorklistSCP,
 )
-from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, make_ae
-from dicom_nodes.worklist_store import ScheduledStep, WorklistStore
+from dicom_nodes.unit_facing.worklist_store import ScheduledStep, WorklistStore
 
 TIMEOUTS = Timeouts(connection_s=5, acse_s=5, dimse_s=10, network_s=10)
 

@@ -13,14 +13,14 @@ from pydicom.sequence import Sequence
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
-from dicom_nodes.mwl_scu import (
+from dicom_nodes.hospital.mwl_scu import (
     WorklistError,
     WorklistQuery,
     check_date_range,
     find_worklist,
 )
+from dicom_nodes.hospital.scu import AssociationError, Peer
 from dicom_nodes.network import NODELAY_HANDLERS, Timeouts
-from dicom_nodes.scu import AssociationError, Peer
 from tests.waiting import eventually
 
 FAST = Timeouts(connection_s=2.0, acse_s=5.0, dimse_s=5.0, network_s=10.0)

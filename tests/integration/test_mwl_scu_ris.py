@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from dicom_nodes.mwl_scu import WorklistQuery, find_worklist
+from dicom_nodes.hospital.mwl_scu import WorklistQuery, find_worklist
+from dicom_nodes.hospital.ris_orders import RisOrderStore, WorklistRefresher, todays_query
+from dicom_nodes.hospital.scu import Peer
 from dicom_nodes.network import Timeouts
-from dicom_nodes.ris_orders import RisOrderStore, WorklistRefresher, todays_query
-from dicom_nodes.scu import Peer
 from simulators.ris import SimulatedRis
 
 FAST = Timeouts(connection_s=2.0, acse_s=5.0, dimse_s=5.0, network_s=10.0)

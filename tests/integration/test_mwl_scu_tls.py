@@ -12,14 +12,14 @@ import pytest
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
-from dicom_nodes.mwl_scu import WorklistQuery, find_worklist
+from dicom_nodes.hospital.mwl_scu import WorklistQuery, find_worklist
+from dicom_nodes.hospital.scu import AssociationError, Peer
 from dicom_nodes.network import (
     NODELAY_HANDLERS,
     Timeouts,
     client_tls_context,
     server_tls_context,
 )
-from dicom_nodes.scu import AssociationError, Peer
 from tests.integration.test_mwl_scu import WorklistScp, order
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")

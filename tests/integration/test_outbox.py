@@ -11,9 +11,10 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom.sop_class import DigitalMammographyXRayImageStorageForPresentation
 
+from dicom_nodes.hospital.dicom_outbox import DicomOutbox as Outbox
+from dicom_nodes.hospital.outbox import OutboxError, RetryPolicy, State
+from dicom_nodes.hospital.scu import Peer
 from dicom_nodes.network import Timeouts
-from dicom_nodes.outbox import Outbox, OutboxError, RetryPolicy, State
-from dicom_nodes.scu import Peer
 from simulators.pacs import PacsFaults, Refusal, SimulatedPacs
 
 PIXELS = bytes(range(128))

@@ -14,7 +14,7 @@ import pytest
 
 from acquisition.dose_log import DoseLog
 from acquisition.journal import Journal
-from dicom_nodes.dose_extract import from_image_header
+from dicom_nodes.datasets.dose_extract import from_image_header
 from simulators.unit_images import sample_mg_image
 
 

@@ -15,7 +15,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     ModalityWorklistInformationFind,
 )
 
-from dicom_nodes import codes
+from dicom_nodes.datasets import codes
 from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, make_ae
 from simulators.ris import SimulatedRis
 from simulators.ris_orders import CURATED_PATIENTS, generate_orders

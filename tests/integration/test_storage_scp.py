@@ -23,10 +23,10 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGLSLo
 from pynetdicom import _config, evt
 
 from acquisition.dose_log import DoseLog
-from dicom_nodes.mpps_store import SqliteMppsStore
 from dicom_nodes.network import NODELAY_HANDLERS
-from dicom_nodes.received_objects import ReceivedObjects
-from dicom_nodes.server import UnitFacingServer
+from dicom_nodes.unit_facing.mpps_store import SqliteMppsStore
+from dicom_nodes.unit_facing.received_objects import ReceivedObjects
+from dicom_nodes.unit_facing.server import UnitFacingServer
 from dose.totals import per_breast_totals
 from tests.dose_factories import (
     MG_FOR_PRESENTATION,

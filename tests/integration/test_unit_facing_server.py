@@ -16,10 +16,10 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from acquisition.dose_log import DoseLog
-from dicom_nodes.mpps_store import SqliteMppsStore
 from dicom_nodes.network import NODELAY_HANDLERS, client_tls_context, read_exactly
-from dicom_nodes.server import UnitFacingServer
-from dicom_nodes.worklist_store import ScheduledStep, WorklistStore
+from dicom_nodes.unit_facing.mpps_store import SqliteMppsStore
+from dicom_nodes.unit_facing.server import UnitFacingServer
+from dicom_nodes.unit_facing.worklist_store import ScheduledStep, WorklistStore
 from tests.dose_factories import MG_FOR_PRESENTATION, MPPS_SOP_CLASS, Exposure, mg_image, scu_ae
 
 MWL_FIND = "1.2.840.10008.5.1.4.31"

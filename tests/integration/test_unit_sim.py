@@ -22,8 +22,8 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import _config, evt
 
+from dicom_nodes.datasets.rdsr import CodedConcept
 from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, make_ae
-from dicom_nodes.rdsr import CodedConcept
 from simulators.unit import (
     MWL_FIND,
     NO_RESPONSE,

@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from acquisition.dose_log import DoseLog
-from dicom_nodes.codes import Code
-from dicom_nodes.mpps_store import SqliteMppsStore
+from dicom_nodes.datasets.codes import Code
 from dicom_nodes.network import Timeouts, client_tls_context
-from dicom_nodes.server import UnitFacingServer
-from dicom_nodes.worklist_store import ScheduledStep, WorklistStore
+from dicom_nodes.unit_facing.mpps_store import SqliteMppsStore
+from dicom_nodes.unit_facing.server import UnitFacingServer
+from dicom_nodes.unit_facing.worklist_store import ScheduledStep, WorklistStore
 from simulators.unit import NO_RESPONSE, SUCCESS, Fault, SimulatedUnit, UnitError, WorklistStep
 from tests.integration.test_unit_sim import _orphans
 from tests.waiting import eventually

@@ -26,7 +26,7 @@ from acquisition import settings
 from acquisition.controller import Controller
 from acquisition.dose_log import DoseLog
 from acquisition.dose_policy import DEFAULT_LEVELS
-from dicom_nodes.dose_extract import from_image_header
+from dicom_nodes.datasets.dose_extract import from_image_header
 from dose.levels import load_levels
 from dose.policy import DosePolicy
 from dose.totals import per_breast_totals

@@ -9,9 +9,9 @@ from pynetdicom import AE
 from acquisition import wiring
 from acquisition.dose_log import DoseLog
 from acquisition.settings import load
-from dicom_nodes.mpps_store import SqliteMppsStore
 from dicom_nodes.network import NODELAY_HANDLERS
-from dicom_nodes.worklist_store import WorklistStore
+from dicom_nodes.unit_facing.mpps_store import SqliteMppsStore
+from dicom_nodes.unit_facing.worklist_store import WorklistStore
 
 VERIFICATION = "1.2.840.10008.1.1"
 

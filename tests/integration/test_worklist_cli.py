@@ -15,7 +15,7 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
 from acquisition.commands.worklist import _width, display_name, render_table
-from dicom_nodes.mwl_scu import item_from_dataset
+from dicom_nodes.hospital.mwl_scu import item_from_dataset
 from dicom_nodes.network import NODELAY_HANDLERS
 from tests.integration.test_mwl_scu import WorklistScp, order
 

@@ -25,8 +25,8 @@ from pydicom.uid import generate_uid
 
 from acquisition.dose_log import DoseLog
 from acquisition.exam_reporting import derived_uid, exam_dose_report
-from dicom_nodes.dose_extract import from_image_header, from_mpps, from_rdsr
-from dicom_nodes.rdsr import DoseReportContext
+from dicom_nodes.datasets.dose_extract import from_image_header, from_mpps, from_rdsr
+from dicom_nodes.datasets.rdsr import DoseReportContext
 from tests.dose_factories import Exposure, mg_image, mpps_create, mpps_set, rdsr
 from tests.interop.test_dciodvfy import dciodvfy, dsrdump_errors
 

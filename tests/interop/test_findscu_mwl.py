@@ -11,10 +11,10 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from dicom_nodes import codes
-from dicom_nodes.mwl_scp import WorklistSCP
+from dicom_nodes.datasets import codes
 from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, make_ae
-from dicom_nodes.worklist_store import ScheduledStep, WorklistStore
+from dicom_nodes.unit_facing.mwl_scp import WorklistSCP
+from dicom_nodes.unit_facing.worklist_store import ScheduledStep, WorklistStore
 
 pytestmark = [
     pytest.mark.interop,

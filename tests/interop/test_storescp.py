@@ -16,9 +16,10 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
+from dicom_nodes.hospital.dicom_outbox import DicomOutbox as Outbox
+from dicom_nodes.hospital.outbox import State
+from dicom_nodes.hospital.scu import Peer
 from dicom_nodes.network import Timeouts
-from dicom_nodes.outbox import Outbox, State
-from dicom_nodes.scu import Peer
 from tests.peers import dcmtk_server
 
 pytestmark = [

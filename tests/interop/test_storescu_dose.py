@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from acquisition.dose_log import DoseLog
-from dicom_nodes.mpps_store import SqliteMppsStore
-from dicom_nodes.server import UnitFacingServer
+from dicom_nodes.unit_facing.mpps_store import SqliteMppsStore
+from dicom_nodes.unit_facing.server import UnitFacingServer
 from tests.dose_factories import Exposure, mg_image, rdsr
 
 pytestmark = pytest.mark.interop

@@ -22,9 +22,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from dicom_nodes.mwl_scu import WorklistQuery, find_worklist
+from dicom_nodes.hospital.mwl_scu import WorklistQuery, find_worklist
+from dicom_nodes.hospital.scu import Peer
 from dicom_nodes.network import Timeouts
-from dicom_nodes.scu import Peer
 from tests.peers import dcmtk_server
 
 pytestmark = [

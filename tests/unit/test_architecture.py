@@ -47,6 +47,39 @@ def test_no_forbidden_import(package: str, path: Path) -> None:
     assert not bad, f"{path.relative_to(ROOT)} imports {bad}: {package} must not import these"
 
 
+# Inside dicom_nodes: the unit-facing SCPs and the hospital-facing SCUs never import each other,
+# and the dataset builders import neither (they are pure functions over pydicom datasets).
+DICOM_NODES_FORBIDDEN = {
+    "dicom_nodes.unit_facing": {"dicom_nodes.hospital"},
+    "dicom_nodes.hospital": {"dicom_nodes.unit_facing"},
+    "dicom_nodes.datasets": {"dicom_nodes.unit_facing", "dicom_nodes.hospital"},
+}
+
+
+def test_every_dicom_nodes_module_is_in_a_sub_package_or_shared() -> None:
+    shared = {"__init__", "compat", "implementation", "network", "status"}
+    flat = {p.stem for p in (ROOT / "dicom_nodes").glob("*.py")}
+    assert flat <= shared, f"put {sorted(flat - shared)} in unit_facing/, hospital/ or datasets/"
+
+
+@pytest.mark.parametrize(
+    ("sub", "path"),
+    [
+        (sub, p)
+        for sub in DICOM_NODES_FORBIDDEN
+        for p in sorted((ROOT / sub.replace(".", "/")).rglob("*.py"))
+    ],
+    ids=str,
+)
+def test_no_forbidden_import_inside_dicom_nodes(sub: str, path: Path) -> None:
+    bad = sorted(
+        m
+        for m in imported_modules(path)
+        if any(m == f or m.startswith(f + ".") for f in DICOM_NODES_FORBIDDEN[sub])
+    )
+    assert not bad, f"{path.relative_to(ROOT)} imports {bad}: {sub} must not import these"
+
+
 def test_the_checker_sees_a_forbidden_import(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("import os\nfrom simulators.injector import X\n")
@@ -123,3 +156,107 @@ def test_no_import_cycle_among_the_rooms() -> None:
         for p in paths
     }
     assert find_cycle(graph) is None
+
+
+def project_graph() -> dict[str, set[str]]:
+    """Every module of the project -> the project's modules it imports (function-level and
+    ``TYPE_CHECKING`` imports count; ``from package import module`` names the module)."""
+    paths = [p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))]
+    names = {module_name(p) for p in paths}
+    graph: dict[str, set[str]] = {}
+    for path in paths:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        found: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found |= from_import(node.module, [alias.name for alias in node.names], names)
+            elif isinstance(node, ast.ImportFrom) and node.level:  # relative: resolved
+                package = module_name(path).split(".")
+                if path.name != "__init__.py":
+                    package = package[:-1]
+                base = ".".join(package[: len(package) - node.level + 1])
+                module = f"{base}.{node.module}" if node.module else base
+                found |= from_import(module, [alias.name for alias in node.names], names)
+        graph[module_name(path)] = {m for m in found if m in names and m != module_name(path)}
+    return graph
+
+
+def from_import(module: str, imported: list[str], modules: set[str]) -> set[str]:
+    """What ``from module import a, b`` depends on: the submodules it names (a package's
+    ``__init__`` importing its own modules is the package pattern, not a cycle), and the module
+    itself when it takes anything else from it."""
+    submodules = {f"{module}.{name}" for name in imported if f"{module}.{name}" in modules}
+    takes_names = len(submodules) < len(imported)
+    return submodules | ({module} if takes_names else set())
+
+
+def test_no_import_cycle_among_the_project_s_modules() -> None:
+    assert find_cycle(project_graph()) is None
+
+
+def private_names_defined(tree: ast.Module) -> set[str]:
+    """The ``_names`` a module defines: functions, classes, attributes it assigns."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return {n for n in names if n.startswith("_")}
+
+
+#: Private attributes of libraries we rely on, each in the one compat module (issue 13 §7).
+LIBRARY_PRIVATES_ALLOWED_IN = {"dicom_nodes/compat.py"}
+
+
+def reaches_into_private(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    own = private_names_defined(tree)
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute) or not node.attr.startswith("_"):
+            continue
+        if node.attr.startswith("__") or node.attr in own:
+            continue
+        value = node.value
+        if isinstance(value, ast.Name) and value.id in ("self", "cls"):
+            continue
+        found.append(f"{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+@pytest.mark.parametrize(("package", "path"), all_modules(), ids=str)
+def test_no_module_reaches_into_another_s_private_attributes(package: str, path: Path) -> None:
+    if str(path.relative_to(ROOT)) in LIBRARY_PRIVATES_ALLOWED_IN:
+        return
+    assert not reaches_into_private(path), f"{path.relative_to(ROOT)}: {reaches_into_private(path)}"
+
+
+def test_the_private_check_sees_a_reach(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("def f(x):\n    return x._hidden\n\ndef _mine(y):\n    return y._mine\n")
+    assert reaches_into_private(module) == ["2: x._hidden"]
+
+
+#: pynetdicom's internals galacto relies on; only dicom_nodes/compat.py may name them.
+PYNETDICOM_INTERNALS = {"dul", "dimse", "msg_queue", "to_provider_queue", "send_pdu"}
+
+
+@pytest.mark.parametrize(("package", "path"), all_modules(), ids=str)
+def test_pynetdicom_s_internals_are_reached_only_from_compat(package: str, path: Path) -> None:
+    if path == ROOT / "dicom_nodes/compat.py":
+        return
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    reached = sorted(
+        f"{node.lineno}: {ast.unparse(node)}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr in PYNETDICOM_INTERNALS
+    )
+    imports = [m for m in imported_modules(path) if m.startswith("pynetdicom.dimse_messages")]
+    assert not reached and not imports, f"{path.relative_to(ROOT)}: {reached + imports}"

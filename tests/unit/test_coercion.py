@@ -1,4 +1,5 @@
-"""Attribute coercion of forwarded copies (dicom_nodes/coercion.py; IHE RAD TF-2x Appendix A)."""
+"""Attribute coercion of forwarded copies (dicom_nodes/datasets/coercion.py; IHE RAD TF-2x Appendix
+A)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from dicom_nodes.codes import Code
-from dicom_nodes.coercion import PHASE_SCHEME, Phase, Request, StudyIdentity, coerce
+from dicom_nodes.datasets.codes import Code
+from dicom_nodes.datasets.coercion import PHASE_SCHEME, Phase, StudyIdentity, coerce
+from dicom_nodes.datasets.identity import RequestedStep as Request
 from simulators.unit_images import StudyContext, sample_mg_image
 
 OLD_STUDY = "1.2.826.0.1.3680043.10.1466.7.100"

@@ -9,7 +9,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 from pydicom.uid import generate_uid
 
-from dicom_nodes.dose_extract import from_image_header, from_mpps, from_rdsr, step_totals
+from dicom_nodes.datasets.dose_extract import from_image_header, from_mpps, from_rdsr, step_totals
 from dose.plausibility import QaPatterns, findings
 from dose.record import Source
 from tests.dose_factories import Exposure, mg_image, mpps_create, mpps_set, rdsr

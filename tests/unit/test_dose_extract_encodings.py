@@ -23,7 +23,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from dicom_nodes.dose_extract import exposures_in
+from dicom_nodes.datasets.dose_extract import exposures_in
 from dose.plausibility import QaPatterns
 from dose.record import ExposureRecord
 from tests.dose_factories import Exposure, mg_image, rdsr

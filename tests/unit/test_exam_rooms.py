@@ -39,7 +39,7 @@ from acquisition.journal import Journal
 from acquisition.laterality import OrderSide
 from device_drivers.base import InjectionResult
 from device_drivers.events import InjectorEvent
-from dicom_nodes.worklist_store import WorklistStore
+from dicom_nodes.unit_facing.worklist_store import WorklistStore
 
 S, E = ExamState, ExamEvent
 ORDER = ExamOrder("A1", "A1", "1.2.3", "DOE^JANE", "P1", "19700101", "F", "L")
@@ -268,3 +268,9 @@ def test_the_checklist_entry_says_whether_it_passes() -> None:
     entry = checklist_entry(answers, override)
     assert entry["passed"] is True and entry["override"]["physician"] == "Dr House"
     assert checklist_entry(answers, PhysicianOverride("Dr House", " "))["passed"] is False
+
+
+def test_an_exam_s_study_uid_is_made_under_the_site_root() -> None:
+    root = "1.2.826.0.1.3680043.10.9999"
+    order = unscheduled_order(Patient("DOE^JANE", "P1"), "R", "U20260102030405", root)
+    assert order.study_instance_uid.startswith(root + ".")

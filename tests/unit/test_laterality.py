@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 
 from acquisition.laterality import DEFAULT_TERMS, order_side, parse_terms
-from dicom_nodes.codes import Code
-from dicom_nodes.mwl_scu import WorklistItem
+from dicom_nodes.datasets.codes import Code
+from dicom_nodes.hospital.mwl_scu import WorklistItem
 
 TERMS = parse_terms(DEFAULT_TERMS)
 BLANK = WorklistItem(

@@ -7,22 +7,22 @@ import datetime as dt
 import pytest
 from pydicom.dataset import Dataset
 
-from dicom_nodes import codes
-from dicom_nodes.codes import Code
-from dicom_nodes.mpps_builders import (
+from dicom_nodes.datasets import codes
+from dicom_nodes.datasets.codes import Code
+from dicom_nodes.datasets.identity import RequestedStep as ScheduledStep
+from dicom_nodes.datasets.mpps_builders import (
     ContrastUse,
     ExposureDose,
     MppsBuildError,
     MppsExam,
     PerformedSeries,
     RadiationDose,
-    ScheduledStep,
     build_mpps_completed,
     build_mpps_discontinued,
     build_mpps_in_progress,
     build_mpps_update,
 )
-from dicom_nodes.mpps_scp import REQUIREMENTS, STEP_ITEM_REQUIREMENTS
+from dicom_nodes.unit_facing.mpps_scp import REQUIREMENTS, STEP_ITEM_REQUIREMENTS
 
 START = dt.datetime(2026, 11, 25, 9, 30, 5)
 END = START + dt.timedelta(minutes=42)

@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 from pydicom.dataset import Dataset
 
-from dicom_nodes.mpps_scp import REQUIREMENTS, Refusal, Requirement, check_n_create, merge_n_set
 from dicom_nodes.status import MppsStatus
+from dicom_nodes.unit_facing.mpps_scp import (
+    REQUIREMENTS,
+    Refusal,
+    Requirement,
+    check_n_create,
+    merge_n_set,
+)
 from tests.dose_factories import Exposure, mpps_create, mpps_set
 
 STUDY = "1.2.3"

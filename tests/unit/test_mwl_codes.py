@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydicom.dataset import Dataset
 
-from dicom_nodes import codes
-from dicom_nodes.codes import Code, CodeError
+from dicom_nodes.datasets import codes
+from dicom_nodes.datasets.codes import Code, CodeError
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 
-from dicom_nodes.mwl_matching import (
+from dicom_nodes.unit_facing.mwl_matching import (
     STATUS_IDENTIFIER_DOES_NOT_MATCH,
     STATUS_UNABLE_TO_PROCESS,
     QueryError,
@@ -25,7 +25,7 @@ from dicom_nodes.mwl_matching import (
     requested_keys,
     select_return_keys,
 )
-from dicom_nodes.mwl_scp import MWL_FIND_UID, negotiate_extended
+from dicom_nodes.unit_facing.mwl_scp import MWL_FIND_UID, negotiate_extended
 
 # (VR, query value, stored value, matches?) — one rule of §C.2.2.2 per row.
 CASES = [

@@ -15,9 +15,9 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pynetdicom.dsutils import encode
 
-from dicom_nodes import codes
-from dicom_nodes.mwl_matching import ReturnKeys, parse_query, select_return_keys
-from dicom_nodes.worklist_store import (
+from dicom_nodes.datasets import codes
+from dicom_nodes.unit_facing.mwl_matching import ReturnKeys, parse_query, select_return_keys
+from dicom_nodes.unit_facing.worklist_store import (
     LATIN1,
     SUPPORTED_KEYS,
     UTF8,

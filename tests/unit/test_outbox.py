@@ -10,16 +10,11 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from dicom_nodes.mpps_scu import mpps_outcome
-from dicom_nodes.outbox import (
-    Outbox,
-    OutboxError,
-    RetryPolicy,
-    State,
-    describe_counts,
-    store_outcome,
-)
-from dicom_nodes.scu import Peer
+from dicom_nodes.hospital.dicom_outbox import DicomOutbox as Outbox
+from dicom_nodes.hospital.mpps_scu import mpps_outcome
+from dicom_nodes.hospital.outbox import OutboxError, RetryPolicy, State, describe_counts
+from dicom_nodes.hospital.scu import Peer
+from dicom_nodes.hospital.store_scu import store_outcome
 
 MG = "1.2.840.10008.5.1.4.1.1.1.2"
 NOWHERE = Peer("127.0.0.1", 9, "PACS")

@@ -1,4 +1,4 @@
-"""The guard that keeps DIMSE responses away from pynetdicom's reactor (dicom_nodes.scu)."""
+"""The guard that keeps DIMSE responses away from pynetdicom's reactor (dicom_nodes.compat)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import queue
 import pytest
 from pynetdicom.dimse_primitives import N_EVENT_REPORT, N_SET
 
-from dicom_nodes.scu import _ResponsesForTheCaller
+from dicom_nodes.compat import _ResponsesForTheCaller
 
 
 def response() -> N_SET:

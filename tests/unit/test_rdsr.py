@@ -9,7 +9,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from dicom_nodes import rdsr
+from dicom_nodes.datasets import rdsr
 
 CC = rdsr.CodedConcept("399162004", "SCT", "cranio-caudal")
 ML = rdsr.CodedConcept("399260004", "SCT", "medio-lateral")

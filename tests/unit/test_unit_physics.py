@@ -8,7 +8,7 @@ from dataclasses import asdict
 
 import pytest
 
-from dicom_nodes.dose_extract import from_image_header
+from dicom_nodes.datasets.dose_extract import from_image_header
 from dose import dance
 from dose.check import DanceTables, check_exposure
 from dose.tables import load_hvl_table

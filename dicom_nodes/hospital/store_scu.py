@@ -1,6 +1,6 @@
 """Storage SCU toward the PACS: one C-STORE of a kept file, in a syntax the PACS accepted.
 
-The outbox (:mod:`dicom_nodes.outbox`) sends each file as it is (chunked, never re-encoded)
+The outbox (:mod:`dicom_nodes.hospital.outbox`) sends each file as it is (chunked, never re-encoded)
 when the PACS accepted the file's own transfer syntax. For each SOP class it also proposes a
 second presentation context with the **lossless** syntaxes galacto can write
 (:data:`LOSSLESS_ALTERNATIVES`: Explicit VR Little Endian, JPEG-LS lossless, JPEG 2000
@@ -21,9 +21,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_file_meta_info
 from pydicom.uid import (
     UID,
     ExplicitVRLittleEndian,
@@ -37,13 +40,23 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from dicom_nodes.scu import category, status_of
+from dicom_nodes.hospital.outbox import (
+    PACS,
+    Message,
+    Outbox,
+    OutboxError,
+    Outcome,
+    SendResult,
+)
+from dicom_nodes.hospital.scu import category, status_of
 
 log = logging.getLogger(__name__)
 
-DONE = "done"
-RETRY = "retry"
-TERMINAL = "terminal"
+DONE = Outcome.DONE
+RETRY = Outcome.RETRY
+TERMINAL = Outcome.TERMINAL
+#: The outbox's message kind of a C-STORE of a kept file.
+C_STORE = "c_store"
 
 #: The lossless syntaxes an object may be re-encoded in, in order of preference.
 LOSSLESS_ALTERNATIVES: tuple[UID, ...] = (
@@ -163,3 +176,63 @@ def reencode(path: Path, target: UID) -> Dataset:
     except (OSError, ValueError, AttributeError, NotImplementedError, RuntimeError) as exc:
         raise ConversionError(f"cannot re-encode the object in {target.name}: {exc}") from exc
     return ds
+
+
+class StoreSender:
+    """The outbox's sender of C-STORE messages (toward the PACS): each kept file as it is when
+    the PACS accepted its syntax, else re-encoded losslessly (:func:`send_file`)."""
+
+    destination = PACS
+    ordered = False
+    alerted = True
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        outbox.register([C_STORE], self)
+
+    def enqueue(self, path: str | Path) -> str:
+        """Queue a C-STORE of the DICOM file at ``path``; returns its SOP Instance UID.
+
+        Idempotent by SOP Instance UID: the same instance is queued once (a terminally failed
+        one is queued again). The file must stay in place until it is sent (or committed).
+        """
+        path = Path(path).resolve()
+        try:
+            meta = read_file_meta_info(path)
+            sop_class = str(meta.MediaStorageSOPClassUID)
+            sop_instance = str(meta.MediaStorageSOPInstanceUID)
+            syntax = str(meta.TransferSyntaxUID)
+        except (OSError, AttributeError, ValueError, EOFError, InvalidDicomError) as exc:
+            raise OutboxError(
+                f"cannot queue {path.name}: not a DICOM file with meta: {exc}"
+            ) from exc
+        self.outbox.enqueue(
+            C_STORE,
+            PACS,
+            sop_class,
+            sop_instance,
+            transfer_syntax_uid=syntax,
+            file_path=str(path),
+        )
+        return sop_instance
+
+    def send(self, assoc: Association, message: Message) -> SendResult:
+        assert message.file_path is not None
+        path = Path(message.file_path)
+        if not path.exists():
+            raise FileNotFoundError(2, "No such file", message.file_path)
+        result = send_file(assoc, path, message.sop_class_uid, message.transfer_syntax_uid)
+        return result.outcome, result.status, result.error, result.recovery
+
+    def contexts(self, messages: Sequence[Message]) -> list[PresentationContext]:
+        """Files are sent as they are (chunked, no re-encoding) when the PACS accepts their own
+        syntax, with lossless alternatives beside it (:func:`store_contexts`)."""
+        return store_contexts(
+            list(dict.fromkeys((m.sop_class_uid, m.transfer_syntax_uid) for m in messages))
+        )
+
+    def before_round(self, now_s: float) -> None:
+        """Nothing of its own."""
+
+    def handlers(self) -> list[tuple[Any, ...]]:
+        return []

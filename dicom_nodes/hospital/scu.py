@@ -10,7 +10,6 @@ explicitly (:func:`dicom_nodes.network.make_ae`), TCP_NODELAY on its socket
 from __future__ import annotations
 
 import logging
-import queue
 import ssl
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.status import code_to_category
 
+from dicom_nodes.compat import keep_responses_from_reactor
 from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, close_unestablished, make_ae
 
 log = logging.getLogger(__name__)
@@ -98,56 +98,6 @@ def associate(
     else:
         if assoc.is_established:
             assoc.release()
-
-
-class _ResponsesForTheCaller(queue.Queue[Any]):
-    """pynetdicom's DIMSE message queue, except that a *non-blocking* get — the association
-    reactor's poll — only ever returns requests (an N-EVENT-REPORT, a C-STORE sub-operation).
-
-    Why: pynetdicom pauses its reactor around each ``send_*`` with a checkpoint Event and an
-    ``_is_paused`` flag that the reactor raises just *before* waiting on the Event. If the
-    reactor has just passed the Event when ``send_*`` clears it, ``send_*`` sees the stale flag,
-    sends, and the reactor's next ``get_msg(block=False)`` can take the response and drop it as
-    an "unexpected" message: the caller then waits for its DIMSE timeout. We measured this under
-    CPU load (about 1 MPPS N-SET in 2,400 on two busy cores). With this queue the response stays
-    for the caller's blocking get; ordering is unchanged (the head is never skipped).
-    """
-
-    def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        if block:
-            return super().get(block, timeout)
-        with self.not_empty:
-            if not self._qsize() or not _is_request(self.queue[0]):
-                raise queue.Empty
-            item = self._get()
-            self.not_full.notify()
-            return item
-
-
-def _is_request(item: tuple[Any, Any]) -> bool:
-    _context_id, primitive = item
-    return primitive is not None and bool(getattr(primitive, "is_valid_request", False))
-
-
-def keep_responses_from_reactor(assoc: Association) -> None:
-    """Install :class:`_ResponsesForTheCaller` on an established requestor association.
-
-    Swapped first, then whatever reached the old queue meanwhile is moved to the front, in order
-    (the DUL thread looks the queue up on every put).
-    """
-    replacement = _ResponsesForTheCaller()
-    old, assoc.dimse.msg_queue = assoc.dimse.msg_queue, replacement
-    early = []
-    while True:
-        try:
-            early.append(old.get_nowait())
-        except queue.Empty:
-            break
-    with replacement.mutex:
-        replacement.queue.extendleft(reversed(early))
-        replacement.unfinished_tasks += len(early)
-        if early:
-            replacement.not_empty.notify(len(early))
 
 
 def _why_not_established(peer: Peer, assoc: Association) -> str:

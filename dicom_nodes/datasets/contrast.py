@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
-from dicom_nodes import codes
+from dicom_nodes.datasets import codes
 
 ROUTE = "INTRADUCTAL"
 INGREDIENT = "IODINE"

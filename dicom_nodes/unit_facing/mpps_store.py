@@ -12,10 +12,9 @@ from __future__ import annotations
 import datetime
 import io
 import logging
-import threading
+import sqlite3
 from collections.abc import Collection
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import sqlite_utils
@@ -24,7 +23,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 
-from storage.database import atomic, connect
+from storage.writer import Store
 
 log = logging.getLogger(__name__)
 
@@ -137,31 +136,15 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
 
 
-class SqliteMppsStore:
-    """:class:`MppsStore` on a SQLite file (WAL, synchronous=FULL), one lock-guarded connection."""
+class SqliteMppsStore(Store):
+    """:class:`MppsStore` on a SQLite file (WAL, synchronous=FULL): writes through the
+    database's one writer, committed before they return (:class:`storage.writer.Database`)."""
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 5.0) -> None:
-        self._conn = connect(path, busy_timeout_s=busy_timeout_s, check_same_thread=False)
-        self._lock = threading.Lock()
-        self._closed = False
-        migrations.apply(sqlite_utils.Database(self._conn))
-
-    def close(self) -> None:
-        """Close the connection (idempotent)."""
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._conn.close()
-
-    def __enter__(self) -> SqliteMppsStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    migrations = migrations
 
     def get(self, sop_instance_uid: str) -> MppsInstance | None:
-        with self._lock:
-            row = self._conn.execute(
+        with self.db.read() as conn:
+            row = conn.execute(
                 "SELECT * FROM mpps_instance WHERE sop_instance_uid = ?", (sop_instance_uid,)
             ).fetchone()
         if row is None:
@@ -177,8 +160,8 @@ class SqliteMppsStore:
         """The Performed Procedure Step IDs (the SOP Instance UID when the unit gave none) of
         the unit's steps still IN PROGRESS for a study: their Scheduled Step Attributes name
         the study, or one of ``sps_ids``. Oldest first."""
-        with self._lock:
-            rows = self._conn.execute(
+        with self.db.read() as conn:
+            rows = conn.execute(
                 "SELECT sop_instance_uid, dataset FROM mpps_instance "
                 "WHERE status = 'IN PROGRESS' ORDER BY created_at, sop_instance_uid"
             ).fetchall()
@@ -202,8 +185,7 @@ class SqliteMppsStore:
     ) -> None:
         """Insert (``created``) or replace the merged state; raises sqlite3.IntegrityError on a
         duplicate insert."""
-        with self._lock:
-            self._save(instance, created, step_totals or {})
+        self.db.run(lambda conn: _save(conn, instance, created, step_totals or {}))
 
     def log_message(
         self,
@@ -214,8 +196,7 @@ class SqliteMppsStore:
         dataset: Dataset,
     ) -> None:
         message = ReceivedMessage(sop_instance_uid, operation, calling_ae, status_code, dataset)
-        with self._lock:
-            self._log(message)
+        self.db.run(lambda conn: _log(conn, message))
 
     def save_with_message(
         self,
@@ -226,55 +207,62 @@ class SqliteMppsStore:
         step_totals: dict[str, Any] | None = None,
     ) -> None:
         """State and message log in one transaction (one fsync instead of two)."""
-        with self._lock, atomic(self._conn):
-            self._save(instance, created, step_totals or {})
-            self._log(message)
 
-    def _save(self, instance: MppsInstance, created: bool, totals: dict[str, Any]) -> None:
-        values = (
-            instance.status,
-            instance.calling_ae,
-            encode_dataset(instance.dataset),
-            totals.get("total_exposures"),
-            totals.get("organ_dose_mgy"),
-            totals.get("entrance_dose_mgy"),
-        )
-        now = _now()
-        if created:
-            self._conn.execute(
-                "INSERT INTO mpps_instance (status, calling_ae, dataset, total_exposures, "
-                "organ_dose_mgy, entrance_dose_mgy, sop_instance_uid, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (*values, instance.sop_instance_uid, now, now),
-            )
-        else:
-            self._conn.execute(
-                "UPDATE mpps_instance SET status = ?, calling_ae = ?, dataset = ?, "
-                "total_exposures = ?, organ_dose_mgy = ?, entrance_dose_mgy = ?, "
-                "updated_at = ? WHERE sop_instance_uid = ?",
-                (*values, now, instance.sop_instance_uid),
-            )
+        def both(conn: sqlite3.Connection) -> None:
+            _save(conn, instance, created, step_totals or {})
+            _log(conn, message)
 
-    def _log(self, message: ReceivedMessage) -> None:
-        self._conn.execute(
-            "INSERT INTO mpps_message (sop_instance_uid, operation, calling_ae, "
-            "status_code, dataset, received_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                message.sop_instance_uid,
-                message.operation,
-                message.calling_ae,
-                message.status_code,
-                encode_dataset(message.dataset),
-                _now(),
-            ),
-        )
+        self.db.run(both)
 
     def messages(self, sop_instance_uid: str) -> list[tuple[str, int]]:
         """(operation, status we answered) of every message for one instance, in order."""
-        with self._lock:
-            rows = self._conn.execute(
+        with self.db.read() as conn:
+            rows = conn.execute(
                 "SELECT operation, status_code FROM mpps_message WHERE sop_instance_uid = ? "
                 "ORDER BY id",
                 (sop_instance_uid,),
             ).fetchall()
         return [(row[0], row[1]) for row in rows]
+
+
+def _save(
+    conn: sqlite3.Connection, instance: MppsInstance, created: bool, totals: dict[str, Any]
+) -> None:
+    values = (
+        instance.status,
+        instance.calling_ae,
+        encode_dataset(instance.dataset),
+        totals.get("total_exposures"),
+        totals.get("organ_dose_mgy"),
+        totals.get("entrance_dose_mgy"),
+    )
+    now = _now()
+    if created:
+        conn.execute(
+            "INSERT INTO mpps_instance (status, calling_ae, dataset, total_exposures, "
+            "organ_dose_mgy, entrance_dose_mgy, sop_instance_uid, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*values, instance.sop_instance_uid, now, now),
+        )
+    else:
+        conn.execute(
+            "UPDATE mpps_instance SET status = ?, calling_ae = ?, dataset = ?, "
+            "total_exposures = ?, organ_dose_mgy = ?, entrance_dose_mgy = ?, "
+            "updated_at = ? WHERE sop_instance_uid = ?",
+            (*values, now, instance.sop_instance_uid),
+        )
+
+
+def _log(conn: sqlite3.Connection, message: ReceivedMessage) -> None:
+    conn.execute(
+        "INSERT INTO mpps_message (sop_instance_uid, operation, calling_ae, "
+        "status_code, dataset, received_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            message.sop_instance_uid,
+            message.operation,
+            message.calling_ae,
+            message.status_code,
+            encode_dataset(message.dataset),
+            _now(),
+        ),
+    )

@@ -32,17 +32,21 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
 from pynetdicom import evt
 from pynetdicom.dimse_primitives import N_CREATE, N_SET
 
+from dicom_nodes.datasets.dose_extract import DoseDataError, from_mpps, step_totals
+from dicom_nodes.datasets.uids import new_uid
+from dicom_nodes.status import MppsStatus, final_state_status, status_dataset
+from dicom_nodes.unit_facing.mpps_store import (
+    AtomicMppsStore,
+    MppsInstance,
+    MppsStore,
+    ReceivedMessage,
+)
+from dicom_nodes.unit_facing.value_lengths import overlong_elements
 from dose.plausibility import QaPatterns
 from dose.record import ExposureRecord, ExposureSink
-
-from .dose_extract import DoseDataError, from_mpps, step_totals
-from .mpps_store import AtomicMppsStore, MppsInstance, MppsStore, ReceivedMessage
-from .status import MppsStatus, final_state_status, status_dataset
-from .value_lengths import overlong_elements
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +286,7 @@ class MppsSCP:
         """EVT_N_CREATE (PS3.4 F.7.2.1)."""
         calling_ae = _calling_ae(event)
         requested = cast(N_CREATE, event.request).AffectedSOPInstanceUID
-        uid = str(requested) if requested else generate_uid(prefix=self._uid_prefix)
+        uid = str(requested) if requested else new_uid(self._uid_prefix)
         attributes: Dataset = event.attribute_list
         with self._lock:
             status, reply, logged = self._create(uid, attributes, calling_ae)

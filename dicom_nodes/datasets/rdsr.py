@@ -45,7 +45,10 @@ from typing import Protocol
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
-from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian
+
+from dicom_nodes.datasets import codes as coded
+from dicom_nodes.datasets.uids import new_uid
 
 XRAY_RADIATION_DOSE_SR = "1.2.840.10008.5.1.4.1.1.88.67"
 
@@ -113,16 +116,9 @@ DIAGNOSTIC_INTENT = codes.SCT.DiagnosticIntent
 # --- Input types ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CodedConcept:
-    """A code as plain values, so that callers need not import pydicom's ``Code``."""
-
-    value: str
-    scheme: str
-    meaning: str
-
-    def code(self) -> Code:
-        return Code(self.value, self.scheme, self.meaning)
+#: A code as plain values (value, scheme, meaning), so that callers need not import pydicom's
+#: ``Code``: galacto's one code type (:class:`dicom_nodes.datasets.codes.Code`).
+CodedConcept = coded.Code
 
 
 @dataclass(frozen=True)
@@ -291,11 +287,8 @@ class DoseReportContext:
 
 
 def _code_seq(code: Code) -> list[Dataset]:
-    item = Dataset()
-    item.CodeValue = code.value
-    item.CodingSchemeDesignator = code.scheme_designator
-    item.CodeMeaning = code.meaning
-    return [item]
+    """A one-item Code Sequence of a pydicom code (the one builder: :mod:`.codes`)."""
+    return [coded.Code.from_pydicom(code).to_dataset()]
 
 
 def _item(relationship: str, value_type: str, concept: Code) -> Dataset:
@@ -388,7 +381,7 @@ def observer_context(context: DoseReportContext) -> list[Dataset]:
         uidref_item(
             "HAS OBS CONTEXT",
             codes.DCM.DeviceObserverUID,
-            context.device_observer_uid or generate_uid(prefix=context.uid_prefix),
+            context.device_observer_uid or new_uid(context.uid_prefix),
         ),
     ]
     optional = (
@@ -473,10 +466,10 @@ def irradiation_event(event: IrradiationEvent) -> Dataset:
     children.append(code_item(rel, codes.DCM.TargetRegion, codes.SCT.Breast, breast_side))
     if event.view is not None:
         modifiers = [
-            code_item("HAS CONCEPT MOD", codes.DCM.ImageViewModifier, m.code())
+            code_item("HAS CONCEPT MOD", codes.DCM.ImageViewModifier, m.to_pydicom())
             for m in event.view_modifiers
         ]
-        children.append(code_item(rel, codes.DCM.ImageView, event.view.code(), modifiers))
+        children.append(code_item(rel, codes.DCM.ImageView, event.view.to_pydicom(), modifiers))
     children += number(codes.DCM.HalfValueLayer, event.hvl_mm_al, "mm")
     if event.esak_mgy is not None:
         children.append(num_item(rel, codes.DCM.EntranceExposureAtRP, event.esak_mgy, "mGy"))
@@ -588,7 +581,7 @@ def build_rdsr(
         raise DoseReportError("a dose report needs at least one irradiation event")
     now = context.content_datetime or dt.datetime.now()
     prefix = context.uid_prefix
-    sop_uid = sop_instance_uid or generate_uid(prefix=prefix)
+    sop_uid = sop_instance_uid or new_uid(prefix)
 
     ds = Dataset()
     ds.file_meta = _file_meta(sop_uid)
@@ -601,7 +594,7 @@ def build_rdsr(
     set_patient_and_study(ds, context, now)
     # SR Document Series
     ds.Modality = "SR"
-    ds.SeriesInstanceUID = series_instance_uid or generate_uid(prefix=prefix)
+    ds.SeriesInstanceUID = series_instance_uid or new_uid(prefix)
     ds.SeriesNumber = context.series_number
     ds.ReferencedPerformedProcedureStepSequence = _pps_reference(
         context.performed_procedure_step_uid

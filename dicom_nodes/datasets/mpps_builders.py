@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import generate_uid
 
-from dicom_nodes import codes
-from dicom_nodes.codes import Code
+from dicom_nodes.datasets import codes
+from dicom_nodes.datasets.codes import Code
+from dicom_nodes.datasets.identity import RequestedStep, request_item
+from dicom_nodes.datasets.uids import derived_uid
 
 MODALITY = "MG"
 IN_PROGRESS = "IN PROGRESS"
@@ -49,20 +50,6 @@ class MppsBuildError(ValueError):
 
 
 @dataclass(frozen=True)
-class ScheduledStep:
-    """What the worklist said about the step being performed (Table F.7.2-1, item attributes)."""
-
-    study_instance_uid: str
-    accession_number: str = ""
-    requested_procedure_id: str = ""
-    requested_procedure_description: str = ""
-    sps_id: str = ""
-    sps_description: str = ""
-    protocol_codes: tuple[Code, ...] = ()
-    referenced_study_uid: str = ""  #: Detached Study Management SOP Instance, if the RIS gave one
-
-
-@dataclass(frozen=True)
 class MppsExam:
     """The exam as the MPPS reports it; ``steps`` empty means unscheduled (IHE RAD TF-2 4.6)."""
 
@@ -75,7 +62,7 @@ class MppsExam:
     patient_id: str = ""
     patient_birth_date: str = ""
     patient_sex: str = ""
-    steps: tuple[ScheduledStep, ...] = ()
+    steps: tuple[RequestedStep, ...] = ()
     study_instance_uid: str = ""  #: used when unscheduled (steps empty)
     station_name: str = ""
     location: str = ""
@@ -83,6 +70,8 @@ class MppsExam:
     procedure_codes: tuple[Code, ...] = (codes.DUCTOGRAPHY,)
     performed_protocol_codes: tuple[Code, ...] = ()
     specific_character_set: str = "ISO_IR 192"
+    #: The site's root (``site.uid_root``) for the UIDs the MPPS itself must make.
+    uid_root: str = ""
 
 
 @dataclass(frozen=True)
@@ -154,21 +143,14 @@ def _code_sequence(values: Iterable[Code]) -> DicomSequence:
     return DicomSequence(codes.code_sequence(values))
 
 
-def scheduled_step_item(step: ScheduledStep) -> Dataset:
+def scheduled_step_item(step: RequestedStep) -> Dataset:
     """One Scheduled Step Attributes Sequence item (Table F.7.2-1)."""
-    item = Dataset()
-    item.StudyInstanceUID = step.study_instance_uid
+    item = request_item(step, procedure_codes=False)
     item.ReferencedStudySequence = DicomSequence()
     if step.referenced_study_uid:
         item.ReferencedStudySequence = _references(
             [("1.2.840.10008.3.1.2.3.1", step.referenced_study_uid)]
         )
-    item.AccessionNumber = step.accession_number
-    item.RequestedProcedureID = step.requested_procedure_id
-    item.RequestedProcedureDescription = step.requested_procedure_description
-    item.ScheduledProcedureStepID = step.sps_id
-    item.ScheduledProcedureStepDescription = step.sps_description
-    item.ScheduledProtocolCodeSequence = _code_sequence(step.protocol_codes)
     return item
 
 
@@ -178,7 +160,8 @@ def _steps(exam: MppsExam) -> DicomSequence:
     if not exam.study_instance_uid:
         raise MppsBuildError("an unscheduled exam needs its own Study Instance UID")
     # Unscheduled: one item, Study Instance UID only, the rest zero-length (IHE RAD TF-2 4.6).
-    return DicomSequence([scheduled_step_item(ScheduledStep(exam.study_instance_uid))])
+    unscheduled = RequestedStep(study_instance_uid=exam.study_instance_uid)
+    return DicomSequence([scheduled_step_item(unscheduled)])
 
 
 def build_mpps_in_progress(exam: MppsExam) -> Dataset:
@@ -316,7 +299,8 @@ def build_mpps_discontinued(
     if not any(reason.same_concept(known) for known in DISCONTINUATION_REASONS):
         raise MppsBuildError(f"not a CID 9301 discontinuation reason: {reason.value}")
     if not series:
-        series = [PerformedSeries(generate_uid(), exam.description, "No images acquired")]
+        empty = derived_uid(exam.uid_root or None, exam.mpps_instance_uid, "series without images")
+        series = [PerformedSeries(empty, exam.description, "No images acquired")]
     ds = _final(exam, series, ended_at, DISCONTINUED, dose=dose, contrast=contrast)
     ds.PerformedProcedureStepDiscontinuationReasonCodeSequence = _code_sequence([reason])
     return ds

@@ -47,7 +47,8 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from dicom_nodes.codes import Code, code_sequence
+from dicom_nodes.datasets.codes import Code, code_sequence
+from dicom_nodes.datasets.identity import RequestedStep, request_item
 
 #: Modality Performed Procedure Step SOP Class (PS3.4 F.7).
 MPPS_SOP_CLASS = "1.2.840.10008.3.1.2.3.3"
@@ -56,19 +57,6 @@ STUDY_INSTANCE_UID_CONCEPT = "110180"
 UTF8 = "ISO_IR 192"
 #: Coding scheme of galacto's phase codes (PS3.16 8.2: a private scheme starts with 99).
 PHASE_SCHEME = "99GALACTO"
-
-
-@dataclass(frozen=True)
-class Request:
-    """The RIS's request and the step being performed (Request Attributes Macro, PS3.3 10.13)."""
-
-    accession_number: str
-    requested_procedure_id: str
-    requested_procedure_description: str = ""
-    requested_procedure_codes: tuple[Code, ...] = ()
-    sps_id: str = ""
-    sps_description: str = ""
-    protocol_codes: tuple[Code, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -96,7 +84,7 @@ class StudyIdentity:
     accession_number: str = ""
     referring_physician: str = ""
     study_description: str = ""
-    request: Request | None = None  #: None: the unscheduled case (IHE RAD TF-1 4.3)
+    request: RequestedStep | None = None  #: None: the unscheduled case (IHE RAD TF-1 4.3)
     #: The phase of each of galacto's own steps, by the SPS ID the unit copied into its images.
     phases: Mapping[str, Phase] = field(default_factory=dict)
     #: Study Instance UIDs that stand for this study on the unit's side (the order's, when the
@@ -116,7 +104,7 @@ class StudyIdentity:
             request = dict(request)
             for name in ("requested_procedure_codes", "protocol_codes"):
                 request[name] = tuple(Code(**c) for c in request.get(name, ()))
-            values["request"] = Request(**request)
+            values["request"] = RequestedStep(**request)
         values["phases"] = {
             sps: Phase(Code(**p["code"]), p["description"])
             for sps, p in (values.get("phases") or {}).items()
@@ -186,20 +174,13 @@ def coerce(ds: Dataset, identity: StudyIdentity) -> list[str]:
 def _request_item(identity: StudyIdentity, *, sr: bool) -> Dataset:
     request = identity.request
     assert request is not None
-    item = Dataset()
-    item.AccessionNumber = request.accession_number
-    item.StudyInstanceUID = identity.study_instance_uid
-    item.RequestedProcedureID = request.requested_procedure_id
-    item.RequestedProcedureDescription = request.requested_procedure_description
-    item.RequestedProcedureCodeSequence = code_sequence(request.requested_procedure_codes)
+    item = request_item(
+        request, study_instance_uid=identity.study_instance_uid, scheduled_step=not sr
+    )
     if sr:  # Referenced Request Sequence (PS3.3 C.17.2): these are Type 2
         item.ReferencedStudySequence = []
         item.PlacerOrderNumberImagingServiceRequest = ""
         item.FillerOrderNumberImagingServiceRequest = ""
-        return item
-    item.ScheduledProcedureStepID = request.sps_id
-    item.ScheduledProcedureStepDescription = request.sps_description
-    item.ScheduledProtocolCodeSequence = code_sequence(request.protocol_codes)
     return item
 
 

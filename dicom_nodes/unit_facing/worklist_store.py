@@ -3,7 +3,8 @@
 The exam sequencer publishes one step per exam phase (pre-contrast, post-injection 1,
 post-injection 2) and withdraws it when the phase ends. Each row keeps
 
-- the matching keys, normalised (:func:`dicom_nodes.mwl_matching.column_values`), in indexed
+- the matching keys, normalised (:func:`dicom_nodes.unit_facing.mwl_matching.column_values`), in
+indexed
   columns, so a query with 100,000 steps reads only the rows it needs;
 - the complete response Identifier, **encoded once at publish time** for both transfer
   syntaxes we accept (Implicit and Explicit VR Little Endian) in UTF-8 (ISO_IR 192) and,
@@ -28,7 +29,6 @@ import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Generator, Hashable, Iterable, Iterator
-from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,8 +41,8 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pynetdicom.dsutils import encode
 
-from dicom_nodes.codes import Code, code_sequence
-from dicom_nodes.mwl_matching import (
+from dicom_nodes.datasets.codes import Code, code_sequence
+from dicom_nodes.unit_facing.mwl_matching import (
     SPECIFIC_CHARACTER_SET,
     START_DATETIME_COLUMN,
     ReturnKeys,
@@ -50,7 +50,7 @@ from dicom_nodes.mwl_matching import (
     column_values,
     requested_keys,
 )
-from storage import database
+from storage.writer import Database, Store
 
 log = logging.getLogger(__name__)
 
@@ -504,21 +504,19 @@ class _LruCache:
 _LAST_REVISION = "SELECT coalesce(max(revision), 0) FROM worklist_step"
 
 
-class WorklistStore:
+class WorklistStore(Store):
     """The controller's worklist in SQLite: publish, withdraw, query.
 
-    Safe to share between threads: writes are serialised, each read has its own connection.
+    Safe to share between threads: writes go to the database's one writer
+    (:class:`storage.writer.Database`), reads to the calling thread's read connection.
     """
 
-    def __init__(self, path: str | Path, *, trimmed_cache_size: int = 20_000) -> None:
-        self.path = Path(path)
-        self._write_lock = threading.Lock()
+    migrations = MIGRATIONS
+
+    def __init__(self, path: str | Path | Database, *, trimmed_cache_size: int = 20_000) -> None:
+        super().__init__(path)
+        self.path = self.db.path
         self._trimmed = _LruCache(trimmed_cache_size)
-        db = database.open_database(self.path)
-        try:
-            database.migrate(db, MIGRATIONS)
-        finally:
-            db.conn.close()
 
     def publish(self, step: ScheduledStep) -> None:
         """Offer ``step`` on the worklist (replacing a step with the same SPS ID)."""
@@ -539,7 +537,8 @@ class WorklistStore:
                     *latin1,
                 )
             )
-        with self._write_lock, self._connection() as conn, database.atomic(conn):
+
+        def insert(conn: sqlite3.Connection) -> None:
             (last,) = conn.execute(
                 "SELECT coalesce(max(revision), 0) FROM worklist_step"
             ).fetchone()
@@ -550,32 +549,37 @@ class WorklistStore:
                 "INSERT OR IGNORE INTO worklist_published VALUES (?, ?)",
                 [(row[0], now) for row in rows],
             )
+
+        self.db.run(insert)
         log.debug("published %d scheduled step(s)", len(rows))
         return len(rows)
 
     def withdraw(self, sps_id: str) -> bool:
         """Take a step off the worklist; False if it was not there."""
-        with self._write_lock, self._connection() as conn:
-            removed = conn.execute("DELETE FROM worklist_step WHERE sps_id = ?", (sps_id,))
-            return removed.rowcount > 0
+        removed: int = self.db.run(
+            lambda conn: (
+                conn.execute("DELETE FROM worklist_step WHERE sps_id = ?", (sps_id,)).rowcount
+            )
+        )
+        return removed > 0
 
     def was_published(self, sps_id: str) -> bool:
         """True if ``sps_id`` was ever offered on this worklist, withdrawn or not."""
-        with self._connection() as conn:
+        with self.db.read() as conn:
             row = conn.execute(
                 "SELECT 1 FROM worklist_published WHERE sps_id = ?", (sps_id,)
             ).fetchone()
         return row is not None
 
     def get(self, sps_id: str) -> ScheduledStep | None:
-        with self._connection() as conn:
+        with self.db.read() as conn:
             row = conn.execute(
                 "SELECT step_json FROM worklist_step WHERE sps_id = ?", (sps_id,)
             ).fetchone()
         return None if row is None else ScheduledStep.from_json(row[0])
 
     def count(self) -> int:
-        with self._connection() as conn:
+        with self.db.read() as conn:
             return int(conn.execute("SELECT count(*) FROM worklist_step").fetchone()[0])
 
     def find(
@@ -604,7 +608,7 @@ class WorklistStore:
         matches = query.row_matcher(_MATCH_COLUMNS)
         variant = (_freeze(keys), explicit_vr, latin1)
         n_columns = len(_MATCH_COLUMNS)
-        with self._connection() as conn:
+        with self.db.read() as conn:
             cursor = conn.execute(sql, params)
             cursor.row_factory = None
             try:
@@ -622,7 +626,3 @@ class WorklistStore:
                     yield encoded
             finally:
                 cursor.close()
-
-    def _connection(self) -> closing[sqlite3.Connection]:
-        """A short-lived connection with the house pragmas, closed on exit."""
-        return closing(database.connect(self.path))

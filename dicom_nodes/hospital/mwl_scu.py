@@ -29,8 +29,8 @@ from pydicom.sequence import Sequence
 from pynetdicom import build_context
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 
-from dicom_nodes.codes import Code, CodeError
-from dicom_nodes.scu import DimseError, Peer, ScuError, associate, category, status_of
+from dicom_nodes.datasets.codes import Code, CodeError
+from dicom_nodes.hospital.scu import DimseError, Peer, ScuError, associate, category, status_of
 
 log = logging.getLogger(__name__)
 
@@ -350,8 +350,8 @@ def find_worklist(
     """Query ``peer`` (IHE RAD-5) and return at most ``max_results`` items; a response without
     Specific Character Set is read in ``fallback_character_set`` (see :func:`item_from_dataset`).
 
-    Raises :class:`~dicom_nodes.scu.AssociationError` when no association can be made,
-    :class:`~dicom_nodes.scu.DimseError` when the SCP goes silent or aborts, and
+    Raises :class:`~dicom_nodes.hospital.scu.AssociationError` when no association can be made,
+    :class:`~dicom_nodes.hospital.scu.DimseError` when the SCP goes silent or aborts, and
     :class:`WorklistError` on a failure status.
     """
     if max_results < 1:

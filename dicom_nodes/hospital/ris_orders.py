@@ -3,7 +3,7 @@
 The controller keeps the RIS's galactography orders in its own database so that the console can
 list them while the RIS is slow or down. Table ``ris_orders`` (migration set ``ris_orders``)
 holds one row per Scheduled Procedure Step, keyed by (Accession Number, SPS ID), with the whole
-:class:`~dicom_nodes.mwl_scu.WorklistItem` as JSON beside the columns the console sorts on.
+:class:`~dicom_nodes.hospital.mwl_scu.WorklistItem` as JSON beside the columns the console sorts on.
 
 A refresh **upserts** every item the query returned and **marks** (never deletes) the orders
 that the RIS no longer lists — only within the scope of the query (same station, SPS start
@@ -14,22 +14,21 @@ is unmarked.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import sqlite_utils
 
-from dicom_nodes.mwl_scu import WorklistItem, WorklistQuery, WorklistResult, find_worklist
-from dicom_nodes.scu import Peer, ScuError
-from storage import database
+from dicom_nodes.hospital.mwl_scu import WorklistItem, WorklistQuery, WorklistResult, find_worklist
+from dicom_nodes.hospital.scu import Peer, ScuError
+from dicom_nodes.hospital.worker import Worker
+from storage.writer import Store
 
 log = logging.getLogger(__name__)
 
@@ -98,29 +97,17 @@ def _date_bounds(text: str) -> tuple[str, str]:
     return low, high or "99999999"
 
 
-class RisOrderStore:
-    """Read and update the ``ris_orders`` table; every call uses its own short connection."""
+class RisOrderStore(Store):
+    """Read and update the ``ris_orders`` table: writes through the database's one writer
+    (:class:`storage.writer.Database`), reads on the calling thread's read connection."""
 
-    def __init__(self, db_path: str | Path) -> None:
-        self.db_path = Path(db_path)
-        db = database.open_database(self.db_path)
-        try:
-            database.migrate(db, MIGRATIONS)
-        finally:
-            db.close()
-
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = database.connect(self.db_path)
-        try:
-            yield conn
-        finally:
-            conn.close()
+    migrations = MIGRATIONS
 
     def apply(self, result: WorklistResult, query: WorklistQuery, now_s: float) -> RefreshSummary:
         """Upsert ``result`` and mark what vanished within ``query``'s scope, atomically."""
         seen = {(i.accession_number, i.sps_id) for i in result.items}
-        with self._connect() as conn, database.atomic(conn):
+
+        def upsert(conn: sqlite3.Connection) -> tuple[dict[tuple[str, str], float | None], int]:
             known = {
                 (row["accession_number"], row["sps_id"]): row["disappeared_at_s"]
                 for row in conn.execute(
@@ -132,6 +119,9 @@ class RisOrderStore:
             disappeared = 0
             if not result.truncated:
                 disappeared = self._mark_vanished(conn, query, seen, now_s)
+            return known, disappeared
+
+        known, disappeared = self.db.run(upsert)
         return RefreshSummary(
             received=len(result.items),
             added=len(seen - known.keys()),
@@ -204,7 +194,7 @@ class RisOrderStore:
 
     def find(self, accession_number: str, sps_id: str) -> StoredOrder | None:
         """One order as the store last knew it (also after the RIS stopped listing it)."""
-        with self._connect() as conn:
+        with self.db.read() as conn:
             row = conn.execute(
                 "SELECT * FROM ris_orders WHERE accession_number = ? AND sps_id = ?",
                 (accession_number, sps_id),
@@ -214,7 +204,7 @@ class RisOrderStore:
     def orders(self, *, include_disappeared: bool = False) -> list[StoredOrder]:
         """Orders by scheduled start; those the RIS withdrew only when asked."""
         where = "" if include_disappeared else "WHERE disappeared_at_s IS NULL"
-        with self._connect() as conn:
+        with self.db.read() as conn:
             rows = conn.execute(
                 f"SELECT * FROM ris_orders {where} "
                 "ORDER BY sps_start_date, sps_start_time, accession_number, sps_id"
@@ -237,12 +227,14 @@ def todays_query(station_ae: str, *, days_ahead: int = 0, modality: str = "MG") 
     return WorklistQuery.broad(station_ae, today, today + dt.timedelta(days=days_ahead), modality)
 
 
-class WorklistRefresher:
+class WorklistRefresher(Worker):
     """A thread that queries the RIS every ``interval_s`` and applies the answer to the store.
 
     A failed refresh (RIS down, rejected, timeout) is logged without patient data and tried
     again at the next interval; the local orders stay as they were.
     """
+
+    thread_name = "ris-worklist"
 
     def __init__(
         self,
@@ -265,10 +257,8 @@ class WorklistRefresher:
         self.last_summary: RefreshSummary | None = None
         self.last_error: str | None = None
         self.refreshes = 0
-        self._stop = threading.Event()
-        self._wake = threading.Event()
         self._done = threading.Condition()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     def refresh_once(self) -> RefreshSummary:
         """Query the RIS now and apply the answer; raises on failure."""
@@ -289,40 +279,20 @@ class WorklistRefresher:
         )
         return summary
 
-    def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("the worklist refresher is already running")
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="ris-worklist", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """Stop after the refresh in flight (bounded by the peer's timeouts)."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
-
-    def wake(self) -> None:
-        """Refresh now rather than at the next interval."""
-        self._wake.set()
-
     def wait_for_refreshes(self, count: int, timeout_s: float) -> bool:
         """Block until ``count`` refreshes (successful or not) have run; False on timeout."""
         with self._done:
             return self._done.wait_for(lambda: self.refreshes >= count, timeout_s)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.last_summary = self.refresh_once()
-                self.last_error = None
-            except (ScuError, OSError, sqlite3.Error) as exc:
-                self.last_error = str(exc)
-                log.warning("RIS worklist refresh failed: %s", exc)
-            with self._done:
-                self.refreshes += 1
-                self._done.notify_all()
-            self._wake.wait(self.interval_s)
-            self._wake.clear()
+    def work(self) -> float:
+        """One refresh (its failure logged and kept in :attr:`last_error`); then the interval."""
+        try:
+            self.last_summary = self.refresh_once()
+            self.last_error = None
+        except (ScuError, OSError, sqlite3.Error) as exc:
+            self.last_error = str(exc)
+            log.warning("RIS worklist refresh failed: %s", exc)
+        with self._done:
+            self.refreshes += 1
+            self._done.notify_all()
+        return self.interval_s

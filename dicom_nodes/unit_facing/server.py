@@ -3,7 +3,8 @@
 What the mammography unit sees of the controller (dicom.md §1): its worklist provider,
 Performed Procedure Step Manager and image/dose-report store. One pynetdicom AE carries all
 presentation contexts; every association request is admitted or rejected by
-:class:`~dicom_nodes.admission.Admission` (called AE title, allowed calling AE titles, limits per
+:class:`~dicom_nodes.unit_facing.admission.Admission` (called AE title, allowed calling AE titles,
+limits per
 calling AE with slots kept for the unit); TLS is on when a certificate and key are given (mutual TLS
 with a CA); every accepted socket gets TCP_NODELAY; the maximum PDU is advertised as
 configured; incoming C-STORE datasets are received in chunks straight to disk. pynetdicom's
@@ -21,18 +22,17 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.transport import ThreadedAssociationServer
 
+from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, make_ae, server_tls_context
+from dicom_nodes.unit_facing.admission import Admission, AssociationPolicy, RejectionHook
+from dicom_nodes.unit_facing.mpps_scp import MppsSCP, StepResolver, has_scheduled_step
+from dicom_nodes.unit_facing.mpps_store import MppsStore
+from dicom_nodes.unit_facing.mwl_scp import MWL_FIND_UID, WorklistSCP
+from dicom_nodes.unit_facing.mwl_scp import TRANSFER_SYNTAXES as WORKLIST_TRANSFER_SYNTAXES
+from dicom_nodes.unit_facing.received_objects import QuarantineItem, ReceivedObjects
+from dicom_nodes.unit_facing.storage_scp import StorageSCP
+from dicom_nodes.unit_facing.worklist_store import WorklistStore
 from dose.plausibility import QaPatterns
 from dose.record import ExposureRecord, ExposureSink
-
-from .admission import Admission, AssociationPolicy, RejectionHook
-from .mpps_scp import MppsSCP, StepResolver, has_scheduled_step
-from .mpps_store import MppsStore
-from .mwl_scp import MWL_FIND_UID, WorklistSCP
-from .mwl_scp import TRANSFER_SYNTAXES as WORKLIST_TRANSFER_SYNTAXES
-from .network import NODELAY_HANDLERS, Timeouts, make_ae, server_tls_context
-from .received_objects import QuarantineItem, ReceivedObjects
-from .storage_scp import StorageSCP
-from .worklist_store import WorklistStore
 
 log = logging.getLogger(__name__)
 

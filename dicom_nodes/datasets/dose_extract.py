@@ -13,7 +13,7 @@ Entrance Dose in mGy is (0040,8302) — (0040,0302) is integer dGy, used only wh
 absent; MPPS tube current (0018,8151) is in µA; RDSR Exposure (113736) is in µA·s, and the
 vendor spellings of a unit outside UCUM (Hologic writes ``uAs``) are read as the unit they mean,
 the mapping noted in the record's review reasons (:data:`VENDOR_UNIT_SPELLINGS`). Legacy SRT
-codes are accepted on input and translated to SNOMED CT (``dicom_nodes.codes``).
+codes are accepted on input and translated to SNOMED CT (``dicom_nodes.datasets.codes``).
 
 The patient's age at the exam is kept (Patient's Age, else computed from the birth date and the
 exam's date), never the birth date; a physics/QA exposure is recognised by the site's
@@ -38,11 +38,10 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import data_element_generator
 from pydicom.values import convert_SQ, convert_value
 
+from dicom_nodes.datasets import codes
+from dicom_nodes.datasets.rdsr import CALCULATED_AGD_COMMENT, XRAY_RADIATION_DOSE_SR
 from dose.plausibility import QaPatterns
 from dose.record import DoseError, ExposureRecord, Source
-
-from . import codes
-from .rdsr import CALCULATED_AGD_COMMENT, XRAY_RADIATION_DOSE_SR
 
 log = logging.getLogger(__name__)
 

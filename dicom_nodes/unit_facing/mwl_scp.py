@@ -1,6 +1,7 @@
 """Modality Worklist SCP toward the unit: C-FIND on 1.2.840.10008.5.1.4.31 (PS3.4 Annex K).
 
-Compose it onto any AE (``dicom_nodes/server.py`` puts every unit-facing SCP on one port)::
+Compose it onto any AE (``dicom_nodes/unit_facing/server.py`` puts every unit-facing SCP on one
+port)::
 
     scp = WorklistSCP(store, max_results=settings.dicom.worklist_max_results)
     for context in scp.contexts:
@@ -24,36 +25,32 @@ Statuses (PS3.4 Table K.4-1) and why:
 
 Speed: pynetdicom spends ~0.3 ms encoding the command set and ~0.1 ms the identifier of each
 C-FIND response. Within one request every pending response has the same command set, and
-the identifiers were encoded when the steps were published, so :class:`PendingResponder`
-encodes the command set once (with pynetdicom's own encoder) and hands the DUL one P-DATA
-primitive per match carrying both PDVs (PS3.8 §9.3.5 allows several PDVs in one PDU). When
-a response would exceed the peer's maximum PDU length it falls back to
-``DIMSEServiceProvider.send_msg``, which fragments. The final status always goes through
-pynetdicom's normal path. Not seen by this shortcut: ``EVT_DIMSE_SENT`` for pending responses.
+the identifiers were encoded when the steps were published, so the fast path
+(:class:`dicom_nodes.compat.FastPendingSender`, pynetdicom's internals) encodes the command set
+once and hands the DUL one P-DATA primitive per match. Its probe runs once at start-up
+(:func:`dicom_nodes.compat.mwl_fast_path`); when it fails, the pending responses go through
+pynetdicom's public generator, decoded from the pre-encoded identifiers (slower, the same
+answers). The final status always goes through pynetdicom's normal path.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import closing
-from io import BytesIO
-from typing import Any, cast
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import build_context, evt
-from pynetdicom.dimse_messages import C_FIND_RSP
-from pynetdicom.dimse_primitives import C_FIND
-from pynetdicom.dsutils import encode
 from pynetdicom.events import EventHandlerType
-from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 
-from dicom_nodes.mwl_matching import QueryError, WorklistQuery, parse_query
-from dicom_nodes.worklist_store import LATIN1, SUPPORTED_KEYS, WorklistStore
+from dicom_nodes import compat
+from dicom_nodes.unit_facing.mwl_matching import QueryError, WorklistQuery, parse_query
+from dicom_nodes.unit_facing.worklist_store import LATIN1, SUPPORTED_KEYS, WorklistStore
 
 log = logging.getLogger(__name__)
 
@@ -109,58 +106,27 @@ def status_dataset(status: int, comment: str) -> Dataset:
     return ds
 
 
-class PendingResponder:
-    """Sends the pending C-FIND responses of one request from pre-encoded identifiers."""
-
-    def __init__(self, event: evt.Event, status: int) -> None:
-        assoc = event.assoc
-        self._context_id = int(event.context.context_id)
-        self._dimse = assoc.dimse
-        self._queue = assoc.dul.to_provider_queue
-        self._assoc = assoc
-        self._rsp = C_FIND()
-        self._rsp.MessageIDBeingRespondedTo = event.request.MessageID
-        self._rsp.AffectedSOPClassUID = event.request.AffectedSOPClassUID
-        self._rsp.Status = status
-        self._rsp.Identifier = BytesIO(b"\x00")  # marks "a data set follows"
-        message = C_FIND_RSP()
-        message.primitive_to_message(self._rsp)
-        command = encode(message.command_set, True, True)  # PS3.7 §6.3.1: implicit VR LE
-        assert command is not None
-        # pynetdicom wants each PDV as a [context ID, data] list; data starts with the
-        # message control header (PS3.8 §E.2): 0x03 command, last fragment.
-        self._command_pdv: list[Any] = [self._context_id, b"\x03" + command]
-        # PDV list length of one P-DATA-TF: per PDV item 4 (length) + 1 (context) + data.
-        self._overhead = 2 * 5 + len(self._command_pdv[1]) + 1
-        self._max_pdv_list = int(self._dimse.maximum_pdu_size or 0)
-
-    def send(self, identifier: bytes) -> None:
-        """Queue one pending response carrying ``identifier`` for the DUL to send."""
-        if self._max_pdv_list and self._overhead + len(identifier) > self._max_pdv_list:
-            self._rsp.Identifier = BytesIO(identifier)
-            self._dimse.send_msg(self._rsp, self._context_id)  # fragments as needed
-            return
-        while self._queue.qsize() > _SEND_QUEUE_HIGH_WATER and self._assoc.is_established:
-            time.sleep(_SEND_QUEUE_POLL_S)
-        pdata = P_DATA()
-        pdata.presentation_data_value_list = cast(
-            Any,
-            [self._command_pdv, [self._context_id, b"\x02" + identifier]],  # 0x02: data, last
-        )
-        self._assoc.dul.send_pdu(pdata)
-
-
 class WorklistSCP:
     """The MWL C-FIND service over a :class:`WorklistStore`.
 
     ``max_results`` caps the pending responses of one request (``dicom.worklist_max_results``).
+    ``fast``: answer through pynetdicom's internals (:mod:`dicom_nodes.compat`); None: as the
+    start-up probe says (:attr:`slow_path_reason` then holds why not).
     """
 
-    def __init__(self, store: WorklistStore, *, max_results: int = 5000) -> None:
+    def __init__(
+        self, store: WorklistStore, *, max_results: int = 5000, fast: bool | None = None
+    ) -> None:
         if max_results < 1:
             raise ValueError("max_results must be at least 1")
         self.store = store
         self.max_results = max_results
+        #: Why the public path answers (None: the fast path does).
+        self.slow_path_reason = (
+            compat.mwl_fast_path()
+            if fast is None
+            else (None if fast else "the fast path was turned off")
+        )
 
     @property
     def contexts(self) -> list[PresentationContext]:
@@ -182,7 +148,8 @@ class WorklistSCP:
         return negotiate_extended(dict(vars(event)["app_info"]))  # set dynamically by pynetdicom
 
     def handle_find(self, event: evt.Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
-        """``EVT_C_FIND``: yield the final status; pending responses go via the responder."""
+        """``EVT_C_FIND``: the pending responses (through the fast sender, or yielded), then
+        the final status."""
         if str(event.request.AffectedSOPClassUID) != MWL_FIND_UID:
             yield 0x0122, None  # SOP Class not supported
             return
@@ -193,7 +160,13 @@ class WorklistSCP:
             yield status_dataset(exc.status, str(exc)), None
             return
         started = time.perf_counter()
-        sent, final = self._answer(event, query)
+        answer = self._answer(event, query)
+        while True:  # the public path's pending responses, then the outcome
+            try:
+                yield next(answer)
+            except StopIteration as done:
+                sent, final = done.value
+                break
         log.info(
             "worklist query from %s: %d match(es) sent, %s, %.1f ms",
             event.assoc.requestor.ae_title,
@@ -219,12 +192,13 @@ class WorklistSCP:
 
     def _answer(
         self, event: evt.Event, query: WorklistQuery
-    ) -> tuple[int, tuple[int | Dataset, None] | None]:
-        """Send the pending responses; return how many and the final status (None: success)."""
+    ) -> Generator[tuple[int, Dataset], None, tuple[int, tuple[int | Dataset, None] | None]]:
+        """Send the pending responses (yielded on the public path); return how many and the
+        final status (None: success)."""
         explicit = str(event.context.transfer_syntax) != TRANSFER_SYNTAXES[0]
         latin1 = bool(query.character_sets) and query.character_sets[0] == LATIN1
         status = STATUS_PENDING_UNSUPPORTED_KEYS if query.unsupported else STATUS_PENDING
-        responder = PendingResponder(event, status)
+        fast = compat.FastPendingSender(event, status) if self.slow_path_reason is None else None
         sent = 0
         with closing(self.store.find(query, explicit_vr=explicit, latin1=latin1)) as matches:
             for identifier in matches:
@@ -235,6 +209,9 @@ class WorklistSCP:
                 if sent == self.max_results:
                     comment = f"More than {self.max_results} matches; refine the query"
                     return sent, (status_dataset(STATUS_OUT_OF_RESOURCES, comment), None)
-                responder.send(identifier)
+                if fast is not None:
+                    fast.send(identifier)
+                else:
+                    yield status, compat.decode_identifier(identifier, explicit_vr=explicit)
                 sent += 1
         return sent, None

@@ -7,7 +7,8 @@ temporary folder (``<storage_dir>/tmp``, 0700, emptied at start-up: one rename m
 place, and nothing received is left behind by a refusal or a crash). The handler reads the header
 only (``stop_before_pixels``: pixel data is never decoded), checks it against the request, checks
 the value lengths and, for an image, that the Pixel Data is whole; it then looks the SOP Instance
-UID up (:mod:`dicom_nodes.received_objects`): an identical resend is acknowledged and changes
+UID up (:mod:`dicom_nodes.unit_facing.received_objects`): an identical resend is acknowledged and
+changes
 nothing, a different object under a known UID is refused and held in quarantine. A new object is
 moved into ``storage_dir/<Study Instance UID>/<SOP Instance UID>.dcm`` (0600, fsync'ed), its
 exposure(s) handed to the sink, which commits them before the C-STORE response is sent.
@@ -31,35 +32,32 @@ import logging
 import os
 import re
 import tempfile
-import threading
-import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
-import pynetdicom.dimse_messages
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.dimse_primitives import C_STORE
 
-from dose.plausibility import QaPatterns
-from dose.record import ExposureRecord, ExposureSink
-from storage.files import PARTIAL_SUFFIX, empty_folder, fsync_path, make_private, private_dir
-
-from .dose_extract import (
+from dicom_nodes import compat
+from dicom_nodes.datasets.dose_extract import (
     MG_IMAGE_CLASSES,
     UNREADABLE,
     DoseDataError,
     exposures_in,
     is_dose_report,
 )
-from .pixel_data import PixelDataError, check_pixel_data, read_header
-from .rdsr import XRAY_RADIATION_DOSE_SR
-from .received_objects import QuarantineItem, ReceivedObjects, fingerprint
-from .status import StoreStatus, status_dataset
-from .value_lengths import overlong_elements
+from dicom_nodes.datasets.rdsr import XRAY_RADIATION_DOSE_SR
+from dicom_nodes.status import StoreStatus, status_dataset
+from dicom_nodes.unit_facing.pixel_data import PixelDataError, check_pixel_data, read_header
+from dicom_nodes.unit_facing.received_objects import QuarantineItem, ReceivedObjects, fingerprint
+from dicom_nodes.unit_facing.value_lengths import overlong_elements
+from dose.plausibility import QaPatterns
+from dose.record import ExposureRecord, ExposureSink
+from storage.files import PARTIAL_SUFFIX, empty_folder, fsync_path, make_private, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -110,46 +108,6 @@ class StorageRefusal(Exception):
 
     def response(self) -> Dataset:
         return status_dataset(self.status, error_comment=str(self))
-
-
-# -- where pynetdicom writes what it receives ------------------------------------------------
-#
-# pynetdicom 3.0.4 writes a chunked C-STORE dataset to ``NamedTemporaryFile(delete=False)`` in
-# the system's temporary folder: patient data outside the data folder, left there by a crash,
-# and a copy (not a rename) to move it into place. The DUL thread of each association decodes
-# its messages, so a temporary-file factory that looks the calling thread up here writes each
-# association's datasets into its storage folder's own temporary folder.
-_RECEIVE_DIRS: weakref.WeakKeyDictionary[threading.Thread, Path] = weakref.WeakKeyDictionary()
-_real_named_temporary_file = tempfile.NamedTemporaryFile
-
-
-def _named_temporary_file(*args: Any, **kwargs: Any) -> Any:
-    folder = _RECEIVE_DIRS.get(threading.current_thread())
-    if folder is not None:
-        kwargs.setdefault("dir", folder)
-    return _real_named_temporary_file(*args, **kwargs)
-
-
-pynetdicom.dimse_messages.NamedTemporaryFile = _named_temporary_file
-
-
-def discard_partial_dataset(event: evt.Event) -> None:
-    """Close and remove the temporary file of a C-STORE cut off mid-dataset.
-
-    With ``STORE_RECV_CHUNKED_DATASET`` pynetdicom 3.0.4 writes the incoming dataset to a
-    ``NamedTemporaryFile(delete=False)`` and, when the association drops before the message is
-    complete, neither closes nor removes it: one open descriptor and one stray file per dropped
-    association. Nothing was acknowledged for that object, so nothing is lost by removing it.
-    """
-    message = getattr(event.assoc.dimse, "message", None)
-    partial = getattr(message, "_data_set_file", None)
-    if partial is None:
-        return
-    with contextlib.suppress(OSError):
-        partial.close()
-    with contextlib.suppress(OSError):
-        os.unlink(partial.name)
-    message._data_set_file = None  # type: ignore[union-attr]
 
 
 class StorageSCP:
@@ -234,14 +192,14 @@ class StorageSCP:
         return [
             (evt.EVT_CONN_OPEN, self._receive_here),
             (evt.EVT_C_STORE, self.handle_store),
-            (evt.EVT_ABORTED, discard_partial_dataset),
-            (evt.EVT_CONN_CLOSE, discard_partial_dataset),
+            (evt.EVT_ABORTED, compat.discard_partial_dataset),
+            (evt.EVT_CONN_CLOSE, compat.discard_partial_dataset),
         ]
 
     def _receive_here(self, event: evt.Event) -> None:
         """This association's datasets are received into ``<storage_dir>/tmp``."""
         if event.assoc.is_acceptor:
-            _RECEIVE_DIRS[event.assoc.dul] = self._tmp
+            compat.receive_into(event.assoc, self._tmp)
 
     def path_for(self, study_instance_uid: str, sop_instance_uid: str) -> Path:
         """Where an object is kept for forwarding."""

@@ -14,13 +14,11 @@ and the decision).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import json
 import sqlite3
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +26,9 @@ from typing import Any
 import sqlite_utils
 from pydicom import dcmread
 
+from dicom_nodes.unit_facing.pixel_data import pixel_digest
 from dose.record import MEASURED_FIELDS, ExposureRecord, Source
-from storage import database
-
-from .pixel_data import pixel_digest
+from storage.writer import Database, Store
 
 MIGRATIONS = sqlite_utils.Migrations("received_objects")
 HELD = "held"
@@ -184,26 +181,17 @@ class QuarantineItem:
         return out
 
 
-class ReceivedObjects:
+class ReceivedObjects(Store):
     """The SOP Instance UID index and the quarantine, in the controller's database."""
 
-    def __init__(self, db_path: str | Path, *, busy_timeout_s: float = 5.0) -> None:
-        self.db_path = Path(db_path)
-        self._busy_timeout_s = busy_timeout_s
-        self._lock = threading.Lock()
-        with self._connect() as conn:
-            database.migrate(conn, MIGRATIONS)
+    migrations = MIGRATIONS
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = database.connect(self.db_path, busy_timeout_s=self._busy_timeout_s)
-        try:
-            yield conn
-        finally:
-            conn.close()
+    def __init__(self, db_path: str | Path | Database, *, busy_timeout_s: float = 5.0) -> None:
+        super().__init__(db_path, busy_timeout_s=busy_timeout_s)
+        self.db_path = self.db.path
 
     def file_of(self, sop_instance_uid: str) -> Path | None:
-        with self._connect() as conn:
+        with self.db.read() as conn:
             row = conn.execute(
                 "SELECT file FROM received_object WHERE sop_instance_uid = ?", (sop_instance_uid,)
             ).fetchone()
@@ -211,24 +199,27 @@ class ReceivedObjects:
 
     def register(self, sop_instance_uid: str, sop_class_uid: str, path: Path) -> None:
         """Record that ``path`` holds the instance (durable on return; idempotent)."""
-        with self._connect() as conn:
-            conn.execute(
+        values = (sop_instance_uid, sop_class_uid, str(path), _now())
+        self.db.run(
+            lambda conn: conn.execute(
                 "INSERT INTO received_object VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (sop_instance_uid) DO UPDATE SET file = excluded.file",
-                (sop_instance_uid, sop_class_uid, str(path), _now()),
+                values,
             )
+        )
 
     def is_empty(self) -> bool:
-        with self._connect() as conn:
+        with self.db.read() as conn:
             return conn.execute("SELECT 1 FROM received_object LIMIT 1").fetchone() is None
 
     def register_existing(self, files: Sequence[tuple[str, str, Path]]) -> None:
         """Index objects kept before this index existed: ``(sop uid, sop class, path)``."""
-        with self._connect() as conn, database.atomic(conn):
-            conn.executemany(
-                "INSERT OR IGNORE INTO received_object VALUES (?, ?, ?, ?)",
-                [(uid, cls, str(path), _now()) for uid, cls, path in files],
+        rows = [(uid, cls, str(path), _now()) for uid, cls, path in files]
+        self.db.run(
+            lambda conn: conn.executemany(
+                "INSERT OR IGNORE INTO received_object VALUES (?, ?, ?, ?)", rows
             )
+        )
 
     # -- quarantine ------------------------------------------------------------------------
 
@@ -247,7 +238,9 @@ class ReceivedObjects:
         exposures = [
             {**asdict(r), "source": r.source.value, "known_step": r.known_step} for r in records
         ]
-        with self._lock, self._connect() as conn, database.atomic(conn):
+        exposures_json = json.dumps(exposures, default=str)
+
+        def insert(conn: sqlite3.Connection) -> int:
             cursor = conn.execute(
                 "INSERT INTO quarantine (sop_instance_uid, sop_class_uid, calling_ae, reason, "
                 "file, exposures_json, received_at, state) VALUES (?, ?, ?, ?, '', ?, ?, ?)",
@@ -256,7 +249,7 @@ class ReceivedObjects:
                     sop_class_uid,
                     calling_ae,
                     reason,
-                    json.dumps(exposures, default=str),
+                    exposures_json,
                     _now(),
                     HELD,
                 ),
@@ -264,21 +257,24 @@ class ReceivedObjects:
             item_id = int(cursor.lastrowid or 0)
             path = place(item_id)
             conn.execute("UPDATE quarantine SET file = ? WHERE id = ?", (str(path), item_id))
+            return item_id
+
+        item_id = self.db.run(insert, alone=True)  # the move happens once
         item = self.item(item_id)
         assert item is not None
         return item
 
     def item(self, item_id: int) -> QuarantineItem | None:
-        with self._connect() as conn:
+        with self.db.read() as conn:
             row = conn.execute("SELECT * FROM quarantine WHERE id = ?", (item_id,)).fetchone()
         return None if row is None else QuarantineItem.from_row(row)
 
     def items(self, state: str | None = None) -> list[QuarantineItem]:
-        with self._connect() as conn:
+        with self.db.read() as conn:
             return list_quarantine(conn, state)
 
     def held_count(self) -> int:
-        with self._connect() as conn:
+        with self.db.read() as conn:
             return int(
                 conn.execute("SELECT COUNT(*) FROM quarantine WHERE state = ?", (HELD,)).fetchone()[
                     0
@@ -291,7 +287,8 @@ class ReceivedObjects:
         already decided or the reason is empty."""
         if not reason.strip() or not operator.strip():
             raise ValueError("a decision needs an operator and a reason")
-        with self._lock, self._connect() as conn, database.atomic(conn):
+
+        def decide(conn: sqlite3.Connection) -> None:
             row = conn.execute("SELECT state FROM quarantine WHERE id = ?", (item_id,)).fetchone()
             if row is None:
                 raise KeyError(item_id)
@@ -302,6 +299,8 @@ class ReceivedObjects:
                 "decision_reason = ? WHERE id = ?",
                 (ACCEPTED, _now(), operator.strip(), reason.strip(), item_id),
             )
+
+        self.db.run(decide)
         item = self.item(item_id)
         assert item is not None
         return item

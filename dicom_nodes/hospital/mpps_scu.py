@@ -1,7 +1,7 @@
 """MPPS SCU toward the RIS: one Modality Performed Procedure Step per exam (PS3.4 F.7; IHE RAD-6/7).
 
 The exam sequencer reports through :class:`MppsReporter`, which only *enqueues* into the durable
-outbox (:mod:`dicom_nodes.outbox`): an RIS outage never blocks the exam and never loses a
+outbox (:mod:`dicom_nodes.hospital.outbox`): an RIS outage never blocks the exam and never loses a
 message, and the messages of one MPPS instance leave in order (N-CREATE before its N-SETs).
 The outbox calls :func:`exchange` on an established association and classifies the response
 with :func:`mpps_outcome`:
@@ -28,15 +28,15 @@ import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
 from pynetdicom.association import Association
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]
 
-from dicom_nodes.codes import Code
-from dicom_nodes.mpps_builders import (
+from dicom_nodes.datasets.codes import Code
+from dicom_nodes.datasets.mpps_builders import (
     ContrastUse,
     MppsExam,
     PerformedSeries,
@@ -46,20 +46,26 @@ from dicom_nodes.mpps_builders import (
     build_mpps_in_progress,
     build_mpps_update,
 )
-from dicom_nodes.scu import category, status_of
+from dicom_nodes.datasets.uids import new_uid
+from dicom_nodes.hospital.outbox import (
+    RIS,
+    Message,
+    Outbox,
+    Outcome,
+    SendResult,
+    default_contexts,
+)
+from dicom_nodes.hospital.scu import category, status_of
 from dicom_nodes.status import FINAL_STATE_ERROR_ID, MppsStatus
-
-if TYPE_CHECKING:
-    from dicom_nodes.outbox import Message, Outbox
 
 log = logging.getLogger(__name__)
 
 N_CREATE = "mpps_create"
 N_SET = "mpps_set"
 
-DONE = "done"
-RETRY = "retry"
-TERMINAL = "terminal"
+DONE = Outcome.DONE
+RETRY = Outcome.RETRY
+TERMINAL = Outcome.TERMINAL
 
 #: N-CREATE / N-SET failures that retrying can never change (PS3.7 C.4.2, C.4.3; PS3.4 F.7.2).
 MPPS_TERMINAL: frozenset[int] = frozenset(
@@ -104,7 +110,7 @@ def exchange(
 ) -> MppsResponse:
     """Send one N-CREATE (F.7.2.1) or N-SET (F.7.2.2) on ``assoc`` and classify the answer.
 
-    Raises :class:`~dicom_nodes.scu.DimseError` when no valid response came back.
+    Raises :class:`~dicom_nodes.hospital.scu.DimseError` when no valid response came back.
     """
     if operation == N_CREATE:
         response, _ = assoc.send_n_create(dataset, ModalityPerformedProcedureStep, sop_instance_uid)
@@ -160,22 +166,104 @@ def deliver(assoc: Association, delivery: Delivery) -> tuple[MppsResponse, str |
 
 def new_mpps_uid(uid_root: str) -> str:
     """A new MPPS SOP Instance UID under the site's root (PS3.5 §9)."""
-    return str(generate_uid(prefix=uid_root.rstrip(".") + "."))
+    return new_uid(uid_root)
+
+
+class MppsSender:
+    """The outbox's sender of MPPS N-CREATE and N-SET messages (toward the RIS).
+
+    The messages of one instance leave in the order they were enqueued (N-CREATE before its
+    N-SETs); an N-SET answered 0112H re-creates the MPPS once from the N-CREATE it was created
+    with (:func:`deliver`).
+    """
+
+    destination = RIS
+    ordered = True
+    alerted = True
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        outbox.register([N_CREATE, N_SET], self)
+
+    def create(self, sop_instance_uid: str, dataset: Dataset) -> None:
+        """Queue the MPPS N-CREATE (PS3.4 F.7.2.1) of ``sop_instance_uid``; idempotent."""
+        self.outbox.enqueue(
+            N_CREATE,
+            RIS,
+            ModalityPerformedProcedureStep,
+            sop_instance_uid,
+            payload_json=dataset.to_json(),
+        )
+
+    def set(
+        self,
+        sop_instance_uid: str,
+        dataset: Dataset,
+        *,
+        awaits: Sequence[str] = (),
+        hold_s: float = 0.0,
+    ) -> None:
+        """Queue an MPPS N-SET (PS3.4 F.7.2.2); sent after every earlier message of the step.
+
+        ``awaits``: SOP Instance UIDs that the PACS must have stored (committed, with storage
+        commitment) before it leaves, for at most ``hold_s`` seconds from now.
+        """
+        self.outbox.enqueue(
+            N_SET,
+            RIS,
+            ModalityPerformedProcedureStep,
+            sop_instance_uid,
+            payload_json=dataset.to_json(),
+            awaits=awaits,
+            hold_s=hold_s,
+        )
+
+    def send(self, assoc: Association, message: Message) -> SendResult:
+        assert message.payload_json is not None
+        instance = self.outbox.messages(message.sop_instance_uid)
+        created = next((m for m in instance if m.kind == N_CREATE), None)
+        delivery = Delivery(
+            message.kind,
+            message.sop_instance_uid,
+            Dataset.from_json(message.payload_json),
+            created_with=(
+                Dataset.from_json(created.payload_json)
+                if created is not None and created.payload_json
+                else None
+            ),
+            recreated=any(m.recovery == RECREATED for m in instance),
+        )
+        answer, recovery = deliver(assoc, delivery)
+        return answer.outcome, answer.status, answer.error_comment or None, recovery
+
+    def contexts(self, messages: Sequence[Message]) -> list[PresentationContext]:
+        return default_contexts(messages)
+
+    def before_round(self, now_s: float) -> None:
+        """Nothing of its own: the outbox's order and holds are enough."""
+
+    def handlers(self) -> list[tuple[Any, ...]]:
+        return []
 
 
 class MppsReporter:
     """The exam's one MPPS (IHE RAD-6/7), reported through the durable outbox.
 
-    Each call builds the dataset (:mod:`dicom_nodes.mpps_builders`) and enqueues it; the outbox
+    Each call builds the dataset (:mod:`dicom_nodes.datasets.mpps_builders`) and enqueues it; the
+    outbox
     sends N-CREATE before the N-SETs of the same instance and retries what may be retried.
     """
 
     def __init__(self, outbox: Outbox) -> None:
+        sender = outbox.senders.get(N_CREATE)
+        if not isinstance(sender, MppsSender):
+            raise TypeError("the outbox has no MPPS sender registered")
         self.outbox = outbox
+        self.sender = sender
 
     def started(self, exam: MppsExam) -> None:
         """N-CREATE IN PROGRESS when the exam starts (IHE RAD-6)."""
-        self.outbox.enqueue_mpps_create(exam.mpps_instance_uid, build_mpps_in_progress(exam))
+        self.sender.create(exam.mpps_instance_uid, build_mpps_in_progress(exam))
 
     def progressed(
         self,
@@ -187,7 +275,7 @@ class MppsReporter:
     ) -> None:
         """N-SET with the complete Performed Series Sequence so far (IHE RAD-7)."""
         dataset = build_mpps_update(exam, series, dose=dose, contrast=contrast)
-        self.outbox.enqueue_mpps_set(exam.mpps_instance_uid, dataset)
+        self.sender.set(exam.mpps_instance_uid, dataset)
 
     def completed(
         self,
@@ -200,7 +288,7 @@ class MppsReporter:
     ) -> None:
         """Final N-SET COMPLETED (IHE RAD-7)."""
         dataset = build_mpps_completed(exam, series, ended_at, dose=dose, contrast=contrast)
-        self.outbox.enqueue_mpps_set(exam.mpps_instance_uid, dataset)
+        self.sender.set(exam.mpps_instance_uid, dataset)
 
     def discontinued(
         self,
@@ -216,7 +304,7 @@ class MppsReporter:
         dataset = build_mpps_discontinued(
             exam, series, ended_at, reason=reason, dose=dose, contrast=contrast
         )
-        self.outbox.enqueue_mpps_set(exam.mpps_instance_uid, dataset)
+        self.sender.set(exam.mpps_instance_uid, dataset)
 
     def messages(self, exam: MppsExam) -> list[Message]:
         """The outbox rows of this exam's MPPS, in order (for the console and the journal)."""

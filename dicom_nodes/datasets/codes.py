@@ -76,6 +76,10 @@ class Code:
         mine, theirs = self.canonical(), other.canonical()
         return (mine.value, mine.scheme) == (theirs.value, theirs.scheme)
 
+    def to_pydicom(self) -> _PydicomCode:
+        """The same code as pydicom's ``Code`` (for its SR helpers)."""
+        return _PydicomCode(self.value, self.scheme, self.meaning)
+
     def to_dataset(self) -> Dataset:
         """One Code Sequence item (Basic Code Sequence Macro, PS3.3 Table 8.8-1)."""
         item = Dataset()
