@@ -1,6 +1,7 @@
 """A control room for the console tests: real journal, dose log, worklist and RIS order files,
-the injector simulator on a real pty behind the real driver, an ExamService, and the console
-served on a loopback port chosen by the kernel."""
+the injector simulator on a real pty behind the real driver, an ExamService, the console's
+accounts (one per role, :data:`PASSWORD`) on a clock the test owns, and the console served on
+a loopback port chosen by the kernel. The helpers log in and send what the page sends."""
 
 from __future__ import annotations
 
@@ -15,7 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import argon2
+
+from acquisition.accounts import Accounts
 from acquisition.console import ConsoleBackend, ConsoleServer
+from acquisition.console.dose_desk import DoseDesk
 from acquisition.dose_log import DoseLog
 from acquisition.dose_policy import DEFAULT_LEVELS
 from acquisition.exam.service import ExamService
@@ -36,6 +41,12 @@ from simulators.unit_images import StudyContext, sample_mg_image
 from tests.injector_clock import simulated_injector
 from tests.integration.test_injector_driver import FAST_LIMITS, FAST_TIMING
 
+#: Every test account's password; the accounts are named after their role.
+PASSWORD = "correct horse battery"
+USERS = {"tech1": "technologist", "phys1": "physicist", "admin1": "admin"}
+#: A cheap Argon2id for the tests' many logins (the product's parameters are tested elsewhere).
+TEST_HASHER = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+SESSION_IDLE_S = 900.0
 TIME_SCALE = 120.0  # 0.1 mL at 0.3 mL/min (20 s) takes ~0.2 s
 HTTP_TIMEOUT_S = 20.0
 ACC = "ACC0077"
@@ -69,6 +80,35 @@ POLICY = DosePolicy(
 )
 
 
+class Clock:
+    """Wall-clock seconds that move only when the test says (the sessions' idle time)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Login:
+    """A logged-in page: its cookie and its CSRF token."""
+
+    user: str
+    role: str
+    cookie: str
+    csrf: str
+
+    def headers(self, *, csrf: bool = True) -> dict[str, str]:
+        headers = {"Cookie": self.cookie}
+        if csrf:
+            headers["X-CSRF-Token"] = self.csrf
+        return headers
+
+
 @dataclass
 class Room:
     journal: Journal
@@ -79,10 +119,16 @@ class Room:
     exam: ExamService
     backend: ConsoleBackend
     server: ConsoleServer
+    accounts: Accounts
+    clock: Clock
+    tech: Login | None = None
 
     @property
     def url(self) -> str:
         return self.server.url
+
+    def login(self, user: str = "tech1", password: str = PASSWORD) -> Login:
+        return login(self.url, user, password)
 
     def expose(
         self, phase: ExamState, seed: int, view: str = "CC", magnified: bool = False, **header: Any
@@ -126,14 +172,28 @@ def console_room(
             result = WorklistResult(items=(ORDER,), truncated=False, final_status=0)
             orders.apply(result, WorklistQuery(station_ae="UNIT"), time.time())
         worklist = WorklistStore(tmp_path / "worklist.db")
-        with ExamService(
+        clock = Clock()
+        accounts = Accounts(tmp_path / "galacto.db", hasher=TEST_HASHER, clock=clock)
+        for user, role in USERS.items():
+            accounts.add(user, role, PASSWORD)
+        desk = DoseDesk(
+            tmp_path / "dose.db",
+            dose_log,
             journal,
-            worklist,
-            station_ae="UNIT",
-            limits=Limits(),
-            dose_log=dose_log,
-            injector=driver,
-        ) as exam:
+            pseudonym_secret="test-pseudonym-secret",
+            levels=POLICY.levels,
+        )
+        with (
+            closing(accounts),
+            ExamService(
+                journal,
+                worklist,
+                station_ae="UNIT",
+                limits=Limits(),
+                dose_log=dose_log,
+                injector=driver,
+            ) as exam,
+        ):
             backend = ConsoleBackend(
                 exam,
                 dose_log,
@@ -141,8 +201,18 @@ def console_room(
                 injector=driver,
                 outbox_counts=lambda: {"pending": 0, "sent": 2},
             )
-            with ConsoleServer(backend) as server:
-                yield Room(journal, dose_log, orders, sim, driver, exam, backend, server)
+            with ConsoleServer(
+                backend,
+                accounts=accounts,
+                journal=journal,
+                session_idle_s=SESSION_IDLE_S,
+                dose_desk=desk,
+            ) as server:
+                room = Room(
+                    journal, dose_log, orders, sim, driver, exam, backend, server, accounts, clock
+                )
+                room.tech = room.login()
+                yield room
 
 
 def request(
@@ -165,21 +235,35 @@ def request(
             return error.code, dict(error.headers), error.read()
 
 
-def command(
-    url: str, name: str, args: dict[str, Any] | None = None, operator: str = "tech1"
-) -> tuple[int, dict[str, Any]]:
-    body = json.dumps({"operator": operator, "args": args or {}}).encode()
-    status, _, raw = request(
-        url,
-        "POST",
-        f"/api/command/{name}",
-        body=body,
-        headers={"Content-Type": "application/json"},
+def login(url: str, user: str, password: str = PASSWORD) -> Login:
+    body = json.dumps({"username": user, "password": password}).encode()
+    status, headers, raw = request(
+        url, "POST", "/api/session", body=body, headers={"Content-Type": "application/json"}
     )
+    assert status == 200, raw
+    document = json.loads(raw)
+    cookie = headers["Set-Cookie"].split(";", 1)[0]
+    return Login(document["user"], document["role"], cookie, document["csrf_token"])
+
+
+def command(
+    url: str,
+    name: str,
+    args: dict[str, Any] | None = None,
+    as_: Login | None = None,
+    *,
+    csrf: bool = True,
+) -> tuple[int, dict[str, Any]]:
+    """POST one command as the page does (``as_``: who; None: no session at all)."""
+    body = json.dumps({"args": args or {}}).encode()
+    headers = {"Content-Type": "application/json"}
+    if as_ is not None:
+        headers.update(as_.headers(csrf=csrf))
+    status, _, raw = request(url, "POST", f"/api/command/{name}", body=body, headers=headers)
     return status, json.loads(raw)
 
 
-def state(url: str) -> dict[str, Any]:
-    status, _, raw = request(url)
+def state(url: str, as_: Login) -> dict[str, Any]:
+    status, _, raw = request(url, headers=as_.headers(csrf=False))
     assert status == 200, raw
     return dict(json.loads(raw))
