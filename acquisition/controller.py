@@ -39,7 +39,7 @@ from pydicom.dataset import Dataset
 from acquisition import wiring
 from acquisition.accounts import Accounts
 from acquisition.dose_log import DoseLog
-from acquisition.dose_policy import dose_policy, reference_levels
+from acquisition.dose_policy import dose_policy
 from acquisition.exam.model import (
     PHASE_STEPS,
     ExamError,
@@ -547,7 +547,11 @@ class Controller:
             self.dose_log,
             self.journal,
             pseudonym_secret=config.site.pseudonym_secret,
-            levels=reference_levels(config),
+            settings=(
+                {"dose.reference_levels_file": config.dose.reference_levels_file}
+                if config.dose.reference_levels_file
+                else {}
+            ),
         )
         try:
             self.console = ConsoleServer(

@@ -6,9 +6,11 @@ a loopback port chosen by the kernel. The helpers log in and send what the page 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import closing
@@ -27,6 +29,7 @@ from acquisition.exam.service import ExamService
 from acquisition.exam_machine import ExamState, Limits
 from acquisition.journal import Journal
 from device_drivers.driver import NewEraInjector
+from device_drivers.limits import InjectorLimits
 from dicom_nodes.dose_extract import from_image_header
 from dicom_nodes.mwl_scu import WorklistItem, WorklistQuery, WorklistResult
 from dicom_nodes.ris_orders import RisOrderStore
@@ -121,6 +124,7 @@ class Room:
     server: ConsoleServer
     accounts: Accounts
     clock: Clock
+    journal_path: Path
     tech: Login | None = None
 
     @property
@@ -153,7 +157,11 @@ class Room:
 
 @contextlib.contextmanager
 def console_room(
-    tmp_path: Path, *, with_orders: bool = True, time_scale: float | None = None
+    tmp_path: Path,
+    *,
+    with_orders: bool = True,
+    time_scale: float | None = None,
+    limits: InjectorLimits = FAST_LIMITS,
 ) -> Iterator[Room]:
     """The console over a real ExamService. The injector is in process on the conversation's
     clock, or (``time_scale`` given: the browser watches it run) on a pty in scaled real time."""
@@ -164,7 +172,7 @@ def console_room(
             sim,
             url,
         ),
-        closing(NewEraInjector(url, limits=FAST_LIMITS, timing=FAST_TIMING)) as driver,
+        closing(NewEraInjector(url, limits=limits, timing=FAST_TIMING)) as driver,
     ):
         driver.connect()
         orders = RisOrderStore(tmp_path / "galacto.db")
@@ -181,7 +189,6 @@ def console_room(
             dose_log,
             journal,
             pseudonym_secret="test-pseudonym-secret",
-            levels=POLICY.levels,
         )
         with (
             closing(accounts),
@@ -209,8 +216,9 @@ def console_room(
                 dose_desk=desk,
             ) as server:
                 room = Room(
-                    journal, dose_log, orders, sim, driver, exam, backend, server, accounts, clock
-                )
+                    journal, dose_log, orders, sim, driver, exam, backend, server, accounts,
+                    clock, tmp_path / "journal.db",
+                )  # fmt: skip
                 room.tech = room.login()
                 yield room
 
@@ -267,3 +275,52 @@ def state(url: str, as_: Login) -> dict[str, Any]:
     status, _, raw = request(url, headers=as_.headers(csrf=False))
     assert status == 200, raw
     return dict(json.loads(raw))
+
+
+class EventStream:
+    """``GET /api/events`` read as a browser's EventSource would, with a deadline on every
+    read: ``next()`` gives each event as (id, name, data)."""
+
+    def __init__(
+        self, url: str, as_: Login, *, last_event_id: int | None = None, timeout_s: float = 10.0
+    ) -> None:
+        parts = urllib.parse.urlsplit(url)
+        self.connection = http.client.HTTPConnection(
+            parts.hostname or "127.0.0.1", parts.port, timeout=timeout_s
+        )
+        headers = as_.headers(csrf=False)
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = str(last_event_id)
+        self.connection.request("GET", "/api/events", headers=headers)
+        self.response = self.connection.getresponse()
+        self.status = self.response.status
+        self.content_type = self.response.getheader("Content-Type", "")
+
+    def next(self) -> tuple[int | None, str, dict[str, Any]]:
+        event_id: int | None = None
+        name, data = "message", ""
+        while True:
+            line = self.response.readline()
+            if not line:
+                raise EOFError("the stream ended")
+            text = line.decode("utf-8").rstrip("\n")
+            if not text:
+                if data:
+                    return event_id, name, json.loads(data)
+                continue
+            field, _, value = text.partition(": ")
+            if field == "id":
+                event_id = int(value)
+            elif field == "event":
+                name = value
+            elif field == "data":
+                data += value
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

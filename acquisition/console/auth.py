@@ -118,35 +118,43 @@ class LoginThrottle:
 
 
 class RejectionJournal:
-    """Journal rejected requests, collapsing repeats (see the module docstring).
+    """Journal rejected requests, collapsing floods (see the module docstring).
 
-    ``append(payload)`` writes one ``console-rejected`` entry (the controller's journal). The
-    first rejection of a key in a window is written at once; the next ones in that window are
-    counted and their number goes into the key's next entry (``repeated``)."""
+    ``append(payload)`` writes one ``console-rejected`` entry (the controller's journal). In a
+    window of ``window_s`` the first ``burst`` rejections of a key (client, method, path,
+    status, user) are each written at once; the next ones are counted, and their number goes
+    into the key's next entry after the window (``repeated``)."""
 
     def __init__(
         self,
         append: Callable[[dict[str, Any]], None],
         *,
         window_s: float = 60.0,
+        burst: int = 10,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._append = append
         self._window_s = window_s
+        self._burst = burst
         self._clock = clock
         self._lock = threading.Lock()
-        self._windows: dict[tuple[str, ...], tuple[float, int]] = {}
+        #: key -> (window start, written in it, suppressed in it)
+        self._windows: dict[tuple[str, ...], tuple[float, int, int]] = {}
 
     def rejected(self, payload: dict[str, Any]) -> None:
-        key = tuple(str(payload.get(k)) for k in ("client", "method", "path", "status"))
+        key = tuple(str(payload.get(k)) for k in ("client", "method", "path", "status", "user"))
         now = self._clock()
         with self._lock:
-            started, suppressed = self._windows.get(key, (-math.inf, 0))
-            if now - started < self._window_s:
-                self._windows[key] = (started, suppressed + 1)
+            started, written, suppressed = self._windows.get(key, (-math.inf, 0, 0))
+            if now - started >= self._window_s:
+                started, written, carried = now, 0, suppressed
+            else:
+                carried = 0
+            if written >= self._burst:
+                self._windows[key] = (started, written, suppressed + 1)
                 return
-            self._windows[key] = (now, 0)
+            self._windows[key] = (started, written + 1, 0 if carried else suppressed)
             if len(self._windows) > 10_000:  # many clients: keep the newest windows only
                 for old in sorted(self._windows, key=lambda k: self._windows[k][0])[:5000]:
                     del self._windows[old]
-        self._append({**payload, "repeated": suppressed} if suppressed else payload)
+        self._append({**payload, "repeated": carried} if carried else payload)

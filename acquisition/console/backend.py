@@ -755,18 +755,14 @@ def _open_alerts_per_breast(
     return counts
 
 
-#: What leaves the state document for a role that may not see the patient's identity.
-_IDENTITY_KEYS = (
-    "patient_name",
-    "patient_id",
-    "patient_birth_date",
-    "patient_sex",
-    "accession",
-    "exam_id",
-    "study_instance_uid",
-    "mpps_instance_uid",
-    "ris_sps_id",
-    "requested_procedure_id",
+#: What stays of the exam's order for a role that may not see the patient's identity (a list
+#: of what is kept, not of what is taken: a field added to the order later stays hidden).
+_ANONYMOUS_ORDER_KEYS = (
+    "side",
+    "requested_procedure_description",
+    "scheduled",
+    "ris_sps_description",
+    "opened_at",
 )
 
 
@@ -775,7 +771,7 @@ def pseudonymous_view(document: dict[str, Any]) -> dict[str, Any]:
     view = dict(document)
     exam = dict(view["exam"])
     if exam.get("order"):
-        exam["order"] = {k: ("…" if k in _IDENTITY_KEYS else v) for k, v in exam["order"].items()}
+        exam["order"] = {k: exam["order"].get(k) for k in _ANONYMOUS_ORDER_KEYS}
     view["exam"] = exam
     view["patient"] = None
     view["orders"] = []

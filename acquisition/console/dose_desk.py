@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,10 +27,8 @@ from acquisition.dose_audit.filters import (
     MAGNIFIED_CHOICES,
     VIEW_CHOICES,
 )
-from acquisition.dose_audit.report import write_report
 from acquisition.dose_log import ALERT_OPEN, DoseLog
 from acquisition.journal import Journal
-from dose.levels import LevelSet
 
 #: Rows one page of the table shows at most (narrow the filter for the others).
 PAGE_ROWS = 500
@@ -56,6 +56,9 @@ COLUMNS = (
     "study_instance_uid",
 )
 _FLAGS = ("flagged", "include_qa")
+_YES = ("1", "true", "yes")
+#: The longest a report may take (millions of rows: tens of seconds).
+REPORT_TIMEOUT_S = 300.0
 _TEXT = ("from", "to", "station", "manufacturer", "magnified", "thickness", "laterality", "phase")
 
 
@@ -73,12 +76,13 @@ class DoseDesk:
         journal: Journal,
         *,
         pseudonym_secret: str,
-        levels: LevelSet,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         self.database = Path(database)
         self.dose_log = dose_log
         self.journal = journal
-        self.levels = levels
+        #: what the report's process needs of the configuration (``--set`` each)
+        self.settings = dict(settings or {})
         # one instance: the exam keys of a page stay the same while the controller runs
         self.names = Pseudonyms(pseudonym_secret)
 
@@ -137,8 +141,8 @@ class DoseDesk:
             thickness=query.get("thickness") or None,
             laterality=query.get("laterality") or None,
             phase=query.get("phase") or None,
-            flagged=query.get("flagged") in ("1", "true", "yes"),
-            include_qa=query.get("include_qa") in ("1", "true", "yes"),
+            flagged=query.get("flagged") in _YES,
+            include_qa=query.get("include_qa") in _YES,
             exam=None,  # an accession identifies the patient: not offered here
         )
         try:
@@ -193,10 +197,27 @@ class DoseDesk:
     # ------------------------------------------------------------------ the report
 
     def report(self, query: Mapping[str, str]) -> bytes:
-        """``galacto dose report`` of the filter, as one page."""
-        flt = self._filter(query)
+        """``galacto dose report`` of the filter, as one page. It runs as its own process, at
+        its lowered priority: a report of millions of rows draws its plots for seconds, and
+        the controller's process (STOP, the injector's watch) must not wait for it."""
+        self._filter(query)  # refused here, with the reason, before anything runs
+        flags: list[str] = []
+        for key in _TEXT:
+            if query.get(key):
+                flags += [f"--{'from' if key == 'from' else key}", query[key]]
+        if query.get("view"):
+            flags += ["--view", query["view"]]
+        flags += [f"--{key.replace('_', '-')}" for key in _FLAGS if query.get(key) in _YES]
+        settings = [
+            arg for key, value in self.settings.items() for arg in ("--set", f"{key}={value}")
+        ]
         with tempfile.TemporaryDirectory(prefix="galacto-report-") as folder:
             target = Path(folder) / "report.html"
-            with AuditLog(self.database) as log:
-                write_report(log, flt, target, self.levels)
+            done = subprocess.run(
+                [sys.executable, "-m", "acquisition", *settings, "dose", "report",
+                 "--database", str(self.database), "--output", str(target), *flags],
+                capture_output=True, text=True, timeout=REPORT_TIMEOUT_S, check=False,
+            )  # fmt: skip
+            if done.returncode != 0:
+                raise DeskError(f"the report failed: {done.stderr.strip()[-300:]}")
             return target.read_bytes()

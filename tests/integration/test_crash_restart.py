@@ -74,7 +74,7 @@ class Bench:
         wait_until(lambda: predicate(self.state()), WAIT_S, what)
 
     def command(self, name: str, **args: Any) -> None:
-        self.console.command(name, OPERATOR, **args)
+        self.console.command(name, **args)
 
     def journal_entries(self) -> int:
         with closing(sqlite3.connect(self.database)) as conn:

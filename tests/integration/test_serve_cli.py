@@ -126,6 +126,7 @@ def test_serve_refuses_to_start_naming_the_setting_without_a_traceback(
         "dicom.storage_dir": str(tmp_path / "objects"),
         "dicom.port": 0,
         "console.port": 0,
+        "console.allow_no_users": True,  # the refusal tested is another
         "site.journal_key": JOURNAL_KEY,
         **{k: v.format(tmp=tmp_path) for k, v in changes.items()},
     }

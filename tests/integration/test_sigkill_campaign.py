@@ -96,7 +96,7 @@ class Campaign:
         with contextlib.suppress(
             ConsoleRefused
         ):  # the state moved on: it got through before a kill
-            console.command(name, OPERATOR, **args)
+            console.command(name, **args)
 
     # -- the technologist -------------------------------------------------------------------
     def advance(self) -> bool:
