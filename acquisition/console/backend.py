@@ -113,6 +113,7 @@ COMMANDS: tuple[str, ...] = (
 
 _DATE = re.compile(r"\d{8}")
 _LO_MAX = 64  # DICOM LO / PN component group length
+_REASON_MAX = 200
 
 
 def _optional_float(value: Any) -> float | None:
@@ -165,7 +166,7 @@ class ConsoleBackend:
             "confirm-air-purge": self._confirm_air_purge,
             "start-injection": self._start_injection,
             "stop-injection": self._no_args(exam.stop_injection),
-            "acknowledge-fault": self._no_args(exam.acknowledge_fault),
+            "acknowledge-fault": self._acknowledge_fault,
             "reset-injector": self._no_args(exam.reset_injector),
             "reinitialise-injector": self._no_args(self._reinitialise_injector),
             "complete": self._complete,
@@ -632,6 +633,13 @@ class ConsoleBackend:
         volume_ml = _positive(args, "volume_ml")
         rate_ml_min = _positive(args, "rate_ml_min")
         self.exam.start_injection(volume_ml, rate_ml_min, operator)
+
+    def _acknowledge_fault(self, args: Mapping[str, Any], operator: str) -> None:
+        _expect(args, ("reason",))
+        reason = _text(args, "reason")
+        if len(reason) > _REASON_MAX:
+            raise ValueError(f"reason must be at most {_REASON_MAX} characters")
+        self.exam.acknowledge_fault(operator, reason)
 
     def _complete(self, args: Mapping[str, Any], operator: str) -> None:
         _expect(args, (), ("override_reason",))

@@ -475,3 +475,9 @@ def test_in_fault_the_state_says_why_the_pump_stopped_and_what_to_do(room: Room)
     assert fault["pressure_kpa"] is not None and fault["pressure_kpa"] > 0
     assert any("Acknowledge the fault" in step for step in fault["next_actions"])
     assert state(room.url, room.tech)["actions"]["acknowledge-fault"]["allowed"]
+    status, doc = command(room.url, "acknowledge-fault", {}, room.tech)
+    assert status == 400 and "missing argument(s): reason" in doc["error"]
+    status, doc = command(room.url, "acknowledge-fault", {"reason": "pump replaced"}, room.tech)
+    assert status == 200 and doc["state"]["exam"]["state"] != "fault"
+    (ack,) = [c for c in journal_kinds(room, "command") if c["command"] == "acknowledge-fault"]
+    assert ack["reason"] == "pump replaced"

@@ -466,6 +466,19 @@ def test_a_volume_the_pump_cannot_honour_is_refused_and_a_fault_says_why(
     assert page.text("#next-title") == "The injector stopped: read why, then acknowledge"
     page.shot("fault")
 
+    # Acknowledged with what the technologist found: the page asks for it first.
+    page.click("#btn-acknowledge-fault")
+    page.until(lambda: "Say what you found" in page.text("#banner-text"), "no reason asked")
+    assert room.exam.state is S.FAULT
+    page.type("#fault-ack-reason", "injector taken out of use")
+    page.click("#btn-acknowledge-fault")
+    page.until(lambda: page.text("#exam-state") != "FAULT", "the fault is still shown")
+    (ack,) = [
+        e for e in room.journal.entries()
+        if e.kind == "command" and e.payload["command"] == "acknowledge-fault"
+    ]  # fmt: skip
+    assert ack.payload["reason"] == "injector taken out of use" and ack.operator == "tech1"
+
 
 @settings(
     max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
