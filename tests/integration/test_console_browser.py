@@ -156,6 +156,8 @@ class Page:
         self.until(clicked, f"{css} stayed disabled or hidden")
 
     def type(self, css: str, text: str) -> None:
+        """Type into a field once it is shown (its step may be rendered a moment later)."""
+        self.until(lambda: self.find(css).is_displayed(), f"{css} is not shown")
         field = self.find(css)
         field.clear()
         field.send_keys(text)
