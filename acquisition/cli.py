@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import getpass
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -67,6 +69,14 @@ def load_config(args: argparse.Namespace, **flag_overrides: object) -> Config:
     overrides: dict[str, object] = dict(parse_override(text) for text in args.overrides or ())
     overrides.update({k: v for k, v in flag_overrides.items() if v is not None})
     return load(args.config, overrides=overrides)
+
+
+def os_user() -> str:
+    """Who runs this command, as the journal names a change made from the command line."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (a bare container)
+        return f"uid {os.getuid()}"
 
 
 def configure_logging(level: str) -> None:

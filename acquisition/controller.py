@@ -37,10 +37,18 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from acquisition import wiring
+from acquisition.accounts import Accounts
 from acquisition.alerts import outbox_alerts
 from acquisition.dose_log import DoseLog
 from acquisition.dose_policy import dose_policy
-from acquisition.exam.model import PHASE_STEPS, ExamOrder, JournalUnavailable, phase_sps_id
+from acquisition.exam.model import (
+    PHASE_STEPS,
+    ExamError,
+    ExamOrder,
+    JournalUnavailable,
+    operator_origin,
+    phase_sps_id,
+)
 from acquisition.exam.service import ExamService
 from acquisition.exam_machine import ExamState, Limits
 from acquisition.exam_reporting import ExamReporting, ReportingSettings
@@ -48,7 +56,7 @@ from acquisition.forwarding import Forwarder, contrast_administration
 from acquisition.hospital_identity import ForwardingIdentity, mismatch
 from acquisition.journal import Journal, JournalError, Witness
 from acquisition.settings import Config, ConfigError
-from device_drivers.base import InjectorABC
+from device_drivers.base import InjectorABC, InjectorState
 from device_drivers.errors import DriverError
 from dicom_nodes.datasets.contrast import ContrastAdministration
 from dicom_nodes.hospital.dicom_outbox import DicomOutbox
@@ -143,6 +151,7 @@ class Controller:
         self._tick_thread: threading.Thread | None = None
         self._next_reconnect_s = 0.0
         self._injector_connected = False
+        self._injector_lock = threading.RLock()  # the tick's reconnection, an admin's re-init
         self.console: Any = None
         self.server: UnitFacingServer | None = None
         self.refresher: WorklistRefresher | None = None
@@ -159,6 +168,8 @@ class Controller:
         """Recover, then listen (see the module docstring for the order)."""
         try:
             self._open_stores()
+            if self._with_console:
+                self._check_console_access()
             self._connect_injector()
             self._build_exam()
             if self.forwarder is not None:
@@ -233,6 +244,7 @@ class Controller:
             shared(self.database, busy_timeout_s=config.database.busy_timeout_s, idle_s=IDLE_S)
         )
         self.journal = self._keep(self._open_journal(db))
+        self.accounts = self._keep(Accounts(db))
         self.received = self._keep(ReceivedObjects(db))
         self.dose_log = self._keep(DoseLog(db, policy=dose_policy(config)))
         self.mpps_store = self._keep(SqliteMppsStore(db))
@@ -291,6 +303,61 @@ class Controller:
         journal.witness_head()
         return journal
 
+    def _check_console_access(self) -> None:
+        """Who may reach the console (issue 14 §1, §4): beyond loopback only over HTTPS and
+        with accounts; on loopback with no account only when console.allow_no_users says so."""
+        console = self.config.console
+        users = self.accounts.active_count()
+        add = "galacto users add NAME --role {technologist,physicist,admin}"
+        if not wiring.is_loopback(console.host):
+            missing = []
+            if not console.tls_certificate:
+                missing.append("HTTPS (console.tls_certificate and console.tls_private_key)")
+            if not users:
+                missing.append(f"at least one console account ({add})")
+            if missing:
+                raise ConfigError(
+                    f"console.host: {console.host!r} is not loopback: a console the network "
+                    f"can reach needs {' and '.join(missing)}"
+                )
+        elif not users and not console.allow_no_users:
+            raise ConfigError(
+                f"console: no console account, so nobody could log in: add one with `{add}` "
+                "(for a trial on loopback only: console.allow_no_users = true)"
+            )
+
+    def reinitialise_injector(self, operator: str) -> None:
+        """An admin's re-initialisation of a driver that will not reconnect (a cable moved to
+        another port, a driver stuck): journaled, then the driver is closed and a new one made
+        from the configuration, attached to the exam and connected (retried by the tick when
+        the device does not answer yet). Refused while an injection runs."""
+        exam = self.exam
+        if exam is None or not self.config.injector.url or self._injector_given:
+            raise ValueError("no injector is configured to re-initialise")
+        with self._injector_lock:
+            old = self.injector
+            state = exam.snapshot().state
+            if state.is_injecting or (
+                old is not None and old.state in (InjectorState.INJECTING, InjectorState.HOLD)
+            ):
+                raise ExamError("not while an injection runs: STOP it first")
+            payload: dict[str, Any] = {
+                "url": self.config.injector.url,
+                "state_before": None if old is None else old.state.value,
+                **operator_origin(operator),
+            }
+            assert self.journal is not None
+            self.journal.append("injector-reinitialised", payload, operator=operator)
+            exam.attach_injector(None)
+            if old is not None:
+                old.close()
+            self.injector = wiring.driver_from(self.config.injector)
+            self._injector_connected = False
+            if self.console is not None:
+                self.console.backend.injector = self.injector
+            exam.attach_injector(self.injector)
+            self._try_connect_injector()
+
     def _keep(self, closable: Any) -> Any:
         self._opened.append(closable)
         return closable
@@ -301,6 +368,10 @@ class Controller:
         self._try_connect_injector()
 
     def _try_connect_injector(self) -> None:
+        with self._injector_lock:
+            self._connect_injector_locked()
+
+    def _connect_injector_locked(self) -> None:
         injector = self.injector
         if injector is None or self._injector_connected:
             return
@@ -420,24 +491,60 @@ class Controller:
             self.server.add_service(receiver.contexts(), receiver.handlers())
         self.server.start()
         if self._with_console:
-            from acquisition.console import ConsoleBackend, ConsoleServer
+            self._start_console()
 
-            assert self.exam is not None
-            backend = ConsoleBackend(
-                self.exam,
-                self.dose_log,
-                orders=self.orders,
-                injector=self.injector,
-                outbox_counts=self.outbox.counts if self.outbox is not None else None,
-                refresh_orders=self.refresher.wake if self.refresher is not None else None,
-                site_name=config.site.name,
-                alerts=self.alerts,
+    def _start_console(self) -> None:
+        from acquisition.console import ConsoleBackend, ConsoleServer
+        from acquisition.console.dose_desk import DoseDesk
+
+        config = self.config
+        assert self.exam is not None and self.journal is not None
+        injector = config.injector
+        backend = ConsoleBackend(
+            self.exam,
+            self.dose_log,
+            orders=self.orders,
+            injector=self.injector,
+            outbox_counts=self.outbox.counts if self.outbox is not None else None,
+            refresh_orders=self.refresher.wake if self.refresher is not None else None,
+            site_name=config.site.name,
+            alerts=self.alerts,
+            reinitialise_injector=(
+                self.reinitialise_injector if injector.url and not self._injector_given else None
+            ),
+            pressure_limits_kpa={
+                "warning": injector.pressure_warning_kpa,
+                "adjustment": injector.pressure_adjustment_kpa,
+                "termination": injector.pressure_termination_kpa,
+                "ceiling": injector.pressure_ceiling_kpa,
+            },
+        )
+        desk = DoseDesk(
+            self.database,
+            self.dose_log,
+            self.journal,
+            pseudonym_secret=config.site.pseudonym_secret,
+            settings=(
+                {"dose.reference_levels_file": config.dose.reference_levels_file}
+                if config.dose.reference_levels_file
+                else {}
+            ),
+        )
+        try:
+            self.console = ConsoleServer(
+                backend,
+                config.console.host,
+                config.console.port,
+                accounts=self.accounts,
+                journal=self.journal,
+                session_idle_s=config.console.session_idle_s,
+                allowed_origins=config.console.allowed_origins,
+                tls=wiring.console_tls(config),
+                dose_desk=desk,
             )
-            try:
-                self.console = ConsoleServer(backend, config.console.host, config.console.port)
-            except ValueError as exc:  # e.g. every interface without an origin allow-list
-                raise ConfigError(f"console.host: {exc}") from exc
-            self.console.start()
+        except ValueError as exc:  # e.g. every interface without an origin allow-list
+            raise ConfigError(f"console.host: {exc}") from exc
+        self.console.start()
 
     # ------------------------------------------------------------------ what arrives
 

@@ -366,6 +366,31 @@ class ConsoleSettings:
     port: int = setting(
         8080, "Port of the web console; 0 picks a free one.", minimum=0, maximum=65535
     )
+    session_idle_s: float = setting(
+        900.0,
+        "A console session ends after this long without the user's activity (the live updates"
+        " do not count); an expired session changes nothing, and logging in again resumes the"
+        " open exam. STOP never needs a session.",
+        minimum=10.0,
+        maximum=86400.0,
+    )
+    allow_no_users: bool = setting(
+        False,
+        "Let `galacto serve` start with no console account, on loopback only (nobody can log"
+        " in until `galacto users add` makes one; STOP works): trials and tests.",
+    )
+    tls_certificate: str = setting(
+        "",
+        "PEM certificate (with its chain) of the console's HTTPS; required, with"
+        " console.tls_private_key, for any console.host but loopback. Separate from the DICOM"
+        " TLS settings.",
+    )
+    tls_private_key: str = setting("", "PEM private key of console.tls_certificate.", secret=True)
+    allowed_origins: tuple[str, ...] = setting(
+        (),
+        "Origins (https://name:port) the technologists' browsers use to reach the console,"
+        " besides its bound address: a request from any other origin or Host is refused.",
+    )
 
 
 @dataclass(frozen=True)
@@ -664,6 +689,10 @@ def _check_cross_field(config: Config) -> None:
         raise ConfigError(f"ris.laterality_terms: {exc}") from exc
     if bool(config.dicom.tls_certificate) != bool(config.dicom.tls_private_key):
         raise ConfigError("dicom.tls_certificate and dicom.tls_private_key: set both or neither")
+    if bool(config.console.tls_certificate) != bool(config.console.tls_private_key):
+        raise ConfigError(
+            "console.tls_certificate and console.tls_private_key: set both or neither"
+        )
     d = config.dicom
     kept = d.max_associations_per_calling_ae * len(reserved_calling_aes(d))
     if kept >= d.max_associations:

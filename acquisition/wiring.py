@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import ipaddress
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -38,6 +39,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "acquisition.commands.dose",
     "acquisition.commands.journal",
     "acquisition.commands.quarantine",
+    "acquisition.commands.users",
     "simulators.commands",
 )
 
@@ -125,6 +127,22 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def console_tls(config: Config) -> ssl.SSLContext | None:
+    """The console's HTTPS context (TLS 1.2 at least), or None without a certificate."""
+    console = config.console
+    if not console.tls_certificate:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(console.tls_certificate, console.tls_private_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"console.tls_certificate / console.tls_private_key: cannot be loaded: {exc}"
+        ) from exc
+    return context
 
 
 def limits_from(settings: InjectorSettings) -> InjectorLimits:

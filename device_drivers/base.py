@@ -252,6 +252,12 @@ class InjectorABC(abc.ABC):
     def subscribe(self, callback: Callable[[RecordedEvent], None]) -> Callable[[], None]:
         """Call ``callback`` for each new event; returns the function that unsubscribes."""
 
+    def subscribe_progress(self, callback: Callable[[Progress], None]) -> Callable[[], None]:
+        """Call ``callback`` with the figures of every poll of a running injection (from the
+        driver's own thread: it must only hand them on); returns the unsubscribe. A driver
+        that cannot report its polls reports none."""
+        return lambda: None
+
     @abc.abstractmethod
     def close(self) -> None:
         """Stop the motor if running, release the port and threads. Idempotent."""

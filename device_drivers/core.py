@@ -25,6 +25,7 @@ from device_drivers.base import (
     InjectionStatus,
     InjectorFault,
     InjectorState,
+    Progress,
     RecordedEvent,
 )
 from device_drivers.codec import Alarm, Prompt, Reply, ReplyError, parse_infused_ml
@@ -85,6 +86,8 @@ class DriverCore:
         self.fault_report: InjectorFault | None = None
         self.events: list[RecordedEvent] = []
         self.subscribers: list[Callable[[RecordedEvent], None]] = []
+        #: Told after every poll of a running injection (the console's live trace).
+        self.progress_subscribers: list[Callable[[Progress], None]] = []
         self.injection: Injection | None = None
         self.last_result: InjectionResult | None = None
         self.unconfirmed: Injection | None = None  # aborted with the link dead
@@ -126,6 +129,24 @@ class DriverCore:
                 callback(recorded)
             except Exception:
                 log.exception("injector event subscriber failed")
+
+    def publish_progress(self, inj: Injection) -> None:
+        """Tell the progress subscribers what this poll of ``inj`` read (under the lock, on
+        the monitor's thread: a subscriber only hands the figures on)."""
+        progress = Progress(
+            self.state,
+            inj.delivered_ml,
+            inj.target_ml,
+            inj.pressure_kpa,
+            inj.baseline_kpa,
+            inj.rate_ml_min,
+            time.monotonic() - inj.started_s,
+        )
+        for callback in list(self.progress_subscribers):
+            try:
+                callback(progress)
+            except Exception:
+                log.exception("injector progress subscriber failed")
 
     def checked(self, reply: Reply, what: str) -> Reply:
         """Raise for a refusal; an alarm reply is handled (recorded, state) before raising."""

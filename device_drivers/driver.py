@@ -199,6 +199,17 @@ class NewEraInjector(InjectorABC):
 
         return unsubscribe
 
+    def subscribe_progress(self, callback: Callable[[Progress], None]) -> Callable[[], None]:
+        with self._core.lock:
+            self._core.progress_subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._core.lock:
+                if callback in self._core.progress_subscribers:
+                    self._core.progress_subscribers.remove(callback)
+
+        return unsubscribe
+
     def describe(self) -> str:
         info = self.info
         device = "not connected" if info is None else info.version

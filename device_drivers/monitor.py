@@ -69,7 +69,14 @@ class InjectionMonitor:
                     now = time.monotonic()
                     if now >= next_poll:
                         self._poll()
-                        next_poll = time.monotonic() + self._core.limits.heartbeat_s
+                        # At a fixed rate (the poll's own time does not stretch the period):
+                        # the console's trace gets one sample per period. Behind by more than
+                        # a period (a slow line), the next poll waits a whole period.
+                        period = self._core.limits.heartbeat_s
+                        after = time.monotonic()
+                        next_poll = (
+                            next_poll + period if next_poll + period > after else after + period
+                        )
             except Exception:
                 log.exception("injector monitor cycle failed")
                 next_poll = time.monotonic() + self._core.limits.heartbeat_s
@@ -88,7 +95,10 @@ class InjectionMonitor:
             if self._core.state is S.ARMED and time.monotonic() > self._core.armed_until_s:
                 self._disarm_on_timeout()
             if self._core.state in (S.INJECTING, S.HOLD) and not self._core.stop_requested:
+                inj = self._core.injection
+                assert inj is not None
                 self._poll_injection(reply)
+                self._core.publish_progress(inj)
             elif self._core.info is not None and self._core.info.has_event_queue:
                 self._core.pop_device_events()
         except LinkLostError:

@@ -1,8 +1,10 @@
 """`galacto serve` as a separate process, driven through its console like a technologist would.
 
-:class:`ServeProcess` writes a TOML configuration, starts ``python -m acquisition serve
---config FILE``, reads its endpoints line (with a deadline), and can stop it with SIGTERM or
-kill it with SIGKILL. Used by the crash-safety tests and the benchmark.
+:class:`ServeProcess` writes a TOML configuration, makes the technologist's console account
+(:data:`CONSOLE_USER`, in the configured database) unless it exists, starts ``python -m
+acquisition serve --config FILE``, reads its endpoints line (with a deadline), and can stop it
+with SIGTERM or kill it with SIGKILL. Its :attr:`~ServeProcess.console` is logged in as that
+technologist. Used by the crash-safety tests and the benchmark.
 """
 
 from __future__ import annotations
@@ -14,16 +16,30 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from acquisition.accounts import Accounts
 from acquisition.console.client import ConsoleClient
 
 READY_TIMEOUT_S = 30.0
 #: The journal key every test controller runs with (`galacto serve` refuses to run without one;
 #: only the test of that refusal sets site.allow_unkeyed_journal).
 JOURNAL_KEY = "test-journal-key"
+#: The technologist every test controller has (name, password).
+CONSOLE_USER = ("tech1", "correct horse battery")
+
+
+def add_console_user(
+    database: Path, name: str = CONSOLE_USER[0], role: str = "technologist",
+    password: str = CONSOLE_USER[1],
+) -> None:  # fmt: skip
+    """The account, in ``database``, unless it exists."""
+    with Accounts(database) as accounts:
+        if accounts.get(name) is None:
+            accounts.add(name, role, password)
 
 
 def write_config(path: Path, settings: Mapping[str, Any]) -> Path:
@@ -56,15 +72,20 @@ def read_line(stream: IO[str], timeout_s: float) -> str:
 class ServeProcess:
     """One ``galacto serve`` child process (start, kill, start again on the same data)."""
 
-    def __init__(self, config_path: Path, log_path: Path) -> None:
+    def __init__(self, config_path: Path, log_path: Path, *, console_user: bool = True) -> None:
         self.config_path = config_path
+        self.console_user = console_user
         self.log_path = log_path
         self.process: subprocess.Popen[str] | None = None
         self.endpoints: dict[str, Any] = {}
         self.started_in_s = 0.0
+        self._console: ConsoleClient | None = None
 
     def start(self) -> dict[str, Any]:
         assert self.process is None, "already running"
+        if self.console_user:
+            settings = tomllib.loads(self.config_path.read_text(encoding="utf-8"))
+            add_console_user(Path(settings["database"]["path"]))
         log = self.log_path.open("a", encoding="utf-8")
         started = time.monotonic()
         self.process = subprocess.Popen(
@@ -96,7 +117,12 @@ class ServeProcess:
 
     @property
     def console(self) -> ConsoleClient:
-        return ConsoleClient(self.endpoints["console"], timeout_s=30.0)
+        if self._console is None or self._console.url != self.endpoints["console"].rstrip("/"):
+            user, password = CONSOLE_USER
+            self._console = ConsoleClient(
+                self.endpoints["console"], username=user, password=password, timeout_s=30.0
+            )
+        return self._console
 
     def kill(self) -> None:
         """SIGKILL: no clean-up of any kind, as a power cut or an OOM kill would do."""

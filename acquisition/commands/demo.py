@@ -4,8 +4,10 @@ The controller runs as ``galacto serve`` would, with its database under ``--data
 a new temporary directory), beside the simulated injector (on a real pseudo-terminal), RIS, PACS
 and mammography unit, all on loopback. On start it prints one JSON line with its endpoints.
 
-Without ``--auto`` the demo serves until Ctrl-C: open the console URL, select the RIS order and
-run the exam; the simulated unit performs each phase the controller offers on its worklist.
+Without ``--auto`` the demo serves until Ctrl-C: open the console URL, log in with one of the
+accounts the endpoints line lists (``console_users``: one per role, made for the data folder),
+select the RIS order and run the exam; the simulated unit performs each phase the controller
+offers on its worklist. ``--set console.port=8080`` puts the console on that port.
 
 ``--auto`` runs the scripted exam headless: the patient from the RIS worklist, the checklist,
 pre-contrast left CC and ML, injection 1 (0.5 mL at 0.3 mL/min), CC and ML magnification,
@@ -30,11 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from acquisition import wiring
+from acquisition.accounts import ROLES, Accounts
 from acquisition.cli import EXIT_OK, EXIT_USAGE, configure_logging, load_config
 from acquisition.controller import Controller
 from acquisition.exam.model import ExamError, exam_exposures
 from acquisition.exam.service import ExamService
 from acquisition.exam_machine import ExamState, Refused
+from acquisition.settings import parse_override
 from dicom_nodes.datasets import codes
 from dose.totals import per_breast_totals
 from storage.files import create_private_file, open_private
@@ -56,6 +60,8 @@ RATE_ML_MIN = 0.3
 STEP_TIMEOUT_S = 60.0
 #: The demo's own journal key, in its data folder (a demo only).
 DEMO_KEY_FILE = "journal.key"
+#: The demo's console accounts (one per role) and their passwords, in its data folder.
+DEMO_USERS_FILE = "console-users.json"
 
 _SYMBOLS = {"TUNGSTEN": "W", "MOLYBDENUM": "Mo", "RHODIUM": "Rh", "SILVER": "Ag", "ALUMINUM": "Al"}
 _VIEW_NAMES = {codes.VIEW_CC.value: "CC", codes.VIEW_ML.value: "ML", codes.VIEW_MLO.value: "MLO"}
@@ -101,15 +107,17 @@ def run(args: argparse.Namespace) -> int:
     wiring.simulator("injsim").register()  # injsim:// URLs open in the demo (simulators.md)
     seed = args.seed if args.seed is not None else secrets.randbelow(1_000_000)
     with room_module.SimulatedRoom(time_scale=args.time_scale, seed=seed) as room:
-        config = load_config(args, **room.controller_settings(data_dir))
+        # what the user set (--set console.port=8080) wins over the room's choices
+        chosen = {parse_override(text)[0] for text in args.overrides or ()}
+        settings = {k: v for k, v in room.controller_settings(data_dir).items() if k not in chosen}
+        config = load_config(args, **settings)
         if not config.site.journal_key:  # the demo's own key, kept with its data
-            config = load_config(
-                args, **room.controller_settings(data_dir), **demo_journal(data_dir)
-            )
+            config = load_config(args, **settings, **demo_journal(data_dir))
+        users = demo_accounts(Path(config.database.path), data_dir)
         order = room.schedule_order("L")
         with Controller(config) as controller:
             endpoints = controller.endpoints()
-            print(json.dumps(endpoints.as_json()), flush=True)
+            print(json.dumps({**endpoints.as_json(), "console_users": users}), flush=True)
             unit = room.unit(endpoints.host, endpoints.port, endpoints.ae_title)
             if not args.auto:
                 autopilot = room_module.UnitAutopilot(unit, injector=room.injector)
@@ -140,13 +148,36 @@ def demo_journal(data_dir: Path) -> dict[str, str]:
     }
 
 
+def demo_accounts(database: Path, data_dir: Path) -> list[dict[str, str]]:
+    """One console account per role for this data folder (made once, their passwords kept in
+    ``<data-dir>/console-users.json``, 0600: a demo only — a site makes its accounts with
+    ``galacto users add``)."""
+    users_file = data_dir / DEMO_USERS_FILE
+    if users_file.exists():
+        users: list[dict[str, str]] = json.loads(users_file.read_text(encoding="utf-8"))
+    else:
+        users = [
+            {"username": f"demo-{role}", "password": secrets.token_urlsafe(12), "role": role}
+            for role in ROLES
+        ]
+    with Accounts(database) as accounts:
+        for user in users:
+            if accounts.get(user["username"]) is None:
+                accounts.add(user["username"], user["role"], user["password"])
+    if create_private_file(users_file):
+        with open_private(users_file, "w", encoding="utf-8") as out:
+            json.dump(users, out, indent=1)
+    return users
+
+
 def _serve(controller: Controller, autopilot: Any, console_url: str) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     autopilot.start()
     print(
-        f"galacto demo: console on {console_url} — select the RIS order and run the exam; "
+        f"galacto demo: console on {console_url} — log in as demo-technologist (its password "
+        "is in the console_users of the line above), select the RIS order and run the exam; "
         "the simulated unit performs each phase offered on the worklist. Ctrl-C stops.",
         flush=True,
     )

@@ -9,31 +9,28 @@ with one line, ``input=value outside [lo, hi] of <table>``.
 
 ``alerts`` lists the alerts the dose checks raised (an exposure above a reference level, or
 implausible); ``ack`` acknowledges one with a reason, journaled with who acknowledged it: the
-OS user today. Console accounts come later: ``--user NAME`` (password on stdin, the physicist
-role required) is the seam they will fill (:func:`acknowledger`).
+OS user, or with ``--user NAME`` a console account (``galacto users``) holding the physicist
+role, its password read from stdin (:func:`acknowledger`).
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import math
-import os
 import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 
-from acquisition.cli import EXIT_OK, EXIT_USAGE, load_config
+from acquisition.accounts import PHYSICIST, Accounts
+from acquisition.cli import EXIT_OK, EXIT_USAGE, load_config, os_user
+from acquisition.dose_alerts import AcknowledgementError, acknowledge, clean_reason
 from acquisition.dose_log import ALERT_OPEN, DoseLog
 from acquisition.dose_policy import dance_tables
 from acquisition.journal import Journal, JournalError
 from dose.check import FILTERS, TARGETS, InputOutsideError, calculate
-
-#: The role an acknowledgement needs once console accounts exist (issue 14).
-PHYSICIST_ROLE = "physicist"
 
 
 def register(sub: Any) -> None:
@@ -79,8 +76,8 @@ def register(sub: Any) -> None:
     ack.add_argument(
         "--user",
         metavar="NAME",
-        help="acknowledge as this console account, password on stdin, physicist role "
-        "required (needs console accounts; without --user: the OS user)",
+        help="acknowledge as this console account (galacto users), its password on stdin, the "
+        "physicist role required; without --user: the OS user",
     )
     ack.set_defaults(func=run_ack)
 
@@ -227,14 +224,6 @@ class IdentityError(Exception):
     """Who acknowledges cannot be established (the message says why)."""
 
 
-class AccountDirectory(Protocol):
-    """The console accounts (issue 14): the roles of a user whose password is right."""
-
-    def authenticate(self, name: str, password: str) -> frozenset[str]:
-        """The user's roles; raises :class:`IdentityError` for a wrong name or password."""
-        ...
-
-
 @dataclass(frozen=True)
 class Acknowledger:
     """Who acknowledges, as the journal records it."""
@@ -243,74 +232,54 @@ class Acknowledger:
     how: str  # "OS user" or "console account"
 
 
-def os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no login name and no passwd entry (a bare container)
-        return f"uid {os.getuid()}"
-
-
 def acknowledger(
-    user: str | None, password_input: TextIO, accounts: AccountDirectory | None
+    user: str | None, password_input: TextIO, accounts: Accounts | None
 ) -> Acknowledger:
     """The OS user without ``--user``; with it, the console account, its password read from
-    ``password_input`` (one line) and the physicist role required."""
+    ``password_input`` (one line) and the physicist role required. A wrong name and a wrong
+    password are the same refusal."""
     if user is None:
         return Acknowledger(os_user(), "OS user")
     if accounts is None:
-        raise IdentityError(
-            "--user needs console accounts, which this installation does not have yet; "
-            "acknowledge without --user to sign as the OS user"
-        )
+        raise IdentityError("--user needs the console accounts: no database (database.path)")
     password = password_input.readline().rstrip("\r\n")
-    roles = accounts.authenticate(user, password)
-    if PHYSICIST_ROLE not in roles:
-        raise IdentityError(f"{user} does not hold the {PHYSICIST_ROLE} role")
-    return Acknowledger(user, "console account")
-
-
-#: The console accounts, once they exist (issue 14 fills this seam).
-ACCOUNTS: AccountDirectory | None = None
+    account = accounts.authenticate(user.strip().lower(), password)
+    if account is None:
+        raise IdentityError(f"{user}: wrong user name or password (or the account is disabled)")
+    if account.role != PHYSICIST:
+        raise IdentityError(f"{user} does not hold the {PHYSICIST} role (but {account.role})")
+    return Acknowledger(account.username, "console account")
 
 
 def run_ack(args: argparse.Namespace) -> int:
-    reason = " ".join(args.reason.split())
-    if not reason or any(ord(c) < 0x20 for c in reason):
-        return _fail("galacto dose ack: --reason must be a non-empty line of text")
-    try:
-        who = acknowledger(args.user, sys.stdin, ACCOUNTS)
-    except IdentityError as exc:
-        return _fail(f"galacto dose ack: {exc}")
-    opened = _open_log(args)
-    if opened is None:
+    config = load_config(args, **{"database.path": args.database})
+    path = Path(config.database.path)
+    if not path.exists():
         return _fail("galacto dose ack: no database (database.path)")
-    log, config = opened
-    with log:
-        alert = log.alert(args.alert_id)
-        if alert is None:
-            return _fail(f"galacto dose ack: no alert {args.alert_id}")
-        if alert["state"] != ALERT_OPEN:
-            return _fail(
-                f"galacto dose ack: alert {args.alert_id} was already acknowledged by "
-                f"{alert['acknowledged_by']} at {alert['acknowledged_at']}"
-            )
-        payload = {
-            "alert_id": alert["id"],
-            "sop_instance_uid": alert["sop_instance_uid"],
-            "level_id": alert["level_id"],
-            "value_mgy": alert["value_mgy"],
-            "limit_mgy": alert["limit_mgy"],
-            "reason": reason,
-            "identified_as": who.how,
-        }
-        key = config.site.journal_key.encode() or None
+    try:
+        clean_reason(args.reason)
+        if args.user is None:
+            who = acknowledger(None, sys.stdin, None)
+        else:
+            with Accounts(path) as accounts:
+                who = acknowledger(args.user, sys.stdin, accounts)
+    except (IdentityError, AcknowledgementError) as exc:
+        return _fail(f"galacto dose ack: {exc}")
+    key = config.site.journal_key.encode() or None
+    with DoseLog(path) as log, Journal(path, key=key) as journal:
         try:
-            # The journal first: an acknowledgement that is not journaled did not happen.
-            with Journal(Path(config.database.path), key=key) as journal:
-                journal.append("dose-alert-acknowledged", payload, operator=who.user)
+            alert = acknowledge(
+                log,
+                journal,
+                args.alert_id,
+                user=who.user,
+                reason=args.reason,
+                identified_as=who.how,
+            )
+        except AcknowledgementError as exc:
+            return _fail(f"galacto dose ack: {exc}")
         except JournalError as exc:
             return _fail(f"galacto dose ack: the journal cannot be written ({exc})")
-        log.acknowledge_alert(args.alert_id, user=who.user, reason=reason)
     value = (
         "—"
         if alert["value_mgy"] is None or math.isnan(alert["value_mgy"])

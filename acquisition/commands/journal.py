@@ -1,4 +1,12 @@
-"""`galacto journal verify [--witness FILE]`: check the exam journal's hash chain.
+"""`galacto journal verify [--witness FILE]` and `galacto journal list [--exam ACCESSION] [--json]`.
+
+``list`` prints the journal for an auditor: each entry's number, time, kind, exam, who (the
+console account, the OS user of a command line, or "no session" for a STOP without a login),
+the client address and session of a console request, and its fields. ``--exam ACCESSION``
+keeps the entries of that order's exams (``ACCESSION``, ``ACCESSION-2``…), and the commands
+that opened them; ``--json`` prints one JSON object per entry and line.
+
+``verify`` checks the exam journal's hash chain.
 
 The database is opened read-only (:func:`storage.open_read_only`: an audit changes nothing, and
 a database on read-only media is read too). Exit codes:
@@ -17,6 +25,7 @@ Entries written before a key rotation are verified under ``site.journal_previous
 from __future__ import annotations
 
 import argparse
+import json
 import sqlite3
 import sys
 from pathlib import Path
@@ -41,6 +50,73 @@ def register(subparsers: Any) -> None:
         "still in the journal",
     )
     verify.set_defaults(func=run_verify)
+    listing = sub.add_parser("list", help="the entries, with who, from where and what")
+    listing.add_argument("--database", metavar="PATH", help="database (default: database.path)")
+    listing.add_argument("--exam", metavar="ACCESSION", help="the entries of one order's exams")
+    listing.add_argument("--json", action="store_true", help="one JSON object per entry and line")
+    listing.set_defaults(func=run_list)
+
+
+def _exam_condition(accession: str) -> tuple[str, list[str]]:
+    """The entries of an order's exams: its exam IDs, and the commands that opened them."""
+    pattern = accession.replace("[", "[[]").replace("*", "[*]").replace("?", "[?]")
+    return (
+        "(exam_id = ? OR exam_id GLOB ? OR json_extract(payload_json, '$.exam_id') = ? "
+        "OR json_extract(payload_json, '$.exam_id') GLOB ?)",
+        [accession, f"{pattern}-[0-9]*", accession, f"{pattern}-[0-9]*"],
+    )
+
+
+def entry_json(row: sqlite3.Row) -> dict[str, Any]:
+    """One entry as ``journal list --json`` prints it."""
+    payload = json.loads(row["payload_json"])
+    console = payload.get("console") if isinstance(payload.get("console"), dict) else {}
+    return {
+        "seq": row["seq"],
+        "recorded_utc": row["recorded_utc"],
+        "kind": row["kind"],
+        "exam_id": row["exam_id"],
+        "user": row["operator"],
+        "client": console.get("client", payload.get("client")),
+        "session": console.get("session", payload.get("session")),
+        "payload": payload,
+    }
+
+
+def _summary(payload: dict[str, Any]) -> str:
+    shown = {k: v for k, v in payload.items() if k not in ("console", "client", "session")}
+    text = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in shown.items())
+    return text if len(text) <= 160 else text[:159] + "…"
+
+
+def run_list(args: argparse.Namespace) -> int:
+    config = load_config(args, **{"database.path": args.database})
+    where, params = _exam_condition(args.exam) if args.exam else ("1", [])
+    try:
+        with open_read_only(config.database.path) as db:
+            if not db.has_table("journal"):
+                print(f"galacto journal: {config.database.path} holds no journal", file=sys.stderr)
+                return EXIT_USAGE
+            rows = db.connection.execute(
+                f"SELECT * FROM journal WHERE {where} ORDER BY seq", params
+            )
+            for row in rows:
+                entry = entry_json(row)
+                if args.json:
+                    print(json.dumps(entry, ensure_ascii=False))
+                    continue
+                print(
+                    f"{entry['seq']:>6} {entry['recorded_utc'][:23]} {entry['kind']:<24} "
+                    f"{entry['exam_id'] or '-':<16} {entry['user'] or '-':<16} "
+                    f"{entry['client'] or '-':<15} {entry['session'] or '-':<16} "
+                    f"{_summary(entry['payload'])}"
+                )
+    except (DatabaseOpenError, sqlite3.Error) as exc:
+        print(f"galacto journal: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:  # `| head`
+        return EXIT_OK
+    return EXIT_OK
 
 
 def read_witness(path: Path) -> list[Head]:

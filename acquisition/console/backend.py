@@ -26,9 +26,11 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from acquisition.accounts import ADMIN, TECHNOLOGIST
 from acquisition.dose_log import DoseLog
 from acquisition.exam.model import (
     CHECKLIST,
+    ExamOrder,
     ExamSnapshot,
     Patient,
     PhysicianOverride,
@@ -37,7 +39,7 @@ from acquisition.exam.model import (
 )
 from acquisition.exam.service import ExamService
 from acquisition.exam_machine import ExamEvent, ExamFacts, ExamState, Refused, next_state
-from device_drivers.base import InjectorABC, InjectorState
+from device_drivers.base import InjectorABC, InjectorState, RecordedEvent
 from device_drivers.errors import DriverError
 from dicom_nodes.datasets.codes import DISCONTINUATION_REASONS, VIEW_MODIFIERS, VIEWS
 from dicom_nodes.hospital.mwl_scu import WorklistItem
@@ -102,6 +104,7 @@ COMMANDS: tuple[str, ...] = (
     "stop-injection",
     "acknowledge-fault",
     "reset-injector",
+    "reinitialise-injector",
     "complete",
     "discontinue",
     "close",
@@ -110,6 +113,7 @@ COMMANDS: tuple[str, ...] = (
 
 _DATE = re.compile(r"\d{8}")
 _LO_MAX = 64  # DICOM LO / PN component group length
+_REASON_MAX = 200
 
 
 def _optional_float(value: Any) -> float | None:
@@ -133,6 +137,8 @@ class ConsoleBackend:
         refresh_orders: Callable[[], None] | None = None,
         site_name: str = "",
         alerts: Callable[[], list[str]] | None = None,
+        reinitialise_injector: Callable[[str], None] | None = None,
+        pressure_limits_kpa: Mapping[str, float] | None = None,
     ) -> None:
         self.site_name = site_name
         self.exam = exam
@@ -142,6 +148,10 @@ class ConsoleBackend:
         self._outbox_counts = outbox_counts
         self._refresh_orders = refresh_orders
         self._alerts = alerts  # beyond the exam: objects held in quarantine, disk space
+        self._reinitialise = reinitialise_injector
+        #: The pressure limits above the baseline (warning, adjustment, termination) and the
+        #: absolute ceiling, for the trace's lines: given, or the driver's own.
+        self._pressure_limits = dict(pressure_limits_kpa) if pressure_limits_kpa else None
         self._lock = threading.Lock()
         # The last checklist answered here: (exam ID, passed, blocking items). Feedback for the
         # page only; the journal holds the record.
@@ -156,8 +166,9 @@ class ConsoleBackend:
             "confirm-air-purge": self._confirm_air_purge,
             "start-injection": self._start_injection,
             "stop-injection": self._no_args(exam.stop_injection),
-            "acknowledge-fault": self._no_args(exam.acknowledge_fault),
+            "acknowledge-fault": self._acknowledge_fault,
             "reset-injector": self._no_args(exam.reset_injector),
+            "reinitialise-injector": self._no_args(self._reinitialise_injector),
             "complete": self._complete,
             "discontinue": self._discontinue,
             "close": self._no_args(exam.close_exam),
@@ -191,6 +202,8 @@ class ConsoleBackend:
                 "order": None if order is None else dataclasses.asdict(order),
                 "fault": self._fault_view(exam),
             },
+            "patient": None if order is None else patient_banner(order),
+            "timers": {"injection_started": _injection_started(exam), "last_exposure": None},
             "facts": self._facts_view(facts),
             "max_volume_ml_now": self._max_volume_ml(facts),
             "injection_limits": self._injection_limits(facts),
@@ -211,6 +224,7 @@ class ConsoleBackend:
             "exposures": [],
             "agd_totals_mgy": {},
             "agd_totals": None,
+            "open_alerts": {},
             "orders": [],
             "errors": errors,
         }
@@ -233,6 +247,9 @@ class ConsoleBackend:
                 totals = per_breast_totals(rows)
                 snapshot["agd_totals_mgy"] = totals.agd_mgy
                 snapshot["agd_totals"] = {**totals.as_json(), "text": totals.describe()}
+                snapshot["open_alerts"] = _open_alerts_per_breast(snapshot["exposures"], rows)
+                logged = [str(row["created_at"]) for row in rows if row.get("created_at")]
+                snapshot["timers"]["last_exposure"] = max(logged, default=None)
             except Exception as exc:
                 errors.append(f"dose log not readable: {exc}")
                 log.warning("console: dose log not readable: %s", type(exc).__name__)
@@ -260,15 +277,15 @@ class ConsoleBackend:
             view["syringe_left_ml"] = round(view["syringe_left_ml"], 6)
         return view
 
-    @staticmethod
-    def _max_volume_ml(facts: ExamFacts) -> float:
+    def _max_volume_ml(self, facts: ExamFacts) -> float:
         """The largest volume the limits and the syringe allow for the next injection (0 when
-        none)."""
+        none): what is left in it since the last air purge, or before any its nominal size
+        (no 3 mL injection is offered from a 1 mL syringe)."""
         limits = facts.limits
         left = limits.max_volume_per_exam_ml - facts.volume_given_ml
         most = min(limits.max_volume_per_injection_ml, left)
-        if facts.syringe_left_ml is not None:
-            most = min(most, facts.syringe_left_ml)
+        syringe = facts.syringe_left_ml
+        most = min(most, self.exam.syringe_ml if syringe is None else syringe)
         return round(max(0.0, most), 6)
 
     def _injection_limits(self, facts: ExamFacts) -> dict[str, Any]:
@@ -355,6 +372,12 @@ class ConsoleBackend:
         ):
             not_reset = "the injector is not in error"
         actions["reset-injector"] = verdict(not_reset)
+        not_reinitialised = None
+        if self._reinitialise is None:
+            not_reinitialised = "no injector is configured to re-initialise"
+        elif state.is_injecting:
+            not_reinitialised = "not while an injection runs: STOP it first"
+        actions["reinitialise-injector"] = verdict(not_reinitialised)
         if self.orders is None:
             actions["select-order"] = verdict("no RIS worklist is configured")
         actions["refresh-orders"] = verdict(
@@ -363,28 +386,36 @@ class ConsoleBackend:
         return {command: actions[command] for command in COMMANDS}
 
     def _injector_view(self) -> dict[str, Any]:
+        """The injector: ``status`` in plain words (:func:`injector_status`), the driver's own
+        ``state``, its figures, its recent events and the pressure limits of the trace."""
         injector = self.injector
+        view: dict[str, Any] = {
+            "present": injector is not None,
+            "link": "none",
+            "status": NOT_CONNECTED,
+            "state": None,
+            "progress": None,
+            "simulated": False,
+            "events": [],
+            "pressure_limits_kpa": self._pressure_limits_view(),
+        }
         if injector is None:
-            return {
-                "present": False,
-                "link": "none",
-                "state": None,
-                "progress": None,
-                "simulated": False,
-            }
-        view: dict[str, Any] = {"present": True, "link": "ok", "state": None, "progress": None}
-        view["simulated"] = injector.simulated  # shown as SIMULATED INJECTOR
-        try:
-            view["state"] = injector.state.value
-        except DriverError:
-            view["link"] = LINK_LOST
             return view
+        view["simulated"] = injector.simulated  # shown as SIMULATED INJECTOR
+        view["events"] = [_event_view(e) for e in injector.events[-EVENTS_SHOWN:]][::-1]
         try:
             progress = injector.progress()
+            link_up = injector.link_up
         except DriverError:
+            progress, link_up = None, False
+        if progress is None or not link_up:
             view["link"] = LINK_LOST
+            view["state"] = progress.state.value if progress is not None else None
+            view["status"] = injector_status(None if progress is None else progress.state, False)
             return view
+        view["link"] = "ok"
         view["state"] = progress.state.value
+        view["status"] = injector_status(progress.state, True)
         view["progress"] = {
             "delivered_ml": _optional_float(progress.delivered_ml),
             "target_ml": _optional_float(progress.target_ml),
@@ -395,6 +426,45 @@ class ConsoleBackend:
         }
         view["injecting"] = progress.state in (InjectorState.INJECTING, InjectorState.HOLD)
         return view
+
+    def _pressure_limits_view(self) -> dict[str, float] | None:
+        if self._pressure_limits is not None:
+            return self._pressure_limits
+        limits = getattr(self.injector, "limits", None)
+        if limits is None:
+            return None
+        return {
+            "warning": limits.pressure_warning_kpa,
+            "adjustment": limits.pressure_adjustment_kpa,
+            "termination": limits.pressure_termination_kpa,
+            "ceiling": limits.pressure_ceiling_kpa,
+        }
+
+    # ------------------------------------------------------------------ views per role
+
+    def views(self, document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The state document as each role that reads it sees it."""
+        return {role: self.view_for(role, document) for role in (TECHNOLOGIST, ADMIN)}
+
+    @staticmethod
+    def view_for(role: str, document: dict[str, Any]) -> dict[str, Any]:
+        """The technologist's document is whole; anyone else's has no patient identity and
+        no worklist (the admin sees the room and the injector he may re-initialise)."""
+        if role == TECHNOLOGIST:
+            return document
+        return pseudonymous_view(document)
+
+    def injection_view(self) -> dict[str, Any]:
+        """What the login page shows without a login: whether an injection runs, the
+        injector's figures, the breast. No patient identity."""
+        exam = self.exam.snapshot()
+        injector = self._injector_view()
+        return {
+            "exam_state": exam.state.value,
+            "injecting": exam.state.is_injecting or bool(injector.get("injecting")),
+            "side": exam.order.side if exam.order is not None else None,
+            "injector": {key: injector[key] for key in ("status", "simulated", "progress", "link")},
+        }
 
     @staticmethod
     def _exposure_view(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -480,7 +550,7 @@ class ConsoleBackend:
             raise ValueError("the operator's name is required")
         if not isinstance(args, Mapping):
             raise ValueError("args must be a JSON object")
-        handler(args, operator.strip())
+        handler(args, operator)
 
     @staticmethod
     def _no_args(call: Callable[[str], None]) -> Callable[[Mapping[str, Any], str], None]:
@@ -564,6 +634,13 @@ class ConsoleBackend:
         rate_ml_min = _positive(args, "rate_ml_min")
         self.exam.start_injection(volume_ml, rate_ml_min, operator)
 
+    def _acknowledge_fault(self, args: Mapping[str, Any], operator: str) -> None:
+        _expect(args, ("reason",))
+        reason = _text(args, "reason")
+        if len(reason) > _REASON_MAX:
+            raise ValueError(f"reason must be at most {_REASON_MAX} characters")
+        self.exam.acknowledge_fault(operator, reason)
+
     def _complete(self, args: Mapping[str, Any], operator: str) -> None:
         _expect(args, (), ("override_reason",))
         override = _text(args, "override_reason", required=False)
@@ -572,6 +649,11 @@ class ConsoleBackend:
     def _discontinue(self, args: Mapping[str, Any], operator: str) -> None:
         _expect(args, ("reason_code",))
         self.exam.discontinue(_text(args, "reason_code"), operator)
+
+    def _reinitialise_injector(self, operator: str) -> None:
+        if self._reinitialise is None:
+            raise ValueError("no injector is configured")
+        self._reinitialise(operator)
 
     def _refresh(self) -> None:
         if self._refresh_orders is None:
@@ -589,6 +671,120 @@ def _alert_view(alert: Mapping[str, Any]) -> dict[str, Any]:
         "detail": alert["detail"],
         "state": alert["state"],
     }
+
+
+# ---------------------------------------------------------------------- the injector in words
+
+NOT_CONNECTED = "not connected"
+FAULT = "fault"
+#: The injector's events the page lists (newest first).
+EVENTS_SHOWN = 20
+
+#: The driver's states in the technologist's words: one name for each thing to know.
+_STATUS: dict[InjectorState, str] = {
+    InjectorState.NOT_READY: "ready",  # connected and well, no injection programmed yet
+    InjectorState.READY: "ready",
+    InjectorState.COMPLETED: "ready",
+    InjectorState.ARMED: "armed",
+    InjectorState.INJECTING: "injecting",
+    InjectorState.HOLD: "held",
+    InjectorState.ABORTED: FAULT,
+    InjectorState.ERROR: FAULT,
+}
+
+
+def injector_status(state: InjectorState | None, link_up: bool) -> str:
+    """``ready``, ``not connected``, ``armed``, ``injecting``, ``held`` or ``fault``: a lost
+    link is "not connected" whatever the driver's state, an error is "fault"."""
+    if state is InjectorState.ERROR:
+        return FAULT
+    if not link_up or state is None:
+        return NOT_CONNECTED
+    return _STATUS[state]
+
+
+def _event_view(event: RecordedEvent) -> dict[str, Any]:
+    return {
+        "code": event.code,
+        "meaning": event.meaning,
+        "at": event.at.isoformat(timespec="milliseconds"),
+        "source": event.source,
+        "detail": event.detail,
+    }
+
+
+# ---------------------------------------------------------------------- the patient banner
+
+
+def patient_banner(order: ExamOrder, today: dt.date | None = None) -> dict[str, Any]:
+    """Two identifiers and what the technologist checks them against: the name, the birth
+    date (ISO 8601) and the age, the ID, the sex, the side and the accession."""
+    birth = _birth_date(order.patient_birth_date)
+    today = today or dt.date.today()
+    age = None
+    if birth is not None and birth <= today:
+        age = today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+    return {
+        "name": order.patient_name.replace("^", " ").strip(),
+        "family_name": order.patient_name.split("^")[0],
+        "patient_id": order.patient_id,
+        "birth_date": birth.isoformat() if birth else None,
+        "age_years": age,
+        "sex": order.patient_sex or None,
+        "side": order.side,
+        "accession": order.accession,
+    }
+
+
+def _birth_date(text: str) -> dt.date | None:
+    if not _is_date(text or ""):
+        return None
+    return dt.datetime.strptime(text, "%Y%m%d").date()
+
+
+def _injection_started(exam: ExamSnapshot) -> str | None:
+    """When the last injection started (UTC ISO 8601): the running one, or the last given."""
+    if exam.injection_started is not None:
+        return exam.injection_started
+    return exam.contrast[-1].started_at if exam.contrast else None
+
+
+def _open_alerts_per_breast(
+    exposures: list[dict[str, Any]], rows: list[dict[str, Any]]
+) -> dict[str, int]:
+    """How many alerts are open per breast among the exam's exposures."""
+    side = {int(row["id"]): row.get("laterality") or "" for row in rows}
+    counts: dict[str, int] = {}
+    for exposure in exposures:
+        opened = sum(1 for alert in exposure["alerts"] if alert["state"] == "open")
+        if opened:
+            key = side.get(int(exposure["id"]), "")
+            counts[key] = counts.get(key, 0) + opened
+    return counts
+
+
+#: What stays of the exam's order for a role that may not see the patient's identity (a list
+#: of what is kept, not of what is taken: a field added to the order later stays hidden).
+_ANONYMOUS_ORDER_KEYS = (
+    "side",
+    "requested_procedure_description",
+    "scheduled",
+    "ris_sps_description",
+    "opened_at",
+)
+
+
+def pseudonymous_view(document: dict[str, Any]) -> dict[str, Any]:
+    """The state document without the patient's identity, the worklist or the UIDs."""
+    view = dict(document)
+    exam = dict(view["exam"])
+    if exam.get("order"):
+        exam["order"] = {k: exam["order"].get(k) for k in _ANONYMOUS_ORDER_KEYS}
+    view["exam"] = exam
+    view["patient"] = None
+    view["orders"] = []
+    view["errors"] = [e for e in view["errors"] if "RIS" not in e]
+    return view
 
 
 # ---------------------------------------------------------------------- what to do after a fault

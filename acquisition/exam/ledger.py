@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
-from acquisition.exam.model import ExamReporter, ExamSnapshot, JournalUnavailable
+from acquisition.exam.model import ExamReporter, ExamSnapshot, JournalUnavailable, operator_origin
 from acquisition.exam.record import ExamRecord
 from acquisition.exam.worklist import PhaseWorklist
 from acquisition.exam_machine import ExamEvent, ExamFacts, ExamState, Refused, next_state
@@ -77,11 +77,12 @@ class ExamLedger:
         operator: str | None,
         exam_id: str | None = None,
     ) -> Entry:
-        """Journal one entry (durable on return), fold it into the record, publish."""
+        """Journal one entry (durable on return), fold it into the record, publish. An
+        :class:`~acquisition.exam.model.Operator` adds where the command came from."""
         try:
             entry = self._journal.append(
                 kind,
-                payload,
+                {**payload, **operator_origin(operator)},
                 exam_id=exam_id or self.exam_id,
                 operator=operator,
                 now=self._clock(),
@@ -131,6 +132,7 @@ class ExamLedger:
             frozenset(record.noted_exposures),
             record.discontinuation_reason,
             record.fault_reason,
+            (record.injection_running or {}).get("started_at"),
         )
 
     def view(self) -> ExamSnapshot | None:

@@ -162,6 +162,7 @@ class ExamSnapshot:
     exposure_ids: frozenset[int] = frozenset()  #: the dose-log rows this exam noted
     discontinuation_reason: str | None = None  #: a CID 9301 code value
     fault_reason: str | None = None  #: why the exam is in FAULT (None in any other state)
+    injection_started: str | None = None  #: when the running injection started (UTC ISO 8601)
 
 
 def exam_exposures(
@@ -257,3 +258,24 @@ def syringe_refusal(loaded_ml: float, capacity_ml: float, syringe: str) -> str |
         f"the syringe loaded must hold more than 0 and at most {capacity_ml:g} mL (a "
         f"{syringe} syringe), not {loaded_ml:g} mL"
     )
+
+
+class Operator(str):
+    """An operator's name as the journal's ``operator`` column keeps it, with ``origin``: where
+    the command came from (the console's client address, session and role), which the exam's
+    ledger adds to every entry the command writes (key ``console``). A plain ``str`` operator
+    (the demo's script, a test) adds nothing."""
+
+    origin: Mapping[str, Any]
+
+    def __new__(cls, name: str, origin: Mapping[str, Any]) -> Operator:
+        made = super().__new__(cls, name)
+        made.origin = dict(origin)
+        return made
+
+
+def operator_origin(operator: object) -> dict[str, Any]:
+    """What an :class:`Operator` adds to a journal entry's payload (nothing for a plain name)."""
+    if isinstance(operator, Operator):
+        return {"console": dict(operator.origin)}
+    return {}

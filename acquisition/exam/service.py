@@ -512,11 +512,13 @@ class ExamService:
                 )
             self._ledger.append("injector-reset", {"state": injector.state.value}, operator)
 
-    def acknowledge_fault(self, operator: str) -> None:
-        """The operator has seen the fault: clear the injector's error, leave FAULT."""
+    def acknowledge_fault(self, operator: str, reason: str = "") -> None:
+        """The operator has seen the fault: clear the injector's error, leave FAULT.
+        ``reason``: what the operator found and did (journaled with the command)."""
         with self._lock:
             self._settle()
-            self._command(E.ACKNOWLEDGE_FAULT.value, {}, operator)
+            args = {"reason": reason.strip()} if reason.strip() else {}
+            self._command(E.ACKNOWLEDGE_FAULT.value, args, operator)
             target = self._ledger.check(E.ACKNOWLEDGE_FAULT, self._ledger.facts(), operator)
             injector = self._injection.injector
             if injector is not None and self._injection.in_error():

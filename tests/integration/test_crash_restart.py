@@ -74,7 +74,7 @@ class Bench:
         wait_until(lambda: predicate(self.state()), WAIT_S, what)
 
     def command(self, name: str, **args: Any) -> None:
-        self.console.command(name, OPERATOR, **args)
+        self.console.command(name, **args)
 
     def journal_entries(self) -> int:
         with closing(sqlite3.connect(self.database)) as conn:
@@ -260,7 +260,7 @@ def test_killed_during_an_injection_it_is_never_started_again(bench: Bench) -> N
 
     refused = b.state()["actions"]["start-injection"]
     assert not refused["allowed"]
-    b.command("acknowledge-fault")
+    b.command("acknowledge-fault", reason="interrupted by a restart")
     assert b.exam_state() == S.POST_INJECTION_1.value
     b.command("discontinue", reason_code="110501")
     ris = b.room.ris

@@ -7,6 +7,7 @@ loopback; the records it leaves under ``--data-dir`` are read back with the othe
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
+from acquisition.accounts import Accounts
 from dicom_nodes.hospital.dicom_outbox import DicomOutbox as Outbox
 
 pytestmark = pytest.mark.timeout(150)
@@ -36,10 +38,23 @@ def galacto(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[s
     )
 
 
+def free_port() -> int:
+    """A port the kernel has just handed out (and taken back)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+CONSOLE_PORT = free_port()
+
+
 @pytest.fixture(scope="module")
 def auto_json(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
     data_dir = tmp_path_factory.mktemp("demo")
-    result = galacto("demo", "--auto", "--json", "--time-scale", "60", "--data-dir", str(data_dir))
+    result = galacto(
+        "demo", "--auto", "--json", "--time-scale", "60", "--data-dir", str(data_dir),
+        "--set", f"console.port={CONSOLE_PORT}",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     return data_dir, [json.loads(line) for line in result.stdout.splitlines()]
 
@@ -52,7 +67,21 @@ def test_the_first_line_names_every_endpoint(auto_json: tuple[Path, list[dict]])
         assert endpoints[scp]["port"] > 0
     assert endpoints["injector_url"].startswith("/dev/pts/")
     assert Path(endpoints["database"]) == (data_dir / "galacto.db").resolve()
-    assert endpoints["console"].startswith("http://127.0.0.1:")
+    assert endpoints["console"] == f"http://127.0.0.1:{CONSOLE_PORT}/"  # --set honoured
+
+
+def test_the_demo_has_one_console_account_per_role(auto_json: tuple[Path, list[dict]]) -> None:
+    data_dir, lines = auto_json
+    users = lines[0]["console_users"]
+    assert sorted(u["role"] for u in users) == ["admin", "physicist", "technologist"]
+    assert all(set(u) == {"username", "password", "role"} for u in users)
+    with Accounts(data_dir / "galacto.db") as accounts:
+        for user in users:
+            account = accounts.authenticate(user["username"], user["password"])
+            assert account is not None and account.role == user["role"]
+    kept = data_dir / "console-users.json"
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert json.loads(kept.read_text()) == users  # the same accounts at the next run
 
 
 def test_the_final_object_reports_the_scripted_exam(auto_json: tuple[Path, list[dict]]) -> None:

@@ -11,12 +11,8 @@ from typing import Any
 
 import pytest
 
-from acquisition.commands.dose_checks import (
-    PHYSICIST_ROLE,
-    Acknowledger,
-    IdentityError,
-    acknowledger,
-)
+from acquisition.accounts import Accounts
+from acquisition.commands.dose_checks import Acknowledger, IdentityError, acknowledger
 from acquisition.dose_log import DoseLog
 from acquisition.dose_policy import DEFAULT_LEVELS
 from acquisition.journal import Journal
@@ -154,8 +150,8 @@ def test_ack_journals_the_os_user_and_the_reason(alerting_db: Path) -> None:
     ("args", "message"),
     [
         (("999", "--reason", "x"), "no alert 999"),
-        (("1", "--reason", "   "), "--reason must be a non-empty line"),
-        (("1", "--reason", "x", "--user", "alice"), "--user needs console accounts"),
+        (("1", "--reason", "   "), "the reason must be a non-empty line"),
+        (("1", "--reason", "x", "--user", "alice"), "alice: wrong user name or password"),
     ],
 )
 def test_ack_refusals_exit_2(alerting_db: Path, args: tuple[str, ...], message: str) -> None:
@@ -164,27 +160,41 @@ def test_ack_refusals_exit_2(alerting_db: Path, args: tuple[str, ...], message: 
     assert {a["state"] for a in alerts(alerting_db)} == {"open"}
 
 
-class Accounts:
-    """Console accounts as issue 14 will provide them (name → password, roles)."""
-
-    def __init__(self, users: dict[str, tuple[str, frozenset[str]]]) -> None:
-        self.users = users
-
-    def authenticate(self, name: str, password: str) -> frozenset[str]:
-        if name not in self.users or self.users[name][0] != password:
-            raise IdentityError("wrong user name or password")
-        return self.users[name][1]
+PASSWORD = "correct horse battery"
 
 
-def test_the_user_seam_needs_the_password_and_the_physicist_role() -> None:
-    accounts = Accounts(
-        {"pat": ("s3cret", frozenset({PHYSICIST_ROLE})), "rt": ("pw", frozenset({"technologist"}))}
-    )
-    assert acknowledger("pat", io.StringIO("s3cret\n"), accounts) == Acknowledger(
-        "pat", "console account"
-    )
-    with pytest.raises(IdentityError, match="wrong"):
-        acknowledger("pat", io.StringIO("guess\n"), accounts)
-    with pytest.raises(IdentityError, match="does not hold the physicist role"):
-        acknowledger("rt", io.StringIO("pw\n"), accounts)
-    assert acknowledger(None, io.StringIO(""), accounts).how == "OS user"
+def test_the_user_needs_the_password_and_the_physicist_role(tmp_path: Path) -> None:
+    with Accounts(tmp_path / "galacto.db") as accounts:
+        accounts.add("pat", "physicist", PASSWORD)
+        accounts.add("rt", "technologist", PASSWORD)
+        assert acknowledger("pat", io.StringIO(f"{PASSWORD}\n"), accounts) == Acknowledger(
+            "pat", "console account"
+        )
+        with pytest.raises(IdentityError, match="wrong user name or password"):
+            acknowledger("pat", io.StringIO("guess\n"), accounts)
+        with pytest.raises(IdentityError, match="wrong user name or password"):
+            acknowledger("nobody", io.StringIO(f"{PASSWORD}\n"), accounts)
+        with pytest.raises(IdentityError, match="does not hold the physicist role"):
+            acknowledger("rt", io.StringIO(f"{PASSWORD}\n"), accounts)
+        accounts.disable("pat")
+        with pytest.raises(IdentityError, match="wrong user name or password"):
+            acknowledger("pat", io.StringIO(f"{PASSWORD}\n"), accounts)
+        assert acknowledger(None, io.StringIO(""), accounts).how == "OS user"
+
+
+def test_ack_as_a_console_account_journals_the_account(alerting_db: Path) -> None:
+    with Accounts(alerting_db) as accounts:
+        accounts.add("pat", "physicist", PASSWORD)
+    first = alerts(alerting_db)[0]
+    args = ("dose", "ack", str(first["id"]), "--database", str(alerting_db),
+            "--reason", "phantom left on the table", "--user", "pat")  # fmt: skip
+    wrong = galacto(*args, input="guess\n")
+    assert wrong.returncode == 2 and "wrong user name or password" in wrong.stderr
+    result = galacto(*args, input=f"{PASSWORD}\n")
+    assert result.returncode == 0, result.stderr
+    assert "acknowledged by pat" in result.stdout
+    (acked,) = [a for a in alerts(alerting_db) if a["id"] == first["id"]]
+    assert acked["acknowledged_by"] == "pat"
+    with Journal(alerting_db) as journal:
+        (entry,) = [e for e in journal.entries() if e.kind == "dose-alert-acknowledged"]
+    assert entry.operator == "pat" and entry.payload["identified_as"] == "console account"

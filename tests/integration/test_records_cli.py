@@ -18,9 +18,12 @@ from dicom_nodes.datasets.dose_extract import from_image_header
 from simulators.unit_images import sample_mg_image
 
 
-def galacto(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def galacto(
+    *args: str, env: dict[str, str] | None = None, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "acquisition", *args],
+        input=input,
         capture_output=True,
         text=True,
         timeout=60,

@@ -96,7 +96,7 @@ class Campaign:
         with contextlib.suppress(
             ConsoleRefused
         ):  # the state moved on: it got through before a kill
-            console.command(name, OPERATOR, **args)
+            console.command(name, **args)
 
     # -- the technologist -------------------------------------------------------------------
     def advance(self) -> bool:
@@ -131,7 +131,7 @@ class Campaign:
                 self.close_steps()  # close the patient on the unit first
                 self.command("complete")
         elif state is S.FAULT:
-            self.command("acknowledge-fault")  # an injection a kill interrupted
+            self.command("acknowledge-fault", reason="interrupted by a restart")
         elif state is S.COMPLETED:
             return True
         else:

@@ -346,7 +346,7 @@ class Room:
         return self.serve.console.state()
 
     def command(self, name: str, **args: Any) -> None:
-        self.serve.console.command(name, OPERATOR, **args)
+        self.serve.console.command(name, **args)
 
     def image(self, phase: ExamState, views: list[str]) -> None:
         exam_id = self.state()["exam"]["order"]["exam_id"]
