@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,10 +42,8 @@ from acquisition.dose_log import DoseLog
 from acquisition.dose_policy import dose_policy
 from acquisition.exam.model import (
     PHASE_STEPS,
-    ExamError,
     ExamOrder,
     JournalUnavailable,
-    operator_origin,
     phase_sps_id,
 )
 from acquisition.exam.service import ExamService
@@ -54,10 +51,10 @@ from acquisition.exam_machine import ExamState, Limits
 from acquisition.exam_reporting import ExamReporting, ReportingSettings
 from acquisition.forwarding import Forwarder, contrast_administration
 from acquisition.hospital_identity import ForwardingIdentity, mismatch
+from acquisition.injector_link import InjectorLink
 from acquisition.journal import Journal, JournalError, Witness
 from acquisition.settings import Config, ConfigError
-from device_drivers.base import InjectorABC, InjectorState
-from device_drivers.errors import DriverError
+from device_drivers.base import InjectorABC
 from dicom_nodes.datasets.contrast import ContrastAdministration
 from dicom_nodes.hospital.dicom_outbox import DicomOutbox
 from dicom_nodes.hospital.outbox import PACS, RIS, RetryPolicy
@@ -84,8 +81,6 @@ log = logging.getLogger(__name__)
 TICK_S = 0.5
 #: Every this many ticks the exam's reporting is brought up to date even without news.
 REPORT_EVERY_TICKS = 20
-#: How often a lost injector link is tried again.
-RECONNECT_S = 5.0
 #: How long the database's writer and connections stay without use before they are let go (the
 #: controller closes them at stop; meanwhile an exposure never waits for a connection).
 IDLE_S = 60.0
@@ -144,14 +139,11 @@ class Controller:
         self._tick_failures = WriteFailures(log, "the exam's records", self.free_space)
         self._alert_failures = WriteFailures(log, "dose alerts not journaled yet", self.free_space)
         self._with_console = console
-        self._injector_given = injector is not None
-        self.injector: InjectorABC | None = injector
+        self._given_injector = injector
+        self.injector_link: InjectorLink | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._tick_thread: threading.Thread | None = None
-        self._next_reconnect_s = 0.0
-        self._injector_connected = False
-        self._injector_lock = threading.RLock()  # the tick's reconnection, an admin's re-init
         self.console: Any = None
         self.server: UnitFacingServer | None = None
         self.refresher: WorklistRefresher | None = None
@@ -169,7 +161,9 @@ class Controller:
         try:
             self._open_stores()
             if self._with_console:
-                self._check_console_access()
+                from acquisition.console import assembly
+
+                assembly.check_access(self.config, self.accounts.active_count())
             self._connect_injector()
             self._build_exam()
             if self.forwarder is not None:
@@ -207,11 +201,8 @@ class Controller:
             self.outbox.stop()
         if self.journal is not None:
             self.journal.witness_head()  # the head at a clean stop
-        if self.injector is not None and not self._injector_given:
-            close = getattr(self.injector, "close", None)
-            if close is not None:
-                close()
-            self.injector = None
+        if self.injector_link is not None:
+            self.injector_link.close()
         while self._opened:
             self._opened.pop().close()
 
@@ -303,89 +294,32 @@ class Controller:
         journal.witness_head()
         return journal
 
-    def _check_console_access(self) -> None:
-        """Who may reach the console (issue 14 §1, §4): beyond loopback only over HTTPS and
-        with accounts; on loopback with no account only when console.allow_no_users says so."""
-        console = self.config.console
-        users = self.accounts.active_count()
-        add = "galacto users add NAME --role {technologist,physicist,admin}"
-        if not wiring.is_loopback(console.host):
-            missing = []
-            if not console.tls_certificate:
-                missing.append("HTTPS (console.tls_certificate and console.tls_private_key)")
-            if not users:
-                missing.append(f"at least one console account ({add})")
-            if missing:
-                raise ConfigError(
-                    f"console.host: {console.host!r} is not loopback: a console the network "
-                    f"can reach needs {' and '.join(missing)}"
-                )
-        elif not users and not console.allow_no_users:
-            raise ConfigError(
-                f"console: no console account, so nobody could log in: add one with `{add}` "
-                "(for a trial on loopback only: console.allow_no_users = true)"
-            )
+    @property
+    def injector(self) -> InjectorABC | None:
+        """The injector driver (None without one)."""
+        return self.injector_link.driver if self.injector_link is not None else None
 
     def reinitialise_injector(self, operator: str) -> None:
         """An admin's re-initialisation of a driver that will not reconnect (a cable moved to
-        another port, a driver stuck): journaled, then the driver is closed and a new one made
-        from the configuration, attached to the exam and connected (retried by the tick when
-        the device does not answer yet). Refused while an injection runs."""
-        exam = self.exam
-        if exam is None or not self.config.injector.url or self._injector_given:
+        another port, a driver stuck): see :meth:`InjectorLink.reinitialise`."""
+        if self.exam is None or self.injector_link is None:
             raise ValueError("no injector is configured to re-initialise")
-        with self._injector_lock:
-            old = self.injector
-            state = exam.snapshot().state
-            if state.is_injecting or (
-                old is not None and old.state in (InjectorState.INJECTING, InjectorState.HOLD)
-            ):
-                raise ExamError("not while an injection runs: STOP it first")
-            payload: dict[str, Any] = {
-                "url": self.config.injector.url,
-                "state_before": None if old is None else old.state.value,
-                **operator_origin(operator),
-            }
-            assert self.journal is not None
-            self.journal.append("injector-reinitialised", payload, operator=operator)
-            exam.attach_injector(None)
-            if old is not None:
-                old.close()
-            self.injector = wiring.driver_from(self.config.injector)
-            self._injector_connected = False
-            if self.console is not None:
-                self.console.backend.injector = self.injector
-            exam.attach_injector(self.injector)
-            self._try_connect_injector()
+        self.injector_link.reinitialise(self.exam, operator)
 
     def _keep(self, closable: Any) -> Any:
         self._opened.append(closable)
         return closable
 
     def _connect_injector(self) -> None:
-        if self.injector is None and self.config.injector.url:
-            self.injector = wiring.driver_from(self.config.injector)
-        self._try_connect_injector()
+        assert self.journal is not None
+        link = InjectorLink(self.config.injector, self.journal, driver=self._given_injector)
+        self.injector_link = link
+        link.on_replaced.append(self._on_injector_replaced)
+        link.connect()
 
-    def _try_connect_injector(self) -> None:
-        with self._injector_lock:
-            self._connect_injector_locked()
-
-    def _connect_injector_locked(self) -> None:
-        injector = self.injector
-        if injector is None or self._injector_connected:
-            return
-        try:
-            info = injector.connect()
-        except DriverError as exc:
-            log.error("injector link not established (%s); retrying every %.0f s", exc, RECONNECT_S)
-            return
-        self._injector_connected = True
-        log.info("injector link up: %s, state %s", info, injector.state.name)
-        if injector.simulated:
-            log.warning("SIMULATED INJECTOR at %s: not for a patient", self.config.injector.url)
-            payload = {"url": self.config.injector.url, "version": info.version}
-            self.journal_append("injector-simulated", payload)  # a failure: logged, not raised
+    def _on_injector_replaced(self, driver: InjectorABC) -> None:
+        if self.console is not None:
+            self.console.backend.injector = driver
 
     def _build_exam(self) -> None:
         config = self.config
@@ -494,56 +428,27 @@ class Controller:
             self._start_console()
 
     def _start_console(self) -> None:
-        from acquisition.console import ConsoleBackend, ConsoleServer
-        from acquisition.console.dose_desk import DoseDesk
+        from acquisition.console import assembly
 
-        config = self.config
         assert self.exam is not None and self.journal is not None
-        injector = config.injector
-        backend = ConsoleBackend(
-            self.exam,
-            self.dose_log,
+        self.console = assembly.assemble(
+            self.config,
+            database=self.database,
+            exam=self.exam,
+            dose_log=self.dose_log,
+            journal=self.journal,
+            accounts=self.accounts,
             orders=self.orders,
             injector=self.injector,
             outbox_counts=self.outbox.counts if self.outbox is not None else None,
             refresh_orders=self.refresher.wake if self.refresher is not None else None,
-            site_name=config.site.name,
             alerts=self.alerts,
             reinitialise_injector=(
-                self.reinitialise_injector if injector.url and not self._injector_given else None
-            ),
-            pressure_limits_kpa={
-                "warning": injector.pressure_warning_kpa,
-                "adjustment": injector.pressure_adjustment_kpa,
-                "termination": injector.pressure_termination_kpa,
-                "ceiling": injector.pressure_ceiling_kpa,
-            },
-        )
-        desk = DoseDesk(
-            self.database,
-            self.dose_log,
-            self.journal,
-            pseudonym_secret=config.site.pseudonym_secret,
-            settings=(
-                {"dose.reference_levels_file": config.dose.reference_levels_file}
-                if config.dose.reference_levels_file
-                else {}
+                self.reinitialise_injector
+                if self.injector_link is not None and self.injector_link.reinitialisable
+                else None
             ),
         )
-        try:
-            self.console = ConsoleServer(
-                backend,
-                config.console.host,
-                config.console.port,
-                accounts=self.accounts,
-                journal=self.journal,
-                session_idle_s=config.console.session_idle_s,
-                allowed_origins=config.console.allowed_origins,
-                tls=wiring.console_tls(config),
-                dose_desk=desk,
-            )
-        except ValueError as exc:  # e.g. every interface without an origin allow-list
-            raise ConfigError(f"console.host: {exc}") from exc
         self.console.start()
 
     # ------------------------------------------------------------------ what arrives
@@ -767,7 +672,8 @@ class Controller:
             else:
                 self._tick_failures.recovered()
             self._journal_alerts()
-            self._retry_injector()
+            if self.injector_link is not None:
+                self.injector_link.retry()
 
     def _journal_alerts(self) -> None:
         """Journal each dose alert the dose log raised, once (issue 9 §5): the alert row is
@@ -801,12 +707,3 @@ class Controller:
             self._alert_failures.failed(exc)
         else:
             self._alert_failures.recovered()
-
-    def _retry_injector(self) -> None:
-        if self.injector is None or self._injector_connected:
-            return
-        now = time.monotonic()
-        if now < self._next_reconnect_s:
-            return
-        self._next_reconnect_s = now + RECONNECT_S
-        self._try_connect_injector()

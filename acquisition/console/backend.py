@@ -21,16 +21,15 @@ import dataclasses
 import datetime as dt
 import logging
 import math
-import re
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from acquisition.accounts import ADMIN, TECHNOLOGIST
+from acquisition.console import views
 from acquisition.dose_log import DoseLog
 from acquisition.exam.model import (
     CHECKLIST,
-    ExamOrder,
     ExamSnapshot,
     Patient,
     PhysicianOverride,
@@ -39,7 +38,7 @@ from acquisition.exam.model import (
 )
 from acquisition.exam.service import ExamService
 from acquisition.exam_machine import ExamEvent, ExamFacts, ExamState, Refused, next_state
-from device_drivers.base import InjectorABC, InjectorState, RecordedEvent
+from device_drivers.base import InjectorABC, InjectorState
 from device_drivers.errors import DriverError
 from dicom_nodes.datasets.codes import DISCONTINUATION_REASONS, VIEW_MODIFIERS, VIEWS
 from dicom_nodes.hospital.mwl_scu import WorklistItem
@@ -111,16 +110,8 @@ COMMANDS: tuple[str, ...] = (
     "refresh-orders",
 )
 
-_DATE = re.compile(r"\d{8}")
 _LO_MAX = 64  # DICOM LO / PN component group length
 _REASON_MAX = 200
-
-
-def _optional_float(value: Any) -> float | None:
-    if value is None:
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
 
 
 class ConsoleBackend:
@@ -202,8 +193,8 @@ class ConsoleBackend:
                 "order": None if order is None else dataclasses.asdict(order),
                 "fault": self._fault_view(exam),
             },
-            "patient": None if order is None else patient_banner(order),
-            "timers": {"injection_started": _injection_started(exam), "last_exposure": None},
+            "patient": None if order is None else views.patient_banner(order),
+            "timers": {"injection_started": views.injection_started(exam), "last_exposure": None},
             "facts": self._facts_view(facts),
             "max_volume_ml_now": self._max_volume_ml(facts),
             "injection_limits": self._injection_limits(facts),
@@ -239,7 +230,7 @@ class ConsoleBackend:
                 ]
                 alerts: dict[int, list[dict[str, Any]]] = {}
                 for alert in self.dose_log.alerts(exposure_ids=[int(r["id"]) for r in rows]):
-                    alerts.setdefault(int(alert["exposure_id"]), []).append(_alert_view(alert))
+                    alerts.setdefault(int(alert["exposure_id"]), []).append(views.alert_view(alert))
                 snapshot["exposures"] = [
                     {**self._exposure_view(row), "alerts": alerts.get(int(row["id"]), [])}
                     for row in rows
@@ -247,7 +238,7 @@ class ConsoleBackend:
                 totals = per_breast_totals(rows)
                 snapshot["agd_totals_mgy"] = totals.agd_mgy
                 snapshot["agd_totals"] = {**totals.as_json(), "text": totals.describe()}
-                snapshot["open_alerts"] = _open_alerts_per_breast(snapshot["exposures"], rows)
+                snapshot["open_alerts"] = views.open_alerts_per_breast(snapshot["exposures"], rows)
                 logged = [str(row["created_at"]) for row in rows if row.get("created_at")]
                 snapshot["timers"]["last_exposure"] = max(logged, default=None)
             except Exception as exc:
@@ -329,9 +320,9 @@ class ConsoleBackend:
             "code": code,
             "meaning": meaning,
             "detail": fault.reason if fault is not None else None,
-            "pressure_kpa": _optional_float(fault.pressure_kpa) if fault is not None else None,
-            "delivered_ml": _optional_float(delivered),
-            "next_actions": fault_next_actions(exam, code, reason),
+            "pressure_kpa": views.optional_float(fault.pressure_kpa) if fault is not None else None,
+            "delivered_ml": views.optional_float(delivered),
+            "next_actions": views.fault_next_actions(exam, code, reason),
         }
 
     def _actions(self, state: ExamState, facts: ExamFacts) -> dict[str, dict[str, Any]]:
@@ -386,13 +377,13 @@ class ConsoleBackend:
         return {command: actions[command] for command in COMMANDS}
 
     def _injector_view(self) -> dict[str, Any]:
-        """The injector: ``status`` in plain words (:func:`injector_status`), the driver's own
+        """The injector: ``status`` in plain words (:func:`views.injector_status`), the driver's own
         ``state``, its figures, its recent events and the pressure limits of the trace."""
         injector = self.injector
         view: dict[str, Any] = {
             "present": injector is not None,
             "link": "none",
-            "status": NOT_CONNECTED,
+            "status": views.NOT_CONNECTED,
             "state": None,
             "progress": None,
             "simulated": False,
@@ -402,7 +393,7 @@ class ConsoleBackend:
         if injector is None:
             return view
         view["simulated"] = injector.simulated  # shown as SIMULATED INJECTOR
-        view["events"] = [_event_view(e) for e in injector.events[-EVENTS_SHOWN:]][::-1]
+        view["events"] = [views.event_view(e) for e in injector.events[-views.EVENTS_SHOWN :]][::-1]
         try:
             progress = injector.progress()
             link_up = injector.link_up
@@ -411,18 +402,20 @@ class ConsoleBackend:
         if progress is None or not link_up:
             view["link"] = LINK_LOST
             view["state"] = progress.state.value if progress is not None else None
-            view["status"] = injector_status(None if progress is None else progress.state, False)
+            view["status"] = views.injector_status(
+                None if progress is None else progress.state, False
+            )
             return view
         view["link"] = "ok"
         view["state"] = progress.state.value
-        view["status"] = injector_status(progress.state, True)
+        view["status"] = views.injector_status(progress.state, True)
         view["progress"] = {
-            "delivered_ml": _optional_float(progress.delivered_ml),
-            "target_ml": _optional_float(progress.target_ml),
-            "pressure_kpa": _optional_float(progress.pressure_kpa),
-            "baseline_kpa": _optional_float(progress.baseline_kpa),
-            "rate_ml_min": _optional_float(progress.rate_ml_min),
-            "elapsed_s": _optional_float(progress.elapsed_s),
+            "delivered_ml": views.optional_float(progress.delivered_ml),
+            "target_ml": views.optional_float(progress.target_ml),
+            "pressure_kpa": views.optional_float(progress.pressure_kpa),
+            "baseline_kpa": views.optional_float(progress.baseline_kpa),
+            "rate_ml_min": views.optional_float(progress.rate_ml_min),
+            "elapsed_s": views.optional_float(progress.elapsed_s),
         }
         view["injecting"] = progress.state in (InjectorState.INJECTING, InjectorState.HOLD)
         return view
@@ -452,7 +445,7 @@ class ConsoleBackend:
         no worklist (the admin sees the room and the injector he may re-initialise)."""
         if role == TECHNOLOGIST:
             return document
-        return pseudonymous_view(document)
+        return views.pseudonymous_view(document)
 
     def injection_view(self) -> dict[str, Any]:
         """What the login page shows without a login: whether an injection runs, the
@@ -492,13 +485,13 @@ class ConsoleBackend:
             "phase": row.get("phase"),
             "view": " ".join([view, *modifiers]).strip(),
             "laterality": row.get("laterality"),
-            "kvp": _optional_float(row.get("kvp")),
-            "mas": None if uas is None else _optional_float(uas / 1000.0),
+            "kvp": views.optional_float(row.get("kvp")),
+            "mas": None if uas is None else views.optional_float(uas / 1000.0),
             "anode": row.get("anode"),
             "filter": row.get("filter_material"),
-            "thickness_mm": _optional_float(row.get("compressed_thickness_mm")),
-            "agd_reported_mgy": _optional_float(row.get("agd_reported_mgy")),
-            "agd_computed_mgy": _optional_float(row.get("agd_computed_mgy")),
+            "thickness_mm": views.optional_float(row.get("compressed_thickness_mm")),
+            "agd_reported_mgy": views.optional_float(row.get("agd_reported_mgy")),
+            "agd_computed_mgy": views.optional_float(row.get("agd_computed_mgy")),
             "dance_check": row.get("dance_check"),
             "implausible": bool(row.get("plausibility")),
             "levels": row.get("level_comparison") or "",
@@ -589,7 +582,7 @@ class ConsoleBackend:
         if len(patient_id) > _LO_MAX or "\\" in patient_id:
             raise ValueError(f"patient_id must be at most {_LO_MAX} characters, no backslash")
         birth_date = _text(args, "birth_date", required=False).replace("-", "")
-        if birth_date and not _is_date(birth_date):
+        if birth_date and not views.is_date(birth_date):
             raise ValueError("birth_date must be a date, YYYYMMDD or YYYY-MM-DD")
         sex = _text(args, "sex", required=False) or "F"
         if sex not in ("F", "M", "O"):
@@ -661,198 +654,6 @@ class ConsoleBackend:
         self._refresh_orders()
 
 
-def _alert_view(alert: Mapping[str, Any]) -> dict[str, Any]:
-    """One alert beside its exposure: the level, the value, the limit, its state."""
-    return {
-        "id": alert["id"],
-        "level": alert["level_name"],
-        "value_mgy": _optional_float(alert["value_mgy"]),
-        "limit_mgy": _optional_float(alert["limit_mgy"]),
-        "detail": alert["detail"],
-        "state": alert["state"],
-    }
-
-
-# ---------------------------------------------------------------------- the injector in words
-
-NOT_CONNECTED = "not connected"
-FAULT = "fault"
-#: The injector's events the page lists (newest first).
-EVENTS_SHOWN = 20
-
-#: The driver's states in the technologist's words: one name for each thing to know.
-_STATUS: dict[InjectorState, str] = {
-    InjectorState.NOT_READY: "ready",  # connected and well, no injection programmed yet
-    InjectorState.READY: "ready",
-    InjectorState.COMPLETED: "ready",
-    InjectorState.ARMED: "armed",
-    InjectorState.INJECTING: "injecting",
-    InjectorState.HOLD: "held",
-    InjectorState.ABORTED: FAULT,
-    InjectorState.ERROR: FAULT,
-}
-
-
-def injector_status(state: InjectorState | None, link_up: bool) -> str:
-    """``ready``, ``not connected``, ``armed``, ``injecting``, ``held`` or ``fault``: a lost
-    link is "not connected" whatever the driver's state, an error is "fault"."""
-    if state is InjectorState.ERROR:
-        return FAULT
-    if not link_up or state is None:
-        return NOT_CONNECTED
-    return _STATUS[state]
-
-
-def _event_view(event: RecordedEvent) -> dict[str, Any]:
-    return {
-        "code": event.code,
-        "meaning": event.meaning,
-        "at": event.at.isoformat(timespec="milliseconds"),
-        "source": event.source,
-        "detail": event.detail,
-    }
-
-
-# ---------------------------------------------------------------------- the patient banner
-
-
-def patient_banner(order: ExamOrder, today: dt.date | None = None) -> dict[str, Any]:
-    """Two identifiers and what the technologist checks them against: the name, the birth
-    date (ISO 8601) and the age, the ID, the sex, the side and the accession."""
-    birth = _birth_date(order.patient_birth_date)
-    today = today or dt.date.today()
-    age = None
-    if birth is not None and birth <= today:
-        age = today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
-    return {
-        "name": order.patient_name.replace("^", " ").strip(),
-        "family_name": order.patient_name.split("^")[0],
-        "patient_id": order.patient_id,
-        "birth_date": birth.isoformat() if birth else None,
-        "age_years": age,
-        "sex": order.patient_sex or None,
-        "side": order.side,
-        "accession": order.accession,
-    }
-
-
-def _birth_date(text: str) -> dt.date | None:
-    if not _is_date(text or ""):
-        return None
-    return dt.datetime.strptime(text, "%Y%m%d").date()
-
-
-def _injection_started(exam: ExamSnapshot) -> str | None:
-    """When the last injection started (UTC ISO 8601): the running one, or the last given."""
-    if exam.injection_started is not None:
-        return exam.injection_started
-    return exam.contrast[-1].started_at if exam.contrast else None
-
-
-def _open_alerts_per_breast(
-    exposures: list[dict[str, Any]], rows: list[dict[str, Any]]
-) -> dict[str, int]:
-    """How many alerts are open per breast among the exam's exposures."""
-    side = {int(row["id"]): row.get("laterality") or "" for row in rows}
-    counts: dict[str, int] = {}
-    for exposure in exposures:
-        opened = sum(1 for alert in exposure["alerts"] if alert["state"] == "open")
-        if opened:
-            key = side.get(int(exposure["id"]), "")
-            counts[key] = counts.get(key, 0) + opened
-    return counts
-
-
-#: What stays of the exam's order for a role that may not see the patient's identity (a list
-#: of what is kept, not of what is taken: a field added to the order later stays hidden).
-_ANONYMOUS_ORDER_KEYS = (
-    "side",
-    "requested_procedure_description",
-    "scheduled",
-    "ris_sps_description",
-    "opened_at",
-)
-
-
-def pseudonymous_view(document: dict[str, Any]) -> dict[str, Any]:
-    """The state document without the patient's identity, the worklist or the UIDs."""
-    view = dict(document)
-    exam = dict(view["exam"])
-    if exam.get("order"):
-        exam["order"] = {k: exam["order"].get(k) for k in _ANONYMOUS_ORDER_KEYS}
-    view["exam"] = exam
-    view["patient"] = None
-    view["orders"] = []
-    view["errors"] = [e for e in view["errors"] if "RIS" not in e]
-    return view
-
-
-# ---------------------------------------------------------------------- what to do after a fault
-
-#: What the technologist may do about a fault, by the CID 71 code of its cause (procedure.md:
-#: extravasation stops the exam and it is rescheduled; air mimics filling defects).
-_FAULT_ADVICE: dict[str, str] = {
-    "130156": "The line pressure passed the termination limit: check the cannula's position "
-    "and the line for a kink or a clot before any further injection.",
-    "130157": "The flow passed its termination limit: check the injector before any further "
-    "injection.",
-    "130159": "The injector's link was lost: check its cable and power. Acknowledging reopens "
-    "the link and reads back what the pump really gave.",
-    "130175": "Air was detected: purge the line again (a new air-purge confirmation) before "
-    "any further injection; bubbles mimic filling defects.",
-    "130176": "Air was detected: purge the line again (a new air-purge confirmation) before "
-    "any further injection; bubbles mimic filling defects.",
-    "130164": "The syringe came off: reattach it and purge the line before any further injection.",
-    "130179": "The syringe came off: reattach it and purge the line before any further injection.",
-    "130269": "The injection was held too long and is over; start a new one only if filling "
-    "was incomplete.",
-    "130158": "The injection paused too long and is over; start a new one only if filling was "
-    "incomplete.",
-    "110501": "The injector reported an equipment failure: check it before any further injection.",
-}
-_EXTRAVASATION_ADVICE = (
-    "Suspected extravasation: do not inject again; take the images that are needed and "
-    "discontinue with Injection Site Extravasation (the exam is rescheduled in 7-14 days)."
-)
-_CONTROLLER_STOP_ADVICE = (
-    "The injector gave more, or ran longer, than programmed: do not inject again with it; "
-    "discontinue with Equipment failure and have the injector checked."
-)
-_INJECTOR_FAILURE_ADVICE = (
-    "The injector failed (motor stalled, syringe empty, occlusion…): check the syringe and the "
-    "line before any further injection."
-)
-
-
-def fault_next_actions(exam: ExamSnapshot, code: str | None, reason: str) -> list[str]:
-    """The steps open to the technologist in FAULT: acknowledge (and where it leads), the
-    advice for the cause, and what the exam allows after it."""
-    after = next_state(S.FAULT, E.ACKNOWLEDGE_FAULT, exam.facts)
-    steps = [
-        "Acknowledge the fault: the injector is reset (its link reopened if lost) and the exam "
-        f"returns to {after.value}."
-    ]
-    if code == "130160":
-        if "extravasation" in reason:
-            steps.append(_EXTRAVASATION_ADVICE)
-        elif "controller stop" in reason:
-            steps.append(_CONTROLLER_STOP_ADVICE)
-        else:
-            steps.append(_INJECTOR_FAILURE_ADVICE)
-    elif code in _FAULT_ADVICE:
-        steps.append(_FAULT_ADVICE[code])
-    elif "journal" in reason:
-        steps.append("Tell IT: the journal could not be written for a while.")
-    if after in (S.POST_INJECTION_1, S.POST_INJECTION_2):
-        steps.append(
-            "Then take the post-injection images, give the second injection if one is left "
-            "(with its own air-purge confirmation), complete, or discontinue with a reason."
-        )
-    else:
-        steps.append("Then carry on from there, or discontinue with a reason.")
-    return steps
-
-
 # ---------------------------------------------------------------------- argument checks
 
 
@@ -896,13 +697,3 @@ def _positive(args: Mapping[str, Any], key: str) -> float:
     if not math.isfinite(number) or number <= 0:
         raise ValueError(f"{key} must be a positive number")
     return number
-
-
-def _is_date(text: str) -> bool:
-    if not _DATE.fullmatch(text):
-        return False
-    try:
-        dt.datetime.strptime(text, "%Y%m%d")
-    except ValueError:
-        return False
-    return True

@@ -513,8 +513,7 @@ class ExamService:
             self._ledger.append("injector-reset", {"state": injector.state.value}, operator)
 
     def acknowledge_fault(self, operator: str, reason: str = "") -> None:
-        """The operator has seen the fault: clear the injector's error, leave FAULT.
-        ``reason``: what the operator found and did (journaled with the command)."""
+        """The fault seen (``reason``: what was found and done): clear its error, leave FAULT."""
         with self._lock:
             self._settle()
             args = {"reason": reason.strip()} if reason.strip() else {}

@@ -1,6 +1,6 @@
 """Extraction from encoded objects: what a file gives is what the dataset in memory gives.
 
-The extraction reads an object's elements as encoded (``dose_extract.EncodedItem``: values
+The extraction reads an object's elements as encoded (``encoded_item.EncodedItem``: values
 decoded by pydicom's converters, sequence items split without building a pydicom Dataset
 each). Every object here is written in each transfer syntax a unit may use, with sequences and
 items of defined and of undefined length, in two character sets, read back by ``dcmread`` and
