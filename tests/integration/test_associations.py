@@ -7,7 +7,6 @@ callers hold, the unit still gets in.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,18 +19,10 @@ from dicom_nodes.unit_facing.mpps_store import SqliteMppsStore
 from dicom_nodes.unit_facing.server import UnitFacingServer
 from dicom_nodes.unit_facing.worklist_store import WorklistStore
 from tests.dose_factories import scu_ae
+from tests.waiting import eventually
 
 VERIFICATION = "1.2.840.10008.1.1"
 UNIT = "MG_SIM"
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 class Room:
@@ -134,7 +125,7 @@ def test_a_released_association_frees_its_slot(room_factory: Any) -> None:
     first = room.associate("ROGUE")
     assert first.is_established and room.associate("ROGUE").is_rejected
     first.release()
-    assert wait_for(lambda: room.server.admission.admitted().get("ROGUE", 0) == 0, 10.0)
+    assert eventually(lambda: room.server.admission.admitted().get("ROGUE", 0) == 0, 10.0)
     assert room.associate("ROGUE").is_established
 
 
@@ -146,6 +137,6 @@ def test_an_idle_association_is_dropped_and_its_slot_freed(room_factory: Any) ->
     )
     idle = room.associate("ROGUE")
     assert idle.is_established
-    assert wait_for(lambda: not idle.is_established, 10.0), "the idle association stayed"
+    assert eventually(lambda: not idle.is_established, 10.0), "the idle association stayed"
     assert idle.is_aborted
-    assert wait_for(lambda: room.associate("ROGUE").is_established, 10.0)
+    assert eventually(lambda: room.associate("ROGUE").is_established, 10.0)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -33,6 +32,7 @@ from simulators.pacs import SimulatedPacs
 from tests.dose_factories import Exposure, mg_image, scu_ae
 from tests.exam_room import exam_room
 from tests.integration.test_outbox import FAST, write_image
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -45,15 +45,6 @@ REFUSE_OUTBOX_UPDATE = (
     "CREATE TRIGGER refuse_outbox BEFORE UPDATE ON outbox_messages "
     "BEGIN SELECT RAISE(ABORT, 'disk I/O error (test)'); END"
 )
-
-
-def eventually(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def sql(database: Path, statement: str) -> None:

@@ -6,8 +6,7 @@ import contextlib
 import copy
 import socket
 import sqlite3
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,17 +36,9 @@ from tests.dose_factories import (
     rdsr,
     scu_ae,
 )
+from tests.waiting import eventually
 
 STUDY = "1.2.826.0.1.3680043.8.498.2"
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -430,7 +421,7 @@ def test_received_data_is_written_inside_the_storage_folder(peer: Peer) -> None:
             return
         data_pdus.append(1)
         if len(data_pdus) == 3:  # mid-transfer: the SCP has begun writing the dataset
-            wait_for(lambda: any((peer.objects / "tmp").iterdir()), 10.0)
+            eventually(lambda: any((peer.objects / "tmp").iterdir()), 10.0)
             seen.append([p.name for p in (peer.objects / "tmp").iterdir()])
             sock = event.assoc.dul.socket.socket  # the link drops mid-transfer
             with contextlib.suppress(OSError):
@@ -449,7 +440,7 @@ def test_received_data_is_written_inside_the_storage_folder(peer: Peer) -> None:
         ae.shutdown()
     assert "Status" not in status  # no response: nothing was acknowledged
     assert seen and seen[0][0].endswith(".dcm")
-    assert wait_for(lambda: not list((peer.objects / "tmp").iterdir()), 10.0)
+    assert eventually(lambda: not list((peer.objects / "tmp").iterdir()), 10.0)
     assert not peer.dose_log.list_exposures()
 
 

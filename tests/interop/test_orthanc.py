@@ -26,7 +26,6 @@ import shutil
 import sqlite3
 import subprocess
 import threading
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -50,6 +49,7 @@ from simulators.unit import SimulatedUnit
 from simulators.unit_physics import View
 from tests.peers import free_port, wait_listening
 from tests.serve_process import JOURNAL_KEY, ServeProcess, write_config
+from tests.waiting import wait_until
 
 ORTHANC = shutil.which("Orthanc") or shutil.which("Orthanc", path="/usr/sbin")
 WORKLISTS_PLUGIN = Path("/usr/share/orthanc/plugins/libModalityWorklists.so")
@@ -81,12 +81,9 @@ ORDERS = [
 ]
 
 
-def until(predicate: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
+def until(predicate: Callable[[], object], what: str, timeout_s: float = WAIT_S) -> None:
+    """:func:`tests.waiting.wait_until` with this module's default deadline."""
+    wait_until(predicate, timeout_s, what)
 
 
 # ---------------------------------------------------------------------- the peers
