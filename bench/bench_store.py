@@ -302,7 +302,7 @@ def four_writer_latencies_ms(directory: Path) -> list[float]:
     from acquisition.dose_log import DoseLog
     from acquisition.journal import Journal
     from dicom_nodes.datasets.dose_extract import from_image_header
-    from dicom_nodes.unit_facing.mpps_store import SqliteMppsStore
+    from dicom_nodes.unit_facing.mpps_store import ReceivedMessage, SqliteMppsStore
     from dicom_nodes.unit_facing.received_objects import ReceivedObjects
     from tests.dose_factories import Exposure, mg_image
 
@@ -318,7 +318,7 @@ def four_writer_latencies_ms(directory: Path) -> list[float]:
     message.PerformedProcedureStepStatus = "IN PROGRESS"
     others = [
         lambda n: journal.append("bench", {"n": n}),
-        lambda n: mpps.log_message(f"1.2.3.{n}", "N-SET", "UNIT", 0, message),
+        lambda n: mpps.log_message(ReceivedMessage(f"1.2.3.{n}", "N-SET", "UNIT", 0, message)),
         lambda n: received.register(f"1.2.4.{n}", "1.2.840.10008.5.1.4.1.1.1.2", path),
     ]
     with DoseLog(path, policy=controller_policy()) as dose_log:

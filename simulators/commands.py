@@ -12,7 +12,8 @@ import json
 import signal
 import sys
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from simulators.dicom_peer import SimulatedPeer
 
@@ -27,6 +28,8 @@ SIMULATOR_COMMANDS: tuple[str, ...] = (
 #: PS3.5 §6.2: AE is 1-16 characters, no backslash or control characters.
 _AE_MAX = 16
 
+_Number = TypeVar("_Number", int, float)
+
 # -- argument types shared by the simulators' command lines ----------------------------
 
 
@@ -38,24 +41,34 @@ def ae_title_arg(text: str) -> str:
     return value
 
 
-def port_arg(text: str) -> int:
+def parsed(text: str, parse: Callable[[str], _Number], noun: str) -> _Number:
+    """``parse(text)``, or the argparse error ``not <noun>: '<text>'``."""
     try:
-        value = int(text)
+        return parse(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from exc
+        raise argparse.ArgumentTypeError(f"not {noun}: {text!r}") from exc
+
+
+def port_arg(text: str) -> int:
+    value = parsed(text, int, "a port number")
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"port out of range: {value}")
     return value
 
 
 def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+    value = parsed(text, float, "a number")
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
     return value
+
+
+def add_listen_arguments(parser: argparse.ArgumentParser, *, ae_title: str) -> None:
+    """``--ae-title``, ``--host`` and ``--port`` of a simulated DICOM peer (see
+    :func:`serve_peer`)."""
+    parser.add_argument("--ae-title", type=ae_title_arg, default=ae_title, metavar="AE")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=port_arg, default=0, help="port (0 picks a free one)")
 
 
 def register(subparsers: Any) -> None:

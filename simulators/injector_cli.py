@@ -12,7 +12,7 @@ import re
 import sys
 from typing import Any
 
-from simulators.commands import wait_for_termination
+from simulators.commands import parsed, wait_for_termination
 from simulators.injector import InjectorSimulator
 from simulators.injector_faults import FaultSpec, FaultSyntaxError, parse_fault
 from simulators.injector_physics import SYRINGES, SimParams
@@ -43,10 +43,7 @@ def _listen_arg(text: str) -> tuple[str, int]:
 
 
 def _time_scale_arg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+    value = parsed(text, float, "a number")
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
     return value

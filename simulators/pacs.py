@@ -62,6 +62,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.status import code_to_category
 
+from dicom_nodes.datasets.references import sop_references
 from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, make_ae
 
 from .dicom_peer import SimulatedPeer
@@ -506,9 +507,9 @@ def build_commitment_event(report: CommitmentReport) -> Dataset:
     ds = Dataset()
     ds.TransactionUID = report.transaction_uid
     if report.committed:
-        ds.ReferencedSOPSequence = _references(report.committed)
+        ds.ReferencedSOPSequence = sop_references(report.committed)
     if report.failed:
-        failed = _references((cls, uid) for cls, uid, _reason in report.failed)
+        failed = sop_references((cls, uid) for cls, uid, _reason in report.failed)
         for item, (_cls, _uid, reason) in zip(failed, report.failed, strict=True):
             item.FailureReason = int(reason)
         ds.FailedSOPSequence = failed
@@ -521,16 +522,6 @@ def _reference(item: Dataset) -> tuple[str, str]:
         str(item.get("ReferencedSOPClassUID") or ""),
         str(item.get("ReferencedSOPInstanceUID") or ""),
     )
-
-
-def _references(pairs: Iterable[tuple[str, str]]) -> list[Dataset]:
-    items = []
-    for sop_class_uid, sop_instance_uid in pairs:
-        item = Dataset()
-        item.ReferencedSOPClassUID = sop_class_uid
-        item.ReferencedSOPInstanceUID = sop_instance_uid
-        items.append(item)
-    return items
 
 
 def wait_until(

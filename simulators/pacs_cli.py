@@ -10,7 +10,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from simulators.commands import ae_title_arg, non_negative_float, port_arg, serve_peer
+from simulators.commands import (
+    add_listen_arguments,
+    ae_title_arg,
+    non_negative_float,
+    port_arg,
+    serve_peer,
+)
 from simulators.pacs import PacsFaults, Refusal, SimulatedPacs
 
 
@@ -36,9 +42,7 @@ def register(sim_subparsers: Any) -> None:
             '{"host": ..., "port": ..., "ae_title": ...} when ready.'
         ),
     )
-    parser.add_argument("--ae-title", type=ae_title_arg, default="PACS", metavar="AE")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=port_arg, default=0, help="port (0 picks a free one)")
+    add_listen_arguments(parser, ae_title="PACS")
     parser.add_argument("--seed", type=int, default=0, help="seed (which commitments fail)")
     parser.add_argument(
         "--storage-dir",

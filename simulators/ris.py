@@ -28,6 +28,7 @@ allow-list, no TLS. Orders are for one day; more than 36 orders wrap around the 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import logging
 import threading
@@ -45,7 +46,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from dicom_nodes.datasets.codes import Code, CodeError
 from dicom_nodes.network import Timeouts, make_ae
 from dicom_nodes.unit_facing.mpps_scp import MppsSCP
-from dicom_nodes.unit_facing.mpps_store import MppsInstance
+from dicom_nodes.unit_facing.mpps_store import MppsInstance, ReceivedMessage
 from dicom_nodes.unit_facing.mwl_matching import (
     QueryError,
     ReturnKeys,
@@ -83,17 +84,6 @@ class RisFaults:
     lose_created_mpps: bool = False
 
 
-@dataclass(frozen=True)
-class MppsMessage:
-    """One N-CREATE or N-SET as received, with the status the RIS answered."""
-
-    operation: str  #: "N-CREATE" or "N-SET"
-    sop_instance_uid: str | None
-    calling_ae: str
-    status_code: int
-    dataset: Dataset
-
-
 @dataclass
 class RisMpps:
     """What the RIS knows of one MPPS instance (merged state and every accepted message)."""
@@ -102,7 +92,7 @@ class RisMpps:
     status: str
     calling_ae: str
     dataset: Dataset
-    messages: list[MppsMessage] = field(default_factory=list)
+    messages: list[ReceivedMessage] = field(default_factory=list)
 
     @property
     def is_final(self) -> bool:
@@ -135,7 +125,7 @@ class _RisMppsStore:
     def __init__(self, changed: threading.Condition) -> None:
         self._changed = changed
         self.instances: dict[str, RisMpps] = {}
-        self.messages: list[MppsMessage] = []
+        self.messages: list[ReceivedMessage] = []
 
     def get(self, sop_instance_uid: str) -> MppsInstance | None:
         with self._changed:
@@ -167,20 +157,11 @@ class _RisMppsStore:
             known.dataset = copy.deepcopy(instance.dataset)
             self._changed.notify_all()
 
-    def log_message(
-        self,
-        sop_instance_uid: str | None,
-        operation: str,
-        calling_ae: str,
-        status_code: int,
-        dataset: Dataset,
-    ) -> None:
-        message = MppsMessage(
-            operation, sop_instance_uid, calling_ae, status_code, copy.deepcopy(dataset)
-        )
+    def log_message(self, message: ReceivedMessage) -> None:
+        message = dataclasses.replace(message, dataset=copy.deepcopy(message.dataset))
         with self._changed:
             self.messages.append(message)
-            known = self.instances.get(sop_instance_uid or "")
+            known = self.instances.get(message.sop_instance_uid or "")
             if known is not None:
                 known.messages.append(message)
             self._changed.notify_all()
@@ -306,7 +287,7 @@ class SimulatedRis(SimulatedPeer):
         with self._changed:
             return self._mpps_store.instances.get(sop_instance_uid)
 
-    def mpps_messages(self) -> list[MppsMessage]:
+    def mpps_messages(self) -> list[ReceivedMessage]:
         """Every N-CREATE / N-SET received, refused ones included, in order."""
         with self._changed:
             return list(self._mpps_store.messages)

@@ -11,17 +11,20 @@ import argparse
 import logging
 from typing import Any
 
-from simulators.commands import ae_title_arg, non_negative_float, port_arg, serve_peer
+from simulators.commands import (
+    add_listen_arguments,
+    ae_title_arg,
+    non_negative_float,
+    parsed,
+    serve_peer,
+)
 from simulators.ris import RisFaults, SimulatedRis
 
 log = logging.getLogger(__name__)
 
 
 def _order_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from exc
+    value = parsed(text, int, "an integer")
     if not 0 <= value <= 1_000_000:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1000000, got {value}")
     return value
@@ -45,9 +48,7 @@ def register(sim_subparsers: Any) -> None:
         help="scheduled galactography orders for today to preload (default 10)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the order generator")
-    parser.add_argument("--ae-title", type=ae_title_arg, default="RIS", metavar="AE")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=port_arg, default=0, help="port (0 picks a free one)")
+    add_listen_arguments(parser, ae_title="RIS")
     parser.add_argument(
         "--station-ae",
         type=ae_title_arg,

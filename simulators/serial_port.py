@@ -73,20 +73,66 @@ class PortDevice(Protocol):
         """The port came back after vanishing (the device powers up again)."""
 
 
-class SerialPort:
-    """A pty or a listening socket (one client at a time, reconnects accepted) for ``device``."""
+class _PortEnd:
+    """What every end a device sends on keeps: the bytes it has still to write, each when it is
+    due, the byte counts and the transcript of the wire."""
 
-    def __init__(self, device: PortDevice, lock: threading.RLock, changed: threading.Condition):
+    def __init__(
+        self, device: PortDevice, lock: threading.RLock, changed: threading.Condition, url: str
+    ) -> None:
         self._device = device
         self._lock = lock
         self._changed = changed
-        self.url = ""
+        self.url = url
         self.rx_bytes = 0  #: bytes read from the host
         self.tx_bytes = 0  #: bytes written to the host
         self._transcript: list[TranscriptLine] = []
         self._origin = time.monotonic()
         # Bytes to write: (not before this monotonic time, data, gap after the previous write).
         self._out: deque[tuple[float, bytes, float]] = deque()
+        self._restore_at: float | None = None
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes waiting to be written (late or trickled replies)."""
+        return sum(len(chunk) for _, chunk, _ in self._out)
+
+    @property
+    def transcript(self) -> list[TranscriptLine]:
+        return list(self._transcript)
+
+    def _queue(self, data: bytes, delay_s: float, gap_s: float) -> None:
+        """Queue ``data`` to be written after ``delay_s`` and at least ``gap_s`` after the
+        previous write."""
+        due = time.monotonic() + delay_s
+        if self._out:
+            due = max(due, self._out[-1][0] + gap_s)
+        self._out.append((due, data, gap_s))
+
+    def _pop_written(self, now: float) -> bytes:
+        """Take the chunk at the head of the queue, written at ``now``: a trickled byte behind
+        it keeps its gap even when this write was late."""
+        _, chunk, _ = self._out.popleft()
+        if self._out and self._out[0][2]:
+            next_due, next_chunk, next_gap_s = self._out[0]
+            self._out[0] = (max(next_due, now + next_gap_s), next_chunk, 0.0)
+        return chunk
+
+    def _record(self, direction: str, data: bytes) -> None:
+        if direction == "RX":
+            self.rx_bytes += len(data)
+        else:
+            self.tx_bytes += len(data)
+        if data:
+            t_s = round(time.monotonic() - self._origin, 6)
+            self._transcript.append(TranscriptLine(t_s, direction, data.hex(" ")))
+
+
+class SerialPort(_PortEnd):
+    """A pty or a listening socket (one client at a time, reconnects accepted) for ``device``."""
+
+    def __init__(self, device: PortDevice, lock: threading.RLock, changed: threading.Condition):
+        super().__init__(device, lock, changed, url="")
         self._thread: threading.Thread | None = None
         self._stop = False
         self._closed = False
@@ -98,7 +144,6 @@ class SerialPort:
         self._listener: socket.socket | None = None
         self._client: socket.socket | None = None
         self._socket_addr: tuple[str, int] | None = None
-        self._restore_at: float | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -115,15 +160,6 @@ class SerialPort:
     def attached(self) -> bool:
         """A host can reach the device: the pty is open, or a socket client is connected."""
         return self._pty_master is not None or self._client is not None
-
-    @property
-    def queued_bytes(self) -> int:
-        """Bytes waiting to be written (late or trickled replies)."""
-        return sum(len(chunk) for _, chunk, _ in self._out)
-
-    @property
-    def transcript(self) -> list[TranscriptLine]:
-        return list(self._transcript)
 
     # ------------------------------------------------------------------ serving
 
@@ -145,10 +181,7 @@ class SerialPort:
         (dropped when no host can read it)."""
         if not data or not self.attached:
             return
-        due = time.monotonic() + delay_s
-        if self._out:
-            due = max(due, self._out[-1][0] + gap_s)
-        self._out.append((due, data, gap_s))
+        self._queue(data, delay_s, gap_s)
         self.wake()
 
     def vanish(self, restore_after_s: float | None = None) -> None:
@@ -404,24 +437,11 @@ class SerialPort:
             if written < len(chunk):
                 self._out[0] = (due, chunk[written:], 0.0)
                 return
-            self._out.popleft()
-            if self._out and self._out[0][2]:
-                # A trickled byte keeps its gap even when the previous write was late.
-                next_due, next_chunk, next_gap_s = self._out[0]
-                self._out[0] = (max(next_due, time.monotonic() + next_gap_s), next_chunk, 0.0)
             now = time.monotonic()
-
-    def _record(self, direction: str, data: bytes) -> None:
-        if direction == "RX":
-            self.rx_bytes += len(data)
-        else:
-            self.tx_bytes += len(data)
-        if data:
-            t_s = round(time.monotonic() - self._origin, 6)
-            self._transcript.append(TranscriptLine(t_s, direction, data.hex(" ")))
+            self._pop_written(now)
 
 
-class InProcessPort:
+class InProcessPort(_PortEnd):
     """Both ends of an in-process line: the simulator sends on one (as on a :class:`~simulators.
     serial_port.SerialPort`), the host reads and writes on the other. Vanishes like a pty."""
 
@@ -430,19 +450,10 @@ class InProcessPort:
     def __init__(
         self, device: PortDevice, lock: threading.RLock, changed: threading.Condition, url: str
     ) -> None:
-        self._device = device
-        self._lock = lock
-        self._changed = changed
-        self.url = url
-        self.rx_bytes = 0
-        self.tx_bytes = 0
-        self._transcript: list[TranscriptLine] = []
-        self._origin = time.monotonic()
-        self._out: deque[tuple[float, bytes, float]] = deque()
+        super().__init__(device, lock, changed, url)
         self._inbox = bytearray()  # sent and due: the host's to read
         self._open = True
         self._vanished = False
-        self._restore_at: float | None = None
 
     # ------------------------------------------------------------------ the simulator's end
 
@@ -452,21 +463,10 @@ class InProcessPort:
 
     connected = attached
 
-    @property
-    def queued_bytes(self) -> int:
-        return sum(len(chunk) for _, chunk, _ in self._out)
-
-    @property
-    def transcript(self) -> list[TranscriptLine]:
-        return list(self._transcript)
-
     def send(self, data: bytes, delay_s: float = 0.0, gap_s: float = 0.0) -> None:
         if not data or not self.attached:
             return
-        due = time.monotonic() + delay_s
-        if self._out:
-            due = max(due, self._out[-1][0] + gap_s)
-        self._out.append((due, data, gap_s))
+        self._queue(data, delay_s, gap_s)
         self._changed.notify_all()
 
     def vanish(self, restore_after_s: float | None = None) -> None:
@@ -560,19 +560,7 @@ class InProcessPort:
         self._device.service()
         now = time.monotonic()
         while self._out and self._out[0][0] <= now:
-            _, chunk, _ = self._out.popleft()
+            chunk = self._pop_written(now)
             self._inbox += chunk
             self._record("TX", chunk)
-            if self._out and self._out[0][2]:
-                # A trickled byte keeps its gap even when the previous write was late.
-                next_due, next_chunk, next_gap_s = self._out[0]
-                self._out[0] = (max(next_due, now + next_gap_s), next_chunk, 0.0)
         self._changed.notify_all()
-
-    def _record(self, direction: str, data: bytes) -> None:
-        if direction == "RX":
-            self.rx_bytes += len(data)
-        else:
-            self.tx_bytes += len(data)
-        t_s = round(time.monotonic() - self._origin, 6)
-        self._transcript.append(TranscriptLine(t_s, direction, data.hex(" ")))

@@ -38,6 +38,7 @@ from pynetdicom.pdu import P_DATA_TF
 from dicom_nodes import compat
 from dicom_nodes.datasets.codes import Code
 from dicom_nodes.datasets.rdsr import CodedConcept, build_rdsr
+from dicom_nodes.datasets.references import sop_reference
 from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, close_unestablished, make_ae
 from simulators.unit_images import (
     MG_FOR_PRESENTATION,
@@ -784,7 +785,7 @@ def performed_series_item(performed: PerformedStep) -> Dataset:
     item.SeriesDescription = "Galactography"
     item.RetrieveAETitle = ""
     item.ReferencedImageSequence = [
-        _reference(MG_FOR_PRESENTATION, i.sop_instance_uid) for i in performed.images
+        sop_reference(MG_FOR_PRESENTATION, i.sop_instance_uid) for i in performed.images
     ]
     item.ReferencedNonImageCompositeSOPInstanceSequence = []
     return item
@@ -801,16 +802,9 @@ def rdsr_series_item(rdsr: Dataset) -> Dataset:
     item.RetrieveAETitle = ""
     item.ReferencedImageSequence = []
     item.ReferencedNonImageCompositeSOPInstanceSequence = [
-        _reference(XRAY_RADIATION_DOSE_SR, str(rdsr.SOPInstanceUID))
+        sop_reference(XRAY_RADIATION_DOSE_SR, str(rdsr.SOPInstanceUID))
     ]
     return item
-
-
-def _reference(sop_class: str, sop_instance: str) -> Dataset:
-    ref = Dataset()
-    ref.ReferencedSOPClassUID = sop_class
-    ref.ReferencedSOPInstanceUID = sop_instance
-    return ref
 
 
 def _code(value: str, scheme: str, meaning: str) -> Dataset:

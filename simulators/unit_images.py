@@ -45,6 +45,7 @@ from dicom_nodes.datasets.rdsr import (
     build_rdsr,
     set_patient_and_study,
 )
+from dicom_nodes.datasets.references import MPPS_SOP_CLASS, sop_reference
 from dose import dance
 from simulators.unit_physics import (
     MAGNIFICATION_CODE,
@@ -61,7 +62,6 @@ from simulators.unit_physics import (
 #: series and irradiation events under its own root: not galacto's ``site.uid_root``.
 SIM_UID_ROOT = "1.2.826.0.1.3680043.10.1466.99."
 MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
-MPPS_SOP_CLASS = "1.2.840.10008.3.1.2.3.3"
 
 SMALL_COLUMNS, SMALL_ROWS = 64, 80
 FULL_COLUMNS, FULL_ROWS = 3328, 4096
@@ -300,10 +300,9 @@ def _series(ds: Dataset, study: StudyContext, series: SeriesInfo, when: dt.datet
     ds.PresentationIntentType = "FOR PRESENTATION"
     ds.ReferencedPerformedProcedureStepSequence = []
     if study.performed_procedure_step_uid:
-        ref = Dataset()
-        ref.ReferencedSOPClassUID = MPPS_SOP_CLASS
-        ref.ReferencedSOPInstanceUID = study.performed_procedure_step_uid
-        ds.ReferencedPerformedProcedureStepSequence = [ref]
+        ds.ReferencedPerformedProcedureStepSequence = [
+            sop_reference(MPPS_SOP_CLASS, study.performed_procedure_step_uid)
+        ]
         ds.PerformedProcedureStepID = study.performed_procedure_step_id or "1"
         ds.PerformedProcedureStepStartDate = when.strftime("%Y%m%d")
         ds.PerformedProcedureStepStartTime = when.strftime("%H%M%S")

@@ -49,9 +49,8 @@ from pydicom.sequence import Sequence
 
 from dicom_nodes.datasets.codes import Code, code_sequence
 from dicom_nodes.datasets.identity import RequestedStep, request_item
+from dicom_nodes.datasets.references import MPPS_SOP_CLASS, sop_reference
 
-#: Modality Performed Procedure Step SOP Class (PS3.4 F.7).
-MPPS_SOP_CLASS = "1.2.840.10008.3.1.2.3.3"
 #: SR Study Instance UID concept (DCM 110180), e.g. in the RDSR's Scope of Accumulation.
 STUDY_INSTANCE_UID_CONCEPT = "110180"
 UTF8 = "ISO_IR 192"
@@ -155,9 +154,7 @@ def coerce(ds: Dataset, identity: StudyIdentity) -> list[str]:
             delattr(ds, keyword)
     else:
         setattr(ds, keyword, Sequence([_request_item(identity, sr=is_sr)]))
-    pps = Dataset()
-    pps.ReferencedSOPClassUID = MPPS_SOP_CLASS
-    pps.ReferencedSOPInstanceUID = identity.mpps_instance_uid
+    pps = sop_reference(MPPS_SOP_CLASS, identity.mpps_instance_uid)
     ds.ReferencedPerformedProcedureStepSequence = Sequence([pps])
     if not is_sr:  # Performed Procedure Step Information (C.4.15) of the image's step
         ds.PerformedProcedureStepID = identity.pps_id

@@ -28,6 +28,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from dicom_nodes.datasets import codes
 from dicom_nodes.datasets.codes import Code
 from dicom_nodes.datasets.identity import RequestedStep, request_item
+from dicom_nodes.datasets.references import sop_reference, sop_references
 from dicom_nodes.datasets.uids import derived_uid
 
 MODALITY = "MG"
@@ -129,16 +130,6 @@ def _tm(moment: dt.datetime) -> str:
     return moment.strftime("%H%M%S")
 
 
-def _references(pairs: Iterable[tuple[str, str]]) -> DicomSequence:
-    items = []
-    for sop_class_uid, sop_instance_uid in pairs:
-        item = Dataset()
-        item.ReferencedSOPClassUID = sop_class_uid
-        item.ReferencedSOPInstanceUID = sop_instance_uid
-        items.append(item)
-    return DicomSequence(items)
-
-
 def _code_sequence(values: Iterable[Code]) -> DicomSequence:
     return DicomSequence(codes.code_sequence(values))
 
@@ -148,9 +139,9 @@ def scheduled_step_item(step: RequestedStep) -> Dataset:
     item = request_item(step, procedure_codes=False)
     item.ReferencedStudySequence = DicomSequence()
     if step.referenced_study_uid:
-        item.ReferencedStudySequence = _references(
-            [("1.2.840.10008.3.1.2.3.1", step.referenced_study_uid)]
-        )
+        item.ReferencedStudySequence = [
+            sop_reference("1.2.840.10008.3.1.2.3.1", step.referenced_study_uid)
+        ]
     return item
 
 
@@ -211,8 +202,8 @@ def performed_series_item(series: PerformedSeries) -> Dataset:
     item.SeriesInstanceUID = series.series_instance_uid
     item.SeriesDescription = series.description
     item.RetrieveAETitle = series.retrieve_ae_title
-    item.ReferencedImageSequence = _references(series.images)
-    item.ReferencedNonImageCompositeSOPInstanceSequence = _references(series.non_images)
+    item.ReferencedImageSequence = sop_references(series.images)
+    item.ReferencedNonImageCompositeSOPInstanceSequence = sop_references(series.non_images)
     return item
 
 

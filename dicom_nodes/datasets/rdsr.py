@@ -48,6 +48,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from dicom_nodes.datasets import codes as coded
+from dicom_nodes.datasets.references import MPPS_SOP_CLASS, sop_reference
 from dicom_nodes.datasets.uids import new_uid
 
 XRAY_RADIATION_DOSE_SR = "1.2.840.10008.5.1.4.1.1.88.67"
@@ -623,10 +624,7 @@ def build_rdsr(
 def _pps_reference(pps_uid: str) -> list[Dataset]:
     if not pps_uid:
         return []
-    ref = Dataset()
-    ref.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.3"
-    ref.ReferencedSOPInstanceUID = pps_uid
-    return [ref]
+    return [sop_reference(MPPS_SOP_CLASS, pps_uid)]
 
 
 def _file_meta(sop_uid: str) -> FileMetaDataset:

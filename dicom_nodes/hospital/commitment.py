@@ -30,6 +30,7 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
 
+from dicom_nodes.datasets.references import sop_references
 from dicom_nodes.datasets.uids import new_uid
 from dicom_nodes.hospital.outbox import (
     PACS,
@@ -247,13 +248,7 @@ class CommitmentSender:
                 "WHERE kind = ? AND state = 'sent' AND transaction_uid = ? ORDER BY id",
                 (COMMITTED_KIND, transaction_uid),
             ).fetchall()
-        references = []
-        for row in rows:
-            item = Dataset()
-            item.ReferencedSOPClassUID = row["sop_class_uid"]
-            item.ReferencedSOPInstanceUID = row["sop_instance_uid"]
-            references.append(item)
-        return references
+        return sop_references((row["sop_class_uid"], row["sop_instance_uid"]) for row in rows)
 
     def _closed(self, transaction_uid: str) -> bool:
         with self.outbox.db.read() as conn:

@@ -288,31 +288,23 @@ class MppsSCP:
         requested = cast(N_CREATE, event.request).AffectedSOPInstanceUID
         uid = str(requested) if requested else new_uid(self._uid_prefix)
         attributes: Dataset = event.attribute_list
-        with self._lock:
-            status, reply, logged = self._create(uid, attributes, calling_ae)
-            if not logged:
-                self._log(uid, "N-CREATE", calling_ae, status, attributes)
-            self._notify("N-CREATE", uid, calling_ae, status)
+        status, reply = self._answer("N-CREATE", uid, calling_ae, attributes, self._create)
         if not requested and reply is not None:
             reply = copy.copy(reply)
             reply.AffectedSOPInstanceUID = uid  # pynetdicom moves it into the N-CREATE-RSP
         return status, reply
 
-    def _create(
-        self, uid: str, attributes: Dataset, calling_ae: str
-    ) -> tuple[int | Dataset, Dataset | None, bool]:
-        def create() -> tuple[Dataset | None, bool]:
-            if self._store.get(uid) is not None:
-                raise Refusal(MppsStatus.DUPLICATE_SOP_INSTANCE, "duplicate instance")
-            check_n_create(attributes)
-            instance = MppsInstance(uid, IN_PROGRESS, calling_ae, copy.deepcopy(attributes))
-            self._record_dose(instance)
-            message = ReceivedMessage(uid, "N-CREATE", calling_ae, MppsStatus.SUCCESS, attributes)
-            logged = self._persist(instance, message, created=True)
-            log.info("MPPS created by %s (IN PROGRESS)", calling_ae)
-            return attributes, logged
-
-        return _answered("N-CREATE", calling_ae, create)
+    def _create(self, uid: str, attributes: Dataset, calling_ae: str) -> tuple[Dataset, bool]:
+        """Check and store a new instance: (the reply, whether its message was logged with it)."""
+        if self._store.get(uid) is not None:
+            raise Refusal(MppsStatus.DUPLICATE_SOP_INSTANCE, "duplicate instance")
+        check_n_create(attributes)
+        instance = MppsInstance(uid, IN_PROGRESS, calling_ae, copy.deepcopy(attributes))
+        self._record_dose(instance)
+        message = ReceivedMessage(uid, "N-CREATE", calling_ae, MppsStatus.SUCCESS, attributes)
+        logged = self._persist(instance, message, created=True)
+        log.info("MPPS created by %s (IN PROGRESS)", calling_ae)
+        return attributes, logged
 
     # ------------------------------------------------------------------ N-SET
     def handle_set(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
@@ -320,37 +312,48 @@ class MppsSCP:
         calling_ae = _calling_ae(event)
         uid = str(cast(N_SET, event.request).RequestedSOPInstanceUID)
         modifications: Dataset = event.modification_list
-        with self._lock:
-            status, reply, logged = self._set(uid, modifications, calling_ae)
-            if not logged:
-                self._log(uid, "N-SET", calling_ae, status, modifications)
-            self._notify("N-SET", uid, calling_ae, status)
-        return status, reply
+        return self._answer("N-SET", uid, calling_ae, modifications, self._set)
 
-    def _set(
-        self, uid: str, modifications: Dataset, calling_ae: str
-    ) -> tuple[int | Dataset, Dataset | None, bool]:
-        def update() -> tuple[Dataset | None, bool]:
-            current = self._store.get(uid)
-            if current is None:
-                raise Refusal(MppsStatus.NO_SUCH_OBJECT_INSTANCE, "unknown instance")
-            if current.status in FINAL_STATES:
-                raise Refusal(final_state_status(), f"instance already {current.status}")
-            merged = merge_n_set(current.dataset, modifications)
-            instance = MppsInstance(uid, merged.PerformedProcedureStepStatus, calling_ae, merged)
-            self._record_dose(instance)
-            message = ReceivedMessage(uid, "N-SET", calling_ae, MppsStatus.SUCCESS, modifications)
-            logged = self._persist(instance, message, created=False)
-            log.info("MPPS set by %s (%s)", calling_ae, instance.status)
-            return None, logged
-
-        return _answered("N-SET", calling_ae, update)
+    def _set(self, uid: str, modifications: Dataset, calling_ae: str) -> tuple[None, bool]:
+        """Check and merge an N-SET: (no reply, whether its message was logged with it)."""
+        current = self._store.get(uid)
+        if current is None:
+            raise Refusal(MppsStatus.NO_SUCH_OBJECT_INSTANCE, "unknown instance")
+        if current.status in FINAL_STATES:
+            raise Refusal(final_state_status(), f"instance already {current.status}")
+        merged = merge_n_set(current.dataset, modifications)
+        instance = MppsInstance(uid, merged.PerformedProcedureStepStatus, calling_ae, merged)
+        self._record_dose(instance)
+        message = ReceivedMessage(uid, "N-SET", calling_ae, MppsStatus.SUCCESS, modifications)
+        logged = self._persist(instance, message, created=False)
+        log.info("MPPS set by %s (%s)", calling_ae, instance.status)
+        return None, logged
 
     # ------------------------------------------------------------------ helpers
-    def _notify(self, operation: str, uid: str, calling_ae: str, status: int | Dataset) -> None:
+    def _answer(
+        self,
+        operation: str,
+        uid: str,
+        calling_ae: str,
+        received: Dataset,
+        action: Callable[[str, Dataset, str], tuple[Dataset | None, bool]],
+    ) -> tuple[int | Dataset, Dataset | None]:
+        """Run ``action(uid, received, calling_ae)`` under the lock (its outcome mapped to a
+        status by :func:`_answered`), log the message as received unless the store logged it
+        with the state, and tell the message hook."""
+        with self._lock:
+            status, reply, logged = _answered(
+                operation, calling_ae, lambda: action(uid, received, calling_ae)
+            )
+            code = int(status.Status) if isinstance(status, Dataset) else int(status)
+            if not logged:
+                self._log(ReceivedMessage(uid or None, operation, calling_ae, code, received))
+            self._notify(operation, uid, calling_ae, code)
+        return status, reply
+
+    def _notify(self, operation: str, uid: str, calling_ae: str, code: int) -> None:
         if self._on_message is None:
             return
-        code = int(status.Status) if isinstance(status, Dataset) else int(status)
         try:
             self._on_message(operation, uid, calling_ae, code)
         except Exception:
@@ -379,14 +382,11 @@ class MppsSCP:
         ]
         self._sink.record(records)
 
-    def _log(
-        self, uid: Any, operation: str, calling_ae: str, status: int | Dataset, ds: Dataset
-    ) -> None:
-        code = int(status.Status) if isinstance(status, Dataset) else int(status)
+    def _log(self, message: ReceivedMessage) -> None:
         try:
-            self._store.log_message(str(uid) if uid else None, operation, calling_ae, code, ds)
+            self._store.log_message(message)
         except Exception:
-            log.exception("MPPS %s could not be logged", operation)
+            log.exception("MPPS %s could not be logged", message.operation)
 
 
 def _answered(

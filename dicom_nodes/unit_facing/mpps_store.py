@@ -84,6 +84,17 @@ class MppsInstance:
     dataset: Dataset
 
 
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """One N-CREATE / N-SET as received, with the status we answered."""
+
+    sop_instance_uid: str | None
+    operation: str
+    calling_ae: str
+    status_code: int
+    dataset: Dataset
+
+
 class MppsStore(Protocol):
     """What the MPPS SCP needs from its persistence."""
 
@@ -97,25 +108,7 @@ class MppsStore(Protocol):
         step_totals: dict[str, Any] | None = None,
     ) -> None: ...
 
-    def log_message(
-        self,
-        sop_instance_uid: str | None,
-        operation: str,
-        calling_ae: str,
-        status_code: int,
-        dataset: Dataset,
-    ) -> None: ...
-
-
-@dataclass(frozen=True)
-class ReceivedMessage:
-    """One N-CREATE / N-SET as received, with the status we answered."""
-
-    sop_instance_uid: str | None
-    operation: str
-    calling_ae: str
-    status_code: int
-    dataset: Dataset
+    def log_message(self, message: ReceivedMessage) -> None: ...
 
 
 @runtime_checkable
@@ -187,15 +180,7 @@ class SqliteMppsStore(Store):
         duplicate insert."""
         self.db.run(lambda conn: _save(conn, instance, created, step_totals or {}))
 
-    def log_message(
-        self,
-        sop_instance_uid: str | None,
-        operation: str,
-        calling_ae: str,
-        status_code: int,
-        dataset: Dataset,
-    ) -> None:
-        message = ReceivedMessage(sop_instance_uid, operation, calling_ae, status_code, dataset)
+    def log_message(self, message: ReceivedMessage) -> None:
         self.db.run(lambda conn: _log(conn, message))
 
     def save_with_message(
