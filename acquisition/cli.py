@@ -71,6 +71,17 @@ def load_config(args: argparse.Namespace, **flag_overrides: object) -> Config:
     return load(args.config, overrides=overrides)
 
 
+def add_database_option(parser: argparse.ArgumentParser, metavar: str = "PATH") -> None:
+    """``--database``: the database this command opens instead of ``database.path``
+    (:func:`database_config` applies it)."""
+    parser.add_argument("--database", metavar=metavar, help="database (default: database.path)")
+
+
+def database_config(args: argparse.Namespace) -> Config:
+    """:func:`load_config` with the ``--database`` of :func:`add_database_option` applied."""
+    return load_config(args, **{"database.path": args.database})
+
+
 def os_user() -> str:
     """Who runs this command, as the journal names a change made from the command line."""
     try:

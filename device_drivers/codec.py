@@ -150,6 +150,14 @@ class Reply:
         return self.alarm is not None
 
 
+def _ascii(data: bytes, what: str) -> str:
+    """The text of a frame's data; :class:`ProtocolError` when it is not ASCII."""
+    try:
+        return data.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"non-ASCII {what} {data!r}") from exc
+
+
 _REPLY = re.compile(
     r"(?P<addr>\d\d)(?:A\?(?P<alarm>[A-Z])|(?P<prompt>[IWSPTUX]))(?P<data>.*)", re.S
 )
@@ -158,10 +166,7 @@ _ERRORS = sorted(ReplyError, key=lambda e: -len(e.value))
 
 def parse_reply(data: bytes) -> Reply:
     """Parse the data of one reply frame; :class:`ProtocolError` when it breaks the grammar."""
-    try:
-        text = data.decode("ascii")
-    except UnicodeDecodeError as exc:
-        raise ProtocolError(f"non-ASCII reply {data!r}") from exc
+    text = _ascii(data, "reply")
     m = _REPLY.fullmatch(text)
     if m is None:
         raise ProtocolError(f"reply does not follow the grammar: {text!r}")
@@ -223,10 +228,7 @@ _COMMAND = re.compile(r"(?P<addr>\d{1,2})?(?P<name>[A-Z]{3})?(?P<args>.*)", re.S
 
 def parse_command(data: bytes) -> Command:
     """Parse the data of one host command (pump side)."""
-    try:
-        text = data.decode("ascii")
-    except UnicodeDecodeError as exc:
-        raise ProtocolError(f"non-ASCII command {data!r}") from exc
+    text = _ascii(data, "command")
     m = _COMMAND.fullmatch(text)
     if m is None or (m["name"] is None and m["args"]):
         raise ProtocolError(f"command does not follow the grammar: {text!r}")

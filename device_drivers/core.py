@@ -72,6 +72,18 @@ class Injection:
     #: Events recorded during this injection (the device may report what the driver also sees).
     recorded: set[InjectorEvent] = field(default_factory=set)
 
+    def progress(self, state: InjectorState) -> Progress:
+        """What the last poll read of this injection, the driver being in ``state``."""
+        return Progress(
+            state,
+            self.delivered_ml,
+            self.target_ml,
+            self.pressure_kpa,
+            self.baseline_kpa,
+            self.rate_ml_min,
+            time.monotonic() - self.started_s,
+        )
+
 
 class DriverCore:
     """One driver's shared state and the operations on it (see the module docstring)."""
@@ -133,15 +145,7 @@ class DriverCore:
     def publish_progress(self, inj: Injection) -> None:
         """Tell the progress subscribers what this poll of ``inj`` read (under the lock, on
         the monitor's thread: a subscriber only hands the figures on)."""
-        progress = Progress(
-            self.state,
-            inj.delivered_ml,
-            inj.target_ml,
-            inj.pressure_kpa,
-            inj.baseline_kpa,
-            inj.rate_ml_min,
-            time.monotonic() - inj.started_s,
-        )
+        progress = inj.progress(self.state)
         for callback in list(self.progress_subscribers):
             try:
                 callback(progress)

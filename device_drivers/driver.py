@@ -225,15 +225,7 @@ class NewEraInjector(InjectorABC):
             rate = config.rate_ml_min if config else 0.0
             target = config.volume_ml if config else 0.0
             return Progress(state, 0.0, target, None, None, rate, 0.0)
-        return Progress(
-            state,
-            inj.delivered_ml,
-            inj.target_ml,
-            inj.pressure_kpa,
-            inj.baseline_kpa,
-            inj.rate_ml_min,
-            time.monotonic() - inj.started_s,
-        )
+        return inj.progress(state)
 
     # ---------------------------------------------------------------- connect / close
 

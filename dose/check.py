@@ -262,12 +262,19 @@ TARGETS = ("Mo", "Rh", "W")
 FILTERS = ("Mo", "Rh", "Ag", "Al")
 
 
-def _symbol(name: str, allowed: Sequence[str]) -> str | None:
-    wanted = dance.material(name)
+def _within(name: str, value: float, low: float, high: float, table: str) -> None:
+    """:class:`InputOutsideError` unless ``value`` is finite and in ``[low, high]``."""
+    if not (math.isfinite(value) and low <= value <= high):
+        raise InputOutsideError(name, f"{value:g}", f"{low:g}", f"{high:g}", table)
+
+
+def _symbol(name: str, given: str, allowed: Sequence[str], table: str) -> str:
+    """The symbol in ``allowed`` of the material ``given``; :class:`InputOutsideError` if none."""
+    wanted = dance.material(given)
     for symbol in allowed:
         if dance.material(symbol) == wanted:
             return symbol
-    return None
+    raise InputOutsideError(name, given, allowed[0], allowed[-1], table)
 
 
 def calculate(
@@ -285,52 +292,26 @@ def calculate(
     correction). :class:`InputOutsideError` for an input the tables or ranges do not cover."""
     g_table = dance.DANCE_2000_G
     kerma_range = plausibility.RANGE_BY_FIELD["esak_mgy"]
-    if not (math.isfinite(kerma_mgy) and kerma_range.contains(kerma_mgy)):
-        raise InputOutsideError(
-            "kerma",
-            f"{kerma_mgy:g}",
-            f"{kerma_range.low:g}",
-            f"{kerma_range.high:g}",
-            "plausible incident air kerma (mGy)",
-        )
+    _within(
+        "kerma", kerma_mgy, kerma_range.low, kerma_range.high, "plausible incident air kerma (mGy)"
+    )
     hvls = g_table.hvls_mm_al
-    if not (math.isfinite(hvl_mm_al) and hvls[0] <= hvl_mm_al <= hvls[-1]):
-        raise InputOutsideError(
-            "hvl", f"{hvl_mm_al:g}", f"{hvls[0]:g}", f"{hvls[-1]:g}", "Dance 2000 g (mm Al)"
-        )
-    low_mm, high_mm = g_table.thicknesses_cm[0] * 10, g_table.thicknesses_cm[-1] * 10
-    if not (math.isfinite(thickness_mm) and low_mm <= thickness_mm <= high_mm):
-        raise InputOutsideError(
-            "thickness", f"{thickness_mm:g}", f"{low_mm:g}", f"{high_mm:g}", "Dance 2000 g (mm)"
-        )
-    anode = _symbol(target, TARGETS)
-    if anode is None:
-        raise InputOutsideError(
-            "target",
-            target,
-            TARGETS[0],
-            TARGETS[-1],
-            f"Dance 2000 s factors ({', '.join(TARGETS)})",
-        )
+    _within("hvl", hvl_mm_al, hvls[0], hvls[-1], "Dance 2000 g (mm Al)")
+    thicknesses_mm = g_table.thicknesses_cm[0] * 10, g_table.thicknesses_cm[-1] * 10
+    _within("thickness", thickness_mm, *thicknesses_mm, "Dance 2000 g (mm)")
+    anode = _symbol("target", target, TARGETS, f"Dance 2000 s factors ({', '.join(TARGETS)})")
     served = [f for f in FILTERS if dance.s_factor(anode, f).computable]
-    filt = _symbol(filter_material, served)
-    if filt is None:
-        raise InputOutsideError(
-            "filter",
-            filter_material,
-            served[0],
-            served[-1],
-            f"Dance 2000 s factors for target {anode} ({', '.join(served)})",
-        )
-    if glandularity_pct is not None and not (
-        math.isfinite(glandularity_pct) and 0 <= glandularity_pct <= 100
-    ):
-        raise InputOutsideError("glandularity", f"{glandularity_pct:g}", 0, 100, "glandularity (%)")
+    filt = _symbol(
+        "filter",
+        filter_material,
+        served,
+        f"Dance 2000 s factors for target {anode} ({', '.join(served)})",
+    )
+    if glandularity_pct is not None:
+        _within("glandularity", glandularity_pct, 0, 100, "glandularity (%)")
     age_range = plausibility.RANGE_BY_FIELD["patient_age_years"]
-    if age_years is not None and not (math.isfinite(age_years) and age_range.contains(age_years)):
-        raise InputOutsideError(
-            "age", f"{age_years:g}", f"{age_range.low:g}", f"{age_range.high:g}", "age (years)"
-        )
+    if age_years is not None:
+        _within("age", age_years, age_range.low, age_range.high, "age (years)")
     tables = c_tables or CTables()
     try:
         choice = tables.choose(

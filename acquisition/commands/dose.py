@@ -22,7 +22,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
-from acquisition.cli import EXIT_OK
+from acquisition.cli import EXIT_OK, add_database_option
 from acquisition.commands import dose_audit, dose_checks
 from acquisition.dose_audit import (
     FORMATS,
@@ -72,12 +72,12 @@ def register(subparsers: Any) -> None:
     )
     sub = parser.add_subparsers(dest="dose_command", metavar="ACTION", required=True)
     listing = sub.add_parser("list", help="the logged exposures, filtered")
-    listing.add_argument("--database", metavar="PATH", help="database (default: database.path)")
+    add_database_option(listing)
     listing.add_argument("--json", action="store_true", help="one JSON document")
     add_filter_arguments(listing)
     listing.set_defaults(func=run_list)
     export = sub.add_parser("export", help="the exposures as CSV, JSON, OpenREM or NHSBSP")
-    export.add_argument("--database", metavar="PATH", help="database (default: database.path)")
+    add_database_option(export)
     export.add_argument("--format", choices=FORMATS, required=True)
     export.add_argument("--output", metavar="FILE", help="write here (0600) instead of stdout")
     export.add_argument(

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from acquisition.cli import EXIT_OK, EXIT_USAGE, load_config
+from acquisition.cli import EXIT_OK, EXIT_USAGE, add_database_option, database_config
 from acquisition.dose_audit import (
     AuditLog,
     ExposureFilter,
@@ -45,7 +45,7 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     imp.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to read")
-    imp.add_argument("--database", metavar="DB", help="database (default: database.path)")
+    add_database_option(imp, metavar="DB")
     imp.add_argument("--recursive", action="store_true", help="read the folders below too")
     imp.add_argument(
         "--station", metavar="AE", help="the AE title of the unit these objects come from"
@@ -61,7 +61,7 @@ def register(sub: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    report.add_argument("--database", metavar="PATH", help="database (default: database.path)")
+    add_database_option(report)
     report.add_argument(
         "--output",
         metavar="FILE.html|FOLDER",
@@ -97,7 +97,7 @@ class ProgressBar:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    config = load_config(args, **{"database.path": args.database})
+    config = database_config(args)
     lower_priority()
     progress = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
     with DoseLog(Path(config.database.path), policy=dose_policy(config)) as dose_log:
@@ -133,7 +133,7 @@ def start_audit(args: argparse.Namespace) -> tuple[AuditLog, ExposureFilter, Con
     except FilterError as exc:
         print(f"galacto dose: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    config = load_config(args, **{"database.path": args.database})
+    config = database_config(args)
     path = Path(config.database.path)
     if not path.exists():
         print(f"galacto dose: no database at {path}", file=sys.stderr)

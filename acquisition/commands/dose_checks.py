@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from acquisition.accounts import PHYSICIST, Accounts
-from acquisition.cli import EXIT_OK, EXIT_USAGE, load_config, os_user
+from acquisition.cli import (
+    EXIT_OK,
+    EXIT_USAGE,
+    add_database_option,
+    database_config,
+    load_config,
+    os_user,
+)
 from acquisition.dose_alerts import AcknowledgementError, acknowledge, clean_reason
 from acquisition.dose_log import ALERT_OPEN, DoseLog
 from acquisition.dose_policy import dance_tables
@@ -64,7 +71,7 @@ def register(sub: Any) -> None:
     mgd.set_defaults(func=run_mgd)
 
     alerts = sub.add_parser("alerts", help="the dose alerts: level exceeded or implausible")
-    alerts.add_argument("--database", metavar="PATH", help="database (default: database.path)")
+    add_database_option(alerts)
     alerts.add_argument("--open", action="store_true", help="only those not acknowledged")
     alerts.add_argument("--json", action="store_true", help="one JSON document")
     alerts.set_defaults(func=run_alerts)
@@ -72,7 +79,7 @@ def register(sub: Any) -> None:
     ack = sub.add_parser("ack", help="acknowledge a dose alert, with a reason (journaled)")
     ack.add_argument("alert_id", metavar="ID", type=int, help="the alert's id (dose alerts)")
     ack.add_argument("--reason", metavar="TEXT", required=True, help="why it is acceptable")
-    ack.add_argument("--database", metavar="PATH", help="database (default: database.path)")
+    add_database_option(ack)
     ack.add_argument(
         "--user",
         metavar="NAME",
@@ -148,7 +155,7 @@ def run_mgd(args: argparse.Namespace) -> int:
 
 
 def _open_log(args: argparse.Namespace) -> tuple[DoseLog, Any] | None:
-    config = load_config(args, **{"database.path": args.database})
+    config = database_config(args)
     path = Path(config.database.path)
     if not path.exists():
         return None
@@ -252,7 +259,7 @@ def acknowledger(
 
 
 def run_ack(args: argparse.Namespace) -> int:
-    config = load_config(args, **{"database.path": args.database})
+    config = database_config(args)
     path = Path(config.database.path)
     if not path.exists():
         return _fail("galacto dose ack: no database (database.path)")

@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from acquisition.cli import EXIT_OK, EXIT_USAGE, load_config
+from acquisition.cli import EXIT_OK, EXIT_USAGE, add_database_option, database_config
 from acquisition.journal import Head, missing_heads, verify_connection
 from storage import DatabaseOpenError, open_read_only
 
@@ -42,7 +42,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("journal", help="audit the exam journal")
     sub = parser.add_subparsers(dest="journal_command", metavar="ACTION", required=True)
     verify = sub.add_parser("verify", help="verify the hash chain; name the first bad entry")
-    verify.add_argument("--database", metavar="PATH", help="database (default: database.path)")
+    add_database_option(verify)
     verify.add_argument(
         "--witness",
         metavar="FILE",
@@ -51,7 +51,7 @@ def register(subparsers: Any) -> None:
     )
     verify.set_defaults(func=run_verify)
     listing = sub.add_parser("list", help="the entries, with who, from where and what")
-    listing.add_argument("--database", metavar="PATH", help="database (default: database.path)")
+    add_database_option(listing)
     listing.add_argument("--exam", metavar="ACCESSION", help="the entries of one order's exams")
     listing.add_argument("--json", action="store_true", help="one JSON object per entry and line")
     listing.set_defaults(func=run_list)
@@ -90,7 +90,7 @@ def _summary(payload: dict[str, Any]) -> str:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    config = load_config(args, **{"database.path": args.database})
+    config = database_config(args)
     where, params = _exam_condition(args.exam) if args.exam else ("1", [])
     try:
         with open_read_only(config.database.path) as db:
@@ -126,7 +126,7 @@ def read_witness(path: Path) -> list[Head]:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    config = load_config(args, **{"database.path": args.database})
+    config = database_config(args)
     key = config.site.journal_key.encode() or None
     previous = [k.encode() for k in config.site.journal_previous_keys]
     heads: list[Head] = []

@@ -22,7 +22,7 @@ import json
 import sys
 from typing import Any
 
-from acquisition.cli import EXIT_OK, EXIT_USAGE, load_config
+from acquisition.cli import EXIT_OK, EXIT_USAGE, add_database_option, database_config
 from acquisition.dose_log import DoseLog
 from acquisition.journal import Journal
 from dicom_nodes.unit_facing.received_objects import (
@@ -38,14 +38,14 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("quarantine", help="objects refused for a reused SOP UID")
     sub = parser.add_subparsers(dest="quarantine_command", metavar="ACTION", required=True)
     listing = sub.add_parser("list", help="held and decided objects")
-    listing.add_argument("--database", metavar="PATH", help="database (default: database.path)")
+    add_database_option(listing)
     listing.add_argument("--json", action="store_true", help="one JSON document")
     listing.set_defaults(func=run_list)
     accept = sub.add_parser("accept", help="accept a held object as an object of its own")
     accept.add_argument("id", type=int, metavar="ID", help="the item, from `quarantine list`")
     accept.add_argument("--reason", required=True, help="why (journaled)")
     accept.add_argument("--operator", default=None, help="who decides (default: the login name)")
-    accept.add_argument("--database", metavar="PATH", help="database (default: database.path)")
+    add_database_option(accept)
     accept.set_defaults(func=run_accept)
 
 
@@ -64,7 +64,7 @@ def _row(item: QuarantineItem) -> dict[str, Any]:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    config = load_config(args, **{"database.path": args.database})
+    config = database_config(args)
     with open_read_only(config.database.path) as db:
         items = list_quarantine(db.connection) if db.has_table("quarantine") else []
     rows = [_row(item) for item in items]
@@ -84,7 +84,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_accept(args: argparse.Namespace) -> int:
-    config = load_config(args, **{"database.path": args.database})
+    config = database_config(args)
     operator = (args.operator or getpass.getuser()).strip()
     reason = args.reason.strip()
     if not reason:

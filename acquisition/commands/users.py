@@ -23,10 +23,9 @@ from typing import Any
 
 from acquisition.account_admin import AdminContext, add_user, change_password, disable_user
 from acquisition.accounts import ROLES, AccountError, Accounts
-from acquisition.cli import EXIT_OK, EXIT_USAGE, load_config, os_user
+from acquisition.cli import EXIT_OK, EXIT_USAGE, add_database_option, database_config, os_user
 from acquisition.exam.model import Operator
 from acquisition.journal import Journal, JournalError
-from acquisition.settings import Config
 
 
 def register(subparsers: Any) -> None:
@@ -55,16 +54,12 @@ def register(subparsers: Any) -> None:
     )
     passwd.set_defaults(func=run_passwd)
     for action in (add, listing, disable, passwd):
-        action.add_argument("--database", metavar="PATH", help="database (default: database.path)")
+        add_database_option(action)
 
 
 def _fail(message: str) -> int:
     print(f"galacto users: {message}", file=sys.stderr)
     return EXIT_USAGE
-
-
-def _config(args: argparse.Namespace) -> Config:
-    return load_config(args, **{"database.path": args.database})
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -77,7 +72,7 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def _change(args: argparse.Namespace, change: Any) -> int:
-    config = _config(args)
+    config = database_config(args)
     path = Path(config.database.path)
     key = config.site.journal_key.encode() or None
     who = Operator(os_user(), {"os_user": os_user(), "via": "galacto users"})
@@ -114,7 +109,7 @@ def run_passwd(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = database_config(args)
     path = Path(config.database.path)
     if not path.exists():
         return _fail(f"no database at {path} (database.path)")

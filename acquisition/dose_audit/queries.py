@@ -167,6 +167,16 @@ class ReportQueries:
         sql, params = source
         return self.log.query(f"SELECT {select} FROM ({sql}) {rest}", params)
 
+    def _medians(self, index: str, match: str, groups: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """The exact median AGD of each group (three keys, then its count): its middle values
+        walked in AGD order along ``index``, ``match`` picking its rows by the three keys."""
+        sql = (
+            "SELECT avg(agd) FROM (SELECT e.agd_plausible_mgy AS agd FROM exposure AS e "
+            f"INDEXED BY {index} WHERE {match} AND e.agd_plausible_mgy IS NOT NULL "
+            f"AND {self.where} ORDER BY e.agd_plausible_mgy LIMIT ? OFFSET ?)"
+        )
+        return self._all(sql, [(g[:3], _middle(g[3])) for g in groups])
+
     def _count(self, measure: str) -> int | None:
         """The sum of a summary's count over the filter, or None if the rows must say."""
         if self.summary is None:
@@ -212,13 +222,11 @@ class ReportQueries:
                 f"AND {self.where} "
                 "GROUP BY e.is_magnified, e.view_name, e.thickness_band_mm"
             )
-        median_sql = (
-            "SELECT avg(agd) FROM (SELECT e.agd_plausible_mgy AS agd FROM exposure AS e "
-            "INDEXED BY exposure_view_band WHERE e.is_magnified = ? AND e.view_name IS ? "
-            "AND e.thickness_band_mm = ? AND e.agd_plausible_mgy IS NOT NULL "
-            f"AND {self.where} ORDER BY e.agd_plausible_mgy LIMIT ? OFFSET ?)"
+        medians = self._medians(
+            "exposure_view_band",
+            "e.is_magnified = ? AND e.view_name IS ? AND e.thickness_band_mm = ?",
+            groups,
         )
-        medians = self._all(median_sql, [(g[:3], _middle(g[3])) for g in groups])
         return [
             BandStats(
                 bool(magnified), view, int(band), int(count), mean, median, thickness, kvp, mas
@@ -242,13 +250,11 @@ class ReportQueries:
                 "WHERE e.agd_plausible_mgy IS NOT NULL AND e.acquisition_month IS NOT NULL "
                 f"AND {self.where} GROUP BY e.station_ae, e.device_serial, e.acquisition_month"
             )
-        median_sql = (
-            "SELECT avg(agd) FROM (SELECT e.agd_plausible_mgy AS agd FROM exposure AS e "
-            "INDEXED BY exposure_unit_month WHERE e.station_ae IS ? AND e.device_serial IS ? "
-            "AND e.acquisition_month = ? AND e.agd_plausible_mgy IS NOT NULL "
-            f"AND {self.where} ORDER BY e.agd_plausible_mgy LIMIT ? OFFSET ?)"
+        medians = self._medians(
+            "exposure_unit_month",
+            "e.station_ae IS ? AND e.device_serial IS ? AND e.acquisition_month = ?",
+            groups,
         )
-        medians = self._all(median_sql, [(g[:3], _middle(g[3])) for g in groups])
         return [
             UnitMonth(station, serial, month, int(count), median)
             for (station, serial, month, count), median in zip(groups, medians, strict=True)

@@ -148,34 +148,44 @@ class InjectionSupervisor:
     def new_session(self, given_ml: float) -> None:
         """The driver's own per-exam cap follows the exam (a second line of defence behind the
         exam's interlock, which counts the exam's volume from the journal)."""
-        injector = self._injector
-        if injector is None:
-            return
-        try:
-            injector.new_session(given_ml)
-        except DriverError as exc:
-            log.error("the injector's per-exam volume was not reset: %s", exc)
+        self._best_effort(
+            lambda injector: injector.new_session(given_ml),
+            "the injector's per-exam volume was not reset",
+        )
 
     def disarm_quietly(self) -> None:
         """Disarm an armed injector (nothing may start unrecorded); its arming times out by
         itself when even that fails."""
-        injector = self._injector
-        if injector is None or injector.state is not InjectorState.ARMED:
-            return
-        try:
-            injector.disarm()
-        except DriverError as exc:
-            log.error("injector not disarmed (its arming times out by itself): %s", exc)
+        self._best_effort(
+            lambda injector: injector.disarm(),
+            "injector not disarmed (its arming times out by itself)",
+            only_in=InjectorState.ARMED,
+        )
 
     def reset_after_stop(self) -> None:
         """An operator stop leaves the driver in ERROR (aborted, reported): clear it."""
+        self._best_effort(
+            lambda injector: injector.acknowledge(),
+            "injector not reset after the stop",
+            only_in=InjectorState.ERROR,
+        )
+
+    def _best_effort(
+        self,
+        action: Callable[[InjectorABC], object],
+        failure: str,
+        *,
+        only_in: InjectorState | None = None,
+    ) -> None:
+        """Do ``action`` on the attached injector (when it is in ``only_in``, if given); a
+        driver error is logged as ``failure``, never raised."""
         injector = self._injector
-        if injector is None or injector.state is not InjectorState.ERROR:
+        if injector is None or (only_in is not None and injector.state is not only_in):
             return
         try:
-            injector.acknowledge()
+            action(injector)
         except DriverError as exc:
-            log.error("injector not reset after the stop: %s", exc)
+            log.error("%s: %s", failure, exc)
 
     # ------------------------------------------------------------------ the injection running
 
