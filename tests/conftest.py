@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import threading
@@ -54,7 +55,23 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
 
     eventually(settled, LEAK_GRACE_S)
     assert not leaked, f"threads left running: {[t.name for t in leaked]}"
-    assert not opened, f"{len(opened)} file descriptor(s) left open: {opened}"
+    assert not opened, f"{len(opened)} file descriptor(s) left open: {_described(opened)}"
+
+
+def _described(opened: dict[str, str]) -> dict[str, str]:
+    """Each leaked descriptor with, for a socket, its line of /proc/net (its local and remote
+    addresses in hex, its state): which peer it talked to is the first clue to whose it is."""
+    described = dict(opened)
+    for fd, target in opened.items():
+        if not target.startswith("socket:["):
+            continue
+        inode = target.removeprefix("socket:[").removesuffix("]")
+        for table in ("tcp", "tcp6", "unix"):
+            with contextlib.suppress(OSError), open(f"/proc/net/{table}") as lines:
+                found = [line.split() for line in lines if f" {inode} " in line]
+                if found:
+                    described[fd] = f"{target} {table} {' '.join(found[0][1:4])}"
+    return described
 
 
 def pytest_configure(config: pytest.Config) -> None:
