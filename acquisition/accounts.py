@@ -58,6 +58,14 @@ CONCURRENT_HASHES = 2
 #: How stale a session's last activity may be in the database (it is exact in memory).
 TOUCH_WRITE_S = 15.0
 
+#: The hash an unknown user name is checked against, so that it costs what a wrong password
+#: costs: Argon2id with the default profile (RFC 9106 low memory) of a random password that was
+#: thrown away — no password matches it, and no account has it.
+DUMMY_HASH = (
+    "$argon2id$v=19$m=65536,t=3,p=4$+LRKWqUlM7nn/UGAetYqjQ$"
+    "Ak7JRKAVUjlHVDYDn2fdYE56Mz1nsGMyheLEXa59KUo"
+)
+
 MIGRATIONS = sqlite_utils.Migrations("acquisition.accounts")
 
 
@@ -188,7 +196,11 @@ class Accounts(Store):
         self._hasher = hasher or argon2.PasswordHasher.from_parameters(
             argon2.profiles.RFC_9106_LOW_MEMORY
         )
-        self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+        # what an unknown name is checked against: a hash made with the same parameters (the
+        # default profile's is made once here, not at every start: a hash takes ~0.1 s)
+        self._dummy_hash = (
+            self._hasher.hash(secrets.token_urlsafe(16)) if hasher is not None else DUMMY_HASH
+        )
         self._hashing = threading.BoundedSemaphore(CONCURRENT_HASHES)
         self._clock = clock
         super().__init__(path, busy_timeout_s=busy_timeout_s)

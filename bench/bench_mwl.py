@@ -32,11 +32,13 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pynetdicom.dsutils import encode_file_meta
 
+from acquisition.controller import IDLE_S as CONTROLLER_IDLE_S
 from dicom_nodes.datasets import codes
 from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, make_ae
 from dicom_nodes.unit_facing.mwl_matching import WorklistQuery
 from dicom_nodes.unit_facing.mwl_scp import MWL_FIND_UID, TRANSFER_SYNTAXES, WorklistSCP
 from dicom_nodes.unit_facing.worklist_store import SUPPORTED_KEYS, ScheduledStep, WorklistStore
+from storage.writer import shared
 
 SIZES = (1_000, 10_000, 100_000)
 STATIONS = 10
@@ -212,7 +214,11 @@ def median_time(port: int, called_ae: str, keys: Sequence[str], repeats: int) ->
 
 def bench_size(count: int, root: Path, *, include_everything: bool, floor_s: float) -> list[str]:
     steps = make_steps(count)
-    store = WorklistStore(root / "galacto.db")
+    # opened as the controller opens it: its database kept open while idle (a store of its own
+    # would let its connections go after 10 ms, and the next query would open them again)
+    database = shared(root / "galacto.db", idle_s=CONTROLLER_IDLE_S)
+    store = WorklistStore(database)
+    database.close()  # the store holds it now
     started = time.perf_counter()
     store.publish_many(steps)
     publish_s = time.perf_counter() - started

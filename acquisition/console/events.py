@@ -109,6 +109,7 @@ class EventHub:
         self._period_s = state_period_s
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
+        self._refreshing = threading.Lock()
         self._subscribers: set[Subscription] = set()
         self._state: Event | None = None
         self._state_key = ""
@@ -198,17 +199,21 @@ class EventHub:
         )
 
     def _refresh_state(self) -> None:
-        document = self._snapshot()
-        key = json.dumps({k: v for k, v in document.items() if k != "time"}, sort_keys=True)
-        if key == self._state_key:
-            return
-        views: dict[str | None, dict[str, Any]] = {
-            role: self._stamp({"state": view}) for role, view in self._views(document).items()
-        }
-        with self._lock:
-            self._state_key = key
-            self._state = Event(next(self._seq), "state", views)
-            self._publish_locked(self._state)
+        """Read the state document and publish it if it changed. One refresh at a time (the
+        hub's thread and a first subscriber's may both read): otherwise both could find the
+        same new state and publish it twice, or an older read be published after a newer."""
+        with self._refreshing:
+            document = self._snapshot()
+            key = json.dumps({k: v for k, v in document.items() if k != "time"}, sort_keys=True)
+            if key == self._state_key:
+                return
+            views: dict[str | None, dict[str, Any]] = {
+                role: self._stamp({"state": view}) for role, view in self._views(document).items()
+            }
+            with self._lock:
+                self._state_key = key
+                self._state = Event(next(self._seq), "state", views)
+                self._publish_locked(self._state)
 
     def _on_progress(self, progress: Progress) -> None:
         """On the driver's monitor thread: hand the figures on, nothing more."""

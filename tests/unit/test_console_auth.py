@@ -116,3 +116,15 @@ def test_rejections_are_journaled_each_and_a_flood_is_counted() -> None:
     now[0] = 61.0
     journal.rejected(dict(rejected))
     assert written[-1]["repeated"] == 7  # the seven collapsed in the last window
+
+
+def test_an_unknown_name_is_checked_against_a_hash_of_the_default_parameters() -> None:
+    """The dummy hash costs what a real one costs: the same Argon2id parameters as the
+    accounts' default hasher (a weaker one would tell an unknown name by its quick answer)."""
+    import argon2
+
+    from acquisition.accounts import DUMMY_HASH
+
+    profile = argon2.profiles.RFC_9106_LOW_MEMORY
+    assert argon2.extract_parameters(DUMMY_HASH) == profile
+    assert not argon2.PasswordHasher.from_parameters(profile).check_needs_rehash(DUMMY_HASH)
