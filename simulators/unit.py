@@ -197,6 +197,8 @@ class PerformedStep:
     step: WorklistStep | None
     attributes: Dataset
     series_instance_uid: str
+    #: When the step began: its series' Series Date/Time.
+    started_at: dt.datetime | None = None
     status: str = "IN PROGRESS"
     images: list[AcquiredImage] = field(default_factory=list)
     rdsr: Dataset | None = None
@@ -363,7 +365,12 @@ class SimulatedUnit:
         pps_id = f"PPS{len(self.state.performed) + 1:04d}"
         attributes = build_mpps_in_progress(step, pps_id, self.ae_title, now)
         performed = PerformedStep(
-            pps_uid, pps_id, step, attributes, series_instance_uid=self.uids.next("series")
+            pps_uid,
+            pps_id,
+            step,
+            attributes,
+            series_instance_uid=self.uids.next("series"),
+            started_at=now,
         )
         status = self._n_create(pps_uid, attributes)
         performed.responses.append(("N-CREATE", status))
@@ -500,6 +507,7 @@ class SimulatedUnit:
                     instance_number=number,
                     series_description="Galactography",
                     protocol_name=study.scheduled_procedure_step_description or "Unscheduled",
+                    started=performed.started_at if performed is not None and not outside else None,
                 ),
                 profile=self.profile,
                 sop_instance_uid=self.uids.next("sop"),

@@ -113,6 +113,9 @@ class SeriesInfo:
     instance_number: int = 1
     series_description: str = ""
     protocol_name: str = ""
+    #: When the series began (Series Date/Time, the same on every image of the series); None:
+    #: the image's own acquisition time (a series of one image).
+    started: dt.datetime | None = None
 
 
 @dataclass
@@ -291,8 +294,9 @@ def _series(ds: Dataset, study: StudyContext, series: SeriesInfo, when: dt.datet
     ds.Modality = "MG"
     ds.SeriesInstanceUID = series.series_instance_uid
     ds.SeriesNumber = series.series_number
-    ds.SeriesDate = when.strftime("%Y%m%d")
-    ds.SeriesTime = when.strftime("%H%M%S")
+    began = series.started or when
+    ds.SeriesDate = began.strftime("%Y%m%d")
+    ds.SeriesTime = began.strftime("%H%M%S")
     if series.series_description:
         ds.SeriesDescription = series.series_description
     if series.protocol_name:

@@ -8,7 +8,9 @@ tests/integration/test_unit_sim_server.py runs the same unit against the real Un
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import gc
+import itertools
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -212,6 +214,22 @@ def test_perform_step_end_to_end(controller: Controller) -> None:
     agd_mgy = performed.images[1].exposure.agd_mgy
     assert float(image.OrganDose) * 100 == pytest.approx(agd_mgy, rel=1e-5)
     assert image.IrradiationEventUID == performed.images[1].irradiation_event_uid
+
+
+def test_a_series_has_one_series_date_and_time(controller: Controller) -> None:
+    """Series Date/Time is when the step's series began, the same on each of its images
+    (dcentvfy's check), however many seconds apart they were acquired."""
+    ticks = itertools.count()
+    start = dt.datetime(2026, 1, 15, 18, 51, 46)
+    unit = make_unit(controller, clock=lambda: start + dt.timedelta(seconds=next(ticks)))
+    (step,) = unit.poll_worklist("20260115")
+    performed = unit.perform_step(step, ["L-CC", "L-ML-MAG"])
+    images = [controller.stored[i.sop_instance_uid] for i in performed.images]
+    assert len({i.AcquisitionDateTime for i in images}) == 2
+    assert {(i.SeriesDate, i.SeriesTime) for i in images} == {
+        (start.strftime("%Y%m%d"), performed.started_at.strftime("%H%M%S"))  # type: ignore[union-attr]
+    }
+    assert performed.attributes.PerformedProcedureStepStartTime.startswith(images[0].SeriesTime)
 
 
 def test_same_seed_same_objects(controller: Controller) -> None:
