@@ -79,13 +79,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 #: Modules whose tests are slow — each over a second, or a subprocess (the CLI, ``galacto
-#: serve``), a pty, a browser, a long exam over loopback, or scaled real time — so that ``make
-#: unit`` (``-m "not slow and not interop"``) runs the pure and quick in-process tests in under
-#: a minute. ``make test`` runs everything. A test may also carry ``@pytest.mark.slow`` itself.
+#: serve``), a pty, a browser, a long exam over loopback, scaled real time, or a server started
+#: and stopped per test (a pynetdicom or HTTP server takes up to its 0.5 s poll to stop) — so
+#: that ``make unit`` (``-m "not slow and not interop"``) runs the pure and quick in-process
+#: tests in under a minute. ``make test`` runs everything. A test may also carry
+#: ``@pytest.mark.slow`` itself.
 SLOW_MODULES = frozenset(
     {
+        "associations",
         "audit_cli",
         "console",
+        "console_access",
         "console_browser",
         "crash_restart",
         "data_keeping",
@@ -104,7 +108,10 @@ SLOW_MODULES = frozenset(
         "injector_sim_cli",
         "injector_sim_faults",
         "injector_soak",
+        "mpps_scu",
         "mwl_scp",
+        "mwl_scu",
+        "mwl_scu_ris",
         "outbox",
         "pacs_sim",
         "records_cli",
@@ -114,6 +121,7 @@ SLOW_MODULES = frozenset(
         "serve_cli",
         "sigkill_campaign",
         "storage_scp",
+        "unit_facing_server",
         "unit_sim",
         "unit_sim_server",
         "worklist_cli",
