@@ -5,7 +5,8 @@ message spans several PDUs waits on the peer's 40 ms delayed ACK (dicom.md §2).
 off on every socket we open or accept, from the ``EVT_CONN_OPEN`` notification that pynetdicom
 fires on both sides before the first PDU is sent. On accepted sockets the same handler installs
 a ``recv`` that reads each PDU in one ``recv_into`` instead of pynetdicom's 4 KiB loop (7–15 %
-faster C-STORE receive, measured in bench/bench_store.py).
+faster C-STORE receive, measured in bench/bench_store.py), and on every socket a shutdown
+that closes the descriptor even when the peer reset the connection (compat.py).
 """
 
 from __future__ import annotations
@@ -73,10 +74,12 @@ def read_exactly(sock: Any, nr_bytes: int) -> bytearray:
 
 
 def _on_conn_open(event: evt.Event) -> None:
-    """Nagle off, and the large-read ``recv``, on every socket as soon as it is connected."""
+    """Nagle off, the large-read ``recv``, and a close that holds on a reset connection, on
+    every socket as soon as it is connected."""
     sock = compat.association_socket(event.assoc)
     if sock is None:
         return
+    compat.close_even_when_reset(event.assoc)
     set_nodelay(sock)
     if event.assoc.is_acceptor:  # the large reads pay off receiving images, not responses
         compat.replace_recv(event.assoc, read_exactly)

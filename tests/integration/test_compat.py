@@ -4,9 +4,12 @@ pass on the new version."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import queue
 import socket
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, make_ae
 from dicom_nodes.unit_facing.mwl_scp import WorklistSCP
 from dicom_nodes.unit_facing.worklist_store import WorklistStore
 from tests.integration.test_mwl_scp import make_step, query
+from tests.waiting import wait_until
 
 TIMEOUTS = Timeouts(connection_s=5, acse_s=5, dimse_s=10, network_s=10)
 UPGRADE = "pynetdicom changed an internal galacto relies on (dicom_nodes/compat.py): "
@@ -153,3 +157,80 @@ def test_received_datasets_are_written_where_compat_says() -> None:
     assert hasattr(message, "_data_set_file"), (
         UPGRADE + "a DIMSE message no longer keeps its received file in _data_set_file"
     )
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close ``sock`` with an RST (SO_LINGER 0), as a killed process's peer sees it."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def test_a_requestor_socket_reset_by_its_peer_is_closed(association: Any) -> None:
+    """pynetdicom's ``_shutdown_socket`` closes only after a shutdown that succeeded; on a
+    socket the peer reset, shutdown fails (ENOTCONN) and the descriptor stayed open for as long
+    as anything (a traceback, a log record) kept the association: the SIGKILL campaign's leak."""
+    sock = compat.association_socket(association)
+    assert sock is not None
+    server_side = _accepted_socket_of(sock)
+    _reset(server_side)
+    with contextlib.suppress(Exception):
+        association.send_c_echo()
+    association.abort()
+    wait_until(
+        lambda: sock.fileno() == -1,
+        5.0,
+        UPGRADE + "AssociationSocket._shutdown_socket no longer closes a reset requestor socket",
+    )
+
+
+def test_an_acceptor_socket_reset_by_its_peer_is_closed() -> None:
+    """The acceptor's side: socketserver closes an accepted socket when its handler returns,
+    whatever pynetdicom's shutdown did; a guard that this stays so."""
+    accepted: list[socket.socket] = []
+
+    def on_open(event: evt.Event) -> None:
+        sock = compat.association_socket(event.assoc)
+        assert sock is not None
+        accepted.append(sock)
+
+    scp = make_ae("ECHOSCP", TIMEOUTS)
+    scp.add_supported_context(Verification)
+    server = scp.start_server(
+        ("127.0.0.1", 0),
+        block=False,
+        evt_handlers=[*NODELAY_HANDLERS, (evt.EVT_CONN_OPEN, on_open)],
+    )
+    try:
+        ae = make_ae("GALACTO", TIMEOUTS)
+        ae.add_requested_context(Verification)
+        assoc = ae.associate("127.0.0.1", server.server_address[1], ae_title="ECHOSCP")
+        assert assoc.is_established
+        wait_until(lambda: accepted, 5.0, "the acceptor's EVT_CONN_OPEN")
+        requestor = compat.association_socket(assoc)
+        assert requestor is not None
+        _reset(requestor)  # the unit's process killed: the acceptor reads an RST
+        wait_until(
+            lambda: accepted[0].fileno() == -1,
+            5.0,
+            UPGRADE + "a reset acceptor socket is no longer closed when its association ends",
+        )
+        assoc.abort()
+    finally:
+        scp.shutdown()
+
+
+def _accepted_socket_of(requestor: socket.socket) -> socket.socket:
+    """The acceptor's socket of a loopback connection, found among the open sockets of this
+    process by its address pair."""
+    local, remote = requestor.getsockname(), requestor.getpeername()
+    for obj in gc.get_objects():
+        if (
+            isinstance(obj, socket.socket)
+            and obj.fileno() != -1
+            and obj.type == socket.SOCK_STREAM
+            and obj is not requestor
+        ):
+            with contextlib.suppress(OSError):
+                if obj.getsockname() == remote and obj.getpeername() == local:
+                    return obj
+    raise AssertionError("no acceptor socket for the association")
