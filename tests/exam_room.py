@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from acquisition import settings
 from acquisition.commands import demo
 from acquisition.commands.demo import ALL_CLEAR, OPERATOR, ScriptedExam
@@ -28,7 +30,7 @@ from acquisition.controller import Controller
 from acquisition.dose_log import DoseLog
 from acquisition.exam.model import ExamOrder
 from acquisition.exam.service import ExamService
-from acquisition.exam_machine import ExamState
+from acquisition.exam_machine import ExamState, Refused
 from acquisition.journal import Entry, Journal
 from dicom_nodes.hospital.dicom_outbox import DicomOutbox as Outbox
 from simulators import room as room_module
@@ -259,3 +261,17 @@ def exam_room(
             endpoints = controller.endpoints()
             unit = sim_room.unit(endpoints.host, endpoints.port, endpoints.ae_title)
             yield Room(sim_room, controller, unit, time_scale, data_dir)
+
+
+def journaled_refusal(journal: Journal, action: Callable[[], object]) -> tuple[Refused, Entry]:
+    """Run ``action``, which must be refused; the refusal and the one refusal entry it journaled.
+
+    Found among what was journaled after the action began, by kind: other threads (the outbox's
+    deliveries, an exposure arriving) journal at the same time, so "the last entry" is not it.
+    """
+    before = journal.head().seq
+    with pytest.raises(Refused) as refused:
+        action()
+    (entry,) = [e for e in journal.entries(after_seq=before) if e.kind == "refusal"]
+    assert entry.payload["reason"] == refused.value.reason
+    return refused.value, entry

@@ -28,7 +28,7 @@ from pydicom.dataset import Dataset
 
 from acquisition.commands.demo import OPERATOR
 from acquisition.exam.model import Patient
-from acquisition.exam_machine import ExamState, Refused
+from acquisition.exam_machine import ExamState
 from acquisition.journal import Entry
 from device_drivers.base import InjectorState
 from device_drivers.codec import Prompt
@@ -44,6 +44,7 @@ from tests.exam_room import (
     XRAY_RADIATION_DOSE_SR,
     Room,
     exam_room,
+    journaled_refusal,
 )
 from tests.peers import free_port
 from tests.serve_process import JOURNAL_KEY
@@ -106,11 +107,8 @@ def start_long_injection(room: Room) -> None:
 def assert_refused(room: Room, action: Callable[[], object], reason_part: str) -> None:
     """Refused, the refusal journaled with the same reason, the state unchanged."""
     state = room.exam.state
-    with pytest.raises(Refused) as refused:
-        action()
-    assert reason_part in refused.value.reason
-    last = room.entries()[-1]
-    assert (last.kind, last.payload["reason"]) == ("refusal", refused.value.reason)
+    refused, _ = journaled_refusal(room.journal, action)
+    assert reason_part in refused.reason
     assert room.exam.state is state
 
 
