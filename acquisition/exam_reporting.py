@@ -51,11 +51,10 @@ from acquisition.exam.model import (
 )
 from acquisition.exam_machine import ExamState
 from acquisition.forwarding import Forwarder
-from acquisition.hospital_identity import ORDER_AT_CLOSE, order_at_close, study_id
+from acquisition.hospital_identity import ORDER_AT_CLOSE, order_at_close, ris_request, study_id
 from acquisition.journal import Journal
 from dicom_nodes.datasets import codes, mpps_builders
 from dicom_nodes.datasets.coercion import StudyIdentity, coerce
-from dicom_nodes.datasets.identity import RequestedStep
 from dicom_nodes.datasets.mpps_builders import (
     ContrastUse,
     ExposureDose,
@@ -171,19 +170,7 @@ class ExamReporting:
 
     def mpps_exam(self, order: ExamOrder) -> MppsExam:
         """The exam as its MPPS reports it (scheduled: the RIS step; else unscheduled)."""
-        steps: tuple[RequestedStep, ...] = ()
-        if order.scheduled:
-            steps = (
-                RequestedStep(
-                    study_instance_uid=order.study_instance_uid,
-                    accession_number=order.accession,
-                    requested_procedure_id=order.requested_procedure_id,
-                    requested_procedure_description=order.requested_procedure_description,
-                    sps_id=order.ris_sps_id,
-                    sps_description=order.ris_sps_description,
-                    protocol_codes=tuple(codes.Code(*c) for c in order.ris_protocol_codes),
-                ),
-            )
+        steps = (ris_request(order),) if order.scheduled else ()
         return MppsExam(
             mpps_instance_uid=order.mpps_instance_uid,
             pps_id=order.exam_id[-16:],

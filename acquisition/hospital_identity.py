@@ -76,6 +76,23 @@ def study_id(order: ExamOrder) -> str:
     return (order.requested_procedure_id or order.exam_id[-16:])[:16]
 
 
+def ris_request(order: ExamOrder) -> RequestedStep:
+    """The RIS's request and step as the exam opened it, from the journaled order.
+
+    The MPPS reports it in its Scheduled Step Attributes, and an exam journaled before the
+    order was kept whole (no ``ris_item``) is forwarded with it: one reading of the order's
+    ``ris_*`` fields for both."""
+    return RequestedStep(
+        study_instance_uid=order.study_instance_uid,
+        accession_number=order.accession,
+        requested_procedure_id=order.requested_procedure_id,
+        requested_procedure_description=order.requested_procedure_description,
+        sps_id=order.ris_sps_id,
+        sps_description=order.ris_sps_description,
+        protocol_codes=tuple(Code(*c) for c in order.ris_protocol_codes),
+    )
+
+
 def study_identity(order: ExamOrder, current: WorklistItem | None = None) -> StudyIdentity:
     """The identity every forwarded object of the exam carries; ``current``: the RIS order as
     it stands now (None: as the exam opened it)."""
@@ -88,35 +105,19 @@ def study_identity(order: ExamOrder, current: WorklistItem | None = None) -> Stu
         "pps_id": order.exam_id[-16:],
         "phases": phases,
     }
-    if not order.scheduled:
+    item = (current or order.ris_item) if order.scheduled else None
+    if item is None:
+        # Unscheduled (IHE's case: no request, no accession, the exam ID as Study ID), or an
+        # exam journaled before the order was kept whole: the order as the exam opened it.
+        request = ris_request(order) if order.scheduled else None
         return StudyIdentity(
             study_instance_uid=order.study_instance_uid,
-            study_id=order.exam_id[-16:],
+            study_id=study_id(order) if order.scheduled else order.exam_id[-16:],
             patient_name=order.patient_name,
             patient_id=order.patient_id,
             patient_birth_date=order.patient_birth_date,
             patient_sex=order.patient_sex,
-            study_description=order.requested_procedure_description,
-            **common,
-        )
-    item = current or order.ris_item
-    if item is None:  # an exam journaled before the order was kept whole
-        request = RequestedStep(
-            accession_number=order.accession,
-            requested_procedure_id=order.requested_procedure_id,
-            requested_procedure_description=order.requested_procedure_description,
-            sps_id=order.ris_sps_id,
-            sps_description=order.ris_sps_description,
-            protocol_codes=tuple(Code(*c) for c in order.ris_protocol_codes),
-        )
-        return StudyIdentity(
-            study_instance_uid=order.study_instance_uid,
-            study_id=study_id(order),
-            patient_name=order.patient_name,
-            patient_id=order.patient_id,
-            patient_birth_date=order.patient_birth_date,
-            patient_sex=order.patient_sex,
-            accession_number=order.accession,
+            accession_number=order.accession if order.scheduled else "",
             study_description=order.requested_procedure_description,
             request=request,
             **common,

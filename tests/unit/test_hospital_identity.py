@@ -1,0 +1,86 @@
+"""The exam's identity toward the hospital, from its journaled order (hospital_identity)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from acquisition.exam.model import ExamOrder
+from acquisition.hospital_identity import ris_request, study_identity
+from dicom_nodes.datasets.codes import Code
+from dicom_nodes.datasets.identity import RequestedStep
+from dicom_nodes.hospital.mwl_scu import WorklistItem
+
+#: A scheduled exam journaled before the order was kept whole (no ``ris_item``).
+ORDER = ExamOrder(
+    exam_id="EXAM-0001-2024-ABCDEFGH",
+    accession="ACC1",
+    study_instance_uid="1.2.3",
+    patient_name="DOE^JANE",
+    patient_id="P1",
+    patient_birth_date="19700101",
+    patient_sex="F",
+    side="L",
+    requested_procedure_id="RP1",
+    requested_procedure_description="Galactography left",
+    ris_sps_id="SPS1",
+    ris_sps_description="Galactography",
+    ris_protocol_codes=(("X1", "99LOCAL", "Galactography L"),),
+    mpps_instance_uid="1.2.3.4",
+    opened_at="2024-05-06T07:08:09+00:00",
+)
+
+ITEM = WorklistItem(
+    patient_name="DOE^JANE^M",
+    patient_id="P1",
+    patient_birth_date="19700101",
+    patient_sex="F",
+    accession_number="ACC1",
+    requested_procedure_id="RP1",
+    requested_procedure_description="Galactography left",
+    requested_procedure_codes=(),
+    study_instance_uid="1.2.3",
+    sps_id="SPS1",
+    sps_description="Galactography",
+    sps_start_date="",
+    sps_start_time="",
+    station_ae="GALACTO",
+    modality="MG",
+    protocol_codes=(),
+    referring_physician="REF^ROSE",
+)
+
+
+def test_the_ris_request_is_read_from_the_order_s_ris_fields() -> None:
+    assert ris_request(ORDER) == RequestedStep(
+        study_instance_uid="1.2.3",
+        accession_number="ACC1",
+        requested_procedure_id="RP1",
+        requested_procedure_description="Galactography left",
+        sps_id="SPS1",
+        sps_description="Galactography",
+        protocol_codes=(Code("X1", "99LOCAL", "Galactography L"),),
+    )
+
+
+def test_a_scheduled_exam_without_its_ris_item_carries_the_order_as_opened() -> None:
+    identity = study_identity(ORDER)
+    assert identity.request == ris_request(ORDER)
+    assert (identity.study_id, identity.accession_number) == ("RP1", "ACC1")
+    assert (identity.patient_name, identity.study_instance_uid) == ("DOE^JANE", "1.2.3")
+    assert (identity.mpps_instance_uid, identity.pps_id) == ("1.2.3.4", ORDER.exam_id[-16:])
+
+
+def test_an_unscheduled_exam_has_no_request_no_accession_and_the_exam_id_as_study_id() -> None:
+    order = dataclasses.replace(ORDER, scheduled=False)
+    identity = study_identity(order, ITEM)  # the RIS's item is not consulted
+    assert identity.request is None
+    assert (identity.study_id, identity.accession_number) == (ORDER.exam_id[-16:], "")
+    assert identity.patient_name == "DOE^JANE"
+
+
+def test_a_scheduled_exam_follows_the_ris_order_as_it_stands() -> None:
+    current = dataclasses.replace(ITEM, study_instance_uid="1.2.9")
+    identity = study_identity(ORDER, current)
+    assert (identity.patient_name, identity.referring_physician) == ("DOE^JANE^M", "REF^ROSE")
+    assert (identity.study_instance_uid, identity.replaces) == ("1.2.9", ("1.2.3",))
+    assert identity.request is not None and identity.request.sps_id == "SPS1"
