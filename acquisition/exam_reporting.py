@@ -51,7 +51,13 @@ from acquisition.exam.model import (
 )
 from acquisition.exam_machine import ExamState
 from acquisition.forwarding import Forwarder
-from acquisition.hospital_identity import ORDER_AT_CLOSE, order_at_close, ris_request, study_id
+from acquisition.hospital_identity import (
+    ORDER_AT_CLOSE,
+    mpps_start,
+    order_at_close,
+    ris_request,
+    study_id,
+)
 from acquisition.journal import Journal
 from dicom_nodes.datasets import codes, mpps_builders
 from dicom_nodes.datasets.coercion import StudyIdentity, coerce
@@ -176,7 +182,7 @@ class ExamReporting:
             pps_id=order.exam_id[-16:],
             study_id=study_id(order),
             station_ae=self.settings.station_ae,
-            started_at=_local(order.opened_at),
+            started_at=mpps_start(order),
             patient_name=order.patient_name,
             patient_id=order.patient_id,
             patient_birth_date=order.patient_birth_date,
@@ -340,7 +346,7 @@ class ExamReporting:
         )
 
     def _report_context(self, order: ExamOrder) -> DoseReportContext:
-        opened = _local(order.opened_at)
+        opened = mpps_start(order)
         return DoseReportContext(
             study_instance_uid=order.study_instance_uid,
             patient_name=order.patient_name,
@@ -423,12 +429,6 @@ def _order_of(view: ExamSnapshot) -> ExamOrder:
     if view.order is None:
         raise ValueError("no exam is open")
     return view.order
-
-
-def _local(iso: str) -> dt.datetime:
-    """A journaled UTC instant as naive local time (DICOM DA/TM are local)."""
-    moment = dt.datetime.fromisoformat(iso) if iso else dt.datetime.now(dt.UTC)
-    return moment.astimezone().replace(tzinfo=None)
 
 
 def _phase_name(order: ExamOrder, sps_id: str | None) -> str:

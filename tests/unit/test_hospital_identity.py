@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 
 from acquisition.exam.model import ExamOrder
-from acquisition.hospital_identity import ris_request, study_identity
+from acquisition.hospital_identity import mpps_start, ris_request, study_identity
 from dicom_nodes.datasets.codes import Code
 from dicom_nodes.datasets.identity import RequestedStep
 from dicom_nodes.hospital.mwl_scu import WorklistItem
@@ -84,3 +85,13 @@ def test_a_scheduled_exam_follows_the_ris_order_as_it_stands() -> None:
     assert (identity.patient_name, identity.referring_physician) == ("DOE^JANE^M", "REF^ROSE")
     assert (identity.study_instance_uid, identity.replaces) == ("1.2.9", ("1.2.3",))
     assert identity.request is not None and identity.request.sps_id == "SPS1"
+
+
+def test_the_mpps_starts_at_the_opening_in_local_time_and_dates_the_study() -> None:
+    opened = dt.datetime(2024, 5, 6, 7, 8, 9, tzinfo=dt.UTC).astimezone().replace(tzinfo=None)
+    assert mpps_start(ORDER) == opened
+    identity = study_identity(ORDER)
+    assert (identity.study_date, identity.study_time) == (
+        opened.strftime("%Y%m%d"),
+        opened.strftime("%H%M%S"),
+    )
