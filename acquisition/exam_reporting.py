@@ -55,7 +55,7 @@ from acquisition.hospital_identity import (
     ORDER_AT_CLOSE,
     mpps_start,
     order_at_close,
-    ris_request,
+    requested_step,
     study_id,
 )
 from acquisition.journal import Journal
@@ -176,7 +176,7 @@ class ExamReporting:
 
     def mpps_exam(self, order: ExamOrder) -> MppsExam:
         """The exam as its MPPS reports it (scheduled: the RIS step; else unscheduled)."""
-        steps = (ris_request(order),) if order.scheduled else ()
+        steps = (requested_step(order),) if order.scheduled else ()
         return MppsExam(
             mpps_instance_uid=order.mpps_instance_uid,
             pps_id=order.exam_id[-16:],

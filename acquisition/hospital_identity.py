@@ -76,7 +76,7 @@ def study_id(order: ExamOrder) -> str:
     return (order.requested_procedure_id or order.exam_id[-16:])[:16]
 
 
-def ris_request(order: ExamOrder) -> RequestedStep:
+def requested_step(order: ExamOrder) -> RequestedStep:
     """The RIS's request and step as the exam opened it, from the journaled order.
 
     The MPPS reports it in its Scheduled Step Attributes, and an exam journaled before the
@@ -109,7 +109,7 @@ def study_identity(order: ExamOrder, current: WorklistItem | None = None) -> Stu
     if item is None:
         # Unscheduled (IHE's case: no request, no accession, the exam ID as Study ID), or an
         # exam journaled before the order was kept whole: the order as the exam opened it.
-        request = ris_request(order) if order.scheduled else None
+        request = requested_step(order) if order.scheduled else None
         return StudyIdentity(
             study_instance_uid=order.study_instance_uid,
             study_id=study_id(order) if order.scheduled else order.exam_id[-16:],

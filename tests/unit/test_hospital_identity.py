@@ -6,7 +6,7 @@ import dataclasses
 import datetime as dt
 
 from acquisition.exam.model import ExamOrder
-from acquisition.hospital_identity import mpps_start, ris_request, study_identity
+from acquisition.hospital_identity import mpps_start, requested_step, study_identity
 from dicom_nodes.datasets.codes import Code
 from dicom_nodes.datasets.identity import RequestedStep
 from dicom_nodes.hospital.mwl_scu import WorklistItem
@@ -51,8 +51,8 @@ ITEM = WorklistItem(
 )
 
 
-def test_the_ris_request_is_read_from_the_order_s_ris_fields() -> None:
-    assert ris_request(ORDER) == RequestedStep(
+def test_the_requested_step_is_read_from_the_order_s_ris_fields() -> None:
+    assert requested_step(ORDER) == RequestedStep(
         study_instance_uid="1.2.3",
         accession_number="ACC1",
         requested_procedure_id="RP1",
@@ -65,7 +65,7 @@ def test_the_ris_request_is_read_from_the_order_s_ris_fields() -> None:
 
 def test_a_scheduled_exam_without_its_ris_item_carries_the_order_as_opened() -> None:
     identity = study_identity(ORDER)
-    assert identity.request == ris_request(ORDER)
+    assert identity.request == requested_step(ORDER)
     assert (identity.study_id, identity.accession_number) == ("RP1", "ACC1")
     assert (identity.patient_name, identity.study_instance_uid) == ("DOE^JANE", "1.2.3")
     assert (identity.mpps_instance_uid, identity.pps_id) == ("1.2.3.4", ORDER.exam_id[-16:])
