@@ -55,6 +55,7 @@ from acquisition.hospital_identity import (
     ORDER_AT_CLOSE,
     mpps_start,
     order_at_close,
+    pps_id,
     requested_step,
     study_id,
 )
@@ -179,7 +180,7 @@ class ExamReporting:
         steps = (requested_step(order),) if order.scheduled else ()
         return MppsExam(
             mpps_instance_uid=order.mpps_instance_uid,
-            pps_id=order.exam_id[-16:],
+            pps_id=pps_id(order),
             study_id=study_id(order),
             station_ae=self.settings.station_ae,
             started_at=mpps_start(order),

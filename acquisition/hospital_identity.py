@@ -71,9 +71,19 @@ def mpps_start(order: ExamOrder) -> dt.datetime:
     return moment.astimezone().replace(tzinfo=None)
 
 
-def study_id(order: ExamOrder) -> str:
-    """Study ID (SH): the Requested Procedure ID, else the exam ID (its last 16 characters)."""
-    return (order.requested_procedure_id or order.exam_id[-16:])[:16]
+def pps_id(order: ExamOrder) -> str:
+    """Performed Procedure Step ID (SH): the exam ID's last 16 characters. galacto's MPPS and
+    the forwarded images (C.4.15) must name the same step."""
+    return order.exam_id[-16:]
+
+
+def study_id(order: ExamOrder, current: WorklistItem | None = None) -> str:
+    """Study ID (SH): the Requested Procedure ID (of ``current``, the RIS order as it stands,
+    when given), else the PPS ID; the same in the MPPS, the dose report and the images."""
+    if not order.scheduled:  # IHE's unscheduled case: there is no Requested Procedure
+        return pps_id(order)
+    procedure = order.requested_procedure_id if current is None else current.requested_procedure_id
+    return (procedure or pps_id(order))[:16]
 
 
 def requested_step(order: ExamOrder) -> RequestedStep:
@@ -102,17 +112,17 @@ def study_identity(order: ExamOrder, current: WorklistItem | None = None) -> Stu
         "study_date": started.strftime("%Y%m%d"),
         "study_time": started.strftime("%H%M%S"),
         "mpps_instance_uid": order.mpps_instance_uid,
-        "pps_id": order.exam_id[-16:],
+        "pps_id": pps_id(order),
         "phases": phases,
     }
     item = (current or order.ris_item) if order.scheduled else None
     if item is None:
-        # Unscheduled (IHE's case: no request, no accession, the exam ID as Study ID), or an
-        # exam journaled before the order was kept whole: the order as the exam opened it.
+        # Unscheduled (IHE's case: no request, no accession), or an exam journaled before the
+        # order was kept whole: the order as the exam opened it.
         request = requested_step(order) if order.scheduled else None
         return StudyIdentity(
             study_instance_uid=order.study_instance_uid,
-            study_id=study_id(order) if order.scheduled else order.exam_id[-16:],
+            study_id=study_id(order),
             patient_name=order.patient_name,
             patient_id=order.patient_id,
             patient_birth_date=order.patient_birth_date,
@@ -134,7 +144,7 @@ def study_identity(order: ExamOrder, current: WorklistItem | None = None) -> Stu
     study = item.study_instance_uid or order.study_instance_uid
     return StudyIdentity(
         study_instance_uid=study,
-        study_id=(item.requested_procedure_id or order.exam_id[-16:])[:16],
+        study_id=study_id(order, item),
         patient_name=item.patient_name,
         patient_id=item.patient_id,
         patient_birth_date=item.patient_birth_date,

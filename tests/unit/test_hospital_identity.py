@@ -6,7 +6,13 @@ import dataclasses
 import datetime as dt
 
 from acquisition.exam.model import ExamOrder
-from acquisition.hospital_identity import mpps_start, requested_step, study_identity
+from acquisition.hospital_identity import (
+    mpps_start,
+    pps_id,
+    requested_step,
+    study_id,
+    study_identity,
+)
 from dicom_nodes.datasets.codes import Code
 from dicom_nodes.datasets.identity import RequestedStep
 from dicom_nodes.hospital.mwl_scu import WorklistItem
@@ -80,8 +86,10 @@ def test_an_unscheduled_exam_has_no_request_no_accession_and_the_exam_id_as_stud
 
 
 def test_a_scheduled_exam_follows_the_ris_order_as_it_stands() -> None:
-    current = dataclasses.replace(ITEM, study_instance_uid="1.2.9")
+    current = dataclasses.replace(ITEM, study_instance_uid="1.2.9", requested_procedure_id="RP2")
     identity = study_identity(ORDER, current)
+    assert (identity.study_id, study_id(ORDER)) == ("RP2", "RP1")
+    assert identity.pps_id == pps_id(ORDER) == ORDER.exam_id[-16:]
     assert (identity.patient_name, identity.referring_physician) == ("DOE^JANE^M", "REF^ROSE")
     assert (identity.study_instance_uid, identity.replaces) == ("1.2.9", ("1.2.3",))
     assert identity.request is not None and identity.request.sps_id == "SPS1"
@@ -95,3 +103,8 @@ def test_the_mpps_starts_at_the_opening_in_local_time_and_dates_the_study() -> N
         opened.strftime("%Y%m%d"),
         opened.strftime("%H%M%S"),
     )
+
+
+def test_without_a_requested_procedure_id_the_study_id_is_the_pps_id() -> None:
+    assert study_id(dataclasses.replace(ORDER, requested_procedure_id="")) == pps_id(ORDER)
+    assert study_id(ORDER, dataclasses.replace(ITEM, requested_procedure_id="")) == pps_id(ORDER)
