@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from acquisition.exam.model import ExamOrder
+from acquisition.exam.opening import order_from_worklist
 from acquisition.hospital_identity import (
     mpps_start,
     pps_id,
@@ -17,27 +17,9 @@ from dicom_nodes.datasets.codes import Code
 from dicom_nodes.datasets.identity import RequestedStep
 from dicom_nodes.hospital.mwl_scu import WorklistItem
 
-#: A scheduled exam journaled before the order was kept whole (no ``ris_item``).
-ORDER = ExamOrder(
-    exam_id="EXAM-0001-2024-ABCDEFGH",
-    accession="ACC1",
-    study_instance_uid="1.2.3",
-    patient_name="DOE^JANE",
-    patient_id="P1",
-    patient_birth_date="19700101",
-    patient_sex="F",
-    side="L",
-    requested_procedure_id="RP1",
-    requested_procedure_description="Galactography left",
-    ris_sps_id="SPS1",
-    ris_sps_description="Galactography",
-    ris_protocol_codes=(("X1", "99LOCAL", "Galactography L"),),
-    mpps_instance_uid="1.2.3.4",
-    opened_at="2024-05-06T07:08:09+00:00",
-)
-
+#: The RIS's order as the exam opened it.
 ITEM = WorklistItem(
-    patient_name="DOE^JANE^M",
+    patient_name="DOE^JANE",
     patient_id="P1",
     patient_birth_date="19700101",
     patient_sex="F",
@@ -52,8 +34,17 @@ ITEM = WorklistItem(
     sps_start_time="",
     station_ae="GALACTO",
     modality="MG",
-    protocol_codes=(),
+    protocol_codes=(Code("X1", "99LOCAL", "Galactography L"),),
     referring_physician="REF^ROSE",
+)
+
+#: A scheduled exam journaled before the order was kept whole (no ``ris_item``).
+ORDER = dataclasses.replace(
+    order_from_worklist(ITEM, "L"),
+    exam_id="EXAM-0001-2024-ABCDEFGH",
+    mpps_instance_uid="1.2.3.4",
+    opened_at="2024-05-06T07:08:09+00:00",
+    ris_item=None,
 )
 
 
@@ -79,14 +70,17 @@ def test_a_scheduled_exam_without_its_ris_item_carries_the_order_as_opened() -> 
 
 def test_an_unscheduled_exam_has_no_request_no_accession_and_the_exam_id_as_study_id() -> None:
     order = dataclasses.replace(ORDER, scheduled=False)
-    identity = study_identity(order, ITEM)  # the RIS's item is not consulted
+    other = dataclasses.replace(ITEM, patient_name="OTHER^ANN")
+    identity = study_identity(order, other)  # the RIS's item is not consulted
     assert identity.request is None
     assert (identity.study_id, identity.accession_number) == (ORDER.exam_id[-16:], "")
     assert identity.patient_name == "DOE^JANE"
 
 
 def test_a_scheduled_exam_follows_the_ris_order_as_it_stands() -> None:
-    current = dataclasses.replace(ITEM, study_instance_uid="1.2.9", requested_procedure_id="RP2")
+    current = dataclasses.replace(
+        ITEM, patient_name="DOE^JANE^M", study_instance_uid="1.2.9", requested_procedure_id="RP2"
+    )
     identity = study_identity(ORDER, current)
     assert (identity.study_id, study_id(ORDER)) == ("RP2", "RP1")
     assert identity.pps_id == pps_id(ORDER) == ORDER.exam_id[-16:]
