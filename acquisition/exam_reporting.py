@@ -51,11 +51,17 @@ from acquisition.exam.model import (
 )
 from acquisition.exam_machine import ExamState
 from acquisition.forwarding import Forwarder
-from acquisition.hospital_identity import ORDER_AT_CLOSE, order_at_close, study_id
+from acquisition.hospital_identity import (
+    ORDER_AT_CLOSE,
+    mpps_start,
+    order_at_close,
+    pps_id,
+    requested_step,
+    study_id,
+)
 from acquisition.journal import Journal
 from dicom_nodes.datasets import codes, mpps_builders
 from dicom_nodes.datasets.coercion import StudyIdentity, coerce
-from dicom_nodes.datasets.identity import RequestedStep
 from dicom_nodes.datasets.mpps_builders import (
     ContrastUse,
     ExposureDose,
@@ -171,25 +177,13 @@ class ExamReporting:
 
     def mpps_exam(self, order: ExamOrder) -> MppsExam:
         """The exam as its MPPS reports it (scheduled: the RIS step; else unscheduled)."""
-        steps: tuple[RequestedStep, ...] = ()
-        if order.scheduled:
-            steps = (
-                RequestedStep(
-                    study_instance_uid=order.study_instance_uid,
-                    accession_number=order.accession,
-                    requested_procedure_id=order.requested_procedure_id,
-                    requested_procedure_description=order.requested_procedure_description,
-                    sps_id=order.ris_sps_id,
-                    sps_description=order.ris_sps_description,
-                    protocol_codes=tuple(codes.Code(*c) for c in order.ris_protocol_codes),
-                ),
-            )
+        steps = (requested_step(order),) if order.scheduled else ()
         return MppsExam(
             mpps_instance_uid=order.mpps_instance_uid,
-            pps_id=order.exam_id[-16:],
+            pps_id=pps_id(order),
             study_id=study_id(order),
             station_ae=self.settings.station_ae,
-            started_at=_local(order.opened_at),
+            started_at=mpps_start(order),
             patient_name=order.patient_name,
             patient_id=order.patient_id,
             patient_birth_date=order.patient_birth_date,
@@ -353,7 +347,7 @@ class ExamReporting:
         )
 
     def _report_context(self, order: ExamOrder) -> DoseReportContext:
-        opened = _local(order.opened_at)
+        opened = mpps_start(order)
         return DoseReportContext(
             study_instance_uid=order.study_instance_uid,
             patient_name=order.patient_name,
@@ -436,12 +430,6 @@ def _order_of(view: ExamSnapshot) -> ExamOrder:
     if view.order is None:
         raise ValueError("no exam is open")
     return view.order
-
-
-def _local(iso: str) -> dt.datetime:
-    """A journaled UTC instant as naive local time (DICOM DA/TM are local)."""
-    moment = dt.datetime.fromisoformat(iso) if iso else dt.datetime.now(dt.UTC)
-    return moment.astimezone().replace(tzinfo=None)
 
 
 def _phase_name(order: ExamOrder, sps_id: str | None) -> str:

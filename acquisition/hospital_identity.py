@@ -71,9 +71,36 @@ def mpps_start(order: ExamOrder) -> dt.datetime:
     return moment.astimezone().replace(tzinfo=None)
 
 
-def study_id(order: ExamOrder) -> str:
-    """Study ID (SH): the Requested Procedure ID, else the exam ID (its last 16 characters)."""
-    return (order.requested_procedure_id or order.exam_id[-16:])[:16]
+def pps_id(order: ExamOrder) -> str:
+    """Performed Procedure Step ID (SH): the exam ID's last 16 characters. galacto's MPPS and
+    the forwarded images (C.4.15) must name the same step."""
+    return order.exam_id[-16:]
+
+
+def study_id(order: ExamOrder, current: WorklistItem | None = None) -> str:
+    """Study ID (SH): the Requested Procedure ID (of ``current``, the RIS order as it stands,
+    when given), else the PPS ID; the same in the MPPS, the dose report and the images."""
+    if not order.scheduled:  # IHE's unscheduled case: there is no Requested Procedure
+        return pps_id(order)
+    procedure = order.requested_procedure_id if current is None else current.requested_procedure_id
+    return (procedure or pps_id(order))[:16]
+
+
+def requested_step(order: ExamOrder) -> RequestedStep:
+    """The RIS's request and step as the exam opened it, from the journaled order.
+
+    The MPPS reports it in its Scheduled Step Attributes, and an exam journaled before the
+    order was kept whole (no ``ris_item``) is forwarded with it: one reading of the order's
+    ``ris_*`` fields for both."""
+    return RequestedStep(
+        study_instance_uid=order.study_instance_uid,
+        accession_number=order.accession,
+        requested_procedure_id=order.requested_procedure_id,
+        requested_procedure_description=order.requested_procedure_description,
+        sps_id=order.ris_sps_id,
+        sps_description=order.ris_sps_description,
+        protocol_codes=tuple(Code(*c) for c in order.ris_protocol_codes),
+    )
 
 
 def study_identity(order: ExamOrder, current: WorklistItem | None = None) -> StudyIdentity:
@@ -85,30 +112,14 @@ def study_identity(order: ExamOrder, current: WorklistItem | None = None) -> Stu
         "study_date": started.strftime("%Y%m%d"),
         "study_time": started.strftime("%H%M%S"),
         "mpps_instance_uid": order.mpps_instance_uid,
-        "pps_id": order.exam_id[-16:],
+        "pps_id": pps_id(order),
         "phases": phases,
     }
-    if not order.scheduled:
-        return StudyIdentity(
-            study_instance_uid=order.study_instance_uid,
-            study_id=order.exam_id[-16:],
-            patient_name=order.patient_name,
-            patient_id=order.patient_id,
-            patient_birth_date=order.patient_birth_date,
-            patient_sex=order.patient_sex,
-            study_description=order.requested_procedure_description,
-            **common,
-        )
-    item = current or order.ris_item
-    if item is None:  # an exam journaled before the order was kept whole
-        request = RequestedStep(
-            accession_number=order.accession,
-            requested_procedure_id=order.requested_procedure_id,
-            requested_procedure_description=order.requested_procedure_description,
-            sps_id=order.ris_sps_id,
-            sps_description=order.ris_sps_description,
-            protocol_codes=tuple(Code(*c) for c in order.ris_protocol_codes),
-        )
+    item = (current or order.ris_item) if order.scheduled else None
+    if item is None:
+        # Unscheduled (IHE's case: no request, no accession), or an exam journaled before the
+        # order was kept whole: the order as the exam opened it.
+        request = requested_step(order) if order.scheduled else None
         return StudyIdentity(
             study_instance_uid=order.study_instance_uid,
             study_id=study_id(order),
@@ -116,7 +127,7 @@ def study_identity(order: ExamOrder, current: WorklistItem | None = None) -> Stu
             patient_id=order.patient_id,
             patient_birth_date=order.patient_birth_date,
             patient_sex=order.patient_sex,
-            accession_number=order.accession,
+            accession_number=order.accession if order.scheduled else "",
             study_description=order.requested_procedure_description,
             request=request,
             **common,
@@ -133,7 +144,7 @@ def study_identity(order: ExamOrder, current: WorklistItem | None = None) -> Stu
     study = item.study_instance_uid or order.study_instance_uid
     return StudyIdentity(
         study_instance_uid=study,
-        study_id=(item.requested_procedure_id or order.exam_id[-16:])[:16],
+        study_id=study_id(order, item),
         patient_name=item.patient_name,
         patient_id=item.patient_id,
         patient_birth_date=item.patient_birth_date,

@@ -38,12 +38,12 @@ from dicom_nodes.datasets.contrast import (
     decimal_string,
     set_contrast_bolus,
 )
+from dicom_nodes.datasets.identity import set_patient_and_study
 from dicom_nodes.datasets.rdsr import (
     CodedConcept,
     DoseReportContext,
     IrradiationEvent,
     build_rdsr,
-    set_patient_and_study,
 )
 from dicom_nodes.datasets.references import MPPS_SOP_CLASS, sop_reference
 from dose import dance

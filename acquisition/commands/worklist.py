@@ -13,7 +13,8 @@ import json
 import logging
 import sys
 import unicodedata
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from pydicom.charset import python_encoding
 
@@ -26,6 +27,8 @@ from dicom_nodes.hospital.mwl_scu import (
 )
 from dicom_nodes.hospital.scu import Peer, ScuError
 from dicom_nodes.network import Timeouts
+
+_Number = TypeVar("_Number", int, float)
 
 COLUMNS = (
     ("Patient", 30),
@@ -89,21 +92,23 @@ def _port(text: str) -> int:
     return value
 
 
-def _positive_int(text: str) -> int:
+def _parsed(text: str, parse: Callable[[str], _Number], expected: str) -> _Number:
+    """``parse(text)``, or the argparse error ``expected <expected>, got '<text>'``."""
     try:
-        value = int(text)
+        return parse(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    value = _parsed(text, int, "a whole number")
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {text}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    value = _parsed(text, float, "seconds")
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
     return value

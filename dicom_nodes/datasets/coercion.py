@@ -48,7 +48,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from dicom_nodes.datasets.codes import Code, code_sequence
-from dicom_nodes.datasets.identity import RequestedStep, request_item
+from dicom_nodes.datasets.identity import RequestedStep, request_item, set_patient_and_study
 from dicom_nodes.datasets.references import MPPS_SOP_CLASS, sop_reference
 
 #: SR Study Instance UID concept (DCM 110180), e.g. in the RDSR's Scope of Accumulation.
@@ -89,6 +89,12 @@ class StudyIdentity:
     #: Study Instance UIDs that stand for this study on the unit's side (the order's, when the
     #: RIS changed it during the exam): replaced wherever they occur.
     replaces: tuple[str, ...] = ()
+
+    @property
+    def referring_physician_name(self) -> str:
+        """Referring Physician's Name, as :class:`~dicom_nodes.datasets.identity.PatientAndStudy`
+        reads it (the journaled field keeps its name)."""
+        return self.referring_physician
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -133,20 +139,7 @@ def coerce(ds: Dataset, identity: StudyIdentity) -> list[str]:
     _prepare_character_set(ds, identity)
     old = {old_study, *identity.replaces} - {"", identity.study_instance_uid}
     nested = _replace_study_uid(ds, old, identity.study_instance_uid)
-    ds.PatientName = identity.patient_name
-    ds.PatientID = identity.patient_id
-    ds.PatientBirthDate = identity.patient_birth_date
-    ds.PatientSex = identity.patient_sex
-    ds.StudyInstanceUID = identity.study_instance_uid
-    ds.StudyID = identity.study_id
-    ds.StudyDate = identity.study_date
-    ds.StudyTime = identity.study_time
-    ds.AccessionNumber = identity.accession_number
-    ds.ReferringPhysicianName = identity.referring_physician
-    if identity.study_description:
-        ds.StudyDescription = identity.study_description
-    elif "StudyDescription" in ds:
-        del ds.StudyDescription
+    set_patient_and_study(ds, identity)
     is_sr = str(ds.get("Modality", "")) == "SR" or "ContentSequence" in ds
     keyword = "ReferencedRequestSequence" if is_sr else "RequestAttributesSequence"
     if identity.request is None:

@@ -27,7 +27,7 @@ from pydicom.sequence import Sequence as DicomSequence
 
 from dicom_nodes.datasets import codes
 from dicom_nodes.datasets.codes import Code
-from dicom_nodes.datasets.identity import RequestedStep, request_item
+from dicom_nodes.datasets.identity import RequestedStep, request_item, set_patient
 from dicom_nodes.datasets.references import sop_reference, sop_references
 from dicom_nodes.datasets.uids import derived_uid
 
@@ -160,10 +160,7 @@ def build_mpps_in_progress(exam: MppsExam) -> Dataset:
     ds = Dataset()
     ds.SpecificCharacterSet = exam.specific_character_set
     ds.ScheduledStepAttributesSequence = _steps(exam)
-    ds.PatientName = exam.patient_name
-    ds.PatientID = exam.patient_id
-    ds.PatientBirthDate = exam.patient_birth_date
-    ds.PatientSex = exam.patient_sex
+    set_patient(ds, exam)
     ds.ReferencedPatientSequence = DicomSequence()
     ds.PerformedProcedureStepID = exam.pps_id
     ds.PerformedStationAETitle = exam.station_ae

@@ -40,7 +40,6 @@ import datetime as dt
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sr.codedict import codes
@@ -48,6 +47,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from dicom_nodes.datasets import codes as coded
+from dicom_nodes.datasets.identity import set_patient_and_study
 from dicom_nodes.datasets.references import MPPS_SOP_CLASS, sop_reference
 from dicom_nodes.datasets.uids import new_uid
 
@@ -197,59 +197,6 @@ _NUMBERS = (
     "esak_mgy",
     "agd_mgy",
 )
-
-
-class PatientAndStudy(Protocol):
-    """What the Patient and General Study modules need (any context that carries it)."""
-
-    @property
-    def study_instance_uid(self) -> str: ...
-
-    @property
-    def patient_name(self) -> str: ...
-
-    @property
-    def patient_id(self) -> str: ...
-
-    @property
-    def patient_birth_date(self) -> str: ...
-
-    @property
-    def patient_sex(self) -> str: ...
-
-    @property
-    def accession_number(self) -> str: ...
-
-    @property
-    def study_id(self) -> str: ...
-
-    @property
-    def study_date(self) -> str: ...
-
-    @property
-    def study_time(self) -> str: ...
-
-    @property
-    def referring_physician_name(self) -> str: ...
-
-    @property
-    def study_description(self) -> str: ...
-
-
-def set_patient_and_study(ds: Dataset, context: PatientAndStudy, when: dt.datetime) -> None:
-    """Patient (PS3.3 C.7.1.1) and General Study (C.7.2.1) modules; empty date/time → ``when``."""
-    ds.PatientName = context.patient_name
-    ds.PatientID = context.patient_id
-    ds.PatientBirthDate = context.patient_birth_date
-    ds.PatientSex = context.patient_sex
-    ds.StudyInstanceUID = context.study_instance_uid
-    ds.StudyDate = context.study_date or when.strftime("%Y%m%d")
-    ds.StudyTime = context.study_time or when.strftime("%H%M%S")
-    ds.ReferringPhysicianName = context.referring_physician_name
-    ds.StudyID = context.study_id
-    ds.AccessionNumber = context.accession_number
-    if context.study_description:
-        ds.StudyDescription = context.study_description
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
+
+from pydicom.dataset import Dataset
+
 from dicom_nodes.datasets import codes
-from dicom_nodes.datasets.identity import RequestedStep, request_item
+from dicom_nodes.datasets.identity import (
+    RequestedStep,
+    request_item,
+    set_patient,
+    set_patient_and_study,
+)
 
 STEP = RequestedStep(
     accession_number="ACC1",
@@ -33,3 +43,51 @@ def test_an_sr_s_request_has_no_scheduled_step_and_an_mpps_no_procedure_codes() 
     assert sr.StudyInstanceUID == "1.2.3" and "ScheduledProcedureStepID" not in sr
     mpps = request_item(STEP, procedure_codes=False)
     assert "RequestedProcedureCodeSequence" not in mpps and mpps.ScheduledProcedureStepID == "SPS1"
+
+
+@dataclass(frozen=True)
+class Context:
+    """Any record that carries the patient and the study (the helpers read it by protocol)."""
+
+    study_instance_uid: str = "1.2.3"
+    patient_name: str = "DOE^JANE"
+    patient_id: str = "P1"
+    patient_birth_date: str = "19700101"
+    patient_sex: str = "F"
+    accession_number: str = "ACC1"
+    study_id: str = "RP1"
+    study_date: str = ""
+    study_time: str = ""
+    referring_physician_name: str = "REF^ROSE"
+    study_description: str = ""
+
+
+def test_the_patient_is_written_from_any_record_that_names_her() -> None:
+    ds = Dataset()
+    set_patient(ds, Context())
+    assert (ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex) == (
+        "DOE^JANE",
+        "P1",
+        "19700101",
+        "F",
+    )
+    assert "StudyInstanceUID" not in ds
+
+
+def test_a_new_object_without_a_study_date_is_dated_by_its_content() -> None:
+    ds = Dataset()
+    set_patient_and_study(ds, Context(), dt.datetime(2024, 5, 6, 7, 8, 9))
+    assert (ds.StudyDate, ds.StudyTime) == ("20240506", "070809")
+    assert (ds.StudyInstanceUID, ds.StudyID, ds.AccessionNumber) == ("1.2.3", "RP1", "ACC1")
+    assert ds.ReferringPhysicianName == "REF^ROSE" and "StudyDescription" not in ds
+
+
+def test_over_an_existing_object_the_context_s_values_replace_the_old_ones() -> None:
+    ds = Dataset()
+    ds.PatientName = "WRONG^NAME"
+    ds.StudyDescription = "Mammography"
+    set_patient_and_study(ds, Context(study_date="20240101", study_time="120000"))
+    assert (ds.PatientName, ds.StudyDate, ds.StudyTime) == ("DOE^JANE", "20240101", "120000")
+    assert "StudyDescription" not in ds  # the context has none: the old one does not stay
+    set_patient_and_study(ds, Context(study_description="Galactography"))
+    assert (ds.StudyDescription, ds.StudyDate) == ("Galactography", "")
