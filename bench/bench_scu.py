@@ -136,7 +136,7 @@ def bench_mpps(work: Path) -> None:
         build_mpps_update,
     )
     from dicom_nodes.hospital.dicom_outbox import DicomOutbox as Outbox
-    from dicom_nodes.hospital.mpps_scu import MppsReporter, exchange
+    from dicom_nodes.hospital.mpps_scu import exchange
     from dicom_nodes.hospital.outbox import RetryPolicy
     from dicom_nodes.hospital.scu import Peer, associate
     from dicom_nodes.network import Timeouts
@@ -169,14 +169,14 @@ def bench_mpps(work: Path) -> None:
         outbox_ms = []
         with Outbox(work / "mpps.db", {"ris": peer}, retry=RetryPolicy(0.05, 0.2)) as outbox:
             outbox.start()
-            reporter = MppsReporter(outbox)
             for _ in range(MPPS_PAIRS):
                 e = exam()
+                uid = e.mpps_instance_uid
                 started = time.perf_counter()
-                reporter.started(e)
-                reporter.progressed(e, series)
+                outbox.enqueue_mpps_create(uid, build_mpps_in_progress(e))
+                outbox.enqueue_mpps_set(uid, build_mpps_update(e, series))
                 outbox.wait_for(
-                    lambda e=e: [m.state for m in reporter.messages(e)] == ["sent", "sent"], 30
+                    lambda uid=uid: [m.state for m in outbox.messages(uid)] == ["sent", "sent"], 30
                 )
                 outbox_ms.append((time.perf_counter() - started) * 1000)
     print(f"MPPS N-CREATE + N-SET against the simulated RIS, {MPPS_PAIRS} pairs:")

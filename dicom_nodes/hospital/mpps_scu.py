@@ -1,8 +1,10 @@
 """MPPS SCU toward the RIS: one Modality Performed Procedure Step per exam (PS3.4 F.7; IHE RAD-6/7).
 
-The exam sequencer reports through :class:`MppsReporter`, which only *enqueues* into the durable
-outbox (:mod:`dicom_nodes.hospital.outbox`): an RIS outage never blocks the exam and never loses a
-message, and the messages of one MPPS instance leave in order (N-CREATE before its N-SETs).
+The exam's reporting (``acquisition/exam_reporting.py``) builds each message
+(:mod:`dicom_nodes.datasets.mpps_builders`) and only *enqueues* it, through :class:`MppsSender`'s
+``create`` and ``set``, into the durable outbox (:mod:`dicom_nodes.hospital.outbox`): an RIS
+outage never blocks the exam and never loses a message, and the messages of one MPPS instance
+leave in order (N-CREATE before its N-SETs).
 The outbox calls :func:`exchange` on an established association and classifies the response
 with :func:`mpps_outcome`:
 
@@ -24,7 +26,6 @@ with :func:`mpps_outcome`:
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,17 +36,6 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]
 
-from dicom_nodes.datasets.codes import Code
-from dicom_nodes.datasets.mpps_builders import (
-    ContrastUse,
-    MppsExam,
-    PerformedSeries,
-    RadiationDose,
-    build_mpps_completed,
-    build_mpps_discontinued,
-    build_mpps_in_progress,
-    build_mpps_update,
-)
 from dicom_nodes.datasets.uids import new_uid
 from dicom_nodes.hospital.outbox import (
     RIS,
@@ -244,68 +234,3 @@ class MppsSender:
 
     def handlers(self) -> list[tuple[Any, ...]]:
         return []
-
-
-class MppsReporter:
-    """The exam's one MPPS (IHE RAD-6/7), reported through the durable outbox.
-
-    Each call builds the dataset (:mod:`dicom_nodes.datasets.mpps_builders`) and enqueues it; the
-    outbox
-    sends N-CREATE before the N-SETs of the same instance and retries what may be retried.
-    """
-
-    def __init__(self, outbox: Outbox) -> None:
-        sender = outbox.senders.get(N_CREATE)
-        if not isinstance(sender, MppsSender):
-            raise TypeError("the outbox has no MPPS sender registered")
-        self.outbox = outbox
-        self.sender = sender
-
-    def started(self, exam: MppsExam) -> None:
-        """N-CREATE IN PROGRESS when the exam starts (IHE RAD-6)."""
-        self.sender.create(exam.mpps_instance_uid, build_mpps_in_progress(exam))
-
-    def progressed(
-        self,
-        exam: MppsExam,
-        series: Sequence[PerformedSeries],
-        *,
-        dose: RadiationDose | None = None,
-        contrast: ContrastUse | None = None,
-    ) -> None:
-        """N-SET with the complete Performed Series Sequence so far (IHE RAD-7)."""
-        dataset = build_mpps_update(exam, series, dose=dose, contrast=contrast)
-        self.sender.set(exam.mpps_instance_uid, dataset)
-
-    def completed(
-        self,
-        exam: MppsExam,
-        series: Sequence[PerformedSeries],
-        ended_at: dt.datetime,
-        *,
-        dose: RadiationDose | None = None,
-        contrast: ContrastUse | None = None,
-    ) -> None:
-        """Final N-SET COMPLETED (IHE RAD-7)."""
-        dataset = build_mpps_completed(exam, series, ended_at, dose=dose, contrast=contrast)
-        self.sender.set(exam.mpps_instance_uid, dataset)
-
-    def discontinued(
-        self,
-        exam: MppsExam,
-        series: Sequence[PerformedSeries],
-        ended_at: dt.datetime,
-        *,
-        reason: Code,
-        dose: RadiationDose | None = None,
-        contrast: ContrastUse | None = None,
-    ) -> None:
-        """Final N-SET DISCONTINUED with a CID 9301 reason (IHE RAD-7)."""
-        dataset = build_mpps_discontinued(
-            exam, series, ended_at, reason=reason, dose=dose, contrast=contrast
-        )
-        self.sender.set(exam.mpps_instance_uid, dataset)
-
-    def messages(self, exam: MppsExam) -> list[Message]:
-        """The outbox rows of this exam's MPPS, in order (for the console and the journal)."""
-        return self.outbox.messages(exam.mpps_instance_uid)

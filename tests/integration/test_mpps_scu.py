@@ -19,10 +19,13 @@ from dicom_nodes.datasets.mpps_builders import (
     MppsExam,
     PerformedSeries,
     RadiationDose,
+    build_mpps_completed,
+    build_mpps_discontinued,
     build_mpps_in_progress,
+    build_mpps_update,
 )
 from dicom_nodes.hospital.dicom_outbox import DicomOutbox as Outbox
-from dicom_nodes.hospital.mpps_scu import MppsReporter, new_mpps_uid
+from dicom_nodes.hospital.mpps_scu import new_mpps_uid
 from dicom_nodes.hospital.outbox import RetryPolicy, State
 from dicom_nodes.hospital.scu import Peer
 from dicom_nodes.network import Timeouts
@@ -121,15 +124,19 @@ def operations(ris: SimulatedRis) -> list[tuple[str, int]]:
 
 
 def test_one_exam_one_mpps_created_then_completed(outbox: Outbox, ris: SimulatedRis) -> None:
-    reporter = MppsReporter(outbox)
     the_exam = exam()
     pre = phase("Pre-contrast", 2)
-    reporter.started(the_exam)
-    reporter.progressed(the_exam, [pre], dose=DOSE)
+    outbox.enqueue_mpps_create(the_exam.mpps_instance_uid, build_mpps_in_progress(the_exam))
+    outbox.enqueue_mpps_set(
+        the_exam.mpps_instance_uid, build_mpps_update(the_exam, [pre], dose=DOSE)
+    )
     post = phase("Post-injection 1", 2, rdsr=True)
-    reporter.completed(the_exam, [pre, post], START + dt.timedelta(minutes=40), dose=DOSE)
+    outbox.enqueue_mpps_set(
+        the_exam.mpps_instance_uid,
+        build_mpps_completed(the_exam, [pre, post], START + dt.timedelta(minutes=40), dose=DOSE),
+    )
     drain(outbox)
-    assert [m.state for m in reporter.messages(the_exam)] == [State.SENT] * 3
+    assert [m.state for m in outbox.messages(the_exam.mpps_instance_uid)] == [State.SENT] * 3
     assert operations(ris) == [("N-CREATE", 0), ("N-SET", 0), ("N-SET", 0)]
     mpps = ris.mpps(the_exam.mpps_instance_uid)
     assert mpps is not None and mpps.status == "COMPLETED"
@@ -145,11 +152,13 @@ def test_one_exam_one_mpps_created_then_completed(outbox: Outbox, ris: Simulated
 
 
 def test_discontinued_carries_the_cid_9301_reason(outbox: Outbox, ris: SimulatedRis) -> None:
-    reporter = MppsReporter(outbox)
     the_exam = exam()
-    reporter.started(the_exam)
-    reporter.discontinued(
-        the_exam, [], START + dt.timedelta(minutes=5), reason=codes.DISCONTINUED_EXTRAVASATION
+    outbox.enqueue_mpps_create(the_exam.mpps_instance_uid, build_mpps_in_progress(the_exam))
+    outbox.enqueue_mpps_set(
+        the_exam.mpps_instance_uid,
+        build_mpps_discontinued(
+            the_exam, [], START + dt.timedelta(minutes=5), reason=codes.DISCONTINUED_EXTRAVASATION
+        ),
     )
     drain(outbox)
     mpps = ris.mpps(the_exam.mpps_instance_uid)
@@ -161,17 +170,19 @@ def test_discontinued_carries_the_cid_9301_reason(outbox: Outbox, ris: Simulated
 def test_an_outage_keeps_the_order_create_before_sets(
     outbox: Outbox, ris: SimulatedRis, clock: Clock
 ) -> None:
-    reporter = MppsReporter(outbox)
     the_exam = exam()
     pre = phase("Pre-contrast", 1)
     ris.down()
-    reporter.started(the_exam)
-    reporter.progressed(the_exam, [pre])
-    reporter.completed(the_exam, [pre], START + dt.timedelta(minutes=30))
+    outbox.enqueue_mpps_create(the_exam.mpps_instance_uid, build_mpps_in_progress(the_exam))
+    outbox.enqueue_mpps_set(the_exam.mpps_instance_uid, build_mpps_update(the_exam, [pre]))
+    outbox.enqueue_mpps_set(
+        the_exam.mpps_instance_uid,
+        build_mpps_completed(the_exam, [pre], START + dt.timedelta(minutes=30)),
+    )
     for _ in range(3):
         outbox.run_once()
         clock.advance(120)
-    create, *sets = reporter.messages(the_exam)
+    create, *sets = outbox.messages(the_exam.mpps_instance_uid)
     assert create.attempts == 3 and all(s.attempts == 0 for s in sets)
     ris.up()
     clock.advance(120)
@@ -182,14 +193,17 @@ def test_an_outage_keeps_the_order_create_before_sets(
 def test_a_710_after_the_final_state_is_terminal_and_never_retried(
     outbox: Outbox, ris: SimulatedRis, clock: Clock
 ) -> None:
-    reporter = MppsReporter(outbox)
     the_exam = exam()
     pre = phase("Pre-contrast", 1)
-    reporter.started(the_exam)
-    reporter.completed(the_exam, [pre], START + dt.timedelta(minutes=30))
-    reporter.progressed(the_exam, [pre, phase("late", 1)])  # after COMPLETED
+    outbox.enqueue_mpps_create(the_exam.mpps_instance_uid, build_mpps_in_progress(the_exam))
+    outbox.enqueue_mpps_set(
+        the_exam.mpps_instance_uid,
+        build_mpps_completed(the_exam, [pre], START + dt.timedelta(minutes=30)),
+    )
+    late_update = build_mpps_update(the_exam, [pre, phase("late", 1)])  # after COMPLETED
+    outbox.enqueue_mpps_set(the_exam.mpps_instance_uid, late_update)
     drain(outbox)
-    late = reporter.messages(the_exam)[-1]
+    late = outbox.messages(the_exam.mpps_instance_uid)[-1]
     assert late.state == State.FAILED and late.last_status == 0x0110
     assert late.attempts == 1
     clock.advance(3600)
@@ -201,18 +215,23 @@ def test_a_710_after_the_final_state_is_terminal_and_never_retried(
 def test_an_n_create_resent_after_a_crash_is_accepted_as_done(
     outbox: Outbox, ris: SimulatedRis, tmp_path: Path
 ) -> None:
-    reporter = MppsReporter(outbox)
     the_exam = exam()
-    reporter.started(the_exam)
+    outbox.enqueue_mpps_create(the_exam.mpps_instance_uid, build_mpps_in_progress(the_exam))
     drain(outbox)
     # The database as a crash right after the N-CREATE response would leave it:
     with sqlite3.connect(tmp_path / "galacto.db") as conn:
         conn.execute("UPDATE outbox_messages SET state = 'pending'")
     conn.close()
-    reporter.completed(the_exam, [phase("Pre-contrast", 1)], START + dt.timedelta(minutes=9))
+    outbox.enqueue_mpps_set(
+        the_exam.mpps_instance_uid,
+        build_mpps_completed(the_exam, [phase("Pre-contrast", 1)], START + dt.timedelta(minutes=9)),
+    )
     drain(outbox)
     assert operations(ris) == [("N-CREATE", 0), ("N-CREATE", 0x0111), ("N-SET", 0)]
-    assert [m.state for m in reporter.messages(the_exam)] == [State.SENT, State.SENT]
+    assert [m.state for m in outbox.messages(the_exam.mpps_instance_uid)] == [
+        State.SENT,
+        State.SENT,
+    ]
 
 
 def test_a_malformed_n_create_is_terminal(outbox: Outbox, ris: SimulatedRis) -> None:
