@@ -184,10 +184,7 @@ class ExamReporting:
             study_id=study_id(order),
             station_ae=self.settings.station_ae,
             started_at=mpps_start(order),
-            patient_name=order.patient_name,
-            patient_id=order.patient_id,
-            patient_birth_date=order.patient_birth_date,
-            patient_sex=order.patient_sex,
+            patient=order.patient,
             steps=steps,
             study_instance_uid=order.study_instance_uid,
             station_name=self.settings.station_name,
@@ -350,10 +347,7 @@ class ExamReporting:
         opened = mpps_start(order)
         return DoseReportContext(
             study_instance_uid=order.study_instance_uid,
-            patient_name=order.patient_name,
-            patient_id=order.patient_id,
-            patient_birth_date=order.patient_birth_date,
-            patient_sex=order.patient_sex,
+            patient=order.patient,
             accession_number=order.accession,
             study_id=study_id(order),
             study_date=opened.strftime("%Y%m%d"),

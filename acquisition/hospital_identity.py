@@ -31,7 +31,7 @@ from acquisition.exam.model import PHASE_STEPS, ExamOrder, ExamSnapshot, phase_s
 from acquisition.journal import Journal
 from dicom_nodes.datasets.codes import Code
 from dicom_nodes.datasets.coercion import PHASE_SCHEME, Phase, StudyIdentity
-from dicom_nodes.datasets.identity import RequestedStep
+from dicom_nodes.datasets.identity import RequestedStep, flatten_patient
 from dicom_nodes.hospital.mwl_scu import WorklistItem
 from dicom_nodes.hospital.ris_orders import StoredOrder
 
@@ -123,10 +123,7 @@ def study_identity(order: ExamOrder, current: WorklistItem | None = None) -> Stu
         return StudyIdentity(
             study_instance_uid=order.study_instance_uid,
             study_id=study_id(order),
-            patient_name=order.patient_name,
-            patient_id=order.patient_id,
-            patient_birth_date=order.patient_birth_date,
-            patient_sex=order.patient_sex,
+            patient=order.patient,
             accession_number=order.accession if order.scheduled else "",
             study_description=order.requested_procedure_description,
             request=request,
@@ -145,10 +142,7 @@ def study_identity(order: ExamOrder, current: WorklistItem | None = None) -> Stu
     return StudyIdentity(
         study_instance_uid=study,
         study_id=study_id(order, item),
-        patient_name=item.patient_name,
-        patient_id=item.patient_id,
-        patient_birth_date=item.patient_birth_date,
-        patient_sex=item.patient_sex,
+        patient=item.patient,
         accession_number=item.accession_number,
         referring_physician=item.referring_physician,
         study_description=item.requested_procedure_description or "Galactography",
@@ -160,11 +154,8 @@ def study_identity(order: ExamOrder, current: WorklistItem | None = None) -> Stu
 
 def order_changes(opened: WorklistItem, current: WorklistItem) -> list[str]:
     """What the RIS changed in the order's identity since the exam opened it (console names)."""
-    return [
-        label
-        for name, label in IDENTITY_ATTRIBUTES.items()
-        if getattr(opened, name) != getattr(current, name)
-    ]
+    before, after = flatten_patient(vars(opened)), flatten_patient(vars(current))
+    return [label for name, label in IDENTITY_ATTRIBUTES.items() if before[name] != after[name]]
 
 
 def mismatch(order: ExamOrder | None, stored: StoredOrder | None) -> str | None:

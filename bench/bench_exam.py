@@ -12,7 +12,6 @@ Figures (2-core machine):
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import statistics
 import subprocess
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from acquisition.commands.demo import ALL_CLEAR, INJECTIONS_ML, SCRIPT_VIEWS
-from acquisition.exam.model import ExamOrder
+from acquisition.exam.model import ExamOrder, Patient
 from acquisition.exam_machine import ExamState
 from acquisition.journal import Journal
 from simulators.room import SimulatedRoom
@@ -69,8 +68,9 @@ def _fill_journal(database: Path, exams: int) -> None:
     with Journal(database) as journal:
         for n in range(exams):
             exam_id = f"BENCH{n:05d}"
-            order = ExamOrder(exam_id, exam_id, f"1.2.3.{n}", "BENCH^P", exam_id, "", "F", "L")
-            journal.append("exam-opened", {"order": dataclasses.asdict(order)}, exam_id=exam_id)
+            patient = Patient("BENCH^P", exam_id, "", "F")
+            order = ExamOrder(exam_id, exam_id, f"1.2.3.{n}", patient, "L")
+            journal.append("exam-opened", {"order": order.to_json()}, exam_id=exam_id)
             for i in range(58):
                 journal.append("command", {"command": "x", "i": i}, exam_id=exam_id)
             payload = {"event": "close", "from": "completed", "to": "idle"}

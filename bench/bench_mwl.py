@@ -34,6 +34,7 @@ from pynetdicom.dsutils import encode_file_meta
 
 from acquisition.controller import IDLE_S as CONTROLLER_IDLE_S
 from dicom_nodes.datasets import codes
+from dicom_nodes.datasets.identity import Patient
 from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, make_ae
 from dicom_nodes.unit_facing.mwl_matching import WorklistQuery
 from dicom_nodes.unit_facing.mwl_scp import MWL_FIND_UID, TRANSFER_SYNTAXES, WorklistSCP
@@ -89,10 +90,9 @@ def make_steps(count: int) -> list[ScheduledStep]:
                 requested_procedure_codes=(codes.DUCTOGRAPHY,),
                 study_instance_uid=f"1.2.826.0.1.3680043.10.9.{k}",
                 accession_number=f"ACC{k:07d}",
-                patient_name=f"Doe^Jane{k}",
-                patient_id=f"PID{k:07d}",
-                patient_birth_date="19750101",
-                patient_sex="F",
+                patient=Patient(
+                    name=f"Doe^Jane{k}", id=f"PID{k:07d}", birth_date="19750101", sex="F"
+                ),
             )
         )
     return steps

@@ -129,6 +129,7 @@ def bench_mpps(work: Path) -> None:
     from pynetdicom import build_context
     from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]
 
+    from dicom_nodes.datasets.identity import Patient
     from dicom_nodes.datasets.mpps_builders import (
         MppsExam,
         PerformedSeries,
@@ -149,8 +150,7 @@ def bench_mpps(work: Path) -> None:
             "S1",
             "GALACTO",
             dt.datetime(2026, 11, 25, 9),
-            "Doe^Jane",
-            "P1",
+            Patient("Doe^Jane", "P1"),
             study_instance_uid=generate_uid(),
         )
 

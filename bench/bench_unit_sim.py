@@ -21,6 +21,7 @@ from pathlib import Path
 
 from acquisition.dose_log import DoseLog
 from dicom_nodes.datasets.codes import Code
+from dicom_nodes.datasets.identity import Patient
 from dicom_nodes.unit_facing.mpps_store import SqliteMppsStore
 from dicom_nodes.unit_facing.server import UnitFacingServer
 from dicom_nodes.unit_facing.worklist_store import ScheduledStep, WorklistStore
@@ -49,8 +50,7 @@ def _step(n: int, today: str) -> ScheduledStep:
         protocol_codes=(Code("399162004", "SCT", "cranio-caudal"),),
         study_instance_uid=f"1.2.826.0.1.3680043.10.1466.99.1.{n}",
         accession_number=f"ACC{n}",
-        patient_id=f"P{n}",
-        patient_name="BENCH^UNIT",
+        patient=Patient(id=f"P{n}", name="BENCH^UNIT"),
     )
 
 

@@ -37,12 +37,14 @@ from pynetdicom.pdu import P_DATA_TF
 
 from dicom_nodes import compat
 from dicom_nodes.datasets.codes import Code
+from dicom_nodes.datasets.identity import get_patient
 from dicom_nodes.datasets.rdsr import CodedConcept, build_rdsr
 from dicom_nodes.datasets.references import sop_reference
 from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, close_unestablished, make_ae
 from simulators.unit_images import (
     MG_FOR_PRESENTATION,
     MPPS_SOP_CLASS,
+    SIMULATED_PATIENT,
     ContrastAdministration,
     SeriesInfo,
     StudyContext,
@@ -142,10 +144,7 @@ class WorklistStep:
         ds = self.dataset
         return StudyContext(
             study_instance_uid=self.study_instance_uid,
-            patient_name=self._text(ds, "PatientName"),
-            patient_id=self._text(ds, "PatientID"),
-            patient_birth_date=self._text(ds, "PatientBirthDate"),
-            patient_sex=self._text(ds, "PatientSex"),
+            patient=get_patient(ds),
             accession_number=self._text(ds, "AccessionNumber"),
             referring_physician_name=self._text(ds, "ReferringPhysicianName"),
             study_description=self._text(ds, "RequestedProcedureDescription"),
@@ -490,7 +489,8 @@ class SimulatedUnit:
                     performed_procedure_step_id="",
                 )
             if self._take_fault(Fault.WRONG_PATIENT):
-                study = replace(study, patient_id="WRONG-0001", patient_name="WRONG^PATIENT")
+                wrong = replace(study.patient, id="WRONG-0001", name="WRONG^PATIENT")
+                study = replace(study, patient=wrong)
             series_uid = (
                 performed.series_instance_uid
                 if performed is not None and not outside
@@ -533,7 +533,8 @@ class SimulatedUnit:
     def _study_for(self, performed: PerformedStep | None) -> StudyContext:
         if performed is None or performed.step is None:
             return StudyContext(
-                study_instance_uid=self.uids.next("study"), patient_id="UNSCHEDULED"
+                study_instance_uid=self.uids.next("study"),
+                patient=replace(SIMULATED_PATIENT, id="UNSCHEDULED"),
             )
         return performed.step.study_context(performed.sop_instance_uid, performed.pps_id)
 

@@ -38,7 +38,7 @@ from dicom_nodes.datasets.contrast import (
     decimal_string,
     set_contrast_bolus,
 )
-from dicom_nodes.datasets.identity import set_patient_and_study
+from dicom_nodes.datasets.identity import Patient, set_patient_and_study
 from dicom_nodes.datasets.rdsr import (
     CodedConcept,
     DoseReportContext,
@@ -75,15 +75,16 @@ class ImageBuildError(ValueError):
 # --- Inputs --------------------------------------------------------------------------------------
 
 
+#: The patient of images made without a worklist step's (a context built by hand).
+SIMULATED_PATIENT = Patient(name="GALACTO^SIMULATED", id="SIM0001", birth_date="19700101", sex="F")
+
+
 @dataclass(frozen=True)
 class StudyContext:
     """Patient, study and the worklist step the images belong to (copied from MWL)."""
 
     study_instance_uid: str
-    patient_name: str = "GALACTO^SIMULATED"
-    patient_id: str = "SIM0001"
-    patient_birth_date: str = "19700101"
-    patient_sex: str = "F"
+    patient: Patient = SIMULATED_PATIENT
     accession_number: str = "SIMACC0001"
     study_id: str = "1"
     study_date: str = ""
@@ -579,10 +580,7 @@ def dose_report_context(
 ) -> DoseReportContext:
     return DoseReportContext(
         study_instance_uid=study.study_instance_uid,
-        patient_name=study.patient_name,
-        patient_id=study.patient_id,
-        patient_birth_date=study.patient_birth_date,
-        patient_sex=study.patient_sex,
+        patient=study.patient,
         accession_number=study.accession_number,
         study_id=study.study_id,
         study_date=study.study_date,

@@ -31,6 +31,7 @@ from acquisition.journal import Journal
 from device_drivers.driver import NewEraInjector
 from device_drivers.limits import InjectorLimits
 from dicom_nodes.datasets.dose_extract import from_image_header
+from dicom_nodes.datasets.identity import Patient
 from dicom_nodes.hospital.mwl_scu import WorklistItem, WorklistQuery, WorklistResult
 from dicom_nodes.hospital.ris_orders import RisOrderStore
 from dicom_nodes.unit_facing.worklist_store import WorklistStore
@@ -55,10 +56,7 @@ HTTP_TIMEOUT_S = 20.0
 ACC = "ACC0077"
 STUDY_UID = "1.2.826.0.1.3680043.8.498.77"
 ORDER = WorklistItem(
-    patient_name="ROE^MARY",
-    patient_id="P0077",
-    patient_birth_date="19800304",
-    patient_sex="F",
+    patient=Patient(name="ROE^MARY", id="P0077", birth_date="19800304", sex="F"),
     accession_number=ACC,
     requested_procedure_id="RP77",
     requested_procedure_description="Galactography right",

@@ -183,8 +183,8 @@ def render_table(items: tuple[WorklistItem, ...]) -> str:
         start = item.sps_start
         rows.append(
             [
-                display_name(item.patient_name),
-                item.patient_id,
+                display_name(item.patient.name),
+                item.patient.id,
                 item.accession_number,
                 item.sps_id,
                 start.strftime("%Y-%m-%d %H:%M") if start else item.sps_start_date,

@@ -190,7 +190,7 @@ class ConsoleBackend:
                 "injecting": state.is_injecting,
                 "final": state.is_final,
                 "journal_fault": exam.journal_fault,
-                "order": None if order is None else dataclasses.asdict(order),
+                "order": None if order is None else order.to_json(),
                 "fault": self._fault_view(exam),
             },
             "patient": None if order is None else views.patient_banner(order),
@@ -507,10 +507,10 @@ class ConsoleBackend:
             "sps_id": item.sps_id,
             "side": side.side,
             "side_evidence": list(side.evidence),
-            "patient_name": item.patient_name,
-            "patient_id": item.patient_id,
-            "birth_date": item.patient_birth_date,
-            "sex": item.patient_sex,
+            "patient_name": item.patient.name,
+            "patient_id": item.patient.id,
+            "birth_date": item.patient.birth_date,
+            "sex": item.patient.sex,
             "procedure": item.requested_procedure_description or item.sps_description,
             "scheduled": start.isoformat(sep=" ", timespec="minutes") if start else None,
             "alerts": [
@@ -588,7 +588,7 @@ class ConsoleBackend:
         if sex not in ("F", "M", "O"):
             raise ValueError("sex must be F, M or O")
         side = _side(args)
-        patient = Patient(name=name, patient_id=patient_id, birth_date=birth_date, sex=sex)
+        patient = Patient(name=name, id=patient_id, birth_date=birth_date, sex=sex)
         self.exam.register_unscheduled(patient, side, operator)
 
     def _answer_checklist(self, args: Mapping[str, Any], operator: str) -> None:

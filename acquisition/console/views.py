@@ -101,18 +101,18 @@ def event_view(event: RecordedEvent) -> dict[str, Any]:
 def patient_banner(order: ExamOrder, today: dt.date | None = None) -> dict[str, Any]:
     """Two identifiers and what the technologist checks them against: the name, the birth
     date (ISO 8601) and the age, the ID, the sex, the side and the accession."""
-    birth = birth_date(order.patient_birth_date)
+    birth = birth_date(order.patient.birth_date)
     today = today or dt.date.today()
     age = None
     if birth is not None and birth <= today:
         age = today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
     return {
-        "name": order.patient_name.replace("^", " ").strip(),
-        "family_name": order.patient_name.split("^")[0],
-        "patient_id": order.patient_id,
+        "name": order.patient.name.replace("^", " ").strip(),
+        "family_name": order.patient.name.split("^")[0],
+        "patient_id": order.patient.id,
         "birth_date": birth.isoformat() if birth else None,
         "age_years": age,
-        "sex": order.patient_sex or None,
+        "sex": order.patient.sex or None,
         "side": order.side,
         "accession": order.accession,
     }

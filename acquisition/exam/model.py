@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from acquisition.exam_machine import TRANSITIONS, ExamEvent, ExamFacts, ExamState
 from dicom_nodes.datasets.codes import MODIFIER_MAGNIFICATION, VIEW_CC, VIEW_ML, Code
+from dicom_nodes.datasets.identity import Patient, flatten_patient, unflatten_patient
 from dicom_nodes.hospital.mwl_scu import WorklistItem
 
 if TYPE_CHECKING:
@@ -79,16 +80,6 @@ class ChecklistError(ExamError, ValueError):
 
 
 @dataclass(frozen=True)
-class Patient:
-    """A patient registered at the console (no RIS order). Names are DICOM PN strings."""
-
-    name: str
-    patient_id: str
-    birth_date: str = ""
-    sex: str = "F"
-
-
-@dataclass(frozen=True)
 class PhysicianOverride:
     """A physician's override of blocking checklist answers, with the reason."""
 
@@ -103,10 +94,7 @@ class ExamOrder:
     exam_id: str
     accession: str
     study_instance_uid: str
-    patient_name: str
-    patient_id: str
-    patient_birth_date: str
-    patient_sex: str
+    patient: Patient
     side: str  # L or R: the breast with the discharge
     requested_procedure_id: str = ""
     requested_procedure_description: str = "Galactography"
@@ -122,10 +110,19 @@ class ExamOrder:
     #: The RIS order as the RIS gave it (every attribute; None for an unscheduled exam).
     ris_item: WorklistItem | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        """The order as journaled in ``exam-opened``: its patient, and the RIS item's, under
+        the flat keys every journal has (:data:`~dicom_nodes.datasets.identity.PATIENT_KEYS`)."""
+        values = flatten_patient(dataclasses.asdict(self))
+        if self.ris_item is not None:
+            values["ris_item"] = flatten_patient(dataclasses.asdict(self.ris_item))
+        return values
+
     @classmethod
     def from_json(cls, order: Mapping[str, Any]) -> ExamOrder:
-        """The order of an ``exam-opened`` entry (JSON gave lists where the order has tuples)."""
-        values = dict(order)
+        """The order of an ``exam-opened`` entry (JSON gave lists where the order has tuples):
+        the inverse of :meth:`to_json`."""
+        values = unflatten_patient(order)
         values["ris_protocol_codes"] = tuple(map(tuple, values.get("ris_protocol_codes", ())))
         if values.get("ris_item") is not None:
             values["ris_item"] = WorklistItem.from_dict(values["ris_item"])

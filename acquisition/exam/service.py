@@ -308,9 +308,7 @@ class ExamService:
                 mpps_instance_uid=new_uid(self._uid_root),
                 opened_at=self._clock().isoformat(),
             )
-            self._ledger.append(
-                "exam-opened", {"order": dataclasses.asdict(exam)}, operator, exam.exam_id
-            )
+            self._ledger.append("exam-opened", {"order": exam.to_json()}, operator, exam.exam_id)
             if decision is not None:
                 self._ledger.append("laterality", decision, operator)
             self._ledger.transition(event, target, operator)

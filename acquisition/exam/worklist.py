@@ -47,10 +47,7 @@ def phase_step(
         requested_procedure_codes=(MAMMARY_DUCTOGRAM,),
         study_instance_uid=order.study_instance_uid,
         accession_number=order.accession,
-        patient_name=order.patient_name,
-        patient_id=order.patient_id,
-        patient_birth_date=order.patient_birth_date,
-        patient_sex=order.patient_sex,
+        patient=order.patient,
     )
     return with_ris_request(step, order.ris_item)  # what the RIS gave, for the unit
 

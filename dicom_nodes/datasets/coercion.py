@@ -48,7 +48,14 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from dicom_nodes.datasets.codes import Code, code_sequence
-from dicom_nodes.datasets.identity import RequestedStep, request_item, set_patient_and_study
+from dicom_nodes.datasets.identity import (
+    Patient,
+    RequestedStep,
+    flatten_patient,
+    request_item,
+    set_patient_and_study,
+    unflatten_patient,
+)
 from dicom_nodes.datasets.references import MPPS_SOP_CLASS, sop_reference
 
 #: SR Study Instance UID concept (DCM 110180), e.g. in the RDSR's Scope of Accumulation.
@@ -74,10 +81,7 @@ class StudyIdentity:
     study_id: str
     study_date: str  #: DA: the start of galacto's MPPS
     study_time: str  #: TM
-    patient_name: str
-    patient_id: str
-    patient_birth_date: str
-    patient_sex: str
+    patient: Patient
     mpps_instance_uid: str
     pps_id: str
     accession_number: str = ""
@@ -97,13 +101,15 @@ class StudyIdentity:
         return self.referring_physician
 
     def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
+        """The identity as journaled (``order-at-close``), the patient under its flat keys."""
+        out = flatten_patient(asdict(self))
         out["phases"] = {sps: asdict(phase) for sps, phase in self.phases.items()}
         return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StudyIdentity:
-        values = dict(data)
+        """Inverse of :meth:`to_json`."""
+        values = unflatten_patient(data)
         request = values.get("request")
         if request is not None:
             request = dict(request)

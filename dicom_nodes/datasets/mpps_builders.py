@@ -27,7 +27,7 @@ from pydicom.sequence import Sequence as DicomSequence
 
 from dicom_nodes.datasets import codes
 from dicom_nodes.datasets.codes import Code
-from dicom_nodes.datasets.identity import RequestedStep, request_item, set_patient
+from dicom_nodes.datasets.identity import Patient, RequestedStep, request_item, set_patient
 from dicom_nodes.datasets.references import sop_reference, sop_references
 from dicom_nodes.datasets.uids import derived_uid
 
@@ -59,10 +59,7 @@ class MppsExam:
     study_id: str
     station_ae: str
     started_at: dt.datetime
-    patient_name: str = ""
-    patient_id: str = ""
-    patient_birth_date: str = ""
-    patient_sex: str = ""
+    patient: Patient = field(default_factory=Patient)
     steps: tuple[RequestedStep, ...] = ()
     study_instance_uid: str = ""  #: used when unscheduled (steps empty)
     station_name: str = ""
@@ -160,7 +157,7 @@ def build_mpps_in_progress(exam: MppsExam) -> Dataset:
     ds = Dataset()
     ds.SpecificCharacterSet = exam.specific_character_set
     ds.ScheduledStepAttributesSequence = _steps(exam)
-    set_patient(ds, exam)
+    set_patient(ds, exam.patient)
     ds.ReferencedPatientSequence = DicomSequence()
     ds.PerformedProcedureStepID = exam.pps_id
     ds.PerformedStationAETitle = exam.station_ae

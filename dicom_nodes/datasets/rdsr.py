@@ -39,7 +39,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sr.codedict import codes
@@ -47,7 +47,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from dicom_nodes.datasets import codes as coded
-from dicom_nodes.datasets.identity import set_patient_and_study
+from dicom_nodes.datasets.identity import Patient, set_patient_and_study
 from dicom_nodes.datasets.references import MPPS_SOP_CLASS, sop_reference
 from dicom_nodes.datasets.uids import new_uid
 
@@ -204,10 +204,7 @@ class DoseReportContext:
     """Who, which study and which device the report is about (TID 1002, General Study)."""
 
     study_instance_uid: str
-    patient_name: str = ""
-    patient_id: str = ""
-    patient_birth_date: str = ""
-    patient_sex: str = ""
+    patient: Patient = field(default_factory=Patient)
     accession_number: str = ""
     study_id: str = ""
     study_date: str = ""

@@ -30,6 +30,12 @@ from pynetdicom import build_context
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 
 from dicom_nodes.datasets.codes import Code, CodeError
+from dicom_nodes.datasets.identity import (
+    Patient,
+    flatten_patient,
+    get_patient,
+    unflatten_patient,
+)
 from dicom_nodes.hospital.scu import DimseError, Peer, ScuError, associate, category, status_of
 
 log = logging.getLogger(__name__)
@@ -113,10 +119,7 @@ class WorklistQuery:
 class WorklistItem:
     """One Scheduled Procedure Step as the RIS returned it (PS3.4 Table K.6-1)."""
 
-    patient_name: str
-    patient_id: str
-    patient_birth_date: str
-    patient_sex: str
+    patient: Patient
     accession_number: str
     requested_procedure_id: str
     requested_procedure_description: str
@@ -157,7 +160,8 @@ class WorklistItem:
             return None
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-friendly view (codes as value/scheme/meaning objects)."""
+        """JSON-friendly view (codes as value/scheme/meaning objects, the patient under its
+        flat keys: :data:`~dicom_nodes.datasets.identity.PATIENT_KEYS`)."""
         out: dict[str, Any] = {}
         for name in self.__dataclass_fields__:
             value = getattr(self, name)
@@ -168,11 +172,12 @@ class WorklistItem:
             out[name] = value
         start = self.sps_start
         out["sps_start"] = start.isoformat() if start else None
-        return out
+        return flatten_patient(out)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WorklistItem:
         """Inverse of :meth:`as_dict` (the local store keeps items as JSON)."""
+        data = unflatten_patient(data)
         values: dict[str, Any] = {}
         for name in cls.__dataclass_fields__:
             if name not in data:
@@ -298,10 +303,7 @@ def item_from_dataset(ds: Dataset, fallback_character_set: str = "") -> Worklist
     weight = ds.get("PatientWeight")
     charset = ds.get("SpecificCharacterSet") or ()
     return WorklistItem(
-        patient_name=_text(ds, "PatientName"),
-        patient_id=_text(ds, "PatientID"),
-        patient_birth_date=_text(ds, "PatientBirthDate"),
-        patient_sex=_text(ds, "PatientSex"),
+        patient=get_patient(ds),
         accession_number=_text(ds, "AccessionNumber"),
         requested_procedure_id=_text(ds, "RequestedProcedureID"),
         requested_procedure_description=_text(ds, "RequestedProcedureDescription"),

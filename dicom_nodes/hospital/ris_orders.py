@@ -152,8 +152,8 @@ class RisOrderStore(Store):
             (
                 item.accession_number,
                 item.sps_id,
-                item.patient_id,
-                item.patient_name,
+                item.patient.id,
+                item.patient.name,
                 item.study_instance_uid,
                 item.requested_procedure_description,
                 item.sps_description,

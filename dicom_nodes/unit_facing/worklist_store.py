@@ -29,7 +29,7 @@ import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Generator, Hashable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from pydicom.dataset import Dataset
 from pynetdicom.dsutils import encode
 
 from dicom_nodes.datasets.codes import Code, code_sequence
+from dicom_nodes.datasets.identity import Patient, flatten_patient, unflatten_patient
 from dicom_nodes.unit_facing.mwl_matching import (
     SPECIFIC_CHARACTER_SET,
     START_DATETIME_COLUMN,
@@ -101,21 +102,21 @@ class ScheduledStep:
     referring_physician: str = ""
     requesting_physician: str = ""
     # Patient
-    patient_name: str = ""
-    patient_id: str = ""
-    patient_birth_date: str = ""
-    patient_sex: str = ""
+    patient: Patient = field(default_factory=Patient)
     patient_weight_kg: float | None = None
     pregnancy_status: int | None = None  # 1 not pregnant, 2 possible, 3 definite, 4 unknown
     medical_alerts: tuple[str, ...] = ()
     allergies: tuple[str, ...] = ()
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), ensure_ascii=False, sort_keys=True)
+        """The step as stored (``step_json``), the patient under its flat keys."""
+        values = flatten_patient(dataclasses.asdict(self))
+        return json.dumps(values, ensure_ascii=False, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> ScheduledStep:
-        raw: dict[str, Any] = json.loads(text)
+        """Inverse of :meth:`to_json`."""
+        raw = unflatten_patient(json.loads(text))
         for name in ("protocol_codes", "requested_procedure_codes"):
             raw[name] = tuple(Code(**code) for code in raw[name])
         for name in ("medical_alerts", "allergies"):
@@ -181,10 +182,10 @@ def build_identifier(step: ScheduledStep, character_set: str = UTF8) -> Dataset:
         ("ReferringPhysicianName", step.referring_physician),
         ("ReferencedStudySequence", []),
         ("ReferencedPatientSequence", []),
-        ("PatientName", step.patient_name),
-        ("PatientID", step.patient_id),
-        ("PatientBirthDate", step.patient_birth_date),
-        ("PatientSex", step.patient_sex),
+        ("PatientName", step.patient.name),
+        ("PatientID", step.patient.id),
+        ("PatientBirthDate", step.patient.birth_date),
+        ("PatientSex", step.patient.sex),
         ("PatientWeight", step.patient_weight_kg),
         ("MedicalAlerts", list(step.medical_alerts) or None),
         ("Allergies", list(step.allergies) or None),

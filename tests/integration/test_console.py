@@ -343,7 +343,7 @@ def test_patient_identifiers_never_reach_the_log_at_info(
 
     assert any(r.name.startswith("acquisition.console") for r in caplog.records)
     loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
-    identifiers = (ORDER.patient_name, "ROE", ORDER.patient_id, ACC, ORDER.patient_birth_date)
+    identifiers = (ORDER.patient.name, "ROE", ORDER.patient.id, ACC, ORDER.patient.birth_date)
     assert not [message for message in loud if any(i in message for i in identifiers)]
 
 

@@ -232,7 +232,7 @@ def test_an_expired_session_changes_nothing_and_a_new_login_resumes_the_exam(roo
     again = room.login()
     document = state(room.url, again)
     assert document["exam"]["state"] == "checklist"
-    assert document["patient"]["patient_id"] == ORDER.patient_id
+    assert document["patient"]["patient_id"] == ORDER.patient.id
     assert command(room.url, "answer-checklist", {"answers": ALL_CLEAR}, again)[0] == 200
     assert room.exam.state is S.PRE_CONTRAST
 
@@ -265,7 +265,7 @@ def test_the_admin_sees_the_room_without_the_patient(room: Room) -> None:
     assert document["exam"]["state"] == "checklist" and document["injector"]["present"]
     assert document["patient"] is None and document["orders"] == []
     text = raw.decode()
-    for identifier in ("ROE", ORDER.patient_id, ACC, ORDER.patient_birth_date):
+    for identifier in ("ROE", ORDER.patient.id, ACC, ORDER.patient.birth_date):
         assert identifier not in text
 
 
@@ -306,7 +306,7 @@ def test_the_physicist_reads_pseudonymised_doses_and_acknowledges_an_alert(room:
     assert table["total"] == 2 and len(table["rows"]) == 2
     assert {row["laterality"] for row in table["rows"]} == {"R"}
     assert len({row["exam_key"] for row in table["rows"]}) == 1
-    for identifier in (ACC, ORDER.patient_id, "ROE", ORDER.study_instance_uid):
+    for identifier in (ACC, ORDER.patient.id, "ROE", ORDER.study_instance_uid):
         assert identifier not in raw.decode()
     flagged = request(
         room.url, path="/api/dose/exposures?flagged=1&view=ML", headers=physicist.headers()
@@ -363,7 +363,7 @@ def test_stop_with_no_session_while_injecting(live_room: Room) -> None:
     status, _, raw = request(room.url, path="/api/injection")  # the login page's view
     public = json.loads(raw)
     assert status == 200 and public["injecting"] and public["side"] == "R"
-    for identifier in ("ROE", ORDER.patient_id, ACC):
+    for identifier in ("ROE", ORDER.patient.id, ACC):
         assert identifier not in raw.decode()
 
     eventually(lambda: room.driver.progress().delivered_ml > 0.02, 20.0)

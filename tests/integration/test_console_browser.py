@@ -375,7 +375,7 @@ def test_a_physicist_acknowledges_an_alert(room: Room, browser: WebDriver) -> No
         lambda: len(browser.find_elements(By.CSS_SELECTOR, "#dose-table tbody tr")) == 2, "rows"
     )
     text = page.text("#phys-view")
-    for identifier in ("ROE", ORDER.patient_id, ACC):  # pseudonymised: no identity
+    for identifier in ("ROE", ORDER.patient.id, ACC):  # pseudonymised: no identity
         assert identifier not in text
     assert "compression_force_n -20 N" in text
     page.shot("alerts")

@@ -427,7 +427,7 @@ def test_a_ris_dropping_associations_leaves_no_socket_open(tmp_path: Path) -> No
         DroppingPeer() as ris,
         exam_room(tmp_path, overrides={"ris.port": ris.port}) as room,
     ):
-        room.exam.register_unscheduled(Patient("ROE^ANN", "P7"), "L", OPERATOR)  # N-CREATE
+        room.exam.register_unscheduled(Patient("ROE^ANN", "P7", sex="F"), "L", OPERATOR)  # N-CREATE
         refresher = room.controller.refresher
         assert refresher is not None
         assert refresher.wait_for_refreshes(2, WAIT_S)

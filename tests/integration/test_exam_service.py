@@ -62,10 +62,7 @@ WAIT_S = 20.0
 ACC = "ACC0042"
 STUDY_UID = "1.2.826.0.1.3680043.8.498.42"
 ORDER = WorklistItem(
-    patient_name="DOE^JANE",
-    patient_id="P0042",
-    patient_birth_date="19750102",
-    patient_sex="F",
+    patient=Patient(name="DOE^JANE", id="P0042", birth_date="19750102", sex="F"),
     accession_number=ACC,
     requested_procedure_id="RP42",
     requested_procedure_description="Galactography left",
@@ -389,7 +386,7 @@ def test_unexpected_exposure_is_kept_and_flagged(room: Room) -> None:
 
 def test_unscheduled_patient_and_closing(room: Room) -> None:
     service = room.service()
-    order = service.register_unscheduled(Patient("ROE^ANN", "P7"), "R", "tech2")
+    order = service.register_unscheduled(Patient("ROE^ANN", "P7", sex="F"), "R", "tech2")
     assert not order.scheduled and service.exam_id == order.exam_id
     assert order.accession == ""  # IHE unscheduled case: no accession is invented
     assert service.state is S.CHECKLIST
@@ -552,7 +549,7 @@ def test_each_exam_gets_the_whole_per_exam_volume_again(room: Room) -> None:
     service.complete("tech1")
     service.close_exam("tech1")
     assert room.driver.session_delivered_ml == pytest.approx(0.1, abs=0.005)
-    service.register_unscheduled(Patient("ROE^ANN", "P7"), "L", "tech1")
+    service.register_unscheduled(Patient("ROE^ANN", "P7", sex="F"), "L", "tech1")
     assert room.driver.session_delivered_ml == 0.0
     room.driver.check_limits("1ml", 0.3, 0.1)  # the next exam's 0.1 mL is allowed again
     service.close()

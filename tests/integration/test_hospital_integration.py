@@ -181,7 +181,7 @@ def test_the_forwarded_copies_carry_the_ris_identity(tmp_path: Path) -> None:
                 started.strftime("%H%M%S"),
             )
             assert ds.ReferringPhysicianName == item.referring_physician
-            assert ds.PatientName == item.patient_name and ds.PatientID == item.patient_id
+            assert ds.PatientName == item.patient.name and ds.PatientID == item.patient.id
             request = request_of(ds)
             assert request.RequestedProcedureID == item.requested_procedure_id
             assert request.AccessionNumber == accession
@@ -238,7 +238,7 @@ def image_and_end(room: Room, views: tuple[str, ...] = ("L-CC", "L-ML")) -> None
 
 
 def test_an_unscheduled_exam_follows_the_ihe_unscheduled_case(room: Room) -> None:
-    patient = Patient(name="Walk-In^Wanda", patient_id="WALKIN-7", birth_date="19750505")
+    patient = Patient(name="Walk-In^Wanda", id="WALKIN-7", birth_date="19750505", sex="F")
     order = room.exam.register_unscheduled(patient, "L", OPERATOR)
     image_and_end(room)
     mpps = room.wait_for_final_mpps(order.mpps_instance_uid)

@@ -13,6 +13,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from dicom_nodes.datasets import codes
+from dicom_nodes.datasets.identity import Patient
 from dicom_nodes.datasets.identity import RequestedStep as ScheduledStep
 from dicom_nodes.datasets.mpps_builders import (
     ExposureDose,
@@ -80,10 +81,7 @@ def exam(uid: str | None = None) -> MppsExam:
         study_id="S0001",
         station_ae="GALACTO",
         started_at=START,
-        patient_name="Müller^Anna",
-        patient_id="GAL-0001",
-        patient_birth_date="19700101",
-        patient_sex="F",
+        patient=Patient(name="Müller^Anna", id="GAL-0001", birth_date="19700101", sex="F"),
         steps=(
             ScheduledStep(
                 study_instance_uid=generate_uid(),

@@ -14,6 +14,7 @@ from pynetdicom import build_context
 from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
 
 from dicom_nodes.datasets import codes
+from dicom_nodes.datasets.identity import unflatten_patient
 from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, make_ae
 from dicom_nodes.unit_facing.mwl_scp import (
     MWL_FIND_UID,
@@ -45,7 +46,7 @@ def make_step(n: int, **overrides: Any) -> ScheduledStep:
         "patient_sex": "F",
     }
     values.update(overrides)
-    return ScheduledStep(**values)
+    return ScheduledStep(**unflatten_patient(values))  # the patient from its flat keys
 
 
 @dataclass

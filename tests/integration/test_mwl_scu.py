@@ -113,8 +113,8 @@ def test_an_item_carries_every_return_key(scp: WorklistScp) -> None:
     result = find_worklist(peer(scp.port), WorklistQuery(station_ae="GALACTO"))
     assert not result.truncated
     (item,) = result.items
-    assert item.patient_name == "DOE^JANE"
-    assert item.patient_id == "PID0001"
+    assert item.patient.name == "DOE^JANE"
+    assert item.patient.id == "PID0001"
     assert item.accession_number == "ACC0001"
     assert item.allergies == ("IODINE", "LATEX")
     assert item.pregnancy_status == 1
@@ -160,7 +160,7 @@ def test_patient_name_is_decoded_per_character_set(
 ) -> None:
     scp.orders = [order(1, name=raw, charset=charset)]
     (item,) = find_worklist(peer(scp.port), WorklistQuery()).items
-    assert item.patient_name == expected
+    assert item.patient.name == expected
 
 
 def test_a_patient_query_with_a_non_ascii_name_is_sent_as_utf8(scp: WorklistScp) -> None:

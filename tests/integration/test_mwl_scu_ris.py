@@ -35,11 +35,11 @@ def test_broad_query_returns_every_order_with_names_decoded(ris: SimulatedRis) -
     assert set(by_accession) == {o.accession_number for o in ris.orders()}
     for order in ris.orders():
         item = by_accession[order.accession_number]
-        assert item.patient_name == order.patient.name
+        assert item.patient.name == order.patient.name
         assert item.sps_id == order.sps_id
         assert item.study_instance_uid == order.study_instance_uid
         assert item.sps_start == order.start
-    assert any(not i.patient_name.isascii() for i in result.items)
+    assert any(not i.patient.name.isascii() for i in result.items)
 
 
 def test_patient_query_finds_one_patient(ris: SimulatedRis) -> None:

@@ -81,7 +81,7 @@ def test_a_query_over_tls_with_the_ca_trusted(tls_scp: tuple[WorklistScp, Path])
     scp, cert = tls_scp
     peer = Peer("127.0.0.1", scp.port, "RIS", timeouts=FAST, tls=client_tls_context(ca=str(cert)))
     (item,) = find_worklist(peer, WorklistQuery()).items
-    assert item.patient_name == "Müller^Anna"
+    assert item.patient.name == "Müller^Anna"
     assert "(TLS)" in peer.describe()
 
 

@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from acquisition.dose_log import DoseLog
+from dicom_nodes.datasets.identity import Patient
 from dicom_nodes.network import NODELAY_HANDLERS, client_tls_context, read_exactly
 from dicom_nodes.unit_facing.mpps_store import SqliteMppsStore
 from dicom_nodes.unit_facing.server import UnitFacingServer
@@ -186,8 +187,7 @@ def test_simulated_unit_whole_step_gives_one_row_per_exposure(
             requested_procedure_description="Galactography right",
             study_instance_uid=study_uid,
             accession_number="ACC-SIM",
-            patient_name="Doe^Jane",
-            patient_id="P1",
+            patient=Patient(name="Doe^Jane", id="P1"),
         )
     )
     with _server(stores, tmp_path, allowed_calling_aes=("MAMMO",)) as server:

@@ -19,6 +19,7 @@ import pytest
 
 from acquisition.dose_log import DoseLog
 from dicom_nodes.datasets.codes import Code
+from dicom_nodes.datasets.identity import Patient
 from dicom_nodes.network import Timeouts, client_tls_context
 from dicom_nodes.unit_facing.mpps_store import SqliteMppsStore
 from dicom_nodes.unit_facing.server import UnitFacingServer
@@ -50,10 +51,7 @@ def step(sps_id: str, description: str) -> ScheduledStep:
         requested_procedure_description="Galactography left",
         study_instance_uid="1.2.826.0.1.3680043.10.1466.7.2",
         accession_number="ACC0002",
-        patient_name="Ødegård^Åse",
-        patient_id="P0002",
-        patient_birth_date="19680505",
-        patient_sex="F",
+        patient=Patient(name="Ødegård^Åse", id="P0002", birth_date="19680505", sex="F"),
     )
 
 

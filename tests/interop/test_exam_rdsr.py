@@ -26,6 +26,7 @@ from pydicom.uid import generate_uid
 from acquisition.dose_log import DoseLog
 from acquisition.exam_reporting import derived_uid, exam_dose_report
 from dicom_nodes.datasets.dose_extract import from_image_header, from_mpps, from_rdsr
+from dicom_nodes.datasets.identity import Patient
 from dicom_nodes.datasets.rdsr import DoseReportContext
 from tests.dose_factories import Exposure, mg_image, mpps_create, mpps_set, rdsr
 from tests.interop.test_dciodvfy import dciodvfy, dsrdump_errors
@@ -118,8 +119,7 @@ def rows(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[dict[str, An
 def report(rows: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> Path:
     context = DoseReportContext(
         study_instance_uid=STUDY,
-        patient_name="Test^Patient",
-        patient_id="PID1",
+        patient=Patient(name="Test^Patient", id="PID1"),
         accession_number="ACC1",
         study_id="EXAM1",
         manufacturer="galacto",

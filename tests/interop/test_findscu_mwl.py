@@ -12,6 +12,7 @@ import pydicom
 import pytest
 
 from dicom_nodes.datasets import codes
+from dicom_nodes.datasets.identity import Patient
 from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, make_ae
 from dicom_nodes.unit_facing.mwl_scp import WorklistSCP
 from dicom_nodes.unit_facing.worklist_store import ScheduledStep, WorklistStore
@@ -44,9 +45,7 @@ def _step(sps_id: str, name: str, n: int, station: str = "MAMMO1") -> ScheduledS
         requested_procedure_codes=(codes.DUCTOGRAPHY,),
         study_instance_uid=f"1.2.826.0.1.3680043.10.3.{n}",
         accession_number=f"ACC{n}",
-        patient_name=name,
-        patient_id=f"PID{n}",
-        patient_sex="F",
+        patient=Patient(name=name, id=f"PID{n}", sex="F"),
         allergies=("Iodinated contrast",) if n == 0 else (),
     )
 

@@ -124,7 +124,7 @@ def test_broad_query_matches_station_date_and_modality(wlmscpfs: Wlmscpfs) -> No
 
 def test_names_come_back_decoded_per_character_set(wlmscpfs: Wlmscpfs) -> None:
     result = find_worklist(peer(wlmscpfs), WorklistQuery(modality="MG"))
-    names = {i.accession_number: i.patient_name for i in result.items}
+    names = {i.accession_number: i.patient.name for i in result.items}
     assert names["ACC1"] == "Müller^Anna"
     assert names["ACC2"] == "Øvergård^Åse"
     assert names["ACC3"] == "Smith^Jane"
@@ -219,11 +219,11 @@ def test_the_fallback_character_set_decodes_a_response_without_one(
     server = peer(wlmscpfs_without_charset)
     (raw,) = find_worklist(server, WorklistQuery(modality="MG")).items
     assert raw.specific_character_set == ()
-    assert raw.patient_name != "Øvergård^Åse"  # the default repertoire cannot read it
+    assert raw.patient.name != "Øvergård^Åse"  # the default repertoire cannot read it
     (item,) = find_worklist(
         server, WorklistQuery(modality="MG"), fallback_character_set="ISO_IR 192"
     ).items
-    assert item.patient_name == "Øvergård^Åse"
+    assert item.patient.name == "Øvergård^Åse"
     assert item.assumed_character_set == "ISO_IR 192"
 
 
@@ -231,7 +231,7 @@ def test_the_fallback_character_set_does_not_override_a_named_one(wlmscpfs: Wlms
     result = find_worklist(
         peer(wlmscpfs), WorklistQuery(modality="MG"), fallback_character_set="ISO_IR 192"
     )
-    names = {i.accession_number: (i.patient_name, i.assumed_character_set) for i in result.items}
+    names = {i.accession_number: (i.patient.name, i.assumed_character_set) for i in result.items}
     assert names["ACC1"] == ("Müller^Anna", "")  # named ISO_IR 100: read as Latin-1
 
 

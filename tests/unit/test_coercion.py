@@ -3,6 +3,7 @@ A)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from pydicom import dcmread
@@ -10,8 +11,9 @@ from pydicom.dataset import Dataset
 
 from dicom_nodes.datasets.codes import Code
 from dicom_nodes.datasets.coercion import PHASE_SCHEME, Phase, StudyIdentity, coerce
+from dicom_nodes.datasets.identity import Patient
 from dicom_nodes.datasets.identity import RequestedStep as Request
-from simulators.unit_images import StudyContext, sample_mg_image
+from simulators.unit_images import SIMULATED_PATIENT, StudyContext, sample_mg_image
 
 OLD_STUDY = "1.2.826.0.1.3680043.10.1466.7.100"
 NEW_STUDY = "1.2.826.0.1.3680043.10.1466.7.200"
@@ -25,10 +27,7 @@ def identity(**changes: object) -> StudyIdentity:
         "study_id": "RP7",
         "study_date": "20261125",
         "study_time": "093000",
-        "patient_name": "Łukasiewicz^Zofia",
-        "patient_id": "P7",
-        "patient_birth_date": "19680527",
-        "patient_sex": "F",
+        "patient": Patient(name="Łukasiewicz^Zofia", id="P7", birth_date="19680527", sex="F"),
         "mpps_instance_uid": MPPS,
         "pps_id": "ACC7",
         "accession_number": "ACC7",
@@ -47,7 +46,7 @@ def identity(**changes: object) -> StudyIdentity:
 def image() -> Dataset:
     study = StudyContext(
         study_instance_uid=OLD_STUDY,
-        patient_name="Muller^Anna",
+        patient=dataclasses.replace(SIMULATED_PATIENT, name="Muller^Anna"),
         accession_number="OLDACC",
         scheduled_procedure_step_id="ACC7-PRE",
         requested_procedure_id="RP7",

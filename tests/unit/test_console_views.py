@@ -10,6 +10,7 @@ import pytest
 from acquisition.console import views
 from acquisition.exam.model import ExamOrder
 from device_drivers.base import InjectorState
+from dicom_nodes.datasets.identity import unflatten_patient
 
 
 def order(**changes: str) -> ExamOrder:
@@ -24,7 +25,7 @@ def order(**changes: str) -> ExamOrder:
         "side": "L",
         **changes,
     }
-    return ExamOrder(**values)  # type: ignore[arg-type]
+    return ExamOrder(**unflatten_patient(values))  # the patient from its flat keys
 
 
 @pytest.mark.parametrize(

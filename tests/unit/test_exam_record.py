@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import pytest
@@ -11,6 +10,7 @@ from acquisition.exam.model import ExamOrder, checklist_blockers
 from acquisition.exam.record import ExamRecord
 from acquisition.exam_machine import ExamState, Limits
 from acquisition.journal import Entry
+from dicom_nodes.datasets.identity import Patient
 
 S = ExamState
 CLEAR = {"pregnancy_possible": False, "contrast_allergy": False}
@@ -33,7 +33,7 @@ def test_checklist_blockers(answers: dict[str, bool], blockers: list[str]) -> No
     assert checklist_blockers(answers) == blockers
 
 
-ORDER = ExamOrder("A1", "A1", "1.2.3", "DOE^JANE", "P1", "19700101", "F", "L")
+ORDER = ExamOrder("A1", "A1", "1.2.3", Patient("DOE^JANE", "P1", "19700101", "F"), "L")
 
 
 def entry(kind: str, **payload: Any) -> Entry:
@@ -53,7 +53,7 @@ def replay(*entries: Entry) -> ExamRecord:
 
 def test_replay_rebuilds_the_facts() -> None:
     record = replay(
-        entry("exam-opened", order=dataclasses.asdict(ORDER)),
+        entry("exam-opened", order=ORDER.to_json()),
         move(S.IDLE, S.CHECKLIST),
         entry("checklist", passed=True),
         move(S.CHECKLIST, S.PRE_CONTRAST),
@@ -80,7 +80,7 @@ def test_replay_rebuilds_the_facts() -> None:
 
 
 def test_a_running_injection_is_visible_and_closing_forgets_the_exam() -> None:
-    opened = entry("exam-opened", order=dataclasses.asdict(ORDER))
+    opened = entry("exam-opened", order=ORDER.to_json())
     started = entry("injection-started", number=1, volume_ml=0.5, rate_ml_min=0.3)
     assert replay(opened, started).injection_running == dict(started.payload)
     closed = replay(opened, entry("checklist", passed=True), move(S.DISCONTINUED, S.IDLE))

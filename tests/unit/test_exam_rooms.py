@@ -4,7 +4,6 @@ tests/integration/test_exam_service.py)."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import sqlite3
 import threading
@@ -42,7 +41,7 @@ from device_drivers.events import InjectorEvent
 from dicom_nodes.unit_facing.worklist_store import WorklistStore
 
 S, E = ExamState, ExamEvent
-ORDER = ExamOrder("A1", "A1", "1.2.3", "DOE^JANE", "P1", "19700101", "F", "L")
+ORDER = ExamOrder("A1", "A1", "1.2.3", Patient("DOE^JANE", "P1", "19700101", "F"), "L")
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
 
@@ -110,7 +109,7 @@ def test_phase_step_names_the_side_the_phase_and_the_contrast() -> None:
     assert (pre.sps_id, pre.sps_start_date, pre.sps_start_time) == ("A1-PRE", "20260102", "030405")
     assert "left" in pre.sps_description and pre.requested_contrast_agent == ""
     assert post.requested_contrast_agent == "Iohexol 300"
-    assert (post.study_instance_uid, post.patient_id) == ("1.2.3", "P1")
+    assert (post.study_instance_uid, post.patient.id) == ("1.2.3", "P1")
 
 
 def test_phase_worklist_offers_only_the_phase_in_progress(tmp_path: Path) -> None:
@@ -152,7 +151,7 @@ def make_ledger(tmp_path: Path, failures: list[Exception]) -> tuple[ExamLedger, 
 
 def test_the_ledger_journals_folds_and_publishes(tmp_path: Path) -> None:
     ledger, journal = make_ledger(tmp_path, [])
-    ledger.append("exam-opened", {"order": dataclasses.asdict(ORDER)}, "tech", "A1")
+    ledger.append("exam-opened", {"order": ORDER.to_json()}, "tech", "A1")
     with CHANGED:  # held as the service holds its lock
         ledger.transition(E.SELECT_ORDER, S.CHECKLIST, "tech")
     assert isinstance(ledger.published, ExamSnapshot)
@@ -170,7 +169,7 @@ def test_a_journal_that_fails_is_a_logging_fault(tmp_path: Path) -> None:
     with closing(sqlite3.connect(tmp_path / "journal.sqlite", isolation_level=None)) as other:
         other.execute("BEGIN EXCLUSIVE")  # another process holds the database
         with pytest.raises(JournalUnavailable):
-            ledger.append("exam-opened", {"order": dataclasses.asdict(ORDER)}, "tech", "A1")
+            ledger.append("exam-opened", {"order": ORDER.to_json()}, "tech", "A1")
         other.execute("ROLLBACK")
     assert ledger.journal_fault is not None and len(failures) == 1
     assert ledger.record == ExamRecord()  # nothing applied
@@ -248,7 +247,7 @@ def test_the_side_chosen_must_agree_with_the_order() -> None:
 
 
 def test_an_unscheduled_exam_has_no_accession_and_its_own_study() -> None:
-    order = unscheduled_order(Patient("DOE^JANE", "P1"), "R", "U20260102030405")
+    order = unscheduled_order(Patient("DOE^JANE", "P1", sex="F"), "R", "U20260102030405")
     assert (order.accession, order.scheduled, order.side) == ("", False, "R")
     assert order.study_instance_uid and order.study_instance_uid != ORDER.study_instance_uid
 
@@ -272,5 +271,5 @@ def test_the_checklist_entry_says_whether_it_passes() -> None:
 
 def test_an_exam_s_study_uid_is_made_under_the_site_root() -> None:
     root = "1.2.826.0.1.3680043.10.9999"
-    order = unscheduled_order(Patient("DOE^JANE", "P1"), "R", "U20260102030405", root)
+    order = unscheduled_order(Patient("DOE^JANE", "P1", sex="F"), "R", "U20260102030405", root)
     assert order.study_instance_uid.startswith(root + ".")

@@ -14,15 +14,12 @@ from acquisition.hospital_identity import (
     study_identity,
 )
 from dicom_nodes.datasets.codes import Code
-from dicom_nodes.datasets.identity import RequestedStep
+from dicom_nodes.datasets.identity import Patient, RequestedStep
 from dicom_nodes.hospital.mwl_scu import WorklistItem
 
 #: The RIS's order as the exam opened it.
 ITEM = WorklistItem(
-    patient_name="DOE^JANE",
-    patient_id="P1",
-    patient_birth_date="19700101",
-    patient_sex="F",
+    patient=Patient(name="DOE^JANE", id="P1", birth_date="19700101", sex="F"),
     accession_number="ACC1",
     requested_procedure_id="RP1",
     requested_procedure_description="Galactography left",
@@ -64,27 +61,30 @@ def test_a_scheduled_exam_without_its_ris_item_carries_the_order_as_opened() -> 
     identity = study_identity(ORDER)
     assert identity.request == requested_step(ORDER)
     assert (identity.study_id, identity.accession_number) == ("RP1", "ACC1")
-    assert (identity.patient_name, identity.study_instance_uid) == ("DOE^JANE", "1.2.3")
+    assert (identity.patient.name, identity.study_instance_uid) == ("DOE^JANE", "1.2.3")
     assert (identity.mpps_instance_uid, identity.pps_id) == ("1.2.3.4", ORDER.exam_id[-16:])
 
 
 def test_an_unscheduled_exam_has_no_request_no_accession_and_the_exam_id_as_study_id() -> None:
     order = dataclasses.replace(ORDER, scheduled=False)
-    other = dataclasses.replace(ITEM, patient_name="OTHER^ANN")
+    other = dataclasses.replace(ITEM, patient=Patient(name="OTHER^ANN"))
     identity = study_identity(order, other)  # the RIS's item is not consulted
     assert identity.request is None
     assert (identity.study_id, identity.accession_number) == (ORDER.exam_id[-16:], "")
-    assert identity.patient_name == "DOE^JANE"
+    assert identity.patient.name == "DOE^JANE"
 
 
 def test_a_scheduled_exam_follows_the_ris_order_as_it_stands() -> None:
     current = dataclasses.replace(
-        ITEM, patient_name="DOE^JANE^M", study_instance_uid="1.2.9", requested_procedure_id="RP2"
+        ITEM,
+        patient=dataclasses.replace(ITEM.patient, name="DOE^JANE^M"),
+        study_instance_uid="1.2.9",
+        requested_procedure_id="RP2",
     )
     identity = study_identity(ORDER, current)
     assert (identity.study_id, study_id(ORDER)) == ("RP2", "RP1")
     assert identity.pps_id == pps_id(ORDER) == ORDER.exam_id[-16:]
-    assert (identity.patient_name, identity.referring_physician) == ("DOE^JANE^M", "REF^ROSE")
+    assert (identity.patient.name, identity.referring_physician) == ("DOE^JANE^M", "REF^ROSE")
     assert (identity.study_instance_uid, identity.replaces) == ("1.2.9", ("1.2.3",))
     assert identity.request is not None and identity.request.sps_id == "SPS1"
 

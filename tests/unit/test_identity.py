@@ -9,11 +9,18 @@ from pydicom.dataset import Dataset
 
 from dicom_nodes.datasets import codes
 from dicom_nodes.datasets.identity import (
+    PATIENT_KEYS,
+    Patient,
     RequestedStep,
+    flatten_patient,
+    get_patient,
     request_item,
     set_patient,
     set_patient_and_study,
+    unflatten_patient,
 )
+
+JANE = Patient(name="DOE^JANE", id="P1", birth_date="19700101", sex="F")
 
 STEP = RequestedStep(
     accession_number="ACC1",
@@ -50,10 +57,7 @@ class Context:
     """Any record that carries the patient and the study (the helpers read it by protocol)."""
 
     study_instance_uid: str = "1.2.3"
-    patient_name: str = "DOE^JANE"
-    patient_id: str = "P1"
-    patient_birth_date: str = "19700101"
-    patient_sex: str = "F"
+    patient: Patient = JANE
     accession_number: str = "ACC1"
     study_id: str = "RP1"
     study_date: str = ""
@@ -64,7 +68,7 @@ class Context:
 
 def test_the_patient_is_written_from_any_record_that_names_her() -> None:
     ds = Dataset()
-    set_patient(ds, Context())
+    set_patient(ds, Context().patient)
     assert (ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex) == (
         "DOE^JANE",
         "P1",
@@ -72,6 +76,14 @@ def test_the_patient_is_written_from_any_record_that_names_her() -> None:
         "F",
     )
     assert "StudyInstanceUID" not in ds
+    assert get_patient(ds) == JANE
+
+
+def test_a_patient_the_dataset_does_not_name_is_read_empty() -> None:
+    ds = Dataset()
+    ds.PatientName = "DOE^JANE"
+    ds.PatientSex = None  # type 2, empty
+    assert get_patient(ds) == Patient(name="DOE^JANE")
 
 
 def test_a_new_object_without_a_study_date_is_dated_by_its_content() -> None:
@@ -91,3 +103,33 @@ def test_over_an_existing_object_the_context_s_values_replace_the_old_ones() -> 
     assert "StudyDescription" not in ds  # the context has none: the old one does not stay
     set_patient_and_study(ds, Context(study_description="Galactography"))
     assert (ds.StudyDescription, ds.StudyDate) == ("Galactography", "")
+
+
+def test_a_patient_is_kept_under_the_four_flat_keys_journals_have_always_had() -> None:
+    flat = flatten_patient({"exam_id": "E1", "patient": JANE, "side": "R"})
+    assert list(flat) == ["exam_id", *PATIENT_KEYS, "side"]  # in the patient's place
+    assert flat == {
+        "exam_id": "E1",
+        "patient_name": "DOE^JANE",
+        "patient_id": "P1",
+        "patient_birth_date": "19700101",
+        "patient_sex": "F",
+        "side": "R",
+    }
+    assert unflatten_patient(flat) == {"exam_id": "E1", "side": "R", "patient": JANE}
+    # dataclasses.asdict gives the patient as a mapping: flattened the same way
+    assert flatten_patient(
+        {"patient": {"name": "A^B", "id": "X", "birth_date": "", "sex": ""}}
+    ) == (Patient("A^B", "X").flat())
+
+
+def test_a_flat_key_that_is_absent_or_null_is_an_empty_value() -> None:
+    assert Patient.from_flat({"patient_name": "DOE^JANE", "patient_sex": None}) == Patient(
+        name="DOE^JANE"
+    )
+
+
+def test_a_patient_s_repr_names_no_identifier() -> None:
+    assert repr(JANE) == "Patient(sex='F')"
+    text = repr(Context())  # a record holding her
+    assert "DOE^JANE" not in text and "'P1'" not in text and "19700101" not in text

@@ -8,14 +8,12 @@ import pytest
 
 from acquisition.laterality import DEFAULT_TERMS, order_side, parse_terms
 from dicom_nodes.datasets.codes import Code
+from dicom_nodes.datasets.identity import Patient
 from dicom_nodes.hospital.mwl_scu import WorklistItem
 
 TERMS = parse_terms(DEFAULT_TERMS)
 BLANK = WorklistItem(
-    patient_name="DOE^JANE",
-    patient_id="P1",
-    patient_birth_date="",
-    patient_sex="F",
+    patient=Patient(name="DOE^JANE", id="P1", birth_date="", sex="F"),
     accession_number="A1",
     requested_procedure_id="RP1",
     requested_procedure_description="",

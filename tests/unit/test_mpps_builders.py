@@ -9,6 +9,7 @@ from pydicom.dataset import Dataset
 
 from dicom_nodes.datasets import codes
 from dicom_nodes.datasets.codes import Code
+from dicom_nodes.datasets.identity import Patient
 from dicom_nodes.datasets.identity import RequestedStep as ScheduledStep
 from dicom_nodes.datasets.mpps_builders import (
     ContrastUse,
@@ -44,10 +45,7 @@ EXAM = MppsExam(
     study_id="S1",
     station_ae="GALACTO",
     started_at=START,
-    patient_name="Øvergård^Åse",
-    patient_id="GAL-1",
-    patient_birth_date="19700101",
-    patient_sex="F",
+    patient=Patient(name="Øvergård^Åse", id="GAL-1", birth_date="19700101", sex="F"),
     steps=(STEP,),
 )
 PRE = PerformedSeries("1.2.3.5", "Pre-contrast", images=((MG, "1.2.3.5.1"), (MG, "1.2.3.5.2")))

@@ -16,6 +16,7 @@ from pydicom.filereader import read_dataset
 from pynetdicom.dsutils import encode
 
 from dicom_nodes.datasets import codes
+from dicom_nodes.datasets.identity import unflatten_patient
 from dicom_nodes.unit_facing.mwl_matching import ReturnKeys, parse_query, select_return_keys
 from dicom_nodes.unit_facing.worklist_store import (
     LATIN1,
@@ -55,7 +56,7 @@ def make_step(n: int = 1, **overrides: object) -> ScheduledStep:
         "requested_contrast_agent": "Iohexol 300 mg/mL",
     }
     values.update(overrides)
-    return ScheduledStep(**values)  # type: ignore[arg-type]
+    return ScheduledStep(**unflatten_patient(values))  # the patient from its flat keys
 
 
 @pytest.fixture

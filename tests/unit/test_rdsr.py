@@ -10,6 +10,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from dicom_nodes.datasets import rdsr
+from dicom_nodes.datasets.identity import Patient
 
 CC = rdsr.CodedConcept("399162004", "SCT", "cranio-caudal")
 ML = rdsr.CodedConcept("399260004", "SCT", "medio-lateral")
@@ -48,8 +49,7 @@ def event(
 def context() -> rdsr.DoseReportContext:
     return rdsr.DoseReportContext(
         study_instance_uid="1.2.3.9",
-        patient_name="Müller^Anna",
-        patient_id="P1",
+        patient=Patient(name="Müller^Anna", id="P1"),
         accession_number="A1",
         model_name="SIM",
         device_serial_number="S1",
