@@ -99,7 +99,11 @@ def serve_peer(peer: SimulatedPeer, host: str, port: int, **extra: object) -> in
 
 
 def wait_for_termination() -> None:
-    """Block until SIGINT or SIGTERM (the simulators' serve-forever loop)."""
+    """Block until SIGINT or SIGTERM (the simulators' serve-forever loop).
+
+    The wait wakes every 0.2 s: a signal the kernel gives to a worker thread runs its Python
+    handler only when the main thread executes bytecode again (see acquisition.cli.Termination,
+    which the simulators may not import)."""
     stop = threading.Event()
 
     def _handler(signum: int, frame: object) -> None:
@@ -107,7 +111,7 @@ def wait_for_termination() -> None:
 
     previous = {sig: signal.signal(sig, _handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while not stop.wait(3600):
+        while not stop.wait(0.2):
             pass
     finally:
         for sig, handler in previous.items():

@@ -22,10 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
-import signal
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +31,7 @@ from typing import Any
 
 from acquisition import wiring
 from acquisition.accounts import ROLES, Accounts
-from acquisition.cli import EXIT_OK, EXIT_USAGE, configure_logging, load_config
+from acquisition.cli import EXIT_OK, EXIT_USAGE, Termination, configure_logging, load_config
 from acquisition.controller import Controller
 from acquisition.exam.model import ExamError, exam_exposures
 from acquisition.exam.service import ExamService
@@ -171,9 +169,7 @@ def demo_accounts(database: Path, data_dir: Path) -> list[dict[str, str]]:
 
 
 def _serve(controller: Controller, autopilot: Any, console_url: str) -> int:
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    termination = Termination()
     autopilot.start()
     print(
         f"galacto demo: console on {console_url} — log in as demo-technologist (its password "
@@ -182,7 +178,7 @@ def _serve(controller: Controller, autopilot: Any, console_url: str) -> int:
         flush=True,
     )
     try:
-        stop.wait()
+        termination.wait()
     finally:
         autopilot.stop()
     return EXIT_OK

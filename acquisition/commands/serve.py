@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
-import threading
 from typing import Any
 
-from acquisition.cli import EXIT_OK, configure_logging, load_config
+from acquisition.cli import EXIT_OK, Termination, configure_logging, load_config
 from acquisition.controller import Controller
 
 
@@ -29,10 +27,8 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     config = load_config(args)
     configure_logging(args.log_level or config.logging.level)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    termination = Termination()  # a signal during the start-up stops it cleanly too
     with Controller(config) as controller:
         print(json.dumps(controller.endpoints().as_json()), flush=True)
-        stop.wait()
+        termination.wait()
     return EXIT_OK

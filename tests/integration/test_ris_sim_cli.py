@@ -18,6 +18,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from dicom_nodes.network import NODELAY_HANDLERS, Timeouts, make_ae
+from tests.signals import needs_tgkill, signal_a_worker_thread
 
 TIMEOUT_S = 20.0
 FAST = Timeouts(connection_s=2.0, acse_s=5.0, dimse_s=5.0, network_s=10.0)
@@ -130,3 +131,16 @@ def test_bad_commitment_target_is_a_usage_error(processes: list[subprocess.Popen
     proc = launch("pacs", "--commitment-target", "localhost:104")
     processes.append(proc)
     assert proc.wait(timeout=TIMEOUT_S) == 2
+
+
+@needs_tgkill
+def test_a_sigterm_on_a_worker_thread_stops_the_simulator(
+    processes: list[subprocess.Popen[str]],
+) -> None:
+    """As `galacto serve` (tests/integration/test_serve_cli.py): the signal handler must run
+    even when the kernel gives the signal to a thread other than the main one."""
+    proc = launch("ris")
+    processes.append(proc)
+    first_line(proc)
+    signal_a_worker_thread(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=TIMEOUT_S) == 0
