@@ -61,6 +61,8 @@ def test_a_pty_carries_both_ways_and_keeps_the_transcript(echo: Echo) -> None:
         started = time.monotonic()
         assert host.read(3) == b"ABC"
         assert time.monotonic() - started >= 0.1 - 0.02  # the delay asked for
+    # The port records a write once it returns: the host may read the bytes before that.
+    wait_until(lambda: len(echo.port.transcript) == 2, WAIT_S, what="the TX line")
     directions = [line.direction for line in echo.port.transcript]
     assert directions == ["RX", "TX"] and echo.port.transcript[1].hex == "41 42 43"
     assert (echo.port.rx_bytes, echo.port.tx_bytes, echo.port.queued_bytes) == (3, 3, 0)
