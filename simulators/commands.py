@@ -81,6 +81,7 @@ def register(subparsers: Any) -> None:
 def serve_peer(peer: SimulatedPeer, host: str, port: int, **extra: object) -> int:
     """Start a simulated DICOM peer, print its endpoint as one JSON line, serve until
     SIGINT/SIGTERM, stop it. Exit 0, or 2 when the port cannot be bound."""
+    termination = Termination()
     try:
         bound_host, bound_port = peer.start(host, port)
     except OSError as exc:
@@ -92,27 +93,26 @@ def serve_peer(peer: SimulatedPeer, host: str, port: int, **extra: object) -> in
         endpoint = {"host": bound_host, "port": bound_port, "ae_title": peer.ae_title, **extra}
         sys.stdout.write(json.dumps(endpoint) + "\n")
         sys.stdout.flush()
-        wait_for_termination()
+        termination.wait()
     finally:
         peer.stop()
     return 0
 
 
-def wait_for_termination() -> None:
-    """Block until SIGINT or SIGTERM (the simulators' serve-forever loop).
+class Termination:
+    """SIGINT and SIGTERM, caught from construction on — before the ready line, so that a
+    signal right after it is a clean stop: :meth:`wait` returns once one came (the simulators'
+    serve-forever loop).
 
     The wait wakes every 0.2 s: a signal the kernel gives to a worker thread runs its Python
-    handler only when the main thread executes bytecode again (see acquisition.cli.Termination,
-    which the simulators may not import)."""
-    stop = threading.Event()
+    handler only when the main thread executes bytecode again. The same as
+    ``acquisition.cli.Termination``, which the simulators may not import."""
 
-    def _handler(signum: int, frame: object) -> None:
-        stop.set()
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: self.requested.set())
 
-    previous = {sig: signal.signal(sig, _handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while not stop.wait(0.2):
+    def wait(self) -> None:
+        while not self.requested.wait(0.2):
             pass
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -12,7 +12,7 @@ import re
 import sys
 from typing import Any
 
-from simulators.commands import parsed, wait_for_termination
+from simulators.commands import Termination, parsed
 from simulators.injector import InjectorSimulator
 from simulators.injector_faults import FaultSpec, FaultSyntaxError, parse_fault
 from simulators.injector_physics import SYRINGES, SimParams
@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         time_scale=args.time_scale,
         plain=args.plain,
     )
+    termination = Termination()
     try:
         url = sim.serve_socket(*args.listen) if args.listen else sim.serve_pty(args.pty_link)
         for spec in faults:
@@ -121,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
             sim.add_random_faults(random_count, within_s=args.random_within_s)
         sys.stdout.write(json.dumps({"url": url}) + "\n")
         sys.stdout.flush()
-        wait_for_termination()
+        termination.wait()
     except OSError as exc:
         sys.stderr.write(f"galacto sim injector: {exc}\n")
         return EXIT_USAGE

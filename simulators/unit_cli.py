@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from dicom_nodes.network import client_tls_context
-from simulators.commands import ae_title_arg, port_arg, wait_for_termination
+from simulators.commands import Termination, ae_title_arg, port_arg
 from simulators.unit import FAULT_NAMES, QUIRK_NAMES, PerformedStep, SimulatedUnit, UnitError
 from simulators.unit_images import (
     ContrastAdministration,
@@ -178,10 +178,11 @@ def run(args: argparse.Namespace) -> int:
             "ae_title": args.controller_ae,
         },
     }
+    termination = Termination()
     sys.stdout.write(json.dumps(endpoint) + "\n")
     sys.stdout.flush()
     try:
-        wait_for_termination()
+        termination.wait()
     finally:
         stop.set()
         server.shutdown()

@@ -104,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
     room_module = wiring.simulator("room")
     wiring.simulator("injsim").register()  # injsim:// URLs open in the demo (simulators.md)
     seed = args.seed if args.seed is not None else secrets.randbelow(1_000_000)
+    # Interactive: a signal from the start-up on is a clean stop (the scripted run keeps the
+    # default: SIGTERM ends it at once).
+    termination = None if args.auto else Termination()
     with room_module.SimulatedRoom(time_scale=args.time_scale, seed=seed) as room:
         # what the user set (--set console.port=8080) wins over the room's choices
         chosen = {parse_override(text)[0] for text in args.overrides or ()}
@@ -117,9 +120,9 @@ def run(args: argparse.Namespace) -> int:
             endpoints = controller.endpoints()
             print(json.dumps({**endpoints.as_json(), "console_users": users}), flush=True)
             unit = room.unit(endpoints.host, endpoints.port, endpoints.ae_title)
-            if not args.auto:
+            if termination is not None:
                 autopilot = room_module.UnitAutopilot(unit, injector=room.injector)
-                return _serve(controller, autopilot, endpoints.console)
+                return _serve(termination, autopilot, endpoints.console)
             started = time.monotonic()
             try:
                 result = ScriptedExam(controller, room, room_module, unit, args.time_scale).run(
@@ -168,8 +171,7 @@ def demo_accounts(database: Path, data_dir: Path) -> list[dict[str, str]]:
     return users
 
 
-def _serve(controller: Controller, autopilot: Any, console_url: str) -> int:
-    termination = Termination()
+def _serve(termination: Termination, autopilot: Any, console_url: str) -> int:
     autopilot.start()
     print(
         f"galacto demo: console on {console_url} — log in as demo-technologist (its password "
